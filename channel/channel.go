@@ -1,0 +1,118 @@
+// Package channel is the mailbox contract: publishing messages addressed to
+// actors, and consuming them partition by partition.
+//
+// A channel delivers at least once. Within one partition, messages are
+// delivered in the order they were published. Every message of an address
+// lives in the address's home partition (see HomePartition), so one actor's
+// messages arrive in order. Backends live in sub-packages (channel/sqlite,
+// …) and all of them pass channel/channeltest.
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Address names one actor as "type/id", for example "counter/42".
+type Address struct {
+	Type string
+	ID   string
+}
+
+// ParseAddress parses "type/id". Both parts must be non-empty and the type
+// may not contain a slash; the id may.
+func ParseAddress(s string) (Address, error) {
+	typ, id, ok := strings.Cut(s, "/")
+	if !ok || typ == "" || id == "" {
+		return Address{}, fmt.Errorf("%w: %q, want TYPE/ID such as counter/7", ErrBadAddress, s)
+	}
+	return Address{Type: typ, ID: id}, nil
+}
+
+// String returns "type/id".
+func (a Address) String() string { return a.Type + "/" + a.ID }
+
+// Message is one message addressed to an actor.
+//
+// On Publish, ID may be empty (the publisher then assigns a unique one) and
+// the position fields are ignored. On delivery every field is set.
+type Message struct {
+	// ID is stable across redeliveries and unique per message. The host
+	// dedups by it.
+	ID      string
+	Address Address
+	Payload []byte
+	Headers map[string]string
+
+	// Mailbox names the source (table, topic or stream) for provenance.
+	Mailbox   string
+	Partition int32
+	// Offset increases with publish order within a partition.
+	Offset int64
+	// Deliveries counts deliveries of this message, this one included, as
+	// the channel recorded them durably before handing it out. Zero means the
+	// channel cannot count (the host then keeps its own count).
+	Deliveries int
+	// PublishedAt is when the message entered the mailbox.
+	PublishedAt time.Time
+}
+
+// Publisher publishes messages to a mailbox.
+//
+// Publish returns only after every message is durably stored, and assigns
+// each message with an empty ID a unique one. A Publisher is safe for
+// concurrent use.
+type Publisher interface {
+	Publish(ctx context.Context, msgs ...Message) error
+	Close() error
+}
+
+// Consumer hands out partitions of a mailbox as Claims.
+//
+// Run blocks until ctx is cancelled or a fatal error occurs, calling
+// onClaim in a fresh goroutine for every partition this consumer comes to
+// own. Several consumers (in one process or several) share the partitions
+// between them; a partition is claimed by at most one consumer at a time.
+// When Run returns, every claim it handed out has ended (Messages closed).
+type Consumer interface {
+	Run(ctx context.Context, onClaim func(Claim)) error
+	// Backend names the kind of channel ("sqlite", "kafka", …) for provenance.
+	Backend() string
+	Close() error
+}
+
+// Claim is one partition owned by one consumer for a while.
+//
+// Messages delivers the partition's messages in offset order and is closed
+// when the claim is being given up: the consumer is stopping, or the
+// partition is being rebalanced away. The owner then finishes or abandons
+// in-flight work, acks what is done, and calls Release. Lost is closed if
+// ownership ended without warning (a lease expired): the owner must stop and
+// ack nothing more, as another consumer may already have the partition.
+type Claim interface {
+	Partition() int32
+	Messages() <-chan Message
+	Lost() <-chan struct{}
+	// Ack acknowledges finished messages. The host passes them in offset
+	// order, up to its watermark. Ack may buffer; acks are durable at the
+	// latest when Release returns. An ack after Lost is ignored.
+	Ack(ctx context.Context, msgs ...Message) error
+	// Nack hands a delivered message back to be delivered again after delay,
+	// with Deliveries one higher. Later messages of the same address are not
+	// delivered before it.
+	Nack(ctx context.Context, msg Message, delay time.Duration) error
+	// Release flushes buffered acks and gives up the partition. It is
+	// idempotent.
+	Release(ctx context.Context) error
+}
+
+// Errors a backend may return. Wrapped errors match with errors.Is.
+var (
+	// ErrBadAddress is returned for an address that is not "type/id".
+	ErrBadAddress = errors.New("bad actor address")
+	// ErrClosed is returned by calls on a closed publisher or consumer.
+	ErrClosed = errors.New("channel closed")
+)
