@@ -1,0 +1,320 @@
+// Package memory is an in-process journal.Journal: maps behind a mutex.
+// It is for tests and for actors whose history may die with the process;
+// nothing survives Close, and it cannot be shared between processes.
+package memory
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// Options tune New.
+type Options struct {
+	// KeepCheckpoints is how many of an actor's newest checkpoints are kept
+	// when a newer one is written, as in journal/sqlite; a negative value
+	// keeps all of them. Defaults to 3.
+	KeepCheckpoints int
+}
+
+// DefaultKeepCheckpoints is what KeepCheckpoints 0 means.
+const DefaultKeepCheckpoints = 3
+
+// Journal is an in-memory journal. It is safe for concurrent use.
+type Journal struct {
+	keep int // <= 0 keeps every checkpoint
+
+	mu     sync.RWMutex
+	closed bool
+	actors map[string]*history
+	epochs map[string]int64
+}
+
+// history is one actor's entries, indexed by Seq-1, plus what lookups need.
+type history struct {
+	entries     []journal.Entry
+	outcomes    map[string]int       // msgID -> index of its first outcome entry
+	checkpoints []journal.Checkpoint // ascending Seq
+}
+
+var _ journal.Journal = (*Journal)(nil)
+
+// New returns an empty journal.
+func New(opts Options) *Journal {
+	keep := opts.KeepCheckpoints
+	if keep == 0 {
+		keep = DefaultKeepCheckpoints
+	}
+	return &Journal{
+		keep:   keep,
+		actors: make(map[string]*history),
+		epochs: make(map[string]int64),
+	}
+}
+
+// Append implements journal.Journal. It validates the whole call before
+// changing anything, so an error other than *journal.FencedError means
+// nothing was written.
+func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
+	if err := validate(batches); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return journal.ErrClosed
+	}
+
+	var fenced []string
+	current := make([]bool, len(batches))
+	for i, b := range batches {
+		if j.epochs[b.Partition] == b.Epoch {
+			current[i] = true
+		} else if !slices.Contains(fenced, b.Partition) {
+			fenced = append(fenced, b.Partition)
+		}
+	}
+
+	// next is each touched actor's next sequence as the call proceeds.
+	next := make(map[string]int64)
+	nextOf := func(actor string) int64 {
+		n, ok := next[actor]
+		if !ok {
+			n = 1
+			if h := j.actors[actor]; h != nil {
+				n = int64(len(h.entries)) + 1
+			}
+			next[actor] = n
+		}
+		return n
+	}
+	for i, b := range batches {
+		if !current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			if want := nextOf(e.Actor); e.Seq != want {
+				return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
+					journal.ErrSequence, e.Actor, e.Seq, want)
+			}
+			next[e.Actor]++
+		}
+	}
+	for i, b := range batches {
+		if !current[i] {
+			continue
+		}
+		for _, cp := range b.Checkpoints {
+			if last := nextOf(cp.Actor) - 1; cp.Seq > last {
+				return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
+					journal.ErrSequence, cp.Actor, cp.Seq, last)
+			}
+		}
+	}
+
+	for i, b := range batches {
+		if !current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			h := j.history(e.Actor)
+			e.Data = clone(e.Data)
+			if e.Kind.IsOutcome() {
+				if _, ok := h.outcomes[e.MsgID]; !ok {
+					h.outcomes[e.MsgID] = len(h.entries)
+				}
+			}
+			h.entries = append(h.entries, e)
+		}
+		for _, cp := range b.Checkpoints {
+			j.history(cp.Actor).saveCheckpoint(cp, j.keep)
+		}
+	}
+	if len(fenced) > 0 {
+		return &journal.FencedError{Partitions: fenced}
+	}
+	return nil
+}
+
+func (j *Journal) history(actor string) *history {
+	h := j.actors[actor]
+	if h == nil {
+		h = &history{outcomes: make(map[string]int)}
+		j.actors[actor] = h
+	}
+	return h
+}
+
+// saveCheckpoint inserts cp in Seq order, replacing one at the same Seq,
+// and drops the oldest beyond keep.
+func (h *history) saveCheckpoint(cp journal.Checkpoint, keep int) {
+	cp.State = clone(cp.State)
+	i, found := slices.BinarySearchFunc(h.checkpoints, cp.Seq, func(c journal.Checkpoint, seq int64) int {
+		return cmp.Compare(c.Seq, seq)
+	})
+	if found {
+		h.checkpoints[i] = cp
+	} else {
+		h.checkpoints = slices.Insert(h.checkpoints, i, cp)
+	}
+	if keep > 0 && len(h.checkpoints) > keep {
+		h.checkpoints = slices.Delete(h.checkpoints, 0, len(h.checkpoints)-keep)
+	}
+}
+
+// validate rejects input no store could hold, before anything is written.
+func validate(batches []journal.Batch) error {
+	for _, b := range batches {
+		for _, e := range b.Entries {
+			if e.Actor == "" {
+				return fmt.Errorf("journal/memory: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
+			}
+			if e.Seq < 1 {
+				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
+			}
+		}
+		for _, cp := range b.Checkpoints {
+			if cp.Actor == "" {
+				return fmt.Errorf("journal/memory: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
+			}
+			if cp.Seq < 0 {
+				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
+			}
+		}
+	}
+	return nil
+}
+
+// Read implements journal.Journal. fn runs without the journal's lock
+// held, so it may call the journal.
+func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
+	j.mu.RLock()
+	if j.closed {
+		j.mu.RUnlock()
+		return journal.ErrClosed
+	}
+	var es []journal.Entry
+	if h := j.actors[actor]; h != nil {
+		start := max(from, 1) - 1
+		if start < int64(len(h.entries)) {
+			es = slices.Clone(h.entries[start:])
+		}
+	}
+	j.mu.RUnlock()
+
+	for _, e := range es {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e.Data = clone(e.Data)
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LastSeq implements journal.Journal.
+func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return 0, journal.ErrClosed
+	}
+	if h := j.actors[actor]; h != nil {
+		return int64(len(h.entries)), nil
+	}
+	return 0, nil
+}
+
+// Outcome implements journal.Journal.
+func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return journal.Entry{}, false, journal.ErrClosed
+	}
+	h := j.actors[actor]
+	if h == nil {
+		return journal.Entry{}, false, nil
+	}
+	i, ok := h.outcomes[msgID]
+	if !ok {
+		return journal.Entry{}, false, nil
+	}
+	e := h.entries[i]
+	e.Data = clone(e.Data)
+	return e, true, nil
+}
+
+// LoadCheckpoint implements journal.Journal.
+func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return journal.Checkpoint{}, false, journal.ErrClosed
+	}
+	h := j.actors[actor]
+	if h == nil {
+		return journal.Checkpoint{}, false, nil
+	}
+	for i := len(h.checkpoints) - 1; i >= 0; i-- {
+		if cp := h.checkpoints[i]; cp.Seq <= atOrBefore {
+			cp.State = clone(cp.State)
+			return cp, true, nil
+		}
+	}
+	return journal.Checkpoint{}, false, nil
+}
+
+// Epoch implements journal.Journal.
+func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return 0, journal.ErrClosed
+	}
+	return j.epochs[partition], nil
+}
+
+// CompareAndSetEpoch implements journal.Journal. It refuses to move an
+// epoch backward, which would unfence a zombie.
+func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
+	if next <= old {
+		return false, fmt.Errorf("journal/memory: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return false, journal.ErrClosed
+	}
+	if j.epochs[partition] != old {
+		return false, nil
+	}
+	j.epochs[partition] = next
+	return true, nil
+}
+
+// Close drops everything. Later calls return journal.ErrClosed; closing
+// again is a no-op.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.closed = true
+	j.actors, j.epochs = nil, nil
+	return nil
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return slices.Clone(b)
+}

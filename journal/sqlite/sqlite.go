@@ -1,0 +1,449 @@
+// Package sqlite is a journal.Journal in a SQLite file.
+//
+// Every Append is one write transaction, whatever the number of batches and
+// actors in it: callers group many actors' writes into one call, and pay
+// one commit (one fsync with SyncFull) for all of them. Several processes
+// on one host may share the file: SQLite's WAL lets readers run beside the
+// writer, and writers take the write lock up front, queueing on a busy
+// timeout. Tables are prefixed journal_, so the same file can also hold a
+// SQLite mailbox and its acks can commit together with the journal.
+//
+// What it does not give: sharing across hosts (WAL needs shared memory, so
+// keep the file on a local file system, not NFS or SMB), and with
+// SyncNormal, durability of the last Appends across power loss.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// Synchronous is SQLite's synchronous setting: how durable a commit is.
+type Synchronous = sqlitedb.Synchronous
+
+const (
+	// SyncFull fsyncs on every commit: an Append that returned survives
+	// power loss.
+	SyncFull = sqlitedb.SyncFull
+	// SyncNormal fsyncs only at WAL checkpoints: an Append that returned
+	// survives a process crash, but the last ones may be lost on power loss.
+	SyncNormal = sqlitedb.SyncNormal
+)
+
+// DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
+const DefaultKeepCheckpoints = 3
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// Synchronous says how durable a commit is. Defaults to SyncFull.
+	Synchronous Synchronous
+
+	// KeepCheckpoints is how many of an actor's newest checkpoints survive
+	// an Append that writes a newer one; a negative value keeps all of them.
+	// Defaults to 3.
+	KeepCheckpoints int
+
+	// Compact bounds the file's growth: after an Append saves a checkpoint,
+	// the actor's attempt and effect entries at or below its oldest kept
+	// checkpoint are deleted, and outcome entries there lose their Data.
+	// The outcomes themselves stay, so dedup by message ID keeps working;
+	// Read of a compacted range returns what is left. An actor's last entry
+	// is never deleted. Entries compacted are those between the oldest kept
+	// checkpoint before the Append and the one after it, so turning Compact
+	// on later does not reach back into older history. Defaults to false.
+	Compact bool
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Synchronous == "" {
+		o.Synchronous = SyncFull
+	}
+	switch strings.ToUpper(string(o.Synchronous)) {
+	case string(SyncFull), string(SyncNormal):
+	default:
+		return o, fmt.Errorf("journal/sqlite: Options.Synchronous %q: use SyncFull or SyncNormal", o.Synchronous)
+	}
+	if o.KeepCheckpoints == 0 {
+		o.KeepCheckpoints = DefaultKeepCheckpoints
+	}
+	return o, nil
+}
+
+// Writer connection tuning. A batch of many actors dirties roughly one
+// page per actor, so SQLite's defaults (a 2 MiB cache, a WAL checkpoint
+// every 1000 pages) make nearly every commit spill its cache and run a
+// checkpoint. A larger cache and a larger WAL roughly double the rows
+// written per second; the price is up to ~64 MiB of WAL on disk and up to
+// 32 MiB of cache per process.
+const (
+	writerCacheKiB        = 32 << 10
+	writerAutoCheckpoints = 16 << 10 // pages
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS journal_entries (
+	actor  TEXT    NOT NULL,
+	seq    INTEGER NOT NULL,
+	kind   INTEGER NOT NULL,
+	msg_id TEXT    NOT NULL,
+	data   BLOB,
+	PRIMARY KEY (actor, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS journal_entries_outcome
+	ON journal_entries (actor, msg_id) WHERE kind IN (3, 4);
+CREATE TABLE IF NOT EXISTS journal_checkpoints (
+	actor TEXT    NOT NULL,
+	seq   INTEGER NOT NULL,
+	state BLOB,
+	PRIMARY KEY (actor, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal_epochs (
+	"partition" TEXT PRIMARY KEY,
+	epoch       INTEGER NOT NULL
+);`
+
+const (
+	sqlRead = `SELECT seq, kind, msg_id, data FROM journal_entries
+		WHERE actor = ? AND seq >= ? ORDER BY seq LIMIT ?`
+	sqlLastSeq = `SELECT seq FROM journal_entries WHERE actor = ? ORDER BY seq DESC LIMIT 1`
+	// Without statistics SQLite prefers the primary key, which reads the
+	// actor's whole history; the kind term matches the partial index's.
+	sqlOutcome = `SELECT seq, kind, data FROM journal_entries INDEXED BY journal_entries_outcome
+		WHERE actor = ? AND msg_id = ? AND kind IN (3, 4) ORDER BY seq LIMIT 1`
+	sqlLoadCheckpoint = `SELECT seq, state FROM journal_checkpoints
+		WHERE actor = ? AND seq <= ? ORDER BY seq DESC LIMIT 1`
+	sqlEpoch = `SELECT epoch FROM journal_epochs WHERE "partition" = ?`
+)
+
+// readPage is how many entries Read fetches per query. Read calls fn
+// between pages with no query open, so fn may use the journal, and a slow
+// fn does not pin a WAL snapshot.
+const readPage = 256
+
+// Journal is a journal.Journal in a SQLite file. It is safe for concurrent
+// use; Appends of one Journal are serialized in Go, and those of other
+// processes on SQLite's write lock.
+type Journal struct {
+	db      *sql.DB
+	keep    int // <= 0 keeps every checkpoint
+	compact bool
+	closed  atomic.Bool
+
+	read, lastSeq, outcome, loadCheckpoint, epoch *sql.Stmt
+
+	// mu serializes this process's writers: they queue here rather than on
+	// SQLite's busy timeout, which polls.
+	mu sync.Mutex
+	w  *writer // nil until first needed, after Close, or after its connection broke
+}
+
+var _ journal.Journal = (*Journal)(nil)
+
+// Open opens the journal in the SQLite file at path, creating the file and
+// the journal's tables if they are missing.
+func Open(path string, opts Options) (*Journal, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlitedb.Open(path, sqlitedb.Options{Synchronous: opts.Synchronous})
+	if err != nil {
+		return nil, fmt.Errorf("journal/sqlite: %w", err)
+	}
+	// The writer's own connection plus four readers, all kept open: opening
+	// a connection costs far more than waiting for one, and many actors
+	// look up outcomes at once.
+	db.SetMaxOpenConns(5)
+	db.SetMaxIdleConns(5)
+	db.SetConnMaxIdleTime(0)
+	j := &Journal{db: db, keep: opts.KeepCheckpoints, compact: opts.Compact}
+
+	ctx := context.Background()
+	j.mu.Lock()
+	_, err = j.writer(ctx) // creates the tables
+	j.mu.Unlock()
+	if err == nil {
+		err = j.prepareReads(ctx)
+	}
+	if err != nil {
+		j.Close()
+		return nil, fmt.Errorf("%w (file %s)", err, path)
+	}
+	return j, nil
+}
+
+func (j *Journal) prepareReads(ctx context.Context) error {
+	for _, p := range []struct {
+		s   **sql.Stmt
+		sql string
+	}{
+		{&j.read, sqlRead},
+		{&j.lastSeq, sqlLastSeq},
+		{&j.outcome, sqlOutcome},
+		{&j.loadCheckpoint, sqlLoadCheckpoint},
+		{&j.epoch, sqlEpoch},
+	} {
+		s, err := j.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("journal/sqlite: prepare %q: %w", p.sql, err)
+		}
+		*p.s = s
+	}
+	return nil
+}
+
+// writer returns the write connection, opening it if needed. j.mu must be
+// held.
+func (j *Journal) writer(ctx context.Context) (*writer, error) {
+	if j.closed.Load() {
+		return nil, journal.ErrClosed
+	}
+	if j.w == nil {
+		w, err := newWriter(ctx, j.db)
+		if err != nil {
+			return nil, j.failed(fmt.Errorf("journal/sqlite: open write connection: %w", err))
+		}
+		j.w = w
+	}
+	return j.w, nil
+}
+
+// writeFailed drops the write connection when err says it is broken, so
+// the next write opens a fresh one. j.mu must be held.
+func (j *Journal) writeFailed(err error) error {
+	if j.w != nil && (errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)) {
+		j.w.close()
+		j.w = nil
+	}
+	return j.failed(err)
+}
+
+// failed turns an error of a call that raced with Close into ErrClosed.
+func (j *Journal) failed(err error) error {
+	if j.closed.Load() {
+		return journal.ErrClosed
+	}
+	return err
+}
+
+// Append implements journal.Journal, in one write transaction.
+func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
+	if err := validate(batches); err != nil {
+		return err
+	}
+	if j.closed.Load() {
+		return journal.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(batches) == 0 {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	w, err := j.writer(ctx)
+	if err != nil {
+		return err
+	}
+	fenced, err := w.append(ctx, batches, j.keep, j.compact)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			// database/sql rolled the transaction back; say why.
+			return fmt.Errorf("journal/sqlite: append: nothing written: %w", ctxErr)
+		}
+		return j.writeFailed(fmt.Errorf("journal/sqlite: append: %w", err))
+	}
+	if len(fenced) > 0 {
+		return &journal.FencedError{Partitions: fenced}
+	}
+	return nil
+}
+
+// validate rejects input no store could hold, before anything is written.
+func validate(batches []journal.Batch) error {
+	for _, b := range batches {
+		for _, e := range b.Entries {
+			if e.Actor == "" {
+				return fmt.Errorf("journal/sqlite: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
+			}
+			if e.Seq < 1 {
+				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
+			}
+		}
+		for _, cp := range b.Checkpoints {
+			if cp.Actor == "" {
+				return fmt.Errorf("journal/sqlite: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
+			}
+			if cp.Seq < 0 {
+				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
+			}
+		}
+	}
+	return nil
+}
+
+// Read implements journal.Journal. Data of a compacted outcome is nil.
+func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
+	from = max(from, 1)
+	page := make([]journal.Entry, 0, 16)
+	for {
+		if j.closed.Load() {
+			return journal.ErrClosed
+		}
+		var err error
+		page, err = j.readPage(ctx, actor, from, page[:0])
+		if err != nil {
+			return j.failed(fmt.Errorf("journal/sqlite: read %s from %d: %w", actor, from, err))
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(page) < readPage {
+			return nil
+		}
+		from = page[len(page)-1].Seq + 1
+	}
+}
+
+func (j *Journal) readPage(ctx context.Context, actor string, from int64, page []journal.Entry) ([]journal.Entry, error) {
+	rows, err := j.read.QueryContext(ctx, actor, from, readPage)
+	if err != nil {
+		return page, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e := journal.Entry{Actor: actor}
+		var kind int64
+		if err := rows.Scan(&e.Seq, &kind, &e.MsgID, &e.Data); err != nil {
+			return page, err
+		}
+		e.Kind = journal.Kind(kind)
+		page = append(page, e)
+	}
+	return page, rows.Err()
+}
+
+// LastSeq implements journal.Journal.
+func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+	if j.closed.Load() {
+		return 0, journal.ErrClosed
+	}
+	var seq int64
+	err := j.lastSeq.QueryRowContext(ctx, actor).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, j.failed(fmt.Errorf("journal/sqlite: last seq of %s: %w", actor, err))
+	}
+	return seq, nil
+}
+
+// Outcome implements journal.Journal. Data of a compacted outcome is nil.
+func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
+	if j.closed.Load() {
+		return journal.Entry{}, false, journal.ErrClosed
+	}
+	e := journal.Entry{Actor: actor, MsgID: msgID}
+	var kind int64
+	err := j.outcome.QueryRowContext(ctx, actor, msgID).Scan(&e.Seq, &kind, &e.Data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return journal.Entry{}, false, nil
+	}
+	if err != nil {
+		return journal.Entry{}, false, j.failed(fmt.Errorf("journal/sqlite: outcome of %s message %q: %w", actor, msgID, err))
+	}
+	e.Kind = journal.Kind(kind)
+	return e, true, nil
+}
+
+// LoadCheckpoint implements journal.Journal.
+func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
+	if j.closed.Load() {
+		return journal.Checkpoint{}, false, journal.ErrClosed
+	}
+	cp := journal.Checkpoint{Actor: actor}
+	err := j.loadCheckpoint.QueryRowContext(ctx, actor, atOrBefore).Scan(&cp.Seq, &cp.State)
+	if errors.Is(err, sql.ErrNoRows) {
+		return journal.Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return journal.Checkpoint{}, false, j.failed(fmt.Errorf("journal/sqlite: checkpoint of %s: %w", actor, err))
+	}
+	return cp, true, nil
+}
+
+// Epoch implements journal.Journal.
+func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
+	if j.closed.Load() {
+		return 0, journal.ErrClosed
+	}
+	var e int64
+	err := j.epoch.QueryRowContext(ctx, partition).Scan(&e)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, j.failed(fmt.Errorf("journal/sqlite: epoch of %q: %w", partition, err))
+	}
+	return e, nil
+}
+
+// CompareAndSetEpoch implements journal.Journal. It refuses to move an
+// epoch backward, which would unfence a zombie.
+func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
+	if j.closed.Load() {
+		return false, journal.ErrClosed
+	}
+	if next <= old {
+		return false, fmt.Errorf("journal/sqlite: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	w, err := j.writer(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, err := w.compareAndSetEpoch(ctx, partition, old, next)
+	if err != nil {
+		return false, j.writeFailed(fmt.Errorf("journal/sqlite: set epoch of %q: %w", partition, err))
+	}
+	return ok, nil
+}
+
+// Close closes the journal, waiting for an Append in progress. Later calls
+// return journal.ErrClosed; closing again is a no-op.
+func (j *Journal) Close() error {
+	if !j.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	j.mu.Lock()
+	var errs []error
+	if j.w != nil {
+		errs = append(errs, j.w.close())
+		j.w = nil
+	}
+	j.mu.Unlock()
+	for _, s := range []*sql.Stmt{j.read, j.lastSeq, j.outcome, j.loadCheckpoint, j.epoch} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	errs = append(errs, j.db.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("journal/sqlite: close: %w", err)
+	}
+	return nil
+}

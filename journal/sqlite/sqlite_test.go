@@ -1,0 +1,315 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/sqlite"
+)
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustOpen(t *testing.T, path string, opts sqlite.Options) *sqlite.Journal {
+	t.Helper()
+	j, err := sqlite.Open(path, opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+// rawDB opens the journal's file directly, to look behind the API.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry {
+	return journal.Entry{Actor: actor, Seq: seq, Kind: kind, MsgID: msg, Data: fmt.Appendf(nil, "%s#%d", actor, seq)}
+}
+
+func appendOK(t *testing.T, ctx context.Context, j journal.Journal, bs ...journal.Batch) {
+	t.Helper()
+	if err := j.Append(ctx, bs...); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+}
+
+func TestOpenRejectsBadOptions(t *testing.T) {
+	_, err := sqlite.Open(filepath.Join(t.TempDir(), "j.db"), sqlite.Options{Synchronous: "OFF"})
+	if err == nil || !strings.Contains(err.Error(), "Options.Synchronous") {
+		t.Fatalf("Open with synchronous OFF: err = %v, want one naming Options.Synchronous", err)
+	}
+	if _, err := sqlite.Open(t.TempDir(), sqlite.Options{}); err == nil {
+		t.Fatal("Open of a directory succeeded")
+	}
+}
+
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := testContext(t)
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := mustOpen(t, path, sqlite.Options{Compact: true})
+	e, err := journal.AcquireEpoch(ctx, j, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Epoch: e,
+		Entries: []journal.Entry{
+			entry("a/1", 1, journal.KindAttempt, "m1"),
+			entry("a/1", 2, journal.KindComplete, "m1"),
+		},
+		Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 2, State: []byte("s2")}},
+	})
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	j = mustOpen(t, path, sqlite.Options{Compact: true})
+	if got, err := j.Epoch(ctx, "p0"); err != nil || got != e {
+		t.Fatalf("Epoch = %d, %v; want %d", got, err, e)
+	}
+	if seq, err := j.LastSeq(ctx, "a/1"); err != nil || seq != 2 {
+		t.Fatalf("LastSeq = %d, %v; want 2", seq, err)
+	}
+	if o, ok, err := j.Outcome(ctx, "a/1", "m1"); err != nil || !ok || o.Seq != 2 {
+		t.Fatalf("Outcome = %+v, %v, %v; want seq 2", o, ok, err)
+	}
+	if cp, ok, err := j.LoadCheckpoint(ctx, "a/1", journal.MaxSeq); err != nil || !ok || string(cp.State) != "s2" {
+		t.Fatalf("LoadCheckpoint = %+v, %v, %v", cp, ok, err)
+	}
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 3, journal.KindAttempt, "m2")}})
+}
+
+func TestCompaction(t *testing.T) {
+	ctx := testContext(t)
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := mustOpen(t, path, sqlite.Options{Compact: true, KeepCheckpoints: 2})
+	const a = "counter/1"
+	// Ten messages, each an attempt, an effect and a completion, with a
+	// checkpoint after each completion: seqs 3, 6, ..., 30.
+	var seq int64
+	for m := range 10 {
+		msg := fmt.Sprintf("m%d", m)
+		es := []journal.Entry{
+			entry(a, seq+1, journal.KindAttempt, msg),
+			entry(a, seq+2, journal.KindEffect, msg),
+			entry(a, seq+3, journal.KindComplete, msg),
+		}
+		seq += 3
+		appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: es,
+			Checkpoints: []journal.Checkpoint{{Actor: a, Seq: seq, State: fmt.Appendf(nil, "s%d", seq)}}})
+	}
+	// Kept checkpoints: 27 and 30. At or below 27 only outcomes remain,
+	// without data; above it, everything.
+	db := rawDB(t, path)
+	var attempts, withData, outcomes int
+	err := db.QueryRow(`SELECT
+		count(*) FILTER (WHERE kind IN (1, 2)),
+		count(*) FILTER (WHERE kind IN (3, 4) AND data IS NOT NULL),
+		count(*) FILTER (WHERE kind IN (3, 4))
+		FROM journal_entries WHERE actor = ? AND seq <= 27`, a).Scan(&attempts, &withData, &outcomes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 0 || withData != 0 || outcomes != 9 {
+		t.Fatalf("at or below seq 27: %d attempts/effects, %d outcomes with data, %d outcomes; want 0, 0, 9",
+			attempts, withData, outcomes)
+	}
+	var checkpoints int
+	if err := db.QueryRow(`SELECT count(*) FROM journal_checkpoints WHERE actor = ?`, a).Scan(&checkpoints); err != nil {
+		t.Fatal(err)
+	}
+	if checkpoints != 2 {
+		t.Fatalf("%d checkpoints kept, want 2", checkpoints)
+	}
+
+	for m := range 10 {
+		o, ok, err := j.Outcome(ctx, a, fmt.Sprintf("m%d", m))
+		if err != nil || !ok || o.Seq != int64(3*m+3) || o.Kind != journal.KindComplete {
+			t.Fatalf("Outcome(m%d) = %+v, %v, %v; want the completion at %d", m, o, ok, err, 3*m+3)
+		}
+		if wantData := o.Seq > 27; (o.Data != nil) != wantData {
+			t.Fatalf("Outcome(m%d) data = %q; want data only above seq 27", m, o.Data)
+		}
+	}
+	var got []int64
+	err = j.Read(ctx, a, 20, func(e journal.Entry) error {
+		got = append(got, e.Seq)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{21, 24, 27, 28, 29, 30}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Read from 20 after compaction = %v, want %v", got, want)
+	}
+
+	// A checkpoint right after an attempt: the attempt, being the last
+	// entry, survives compaction, and the history continues.
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0",
+		Entries:     []journal.Entry{entry(a, 31, journal.KindAttempt, "m10")},
+		Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 31}}})
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 31, State: []byte("again")}}})
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry(a, 32, journal.KindComplete, "m10")},
+		Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 32}}})
+	if seq, err := j.LastSeq(ctx, a); err != nil || seq != 32 {
+		t.Fatalf("LastSeq = %d, %v; want 32", seq, err)
+	}
+	if err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry(a, 32, journal.KindAttempt, "m11")}}); !errors.Is(err, journal.ErrSequence) {
+		t.Fatalf("rewriting seq 32 after compaction: err = %v, want ErrSequence", err)
+	}
+}
+
+// Two Journals on one file stand for two worker processes.
+func TestTwoProcessesFence(t *testing.T) {
+	ctx := testContext(t)
+	path := filepath.Join(t.TempDir(), "j.db")
+	j1 := mustOpen(t, path, sqlite.Options{})
+	j2 := mustOpen(t, path, sqlite.Options{})
+	const a = "counter/1"
+
+	e1, err := journal.AcquireEpoch(ctx, j1, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendOK(t, ctx, j1, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{entry(a, 1, journal.KindComplete, "m1")}})
+
+	// Process 2 takes the partition over; process 1 is now a zombie.
+	e2, err := journal.AcquireEpoch(ctx, j2, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2 != e1+1 {
+		t.Fatalf("second process acquired epoch %d, want %d", e2, e1+1)
+	}
+	err = j1.Append(ctx, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{entry(a, 2, journal.KindComplete, "m2")}})
+	if !journal.Fenced(err, "p0") {
+		t.Fatalf("zombie append: err = %v, want p0 fenced", err)
+	}
+	if o, ok, err := j2.Outcome(ctx, a, "m1"); err != nil || !ok || o.Seq != 1 {
+		t.Fatalf("new owner's Outcome(m1) = %+v, %v, %v", o, ok, err)
+	}
+	appendOK(t, ctx, j2, journal.Batch{Partition: "p0", Epoch: e2, Entries: []journal.Entry{entry(a, 2, journal.KindComplete, "m2")}})
+	if seq, err := j1.LastSeq(ctx, a); err != nil || seq != 2 {
+		t.Fatalf("first process sees LastSeq %d, %v; want 2", seq, err)
+	}
+
+	// Racing acquisitions from both processes hand out distinct epochs.
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j := j1
+			if i%2 == 1 {
+				j = j2
+			}
+			e, err := journal.AcquireEpoch(ctx, j, "p1")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[e] {
+				t.Errorf("epoch %d acquired twice", e)
+			}
+			seen[e] = true
+		}()
+	}
+	wg.Wait()
+
+	// Racing appends to one actor from both processes: one wins each round.
+	for round := int64(3); round < 13; round++ {
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, j := range []*sqlite.Journal{j1, j2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = j.Append(ctx, journal.Batch{Partition: "p2", Entries: []journal.Entry{entry(a, round, journal.KindAttempt, "m")}})
+			}()
+		}
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) {
+			t.Fatalf("round %d: errs = %v, want exactly one winner", round, errs)
+		}
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, journal.ErrSequence) {
+				t.Fatalf("round %d: loser got %v, want ErrSequence", round, err)
+			}
+		}
+	}
+}
+
+func TestOpenConcurrentlyCreatesSchemaOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j, err := sqlite.Open(path, sqlite.Options{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			j.Close()
+		}()
+	}
+	wg.Wait()
+}
+
+func TestQueriesUseIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	mustOpen(t, path, sqlite.Options{})
+	db := rawDB(t, path)
+	for name, q := range sqlite.Queries {
+		args := make([]any, strings.Count(q, "?"))
+		for i := range args {
+			args[i] = 1
+		}
+		if strings.Contains(q, "?2") { // numbered parameters
+			args = args[:2]
+		}
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var plan strings.Builder
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan.WriteString(detail + "; ")
+		}
+		rows.Close()
+		p := strings.ReplaceAll(plan.String(), "SCAN CONSTANT ROW", "")
+		if strings.Contains(p, "SCAN") || strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("%s scans or sorts: %s", name, p)
+		}
+	}
+}

@@ -1,0 +1,445 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// Statement shapes of the hot path: one driver round trip (argument
+// conversion, binding, a statement step) per 32 rows or actors instead of
+// per row, which also halves the allocations per entry.
+const (
+	insertRows = 32 // entries per multi-row INSERT
+	headActors = 32 // actors per head lookup
+)
+
+var (
+	sqlInsertOne  = `INSERT INTO journal_entries (actor, seq, kind, msg_id, data) VALUES (?, ?, ?, ?, ?)`
+	sqlInsertMany = `INSERT INTO journal_entries (actor, seq, kind, msg_id, data) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?), ", insertRows), ", ")
+	// One row whose columns are the last seq of each actor, NULL for none;
+	// each subquery is one descent of the primary key.
+	sqlHeads = `SELECT ` + strings.TrimSuffix(strings.Repeat(
+		`(SELECT seq FROM journal_entries WHERE actor = ? ORDER BY seq DESC LIMIT 1), `, headActors), ", ")
+	sqlSaveCheckpoint = `INSERT INTO journal_checkpoints (actor, seq, state) VALUES (?, ?, ?)
+		ON CONFLICT (actor, seq) DO UPDATE SET state = excluded.state`
+	// Deletes all but the newest ?2 checkpoints of actor ?1; when there are
+	// fewer, the subquery is NULL and nothing matches.
+	sqlPruneCheckpoints = `DELETE FROM journal_checkpoints WHERE actor = ?1 AND seq <
+		(SELECT seq FROM journal_checkpoints WHERE actor = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)`
+	sqlOldestCheckpoint = `SELECT seq FROM journal_checkpoints WHERE actor = ? ORDER BY seq LIMIT 1`
+	sqlCompactDelete    = `DELETE FROM journal_entries
+		WHERE actor = ? AND seq > ? AND seq <= ? AND kind IN (1, 2)`
+	sqlCompactClear = `UPDATE journal_entries SET data = NULL
+		WHERE actor = ? AND seq > ? AND seq <= ? AND kind IN (3, 4) AND data IS NOT NULL`
+	sqlSetEpoch = `INSERT INTO journal_epochs ("partition", epoch) VALUES (?, ?)
+		ON CONFLICT ("partition") DO UPDATE SET epoch = excluded.epoch`
+)
+
+// writer is the one connection this process writes through, with its
+// statements and scratch space. Only the holder of Journal.mu uses it.
+type writer struct {
+	conn *sql.Conn
+
+	// Prepared on the pool; a transaction binds them to conn, where
+	// database/sql keeps them prepared between transactions.
+	insertOne, insertMany, heads, epoch, saveCheckpoint, pruneCheckpoints,
+	oldestCheckpoint, compactDelete, compactClear, setEpoch *sql.Stmt
+
+	// Scratch reused by every append.
+	epochs  []partitionEpoch
+	current []bool
+	next    map[string]int64 // actor -> next seq; 0 while not yet looked up
+	lookup  []string
+	cpActor []string
+	args    []any
+	dest    []any
+	headSeq []sql.NullInt64
+}
+
+type partitionEpoch struct {
+	partition string
+	epoch     int64
+}
+
+func newWriter(ctx context.Context, db *sql.DB) (w *writer, err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w = &writer{conn: conn, next: make(map[string]int64)}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	for _, pragma := range []string{
+		fmt.Sprintf("PRAGMA cache_size = -%d", writerCacheKiB),
+		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", writerAutoCheckpoints),
+	} {
+		if _, err := conn.ExecContext(ctx, pragma); err != nil {
+			return nil, fmt.Errorf("%s: %w", pragma, err)
+		}
+	}
+	if err := createSchema(ctx, conn); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		s   **sql.Stmt
+		sql string
+	}{
+		{&w.insertOne, sqlInsertOne},
+		{&w.insertMany, sqlInsertMany},
+		{&w.heads, sqlHeads},
+		{&w.epoch, sqlEpoch},
+		{&w.saveCheckpoint, sqlSaveCheckpoint},
+		{&w.pruneCheckpoints, sqlPruneCheckpoints},
+		{&w.oldestCheckpoint, sqlOldestCheckpoint},
+		{&w.compactDelete, sqlCompactDelete},
+		{&w.compactClear, sqlCompactClear},
+		{&w.setEpoch, sqlSetEpoch},
+	} {
+		s, err := db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return nil, fmt.Errorf("prepare %q: %w", p.sql, err)
+		}
+		*p.s = s
+	}
+	return w, nil
+}
+
+// createSchema creates the journal's tables if they are missing. Every
+// statement is idempotent, so processes opening one file at once agree.
+func createSchema(ctx context.Context, conn *sql.Conn) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create tables: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create tables: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create tables: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{w.insertOne, w.insertMany, w.heads, w.epoch, w.saveCheckpoint,
+		w.pruneCheckpoints, w.oldestCheckpoint, w.compactDelete, w.compactClear, w.setEpoch} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	errs = append(errs, w.conn.Close())
+	return errors.Join(errs...)
+}
+
+// append writes the current batches in one transaction and returns the
+// partitions of the stale ones.
+func (w *writer) append(ctx context.Context, batches []journal.Batch, keep int, compact bool) ([]string, error) {
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback() // a no-op after Commit
+	// Let go of the caller's strings and buffers.
+	defer func() { clear(w.args[:cap(w.args)]) }()
+
+	// Statements run without ctx: a cancellable one costs the driver a
+	// goroutine per statement, and database/sql already rolls the
+	// transaction back if ctx ends.
+	sctx := context.WithoutCancel(ctx)
+
+	fenced, err := w.checkEpochs(ctx, sctx, tx, batches)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.checkSequences(ctx, sctx, tx, batches); err != nil {
+		return nil, err
+	}
+	if err := w.insertEntries(ctx, sctx, tx, batches); err != nil {
+		return nil, err
+	}
+	if err := w.saveCheckpoints(ctx, sctx, tx, batches, keep, compact); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	return fenced, nil
+}
+
+// checkEpochs marks in w.current which batches carry their partition's
+// current epoch, and returns the partitions of the others, each once.
+func (w *writer) checkEpochs(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) ([]string, error) {
+	w.epochs = w.epochs[:0]
+	w.current = slices.Grow(w.current[:0], len(batches))[:len(batches)]
+	var stmt *sql.Stmt
+	var fenced []string
+	for i, b := range batches {
+		k := slices.IndexFunc(w.epochs, func(pe partitionEpoch) bool { return pe.partition == b.Partition })
+		if k < 0 {
+			if stmt == nil {
+				stmt = tx.StmtContext(ctx, w.epoch)
+			}
+			var e int64
+			err := stmt.QueryRowContext(sctx, b.Partition).Scan(&e)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, fmt.Errorf("epoch of %q: %w", b.Partition, err)
+			}
+			w.epochs = append(w.epochs, partitionEpoch{b.Partition, e})
+			k = len(w.epochs) - 1
+		}
+		w.current[i] = w.epochs[k].epoch == b.Epoch
+		if !w.current[i] && !slices.Contains(fenced, b.Partition) {
+			fenced = append(fenced, b.Partition)
+		}
+	}
+	return fenced, nil
+}
+
+// checkSequences checks that every actor's entries in the current batches
+// continue its history without a gap or a repeat, and that checkpoints
+// follow entries that exist. It fills w.next.
+func (w *writer) checkSequences(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+	clear(w.next)
+	w.lookup = w.lookup[:0]
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			if _, ok := w.next[e.Actor]; !ok {
+				w.next[e.Actor] = 0
+				w.lookup = append(w.lookup, e.Actor)
+			}
+		}
+		for _, cp := range b.Checkpoints {
+			if _, ok := w.next[cp.Actor]; !ok {
+				w.next[cp.Actor] = 0
+				w.lookup = append(w.lookup, cp.Actor)
+			}
+		}
+	}
+	if err := w.lookUpHeads(ctx, sctx, tx); err != nil {
+		return err
+	}
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			want := w.next[e.Actor]
+			if e.Seq != want {
+				return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
+					journal.ErrSequence, e.Actor, e.Seq, want)
+			}
+			w.next[e.Actor] = want + 1
+		}
+	}
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, cp := range b.Checkpoints {
+			if last := w.next[cp.Actor] - 1; cp.Seq > last {
+				return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
+					journal.ErrSequence, cp.Actor, cp.Seq, last)
+			}
+		}
+	}
+	return nil
+}
+
+// lookUpHeads sets w.next of every actor in w.lookup to its last seq + 1,
+// headActors actors per query.
+func (w *writer) lookUpHeads(ctx, sctx context.Context, tx *sql.Tx) error {
+	if len(w.lookup) == 0 {
+		return nil
+	}
+	if len(w.dest) == 0 {
+		w.headSeq = make([]sql.NullInt64, headActors)
+		w.dest = make([]any, headActors)
+		for i := range w.dest {
+			w.dest[i] = &w.headSeq[i]
+		}
+	}
+	stmt := tx.StmtContext(ctx, w.heads)
+	for start := 0; start < len(w.lookup); start += headActors {
+		chunk := w.lookup[start:min(start+headActors, len(w.lookup))]
+		w.args = w.args[:0]
+		for i := range headActors {
+			// A short chunk repeats its last actor: one statement for all sizes.
+			w.args = append(w.args, chunk[min(i, len(chunk)-1)])
+		}
+		if err := stmt.QueryRowContext(sctx, w.args...).Scan(w.dest...); err != nil {
+			return fmt.Errorf("look up last seqs: %w", err)
+		}
+		for i, actor := range chunk {
+			w.next[actor] = w.headSeq[i].Int64 + 1 // NULL reads as 0
+		}
+	}
+	return nil
+}
+
+func (w *writer) insertEntries(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+	var many, one *sql.Stmt
+	w.args = w.args[:0]
+	flush := func() error {
+		if len(w.args) == 0 {
+			return nil
+		}
+		if many == nil {
+			many = tx.StmtContext(ctx, w.insertMany)
+		}
+		_, err := many.ExecContext(sctx, w.args...)
+		w.args = w.args[:0]
+		return err
+	}
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			w.args = append(w.args, e.Actor, e.Seq, int64(e.Kind), e.MsgID, e.Data)
+			if len(w.args) == 5*insertRows {
+				if err := flush(); err != nil {
+					return fmt.Errorf("insert entries: %w", err)
+				}
+			}
+		}
+	}
+	// The rest, fewer than insertRows, one by one.
+	for k := 0; k < len(w.args); k += 5 {
+		if one == nil {
+			one = tx.StmtContext(ctx, w.insertOne)
+		}
+		if _, err := one.ExecContext(sctx, w.args[k:k+5]...); err != nil {
+			return fmt.Errorf("insert entries: %w", err)
+		}
+	}
+	return nil
+}
+
+// saveCheckpoints writes the checkpoints of the current batches, then
+// prunes and compacts each actor that got one.
+func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch, keep int, compact bool) error {
+	w.cpActor = w.cpActor[:0]
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, cp := range b.Checkpoints {
+			if !slices.Contains(w.cpActor, cp.Actor) {
+				w.cpActor = append(w.cpActor, cp.Actor)
+			}
+		}
+	}
+	if len(w.cpActor) == 0 {
+		return nil
+	}
+
+	var oldest *sql.Stmt
+	oldestOf := func(actor string) (int64, error) {
+		if oldest == nil {
+			oldest = tx.StmtContext(ctx, w.oldestCheckpoint)
+		}
+		var seq int64
+		err := oldest.QueryRowContext(sctx, actor).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		return seq, err
+	}
+	// Where the last compaction of each actor stopped.
+	var before []int64
+	if compact {
+		for _, actor := range w.cpActor {
+			seq, err := oldestOf(actor)
+			if err != nil {
+				return fmt.Errorf("find oldest checkpoint of %s: %w", actor, err)
+			}
+			before = append(before, seq)
+		}
+	}
+
+	save := tx.StmtContext(ctx, w.saveCheckpoint)
+	for i, b := range batches {
+		if !w.current[i] {
+			continue
+		}
+		for _, cp := range b.Checkpoints {
+			if _, err := save.ExecContext(sctx, cp.Actor, cp.Seq, cp.State); err != nil {
+				return fmt.Errorf("save checkpoint of %s at %d: %w", cp.Actor, cp.Seq, err)
+			}
+		}
+	}
+
+	if keep > 0 {
+		prune := tx.StmtContext(ctx, w.pruneCheckpoints)
+		for _, actor := range w.cpActor {
+			if _, err := prune.ExecContext(sctx, actor, keep); err != nil {
+				return fmt.Errorf("prune checkpoints of %s: %w", actor, err)
+			}
+		}
+	}
+
+	if !compact {
+		return nil
+	}
+	var del, clr *sql.Stmt
+	for i, actor := range w.cpActor {
+		upTo, err := oldestOf(actor)
+		if err != nil {
+			return fmt.Errorf("find oldest checkpoint of %s: %w", actor, err)
+		}
+		if upTo <= before[i] {
+			continue
+		}
+		if del == nil {
+			del = tx.StmtContext(ctx, w.compactDelete)
+			clr = tx.StmtContext(ctx, w.compactClear)
+		}
+		// The last entry stays, whatever its kind: it is what the next
+		// append's sequence check reads.
+		last := w.next[actor] - 1
+		if _, err := del.ExecContext(sctx, actor, before[i], min(upTo, last-1)); err != nil {
+			return fmt.Errorf("compact %s: %w", actor, err)
+		}
+		if _, err := clr.ExecContext(sctx, actor, before[i], upTo); err != nil {
+			return fmt.Errorf("compact %s: %w", actor, err)
+		}
+	}
+	return nil
+}
+
+// compareAndSetEpoch moves partition's epoch from old to next in one write
+// transaction.
+func (w *writer) compareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	var cur int64
+	err = tx.StmtContext(ctx, w.epoch).QueryRowContext(ctx, partition).Scan(&cur)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, err
+	}
+	if cur != old {
+		return false, nil
+	}
+	if _, err := tx.StmtContext(ctx, w.setEpoch).ExecContext(ctx, partition, next); err != nil {
+		return false, err
+	}
+	return true, tx.Commit()
+}
