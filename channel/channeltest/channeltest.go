@@ -1,0 +1,590 @@
+// Package channeltest is the conformance suite of the channel contract.
+// Every channel backend runs it from its own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		channeltest.Run(t, channeltest.Features{CountsDeliveries: true}, func(t *testing.T) channeltest.Mailbox {
+//			// create a fresh, empty mailbox for t and return its publisher
+//			// and a way to make consumers of it
+//		})
+//	}
+//
+// Optional behaviour is declared in Features; a test of a feature the
+// backend does not declare is skipped with the reason, never passed
+// silently.
+package channeltest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// Features declares what a backend offers beyond the core contract.
+type Features struct {
+	// CountsDeliveries: Message.Deliveries is recorded durably, 1 on the
+	// first delivery and one more on every redelivery, also across
+	// consumers.
+	CountsDeliveries bool
+	// NackDelay: Claim.Nack redelivers the message after the delay and not
+	// before, holding back the later messages of its address while other
+	// addresses flow.
+	NackDelay bool
+	// Leases: consumers of one mailbox running at once split its
+	// partitions, never own one partition at the same time, and the
+	// partitions of a consumer that stops move to the others.
+	Leases bool
+	// Timeout bounds each wait of the suite: for deliveries, for Run to
+	// return, for a rebalance to settle. Raise it for backends with slow
+	// group coordination.
+	//
+	// Defaults to 30s.
+	Timeout time.Duration
+}
+
+func (f Features) timeout() time.Duration {
+	if f.Timeout <= 0 {
+		return 30 * time.Second
+	}
+	return f.Timeout
+}
+
+// Mailbox is what a test needs of one mailbox under test.
+type Mailbox struct {
+	// Publisher publishes to the mailbox. The suite may close it; closing it
+	// twice must be harmless.
+	Publisher channel.Publisher
+	// NewConsumer returns a new consumer of the same mailbox, independent
+	// of the others as a consumer in another worker process would be. The
+	// backend closes it when t ends.
+	NewConsumer func(t *testing.T) channel.Consumer
+	// Partitions is the mailbox's partition count.
+	Partitions int
+}
+
+// Run runs the suite. setup is called once per test, possibly from
+// parallel tests, and must return a new, empty mailbox each time, cleaned up
+// when its t ends.
+func Run(t *testing.T, f Features, setup func(t *testing.T) Mailbox) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, f Features, mb Mailbox)
+	}{
+		{"DeliversInPublishOrder", testDeliversInPublishOrder},
+		{"AckedNotRedelivered", testAckedNotRedelivered},
+		{"UnackedRedelivered", testUnackedRedelivered},
+		{"NackDelay", testNackDelay},
+		{"ConsumersSplitPartitions", testConsumersSplitPartitions},
+		{"CancelEndsRun", testCancelEndsRun},
+		{"BadAddressRejectsBatch", testBadAddressRejectsBatch},
+		{"ClosedReturnsErrClosed", testClosedReturnsErrClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, f, setup(t))
+		})
+	}
+}
+
+// testDeliversInPublishOrder checks that every message arrives once, on its
+// address's home partition, in publish order per partition, with its
+// fields intact and its position set.
+func testDeliversInPublishOrder(t *testing.T, f Features, mb Mailbox) {
+	const n, perBatch, actors = 300, 50, 20
+	var sent []channel.Message
+	before := time.Now()
+	for start := 0; start < n; start += perBatch {
+		var batch []channel.Message
+		for i := start; i < start+perBatch; i++ {
+			m := channel.Message{
+				Address: channel.Address{Type: "order", ID: fmt.Sprint(i % actors)},
+				Payload: payload(i),
+			}
+			if i%3 == 0 {
+				m.ID = fmt.Sprintf("given-%d", i)
+			}
+			if i%2 == 0 {
+				m.Headers = map[string]string{"seq": fmt.Sprint(i), "kind": "even"}
+			}
+			batch = append(batch, m)
+		}
+		publish(t, mb.Publisher, batch...)
+		sent = append(sent, batch...)
+	}
+	after := time.Now()
+
+	r := startConsumer(t, f, mb.NewConsumer(t), nil)
+	r.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r.stop()
+
+	got := r.received()
+	if len(got) != n {
+		t.Errorf("received %d messages, want %d (no duplicates without failures)", len(got), n)
+	}
+	ids := make(map[string]int)
+	perPartition := make(map[int32][]channel.Message)
+	for _, m := range got {
+		i, ok := payloadIndex(m.Payload)
+		if !ok {
+			t.Fatalf("received unknown payload %q", m.Payload)
+		}
+		want := sent[i]
+		if m.Address != want.Address {
+			t.Errorf("message %d: address %v, want %v", i, m.Address, want.Address)
+		}
+		if home := channel.HomePartition(want.Address.String(), mb.Partitions); m.Partition != home {
+			t.Errorf("message %d to %v on partition %d, want its home partition %d", i, want.Address, m.Partition, home)
+		}
+		switch {
+		case want.ID != "" && m.ID != want.ID:
+			t.Errorf("message %d: ID %q, want the given %q", i, m.ID, want.ID)
+		case m.ID == "":
+			t.Errorf("message %d: published without ID and delivered without one", i)
+		}
+		if j, dup := ids[m.ID]; dup && j != i {
+			t.Errorf("messages %d and %d share ID %q", j, i, m.ID)
+		}
+		ids[m.ID] = i
+		if !headersEqual(m.Headers, want.Headers) {
+			t.Errorf("message %d: headers %v, want %v", i, m.Headers, want.Headers)
+		}
+		if m.Mailbox == "" {
+			t.Errorf("message %d: Mailbox not set", i)
+		}
+		if m.PublishedAt.Before(before.Add(-time.Minute)) || m.PublishedAt.After(after.Add(time.Minute)) {
+			t.Errorf("message %d: PublishedAt %v, want about %v", i, m.PublishedAt, before)
+		}
+		if f.CountsDeliveries && m.Deliveries != 1 {
+			t.Errorf("message %d: Deliveries %d on first delivery, want 1", i, m.Deliveries)
+		}
+		perPartition[m.Partition] = append(perPartition[m.Partition], m)
+	}
+	for p, msgs := range perPartition {
+		var want []int
+		for i, s := range sent {
+			if channel.HomePartition(s.Address.String(), mb.Partitions) == p {
+				want = append(want, i)
+			}
+		}
+		var order []int
+		for k, m := range msgs {
+			i, _ := payloadIndex(m.Payload)
+			order = append(order, i)
+			if k > 0 && m.Offset <= msgs[k-1].Offset {
+				t.Errorf("partition %d: offset %d delivered after %d, want increasing offsets", p, m.Offset, msgs[k-1].Offset)
+			}
+		}
+		if fmt.Sprint(order) != fmt.Sprint(want) {
+			t.Errorf("partition %d delivered messages %v, want publish order %v", p, order, want)
+		}
+	}
+}
+
+// testAckedNotRedelivered checks that acks survive Release and reach the
+// next consumer: it sees only what was published after them.
+func testAckedNotRedelivered(t *testing.T, f Features, mb Mailbox) {
+	const n = 40
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "acked", ID: fmt.Sprint(i % 8)}, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, msgs...)
+	r1 := startConsumer(t, f, mb.NewConsumer(t), nil)
+	r1.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r1.stop()
+
+	r2 := startConsumer(t, f, mb.NewConsumer(t), nil)
+	markers := publishMarkers(t, mb, "after-ack")
+	r2.waitReceived(func(got []channel.Message) bool { return containsAll(got, markers) }, "a marker on every partition")
+	for _, m := range r2.received() {
+		if i, ok := payloadIndex(m.Payload); ok {
+			t.Errorf("message %d (ID %s) was acked and released, but delivered again to the next consumer", i, m.ID)
+		}
+	}
+}
+
+// testUnackedRedelivered checks that a message not acked before Release
+// goes to the next consumer, same ID and order, counted once more.
+func testUnackedRedelivered(t *testing.T, f Features, mb Mailbox) {
+	const n = 40
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "unacked", ID: fmt.Sprint(i % 8)}, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, msgs...)
+	r1 := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{noAck: true})
+	r1.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+
+	// Ack the first half of every partition, in offset order, as a host
+	// acks up to its watermark.
+	first := make(map[int]channel.Message) // payload index -> first delivery
+	byPartition := make(map[int32][]channel.Message)
+	for _, m := range r1.received() {
+		i, _ := payloadIndex(m.Payload)
+		if _, seen := first[i]; !seen {
+			first[i] = m
+			byPartition[m.Partition] = append(byPartition[m.Partition], m)
+		}
+	}
+	acked := make(map[int]bool)
+	for p, ms := range byPartition {
+		half := ms[:len(ms)/2]
+		if err := r1.claim(p).Ack(t.Context(), half...); err != nil {
+			t.Fatalf("ack on partition %d: %v", p, err)
+		}
+		for _, m := range half {
+			i, _ := payloadIndex(m.Payload)
+			acked[i] = true
+		}
+	}
+	r1.stop()
+
+	r2 := startConsumer(t, f, mb.NewConsumer(t), nil)
+	r2.waitReceived(func(got []channel.Message) bool {
+		return len(distinctPayloads(got)) >= n-len(acked)
+	}, "the %d unacked messages", n-len(acked))
+	r2.stop()
+	last := make(map[int32]int64)
+	for _, m := range r2.received() {
+		i, _ := payloadIndex(m.Payload)
+		if acked[i] {
+			t.Errorf("message %d was acked before Release but delivered again", i)
+			continue
+		}
+		was := first[i]
+		if m.ID != was.ID {
+			t.Errorf("message %d redelivered with ID %q, want the same %q", i, m.ID, was.ID)
+		}
+		if m.Offset <= last[m.Partition] && last[m.Partition] != 0 {
+			t.Errorf("partition %d redelivered offset %d after %d, want publish order", m.Partition, m.Offset, last[m.Partition])
+		}
+		last[m.Partition] = m.Offset
+		if f.CountsDeliveries && m.Deliveries != was.Deliveries+1 {
+			t.Errorf("message %d redelivered with Deliveries %d, want %d", i, m.Deliveries, was.Deliveries+1)
+		}
+	}
+}
+
+// testNackDelay checks that a nacked message comes back after its delay,
+// holding back its address but not the others of its partition.
+func testNackDelay(t *testing.T, f Features, mb Mailbox) {
+	if !f.NackDelay {
+		t.Skip("backend does not declare Features.NackDelay: Nack with a delay is not supported")
+	}
+	const delay = 1500 * time.Millisecond
+	a := addressOn(t, "nack-a", 0, mb.Partitions)
+	b := addressOn(t, "nack-b", 0, mb.Partitions)
+
+	var (
+		mu      sync.Mutex
+		nackAt  time.Time
+		nacked  bool
+		backAt  time.Time
+		first   channel.Message
+		nackErr error
+	)
+	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{handle: func(cl channel.Claim, m channel.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if string(m.Payload) == "a1" && !nacked {
+			nacked, first, nackAt = true, m, time.Now()
+			nackErr = cl.Nack(t.Context(), m, delay)
+			return
+		}
+		if string(m.Payload) == "a1" && backAt.IsZero() {
+			backAt = time.Now()
+		}
+		if err := cl.Ack(t.Context(), m); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	}})
+	publish(t, mb.Publisher, channel.Message{Address: a, Payload: []byte("a1")})
+	r.waitReceived(func([]channel.Message) bool { mu.Lock(); defer mu.Unlock(); return nacked }, "a1")
+	mu.Lock()
+	if nackErr != nil {
+		t.Fatalf("nack: %v", nackErr)
+	}
+	mu.Unlock()
+
+	publish(t, mb.Publisher,
+		channel.Message{Address: a, Payload: []byte("a2")},
+		channel.Message{Address: b, Payload: []byte("b1")})
+	r.waitReceived(func(got []channel.Message) bool { return indexOf(got, "b1", 0) >= 0 }, "b1 of another address, while a1 waits")
+	got := r.received()
+	if i := indexOf(got, "a2", 0); i >= 0 {
+		t.Errorf("a2 delivered before the nacked a1 came back (deliveries %v)", payloads(got))
+	}
+	mu.Lock()
+	early := !backAt.IsZero()
+	mu.Unlock()
+	if early {
+		t.Errorf("a1 came back before b1 of another address was delivered: the partition was held up, not the address")
+	}
+
+	r.waitReceived(func(got []channel.Message) bool { return indexOf(got, "a2", 0) >= 0 }, "a1 again and then a2")
+	got = r.received()
+	second := indexOf(got, "a1", indexOf(got, "a1", 0)+1)
+	if second < 0 || second > indexOf(got, "a2", 0) {
+		t.Fatalf("deliveries %v: want a1, b1, a1 again, then a2", payloads(got))
+	}
+	mu.Lock()
+	waited := backAt.Sub(nackAt)
+	mu.Unlock()
+	if waited < delay {
+		t.Errorf("a1 came back %v after Nack, want at least the delay %v", waited, delay)
+	}
+	again := got[second]
+	if again.ID != first.ID {
+		t.Errorf("nacked message came back with ID %q, want %q", again.ID, first.ID)
+	}
+	if f.CountsDeliveries && again.Deliveries != first.Deliveries+1 {
+		t.Errorf("nacked message came back with Deliveries %d, want %d", again.Deliveries, first.Deliveries+1)
+	}
+}
+
+// testConsumersSplitPartitions checks sharing: two consumers split the
+// partitions without ever owning one at the same time, and the survivor
+// takes over the partitions of one that stops.
+func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
+	if !f.Leases {
+		t.Skip("backend does not declare Features.Leases: consumers do not share partitions")
+	}
+	if mb.Partitions < 2 {
+		t.Skipf("mailbox has %d partition: need 2 to split", mb.Partitions)
+	}
+	own := newOwnership(t)
+	ra := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{name: "A", own: own})
+	waitFor(t, f.timeout(), "consumer A to own every partition", func() bool { return ra.owns() == mb.Partitions })
+
+	rb := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{name: "B", own: own})
+	waitFor(t, f.timeout(), "A and B to split the partitions", func() bool {
+		a, b := ra.owns(), rb.owns()
+		return a > 0 && b > 0 && a+b == mb.Partitions
+	})
+
+	const n = 200
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, msgs...)
+	waitFor(t, f.timeout(), "A and B together to receive every message", func() bool {
+		return len(distinctPayloads(append(ra.received(), rb.received()...))) == n
+	})
+	if len(ra.received()) == 0 || len(rb.received()) == 0 {
+		t.Errorf("A received %d and B %d messages: want both to work", len(ra.received()), len(rb.received()))
+	}
+
+	ra.stop()
+	waitFor(t, f.timeout(), "B to take over every partition after A stopped", func() bool { return rb.owns() == mb.Partitions })
+	var more []channel.Message
+	for i := n; i < n+100; i++ {
+		more = append(more, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, more...)
+	rb.waitReceived(func(got []channel.Message) bool {
+		seen := distinctPayloads(got)
+		for i := n; i < n+100; i++ {
+			if !seen[string(payload(i))] {
+				return false
+			}
+		}
+		return true
+	}, "the messages published after A stopped")
+	rb.stop()
+}
+
+// testCancelEndsRun checks that cancelling Run's context makes it return,
+// with every claim's Messages closed.
+func testCancelEndsRun(t *testing.T, f Features, mb Mailbox) {
+	const n = 20
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "cancel", ID: fmt.Sprint(i)}, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, msgs...)
+	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{noAck: true})
+	r.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	claims := r.claimsSeen()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.runErr = &err
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v after its context was cancelled, want nil", err)
+		}
+	case <-time.After(f.timeout()):
+		t.Fatalf("Run did not return within %v of its context being cancelled", f.timeout())
+	}
+	for _, cl := range claims {
+		select {
+		case <-r.loopDone(cl):
+		case <-time.After(f.timeout()):
+			t.Errorf("partition %d: Messages still open after Run returned", cl.Partition())
+		}
+	}
+	r.stop()
+}
+
+// testBadAddressRejectsBatch checks that a batch with a malformed address
+// is rejected whole, with ErrBadAddress, and that an empty batch is fine.
+func testBadAddressRejectsBatch(t *testing.T, f Features, mb Mailbox) {
+	ctx := t.Context()
+	if err := mb.Publisher.Publish(ctx); err != nil {
+		t.Errorf("Publish of no messages: %v, want nil", err)
+	}
+	good := channel.Message{Address: channel.Address{Type: "good", ID: "1"}, Payload: []byte("rejected-good")}
+	for _, bad := range []channel.Address{{Type: "", ID: "1"}, {Type: "bad", ID: ""}} {
+		err := mb.Publisher.Publish(ctx, good, channel.Message{Address: bad, Payload: []byte("bad")})
+		if !errors.Is(err, channel.ErrBadAddress) {
+			t.Errorf("Publish to address %+v: %v, want ErrBadAddress", bad, err)
+		}
+	}
+	r := startConsumer(t, f, mb.NewConsumer(t), nil)
+	markers := publishMarkers(t, mb, "after-bad")
+	r.waitReceived(func(got []channel.Message) bool { return containsAll(got, markers) }, "a marker on every partition")
+	if indexOf(r.received(), "rejected-good", 0) >= 0 {
+		t.Errorf("a message of a rejected batch was stored")
+	}
+}
+
+// testClosedReturnsErrClosed checks Close: Publish and Run afterwards fail
+// with ErrClosed, and closing twice is harmless.
+func testClosedReturnsErrClosed(t *testing.T, f Features, mb Mailbox) {
+	ctx := t.Context()
+	if err := mb.Publisher.Close(); err != nil {
+		t.Fatalf("Publisher.Close: %v", err)
+	}
+	err := mb.Publisher.Publish(ctx, channel.Message{Address: channel.Address{Type: "closed", ID: "1"}, Payload: []byte("x")})
+	if !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := mb.Publisher.Close(); err != nil {
+		t.Errorf("second Publisher.Close: %v, want nil", err)
+	}
+
+	c := mb.NewConsumer(t)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Consumer.Close: %v", err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, f.timeout())
+	defer cancel()
+	if err := c.Run(runCtx, func(cl channel.Claim) { _ = cl.Release(runCtx) }); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Run after Consumer.Close: %v, want ErrClosed", err)
+	}
+}
+
+// publish publishes msgs or fails the test.
+func publish(t *testing.T, p channel.Publisher, msgs ...channel.Message) {
+	t.Helper()
+	if err := p.Publish(t.Context(), msgs...); err != nil {
+		t.Fatalf("publish %d messages: %v", len(msgs), err)
+	}
+}
+
+// publishMarkers publishes one message to every partition and returns their
+// payloads. Behind them in each partition is everything published earlier.
+func publishMarkers(t *testing.T, mb Mailbox, prefix string) []string {
+	t.Helper()
+	var msgs []channel.Message
+	var out []string
+	for p := range mb.Partitions {
+		pl := fmt.Sprintf("%s-marker-%d", prefix, p)
+		msgs = append(msgs, channel.Message{Address: addressOn(t, prefix, int32(p), mb.Partitions), Payload: []byte(pl)})
+		out = append(out, pl)
+	}
+	publish(t, mb.Publisher, msgs...)
+	return out
+}
+
+// addressOn returns an address of type typ whose home partition is p.
+func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Address {
+	t.Helper()
+	for i := range 100000 {
+		a := channel.Address{Type: typ, ID: fmt.Sprint(i)}
+		if channel.HomePartition(a.String(), partitions) == p {
+			return a
+		}
+	}
+	t.Fatalf("no address of type %s found for partition %d of %d", typ, p, partitions)
+	return channel.Address{}
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("test ended while waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+func payload(i int) []byte { return fmt.Appendf(nil, "msg-%06d", i) }
+
+func payloadIndex(p []byte) (int, bool) {
+	var i int
+	if _, err := fmt.Sscanf(string(p), "msg-%06d", &i); err != nil || !bytes.Equal(p, payload(i)) {
+		return 0, false
+	}
+	return i, true
+}
+
+func distinctPayloads(msgs []channel.Message) map[string]bool {
+	seen := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		seen[string(m.Payload)] = true
+	}
+	return seen
+}
+
+func containsAll(msgs []channel.Message, want []string) bool {
+	seen := distinctPayloads(msgs)
+	for _, w := range want {
+		if !seen[w] {
+			return false
+		}
+	}
+	return true
+}
+
+// indexOf returns the index of the first message at or after from with
+// payload p, or -1.
+func indexOf(msgs []channel.Message, p string, from int) int {
+	for i := from; i < len(msgs); i++ {
+		if string(msgs[i].Payload) == p {
+			return i
+		}
+	}
+	return -1
+}
+
+func payloads(msgs []channel.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.Payload)
+	}
+	return out
+}
+
+func headersEqual(a, b map[string]string) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return maps.Equal(a, b)
+}

@@ -1,0 +1,151 @@
+//go:build unix
+
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/sqlite"
+)
+
+// benchBatch is how many messages one Publish call carries.
+const benchBatch = 100
+
+func benchMessages(start, n int) []channel.Message {
+	msgs := make([]channel.Message, n)
+	for i := range msgs {
+		k := start + i
+		msgs[i] = channel.Message{
+			Address: channel.Address{Type: "bench", ID: strconv.Itoa(k % 1000)},
+			Payload: []byte(`{"op":"increment","by":1}`),
+			Headers: map[string]string{"trace": strconv.Itoa(k)},
+		}
+	}
+	return msgs
+}
+
+func benchPublish(b *testing.B, pub channel.Publisher, n int) {
+	for start := 0; start < n; start += benchBatch {
+		if err := pub.Publish(context.Background(), benchMessages(start, min(benchBatch, n-start))...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchConsume runs a consumer that acks every message one by one, as a
+// host does, until n messages were received; then it stops and releases,
+// which makes the last acks durable.
+func benchConsume(b *testing.B, mb *sqlite.Mailbox, n int64) {
+	var got atomic.Int64
+	all := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- mb.Consumer(sqlite.ConsumerOptions{}).Run(ctx, func(cl channel.Claim) {
+			for m := range cl.Messages() {
+				if err := cl.Ack(ctx, m); err != nil {
+					b.Error(err)
+				}
+				if got.Add(1) == n {
+					close(all)
+				}
+			}
+			if err := cl.Release(context.Background()); err != nil {
+				b.Error(err)
+			}
+		})
+	}()
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("received %d of %d messages", got.Load(), n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func openBench(b *testing.B) *sqlite.Mailbox {
+	mb, err := sqlite.Open(filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mb.Close() })
+	return mb
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// meter measures a benchmark's wall and CPU time. On a shared machine the
+// CPU time per message is the steadier figure.
+type meter struct {
+	wall time.Time
+	cpu  time.Duration
+}
+
+func startMeter() meter { return meter{time.Now(), cpuTime()} }
+
+func (m meter) report(b *testing.B) {
+	b.ReportMetric(float64(b.N)/time.Since(m.wall).Seconds(), "msgs/s")
+	b.ReportMetric(float64((cpuTime()-m.cpu).Microseconds())/float64(b.N), "cpu-µs/msg")
+}
+
+// BenchmarkPublish publishes in batches of 100 with synchronous=FULL.
+func BenchmarkPublish(b *testing.B) {
+	mb := openBench(b)
+	b.ResetTimer()
+	m := startMeter()
+	benchPublish(b, mb.Publisher(), b.N)
+	m.report(b)
+}
+
+// BenchmarkPollAck consumes messages published beforehand: poll, deliver,
+// ack one by one, delete.
+func BenchmarkPollAck(b *testing.B) {
+	mb := openBench(b)
+	benchPublish(b, mb.Publisher(), b.N)
+	b.ResetTimer()
+	m := startMeter()
+	benchConsume(b, mb, int64(b.N))
+	m.report(b)
+}
+
+// BenchmarkPipeline publishes and consumes at once, as a producer and a
+// worker sharing the file do.
+func BenchmarkPipeline(b *testing.B) {
+	for _, publishers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("publishers=%d", publishers), func(b *testing.B) {
+			mb := openBench(b)
+			pub := mb.Publisher()
+			b.ResetTimer()
+			m := startMeter()
+			var wg sync.WaitGroup
+			per := b.N / publishers
+			for i := range publishers {
+				n := per
+				if i == publishers-1 {
+					n = b.N - per*(publishers-1)
+				}
+				wg.Go(func() { benchPublish(b, pub, n) })
+			}
+			benchConsume(b, mb, int64(b.N))
+			wg.Wait()
+			m.report(b)
+		})
+	}
+}

@@ -1,0 +1,259 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/sqlite"
+	"github.com/postbox-dev/postbox/internal/sqlitedb"
+)
+
+// claimRecorder runs a consumer and keeps its claims and deliveries.
+type claimRecorder struct {
+	mu     sync.Mutex
+	claims []channel.Claim
+	got    []channel.Message
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func record(t *testing.T, c channel.Consumer) *claimRecorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &claimRecorder{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		r.done <- c.Run(ctx, func(cl channel.Claim) {
+			r.mu.Lock()
+			r.claims = append(r.claims, cl)
+			r.mu.Unlock()
+			for m := range cl.Messages() {
+				r.mu.Lock()
+				r.got = append(r.got, m)
+				r.mu.Unlock()
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30s of cancel")
+		}
+	})
+	return r
+}
+
+func (r *claimRecorder) received() []channel.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]channel.Message(nil), r.got...)
+}
+
+func (r *claimRecorder) claim(t *testing.T) channel.Claim {
+	t.Helper()
+	waitForT(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.claims[len(r.claims)-1]
+}
+
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func count(t *testing.T, db *sql.DB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// expireLeases makes every lease look expired, as if its owner had been
+// paused for longer than its TTL.
+func expireLeases(t *testing.T, db *sql.DB) {
+	t.Helper()
+	if _, err := db.Exec(`UPDATE mailbox_leases SET expires_at = 1 WHERE expires_at > 0`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func publishN(t *testing.T, mb *sqlite.Mailbox, n int) {
+	t.Helper()
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "t", ID: fmt.Sprint(i % 5)}, Payload: fmt.Appendf(nil, "%d", i)})
+	}
+	if err := mb.Publisher().Publish(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A zombie whose lease was taken over cannot delete what the new owner
+// took, even with acks it buffered before: they are fenced by its epoch.
+func TestZombieAcksAreFenced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailbox.db")
+	mb := open(t, path, sqlite.Options{Partitions: 1})
+	db := rawDB(t, path)
+	publishN(t, mb, 2)
+
+	// A renews rarely and polls rarely, so its buffered ack stays buffered
+	// and it does not notice the takeover on its own.
+	za := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: time.Hour, PollInterval: time.Hour}))
+	claimA := za.claim(t)
+	waitForT(t, 30*time.Second, "A to receive both", func() bool { return len(za.received()) == 2 })
+	if err := claimA.Ack(t.Context(), za.received()[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	expireLeases(t, db)
+	b := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "B", LeaseTTL: time.Hour, PollInterval: 5 * time.Millisecond}))
+	waitForT(t, 30*time.Second, "B to receive both again", func() bool { return len(b.received()) == 2 })
+	for _, m := range b.received() {
+		if m.Deliveries != 2 {
+			t.Errorf("B got message %s with Deliveries %d, want 2", m.ID, m.Deliveries)
+		}
+	}
+
+	// The zombie releases: its buffered ack must not delete B's message,
+	// nor may it drop B's lease.
+	if err := claimA.Release(t.Context()); err != nil {
+		t.Fatalf("zombie release: %v", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_messages`); n != 2 {
+		t.Errorf("%d messages left after the zombie's ack, want both (B has not acked)", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_leases WHERE owner = 'B' AND expires_at > 1`); n != 1 {
+		t.Errorf("B's lease is gone after the zombie's release")
+	}
+
+	claimB := b.claim(t)
+	if err := claimB.Ack(t.Context(), b.received()...); err != nil {
+		t.Fatal(err)
+	}
+	if err := claimB.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_messages`); n != 0 {
+		t.Errorf("%d messages left after B acked and released, want 0", n)
+	}
+}
+
+// A consumer that finds its lease taken closes Lost and Messages, and
+// ignores acks from then on.
+func TestLostLeaseClosesClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailbox.db")
+	mb := open(t, path, sqlite.Options{Partitions: 1})
+	db := rawDB(t, path)
+	publishN(t, mb, 3)
+
+	a := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: 300 * time.Millisecond}))
+	cl := a.claim(t)
+	waitForT(t, 30*time.Second, "A to receive", func() bool { return len(a.received()) == 3 })
+	// Steal the lease, as a consumer that saw it expired would.
+	if _, err := db.Exec(`UPDATE mailbox_leases SET owner = 'thief', epoch = epoch + 1, expires_at = ?`, time.Now().Add(time.Hour).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.Lost():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Lost not closed within 30s of the lease being taken")
+	}
+	if _, open := <-cl.Messages(); open {
+		t.Error("Messages still open after Lost")
+	}
+	if err := cl.Ack(t.Context(), a.received()...); err != nil {
+		t.Errorf("ack after Lost: %v, want nil (ignored)", err)
+	}
+	if err := cl.Release(t.Context()); err != nil {
+		t.Errorf("release after Lost: %v", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_messages`); n != 3 {
+		t.Errorf("%d messages left, want 3: acks after Lost must not delete", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_leases WHERE owner = 'thief'`); n != 1 {
+		t.Error("the thief's lease was dropped by the loser's Release")
+	}
+}
+
+// Buffer bounds the delivered-but-unacked messages of a claim; acks make
+// room for more.
+func TestBufferAppliesBackpressure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailbox.db")
+	mb := open(t, path, sqlite.Options{Partitions: 1})
+	publishN(t, mb, 100)
+	r := record(t, mb.Consumer(sqlite.ConsumerOptions{Buffer: 10, BatchSize: 4, PollInterval: time.Millisecond}))
+	cl := r.claim(t)
+	waitForT(t, 30*time.Second, "the first 10", func() bool { return len(r.received()) >= 10 })
+	// Give the poller time to overshoot, if it would.
+	observe := time.NewTimer(200 * time.Millisecond)
+	<-observe.C
+	if n := len(r.received()); n != 10 {
+		t.Fatalf("%d delivered without acks, want Buffer = 10", n)
+	}
+	if err := cl.Ack(t.Context(), r.received()[:5]...); err != nil {
+		t.Fatal(err)
+	}
+	waitForT(t, 30*time.Second, "5 more after 5 acks", func() bool { return len(r.received()) >= 15 })
+	observe.Reset(200 * time.Millisecond)
+	<-observe.C
+	if n := len(r.received()); n != 15 {
+		t.Fatalf("%d delivered with 5 acked, want 15", n)
+	}
+}
+
+// After Mailbox.Close every part of it reports ErrClosed.
+func TestMailboxCloseStopsEverything(t *testing.T) {
+	mb, err := sqlite.Open(filepath.Join(t.TempDir(), "mailbox.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := mb.Publisher()
+	c := mb.Consumer(sqlite.ConsumerOptions{})
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(context.Background(), func(cl channel.Claim) {
+			for range cl.Messages() {
+			}
+		})
+	}()
+	if err := mb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, channel.ErrClosed) {
+			t.Errorf("Run after Mailbox.Close: %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30s after Mailbox.Close")
+	}
+	msg := channel.Message{Address: channel.Address{Type: "a", ID: "1"}}
+	if err := pub.Publish(t.Context(), msg); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Publish after Mailbox.Close: %v, want ErrClosed", err)
+	}
+	if err := mb.Consumer(sqlite.ConsumerOptions{}).Run(t.Context(), func(channel.Claim) {}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Run after Mailbox.Close: %v, want ErrClosed", err)
+	}
+	if _, err := mb.DLQ().List(t.Context()); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("DLQ List after Mailbox.Close: %v, want ErrClosed", err)
+	}
+	if err := mb.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

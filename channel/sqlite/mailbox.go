@@ -1,0 +1,292 @@
+// Package sqlite is a channel backend that keeps a mailbox in a SQLite file.
+//
+// One file holds one mailbox: its messages, the partition leases of its
+// consumers, and its dead letters, in tables prefixed "mailbox_". The same
+// file may also hold other packages' tables (a journal, for example), so an
+// actor's mailbox and history can live side by side.
+//
+// Several processes on one host may open the same file: publishers append,
+// and consumers share the partitions through leases with epochs. Each live
+// consumer takes up to ceil(partitions/live consumers), so a second worker
+// process picks up half of the partitions and a stopping or dead one hands
+// its partitions to the others within one lease TTL.
+//
+// Delivery is at least once. A message's delivery count is written before
+// the message is handed out, so a message that crashes its consumer every
+// time still shows a growing Deliveries. A zombie consumer (one whose lease
+// expired while it was paused) cannot delete messages that the partition's
+// new owner has taken.
+//
+// What it does not give: the file must be on a local disk of the host that
+// runs every process using it (SQLite's locking does not work over network
+// file systems), and throughput is bounded by one writer at a time per file.
+// With SyncNormal, the last commits may be lost on power loss.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/internal/sqlitedb"
+)
+
+// Backend is the name this package reports in Consumer.Backend and in
+// dead-letter provenance.
+const Backend = "sqlite"
+
+// schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs, so
+// they never go back even when the newest messages have been deleted.
+const schema = `
+CREATE TABLE IF NOT EXISTS mailbox_meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox_messages (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	partition  INTEGER NOT NULL,
+	msg_id     TEXT    NOT NULL,
+	address    TEXT    NOT NULL,
+	payload    BLOB    NOT NULL,
+	headers    BLOB,
+	deliveries INTEGER NOT NULL DEFAULT 0,
+	visible_at INTEGER NOT NULL DEFAULT 0,
+	claim      INTEGER,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailbox_messages_partition_id ON mailbox_messages (partition, id);
+CREATE TABLE IF NOT EXISTS mailbox_leases (
+	partition  INTEGER PRIMARY KEY,
+	owner      TEXT    NOT NULL DEFAULT '',
+	epoch      INTEGER NOT NULL DEFAULT 0,
+	expires_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS mailbox_consumers (
+	owner      TEXT PRIMARY KEY,
+	heartbeat  INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailbox_dead_letters (
+	seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+	id               TEXT    NOT NULL UNIQUE,
+	message_id       TEXT    NOT NULL UNIQUE,
+	address          TEXT    NOT NULL,
+	source_partition INTEGER NOT NULL,
+	source_offset    INTEGER NOT NULL,
+	dead_lettered_at INTEGER NOT NULL,
+	envelope         BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mailbox_dead_letters_age ON mailbox_dead_letters (dead_lettered_at, seq);
+`
+
+// schemaVersion is stored in mailbox_meta so that a later layout can tell
+// an old file apart.
+const schemaVersion = "1"
+
+// Mailbox is one mailbox in a SQLite file. It is safe for concurrent use.
+// Its publisher, consumers and dead-letter store share one connection pool
+// and stop working when the Mailbox is closed.
+type Mailbox struct {
+	db         *sql.DB
+	name       string // absolute path, reported as Message.Mailbox
+	partitions int
+
+	writer   *writerLock
+	dbClosed bool // guarded by writer
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared once, reused by every transaction
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{} // closed by Close: running consumers stop
+	runs    sync.WaitGroup
+}
+
+// Open opens the mailbox in the SQLite file at path, creating the file and
+// its tables when needed. Close the Mailbox when done.
+func Open(path string, opts Options) (*Mailbox, error) {
+	opts = opts.WithDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("sqlite: empty path: name the mailbox file, such as postbox.db")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: resolve %s: %w", path, err)
+	}
+	db, err := sqlitedb.Open(path, sqlitedb.Options{
+		Synchronous: sqlitedb.Synchronous(strings.ToUpper(string(opts.Synchronous))),
+	})
+	if err != nil {
+		return nil, err
+	}
+	writer, err := acquireWriterLock(abs)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	m := &Mailbox{db: db, name: abs, writer: writer, closing: make(chan struct{})}
+	if m.partitions, err = m.init(opts.Partitions); err != nil {
+		db.Close()
+		writer.release()
+		return nil, err
+	}
+	return m, nil
+}
+
+// init creates the tables and settles the partition count: the stored one,
+// or want (defaulting to 8) for a new mailbox.
+func (m *Mailbox) init(want int) (int, error) {
+	var n int
+	err := m.write(context.Background(), func(tx *sql.Tx) error {
+		if _, err := tx.Exec(schema); err != nil {
+			return fmt.Errorf("create tables: %w", err)
+		}
+		var stored string
+		err := tx.QueryRow(`SELECT value FROM mailbox_meta WHERE key = 'partitions'`).Scan(&stored)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			n = want
+			if n == 0 {
+				n = defaultPartitions
+			}
+			if _, err := tx.Exec(`INSERT INTO mailbox_meta (key, value) VALUES ('partitions', ?), ('version', ?)`,
+				strconv.Itoa(n), schemaVersion); err != nil {
+				return fmt.Errorf("store partition count: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("read partition count: %w", err)
+		default:
+			n, err = strconv.Atoi(stored)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("stored partition count %q is not a positive number: the file is damaged", stored)
+			}
+			if want != 0 && want != n {
+				return fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
+			}
+		}
+		// One lease row per partition, kept forever, so epochs only grow.
+		stmt, err := tx.Prepare(`INSERT OR IGNORE INTO mailbox_leases (partition) VALUES (?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for p := range n {
+			if _, err := stmt.Exec(p); err != nil {
+				return fmt.Errorf("create lease rows: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: open mailbox %s: %w", m.name, err)
+	}
+	return n, nil
+}
+
+// Partitions returns the mailbox's partition count.
+func (m *Mailbox) Partitions() int { return m.partitions }
+
+// Name returns the mailbox's name as reported in Message.Mailbox: the
+// absolute path of its file.
+func (m *Mailbox) Name() string { return m.name }
+
+// Publisher returns a publisher for the mailbox. Closing it does not close
+// the Mailbox.
+func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
+
+// Consumer returns a consumer of the mailbox. Invalid options are reported
+// by its Run.
+func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
+
+// DLQ returns the mailbox's dead-letter store. Redrive puts messages back
+// into this mailbox.
+func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
+
+// Close stops the mailbox's running consumers, waits for their Run to
+// return, and closes the file. Calls after Close return channel.ErrClosed.
+// Close is idempotent.
+func (m *Mailbox) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	close(m.closing)
+	m.mu.Unlock()
+
+	m.runs.Wait()
+	if err := m.writer.lock(context.Background()); err != nil {
+		return fmt.Errorf("sqlite: close %s: %w", m.name, err)
+	}
+	m.dbClosed = true
+	err := m.db.Close()
+	m.writer.unlock()
+	m.writer.release()
+	if err != nil {
+		return fmt.Errorf("sqlite: close %s: %w", m.name, err)
+	}
+	return nil
+}
+
+func (m *Mailbox) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// stmt returns query prepared for tx. Statements are prepared once per
+// connection rather than once per transaction: parsing a multi-row INSERT
+// costs as much as running it.
+func (m *Mailbox) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	m.stmtMu.Lock()
+	st, ok := m.stmts[query]
+	if !ok {
+		var err error
+		if st, err = m.db.PrepareContext(ctx, query); err != nil {
+			m.stmtMu.Unlock()
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		if m.stmts == nil {
+			m.stmts = make(map[string]*sql.Stmt)
+		}
+		m.stmts[query] = st
+	}
+	m.stmtMu.Unlock()
+	return tx.StmtContext(ctx, st), nil
+}
+
+// write runs fn in one write transaction, queued behind the other writers
+// of the file, and commits when fn returns nil.
+func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := m.writer.lock(ctx); err != nil {
+		return fmt.Errorf("wait for the writer lock: %w", err)
+	}
+	defer m.writer.unlock()
+	if m.dbClosed {
+		return channel.ErrClosed
+	}
+	tx, err := m.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}

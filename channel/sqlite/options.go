@@ -1,0 +1,169 @@
+package sqlite
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Synchronous is SQLite's synchronous setting: how hard a commit tries to
+// survive power loss.
+type Synchronous string
+
+const (
+	// SyncFull fsyncs the write-ahead log on every commit, so a published
+	// message or an ack survives power loss once the call returns.
+	SyncFull Synchronous = "FULL"
+	// SyncNormal fsyncs only at checkpoints: commits survive a crash of the
+	// process, but the last ones may be lost when the machine loses power.
+	SyncNormal Synchronous = "NORMAL"
+)
+
+// maxPartitions bounds Options.Partitions. A consumer polls and leases every
+// partition it owns; far more partitions than worker processes only adds
+// overhead.
+const maxPartitions = 4096
+
+// Options configure Open.
+type Options struct {
+	// Synchronous trades durability on power loss for commit latency. Use
+	// SyncNormal only when losing the last commits on power loss is
+	// acceptable.
+	//
+	// Defaults to SyncFull.
+	Synchronous Synchronous
+
+	// Partitions is how many partitions the mailbox has. It is fixed when
+	// the file's mailbox is created and stored in the file; opening an
+	// existing mailbox with a different non-zero count is an error, because
+	// every address would move to another partition and lose its order.
+	//
+	// Defaults to 8 for a new mailbox and to the stored count for an
+	// existing one.
+	Partitions int
+}
+
+// defaultPartitions is the partition count of a new mailbox when
+// Options.Partitions is zero.
+const defaultPartitions = 8
+
+// WithDefaults returns a copy of o with zero fields set to their defaults.
+// Partitions stays zero: its default depends on whether the file already
+// holds a mailbox, which only Open knows.
+func (o Options) WithDefaults() Options {
+	if o.Synchronous == "" {
+		o.Synchronous = SyncFull
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch Synchronous(strings.ToUpper(string(o.Synchronous))) {
+	case SyncFull, SyncNormal:
+	default:
+		return fmt.Errorf("sqlite: Options.Synchronous is %q: use SyncFull or SyncNormal", o.Synchronous)
+	}
+	if o.Partitions < 0 || o.Partitions > maxPartitions {
+		return fmt.Errorf("sqlite: Options.Partitions is %d: use 1 to %d, or 0 for the default", o.Partitions, maxPartitions)
+	}
+	return nil
+}
+
+// ConsumerOptions configure a Consumer.
+type ConsumerOptions struct {
+	// Owner identifies the consumer in the lease table. It must be unique
+	// among the consumers of one mailbox: two consumers with the same Owner
+	// would renew each other's leases.
+	//
+	// Defaults to "hostname:pid:random".
+	Owner string
+
+	// LeaseTTL is how long a partition stays owned without renewal. Leases
+	// and the consumer's heartbeat are renewed every LeaseTTL/3, so a
+	// consumer that dies hands its partitions to the others after at most
+	// LeaseTTL. A shorter TTL fails over faster but loses leases sooner when
+	// the process stalls (GC, a saturated disk). Use the same value for every
+	// consumer of a mailbox.
+	//
+	// Defaults to 10s.
+	LeaseTTL time.Duration
+
+	// PollInterval is how long an idle consumer waits between polls. A poll
+	// that finds a full batch is followed by the next one at once.
+	//
+	// Defaults to 10ms.
+	PollInterval time.Duration
+
+	// BatchSize is how many messages one poll takes from a partition.
+	// Larger batches spread the cost of a commit over more messages.
+	//
+	// Defaults to 256.
+	BatchSize int
+
+	// Buffer is how many messages of one claim may be delivered and not yet
+	// acked or nacked. When a claim has that many outstanding, its partition
+	// is not polled until acks come in: backpressure instead of an unbounded
+	// queue.
+	//
+	// Defaults to 1024.
+	Buffer int
+}
+
+// minLeaseTTL keeps renewals (every LeaseTTL/3) from being scheduled faster
+// than a busy disk can commit them.
+const minLeaseTTL = 100 * time.Millisecond
+
+// WithDefaults returns a copy of o with zero fields set to their defaults.
+func (o ConsumerOptions) WithDefaults() ConsumerOptions {
+	if o.Owner == "" {
+		o.Owner = defaultOwner()
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = 10 * time.Millisecond
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 256
+	}
+	if o.Buffer == 0 {
+		o.Buffer = 1024
+	}
+	return o
+}
+
+func (o ConsumerOptions) validate() error {
+	if o.Owner == "" {
+		return fmt.Errorf("sqlite: ConsumerOptions.Owner is empty: leave it unset for the default or name the consumer")
+	}
+	if o.LeaseTTL < minLeaseTTL {
+		return fmt.Errorf("sqlite: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", o.LeaseTTL, minLeaseTTL)
+	}
+	if o.PollInterval < 0 {
+		return fmt.Errorf("sqlite: ConsumerOptions.PollInterval is %v: use a positive duration, or 0 for the default", o.PollInterval)
+	}
+	if o.BatchSize < 0 {
+		return fmt.Errorf("sqlite: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", o.BatchSize)
+	}
+	if o.Buffer < 0 {
+		return fmt.Errorf("sqlite: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", o.Buffer)
+	}
+	return nil
+}
+
+// defaultOwner names a consumer after its host and process, plus a random
+// suffix so that two consumers in one process differ.
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
+}

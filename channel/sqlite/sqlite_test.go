@@ -1,0 +1,124 @@
+package sqlite_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/sqlite"
+)
+
+// open opens the mailbox at path or fails the test, closing it when t ends.
+func open(t *testing.T, path string, opts sqlite.Options) *sqlite.Mailbox {
+	t.Helper()
+	mb, err := sqlite.Open(path, opts)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() {
+		if err := mb.Close(); err != nil {
+			t.Errorf("close %s: %v", path, err)
+		}
+	})
+	return mb
+}
+
+// testConsumerOptions fail over fast, so rebalancing tests take seconds.
+var testConsumerOptions = sqlite.ConsumerOptions{LeaseTTL: time.Second, PollInterval: 5 * time.Millisecond}
+
+func TestConformance(t *testing.T) {
+	channeltest.Run(t, channeltest.Features{
+		CountsDeliveries: true,
+		NackDelay:        true,
+		Leases:           true,
+	}, func(t *testing.T) channeltest.Mailbox {
+		path := filepath.Join(t.TempDir(), "mailbox.db")
+		mb := open(t, path, sqlite.Options{Partitions: 4})
+		pub := mb.Publisher()
+		t.Cleanup(func() { pub.Close() })
+		return channeltest.Mailbox{
+			Publisher:  pub,
+			Partitions: mb.Partitions(),
+			// Each consumer opens the file on its own, as another worker
+			// process would.
+			NewConsumer: func(t *testing.T) channel.Consumer {
+				c := open(t, path, sqlite.Options{}).Consumer(testConsumerOptions)
+				t.Cleanup(func() { c.Close() })
+				return c
+			},
+		}
+	})
+}
+
+func TestPartitionCountIsFixed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailbox.db")
+	mb, err := sqlite.Open(path, sqlite.Options{Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sqlite.Open(path, sqlite.Options{Partitions: 8})
+	if err == nil || !strings.Contains(err.Error(), "has 6 partitions") {
+		t.Fatalf("reopen with 8 partitions: %v, want an error naming the stored 6", err)
+	}
+	for _, n := range []int{0, 6} {
+		mb := open(t, path, sqlite.Options{Partitions: n})
+		if mb.Partitions() != 6 {
+			t.Errorf("reopen with Partitions %d: %d partitions, want the stored 6", n, mb.Partitions())
+		}
+	}
+	if mb := open(t, filepath.Join(t.TempDir(), "new.db"), sqlite.Options{}); mb.Partitions() != 8 {
+		t.Errorf("new mailbox has %d partitions, want the default 8", mb.Partitions())
+	}
+}
+
+func TestOptionsAreValidated(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		opts  sqlite.Options
+		field string
+	}{
+		{sqlite.Options{Partitions: -1}, "Options.Partitions"},
+		{sqlite.Options{Partitions: 1 << 20}, "Options.Partitions"},
+		{sqlite.Options{Synchronous: "OFF"}, "Options.Synchronous"},
+	} {
+		_, err := sqlite.Open(filepath.Join(dir, "x.db"), tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Open(%+v): %v, want an error naming %s", tc.opts, err, tc.field)
+		}
+	}
+	mb := open(t, filepath.Join(dir, "ok.db"), sqlite.Options{Synchronous: sqlite.SyncNormal})
+	for _, tc := range []struct {
+		opts  sqlite.ConsumerOptions
+		field string
+	}{
+		{sqlite.ConsumerOptions{LeaseTTL: time.Millisecond}, "ConsumerOptions.LeaseTTL"},
+		{sqlite.ConsumerOptions{PollInterval: -1}, "ConsumerOptions.PollInterval"},
+		{sqlite.ConsumerOptions{BatchSize: -1}, "ConsumerOptions.BatchSize"},
+		{sqlite.ConsumerOptions{Buffer: -1}, "ConsumerOptions.Buffer"},
+	} {
+		err := mb.Consumer(tc.opts).Run(t.Context(), func(channel.Claim) {})
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Run with %+v: %v, want an error naming %s", tc.opts, err, tc.field)
+		}
+	}
+}
+
+// waitForT polls cond until it holds, failing the test after timeout.
+func waitForT(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
