@@ -1,0 +1,444 @@
+package kafka
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// claimState is where a claim is in its life.
+type claimState int
+
+const (
+	// stateActive: delivering; acks are recorded and committed.
+	stateActive claimState = iota
+	// stateReleased: the owner called Release; acks are ignored, and what
+	// was acked before may still be committed.
+	stateReleased
+	// stateGone: the partition was revoked and handed over; nothing more
+	// is committed.
+	stateGone
+	// stateLost: the group took the partition away without a revocation;
+	// nothing more is committed.
+	stateLost
+)
+
+// claim is one assigned partition. The poll loop pushes fetched records:
+// those on their home partition as messages, which the pump goroutine hands
+// out on out, in offset order, holding back an address while one of its
+// messages waits to be redelivered after Nack; the foreign ones as records,
+// which the forward goroutine republishes to their home partitions.
+//
+// The claim commits the lowest offset that is neither acked nor forwarded:
+// see commitPointLocked.
+type claim struct {
+	s         *session
+	cl        *kgo.Client
+	partition int32
+
+	out      chan channel.Message
+	lostCh   chan struct{} // closed on stateLost
+	stop     chan struct{} // closed to end delivery; the pump then closes out
+	wake     chan struct{} // buffered 1: there may be something to deliver
+	nacked   chan struct{} // buffered 1: Nack may have held back an address
+	released chan struct{} // closed once Release has tried to commit
+
+	fwdWake chan struct{}      // buffered 1: there may be records to forward
+	fwdDone chan struct{}      // closed when forward returns
+	fwdCtx  context.Context    // bounds forwarding; ends with the claim
+	fwdStop context.CancelFunc // ends fwdCtx
+
+	stopOnce    sync.Once
+	releaseMu   sync.Mutex // serializes Release calls
+	releaseOnce sync.Once
+
+	mu        sync.Mutex
+	state     claimState
+	stopped   bool              // delivery has ended
+	pending   []channel.Message // fetched, not yet handed out; offset order
+	retries   []retry           // nacked, to hand out again; offset order
+	held      map[string]int    // address → its messages in retries
+	toForward []*kgo.Record     // foreign, not yet taken by forward; offset order
+	paused    bool              // fetching of the partition is paused
+	committed int64             // offset last committed by this claim; -1 if none
+
+	// The commit watermark. Everything fetched below fetched that is in
+	// neither hostOpen nor fwdOpen is done.
+	acked    int64   // offset after the highest acked message; -1 if none
+	hostOpen []int64 // offsets of fetched messages at or above acked
+	fwdOpen  []int64 // offsets of fetched foreign records not yet forwarded
+	first    int64   // offset of the first fetched record; -1 if none
+	fetched  int64   // offset after the last fetched record; -1 if none
+}
+
+// retry is a nacked message and when to hand it out again.
+type retry struct {
+	msg channel.Message
+	at  time.Time
+}
+
+var _ channel.Claim = (*claim)(nil)
+
+// errReleased is returned by Ack and Nack after Release.
+var errReleased = errors.New("kafka: claim already released: its unacked messages go to the partition's next owner; ack before Release")
+
+func newClaim(s *session, cl *kgo.Client, partition int32) *claim {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &claim{
+		s:         s,
+		cl:        cl,
+		partition: partition,
+		out:       make(chan channel.Message),
+		lostCh:    make(chan struct{}),
+		stop:      make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		nacked:    make(chan struct{}, 1),
+		released:  make(chan struct{}),
+		fwdWake:   make(chan struct{}, 1),
+		fwdDone:   make(chan struct{}),
+		fwdCtx:    ctx,
+		fwdStop:   cancel,
+		held:      make(map[string]int),
+		acked:     -1,
+		committed: -1,
+		first:     -1,
+		fetched:   -1,
+	}
+}
+
+func (c *claim) Partition() int32                 { return c.partition }
+func (c *claim) Messages() <-chan channel.Message { return c.out }
+func (c *claim) Lost() <-chan struct{}            { return c.lostCh }
+
+// push takes a fetch of the partition, in offset order: msgs to hand out,
+// and foreign records to forward. It pauses fetching once the claim holds
+// BufferSize of them.
+func (c *claim) push(msgs []channel.Message, foreign []*kgo.Record) {
+	c.mu.Lock()
+	if c.state != stateActive || c.stopped {
+		c.mu.Unlock()
+		return
+	}
+	for _, m := range msgs {
+		c.fetchedLocked(m.Offset)
+		if m.Offset >= c.acked {
+			c.hostOpen = insertOffset(c.hostOpen, m.Offset)
+		}
+	}
+	for _, r := range foreign {
+		c.fetchedLocked(r.Offset)
+		c.fwdOpen = insertOffset(c.fwdOpen, r.Offset)
+	}
+	c.pending = append(c.pending, msgs...)
+	c.toForward = append(c.toForward, foreign...)
+	if !c.paused && len(c.pending)+len(c.toForward) >= c.s.opts.BufferSize {
+		c.cl.PauseFetchPartitions(map[string][]int32{c.s.topic: {c.partition}})
+		c.paused = true
+	}
+	c.mu.Unlock()
+	if len(msgs) > 0 {
+		c.notify()
+	}
+	if len(foreign) > 0 {
+		select {
+		case c.fwdWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fetchedLocked records that the record at off was fetched.
+func (c *claim) fetchedLocked(off int64) {
+	if c.first < 0 || off < c.first {
+		c.first = off
+	}
+	c.fetched = max(c.fetched, off+1)
+}
+
+// insertOffset adds off to the sorted offs. Fetches come in offset order, so
+// this is an append but for a partition fetched again from an earlier offset.
+func insertOffset(offs []int64, off int64) []int64 {
+	if n := len(offs); n == 0 || offs[n-1] < off {
+		return append(offs, off)
+	}
+	i, found := slices.BinarySearch(offs, off)
+	if found {
+		return offs
+	}
+	return slices.Insert(offs, i, off)
+}
+
+// resumeIfDrainedLocked resumes fetching once the claim holds no more than
+// half of BufferSize.
+func (c *claim) resumeIfDrainedLocked() {
+	if c.paused && len(c.pending)+len(c.toForward) <= c.s.opts.BufferSize/2 {
+		c.cl.ResumeFetchPartitions(map[string][]int32{c.s.topic: {c.partition}})
+		c.paused = false
+	}
+}
+
+func (c *claim) notify() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pump hands out messages on out until stop closes, then closes out.
+func (c *claim) pump() {
+	defer close(c.out)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		p, ok, wait := c.next(time.Now())
+		if !ok {
+			var due <-chan time.Time
+			if wait > 0 {
+				timer.Reset(wait)
+				due = timer.C
+			}
+			select {
+			case <-c.wake:
+			case <-due:
+			case <-c.stop:
+				return
+			}
+			timer.Stop()
+			continue
+		}
+		select {
+		case c.out <- p.msg:
+		case <-c.nacked:
+			// The message in hand may belong to an address just held
+			// back: put it back and choose again.
+			c.putBack(p)
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// pick is a message next took, and where from.
+type pick struct {
+	msg   channel.Message
+	retry bool // from retries, not pending
+}
+
+// next takes the next message to hand out: a nacked message whose delay has
+// passed, else the oldest fetched message whose address is not held back.
+// Without one, it reports how long until the next nacked message is due
+// (0: none is waiting).
+func (c *claim) next(now time.Time) (pick, bool, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var wait time.Duration
+	var earlier map[string]bool // addresses with an older retry still waiting
+	for i, r := range c.retries {
+		addr := r.msg.Address.String()
+		if !r.at.After(now) && !earlier[addr] {
+			c.retries = slices.Delete(c.retries, i, i+1)
+			if c.held[addr]--; c.held[addr] <= 0 {
+				delete(c.held, addr)
+			}
+			return pick{msg: r.msg, retry: true}, true, 0
+		}
+		if d := r.at.Sub(now); d > 0 && (wait == 0 || d < wait) {
+			wait = d
+		}
+		if earlier == nil {
+			earlier = make(map[string]bool)
+		}
+		earlier[addr] = true
+	}
+	for i, m := range c.pending {
+		if c.held[m.Address.String()] > 0 {
+			continue
+		}
+		if i == 0 {
+			c.pending[0] = channel.Message{} // let the GC have it
+			c.pending = c.pending[1:]
+		} else {
+			c.pending = slices.Delete(c.pending, i, i+1)
+		}
+		c.resumeIfDrainedLocked()
+		return pick{msg: m}, true, 0
+	}
+	return pick{}, false, wait
+}
+
+// putBack undoes next for a message that was not handed out.
+func (c *claim) putBack(p pick) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateActive {
+		return
+	}
+	if p.retry {
+		c.insertRetry(retry{msg: p.msg, at: time.Now()})
+		return
+	}
+	i, _ := slices.BinarySearchFunc(c.pending, p.msg.Offset, byOffset)
+	c.pending = slices.Insert(c.pending, i, p.msg)
+}
+
+// insertRetry adds r to retries in offset order and holds back its address.
+func (c *claim) insertRetry(r retry) {
+	i, _ := slices.BinarySearchFunc(c.retries, r.msg.Offset, func(r retry, off int64) int {
+		return byOffset(r.msg, off)
+	})
+	c.retries = slices.Insert(c.retries, i, r)
+	c.held[r.msg.Address.String()]++
+}
+
+func byOffset(m channel.Message, off int64) int { return cmp.Compare(m.Offset, off) }
+
+// stopDelivery ends delivery: the pump closes Messages. Buffered messages
+// are dropped; they were never acked, so the next owner gets them again.
+func (c *claim) stopDelivery() {
+	c.mu.Lock()
+	c.stopped = true // push stops pausing the partition
+	c.mu.Unlock()
+	c.stopOnce.Do(func() { close(c.stop) })
+}
+
+// setState moves the claim on. It never moves back, closes Lost on
+// stateLost, and ends forwarding on stateGone and stateLost.
+func (c *claim) setState(st claimState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st <= c.state || c.state == stateLost {
+		return
+	}
+	c.state = st
+	c.pending, c.retries, c.toForward = nil, nil, nil
+	if st >= stateGone {
+		c.fwdStop()
+	}
+	if st == stateLost {
+		close(c.lostCh)
+	}
+}
+
+// commitPointLocked is the offset the claim may commit: the lowest fetched
+// offset that is neither acked by the host nor forwarded, or, when every
+// fetched record is done, the offset after the last one (or after the last
+// acked message, if an ack went past what was fetched).
+func (c *claim) commitPointLocked() int64 {
+	p := max(c.fetched, c.acked)
+	if len(c.hostOpen) > 0 {
+		p = min(p, c.hostOpen[0])
+	}
+	if len(c.fwdOpen) > 0 {
+		p = min(p, c.fwdOpen[0])
+	}
+	return p
+}
+
+// toCommit reports the offset to commit, if the claim may still commit and
+// has finished records past what it committed.
+func (c *claim) toCommit() (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateActive && c.state != stateReleased {
+		return 0, false
+	}
+	p := c.commitPointLocked()
+	return p, p > c.committed && p > c.first
+}
+
+func (c *claim) committedUpTo(off int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.committed = max(c.committed, off)
+}
+
+// Ack records msgs, and every message of the claim before them, as done.
+// The commit point moves past them (up to the next record that is neither
+// acked nor forwarded) within Options.CommitInterval, or by Release. An ack after Release
+// returns errReleased; after a revocation or Lost it is ignored, as the
+// partition may be someone else's by then.
+func (c *claim) Ack(_ context.Context, msgs ...channel.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range msgs {
+		if m.Partition != c.partition {
+			return fmt.Errorf("kafka: ack of message %s of partition %d on the claim of partition %d: ack it on its own claim",
+				m.ID, m.Partition, c.partition)
+		}
+	}
+	switch c.state {
+	case stateReleased:
+		return errReleased
+	case stateGone, stateLost:
+		return nil
+	}
+	for _, m := range msgs {
+		c.acked = max(c.acked, m.Offset+1)
+	}
+	i, _ := slices.BinarySearch(c.hostOpen, c.acked)
+	c.hostOpen = c.hostOpen[i:]
+	return nil
+}
+
+// Nack hands msg out again on this claim once delay has passed. The
+// messages of its address not handed out yet wait for it; those already
+// handed out are not recalled. Deliveries stays 0: Kafka cannot count.
+// The nack is kept in memory only: if the claim ends first, the next owner
+// of the partition gets the message at once, from the committed offset.
+// A nack after Release returns errReleased; after a revocation or Lost it
+// is ignored.
+func (c *claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
+	if msg.Partition != c.partition {
+		return fmt.Errorf("kafka: nack of message %s of partition %d on the claim of partition %d: nack it on its own claim",
+			msg.ID, msg.Partition, c.partition)
+	}
+	c.mu.Lock()
+	switch c.state {
+	case stateReleased:
+		c.mu.Unlock()
+		return errReleased
+	case stateGone, stateLost:
+		c.mu.Unlock()
+		return nil
+	}
+	c.insertRetry(retry{msg: msg, at: time.Now().Add(delay)})
+	c.mu.Unlock()
+	select {
+	case c.nacked <- struct{}{}:
+	default:
+	}
+	c.notify()
+	return nil
+}
+
+// Release stops delivery, waits (bounded by ctx) for a forward in flight to
+// finish, commits what was acked and forwarded and gives the claim up. If
+// the commit fails (ctx ended, broker unreachable) Release returns the
+// error and may be called again; the revocation that follows retries the
+// commit too. Released before a revocation, the partition stays assigned to
+// this consumer, undelivered, until the next rebalance. Release is
+// idempotent.
+func (c *claim) Release(ctx context.Context) error {
+	c.releaseMu.Lock()
+	defer c.releaseMu.Unlock()
+	c.stopDelivery()
+	select {
+	case <-c.fwdDone:
+	case <-ctx.Done():
+	}
+	c.setState(stateReleased)
+	c.s.commitMu.Lock()
+	err := c.s.commitLocked(ctx, []*claim{c})
+	c.s.commitMu.Unlock()
+	c.releaseOnce.Do(func() { close(c.released) })
+	return err
+}

@@ -1,0 +1,420 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// commitTimeout bounds one offset commit.
+const commitTimeout = 10 * time.Second
+
+// Consumer consumes one topic as a member of a consumer group
+// (Options.Group) with the cooperative-sticky balancer. Each partition the
+// group assigns to it becomes a channel.Claim; acks are committed as the
+// group's offsets, never automatically.
+//
+// A record that is not on its key's home partition is not handed out: the
+// consumer republishes it to its home partition (see the package doc) and
+// counts it as done once that copy is acknowledged. A claim commits up to
+// the lowest offset that is neither acked nor forwarded.
+//
+// When a partition is revoked (another consumer joined, or this one is
+// stopping), its claim's Messages closes and the consumer waits up to
+// Options.RevokeTimeout for Release (and for a forward in flight) before
+// committing what was acked and forwarded and letting the partition go. When the group drops this consumer without a
+// revocation (it missed heartbeats for Options.SessionTimeout), Lost closes
+// and nothing more is committed.
+type Consumer struct {
+	brokers []string
+	topic   string
+	opts    Options
+
+	mu         sync.Mutex
+	partitions int // the topic's partition count, once Run has looked it up
+	started    bool
+	closed     bool
+	cancel     context.CancelFunc // ends Run
+	done       chan struct{}      // closed when Run returns
+}
+
+var _ channel.Consumer = (*Consumer)(nil)
+
+// OpenConsumer returns a Consumer of topic on the given brokers
+// ("host:port"). It does not connect until Run.
+func OpenConsumer(brokers []string, topic string, opts Options) (*Consumer, error) {
+	opts = opts.WithDefaults()
+	if opts.Group == "" {
+		opts.Group = "postbox." + topic
+	}
+	if err := opts.validate(brokers, topic); err != nil {
+		return nil, err
+	}
+	return &Consumer{brokers: brokers, topic: topic, opts: opts}, nil
+}
+
+// Backend returns "kafka".
+func (c *Consumer) Backend() string { return backend }
+
+// Partitions returns the topic's partition count as Run saw it when it
+// started: the count home partitions are judged and forwarded by. It is 0
+// until Run has looked it up.
+func (c *Consumer) Partitions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.partitions
+}
+
+// Run joins the group and hands out claims until ctx is cancelled or Close
+// is called; then it revokes every claim (waiting up to
+// Options.RevokeTimeout for Release), commits what was acked, leaves the
+// group and returns nil. It returns an error at once if the topic does not
+// exist or the brokers cannot be reached, and channel.ErrClosed after Close.
+// Run may be called once.
+func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
+	if onClaim == nil {
+		return errors.New("kafka: Consumer.Run needs an onClaim function")
+	}
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return channel.ErrClosed
+	case c.started:
+		c.mu.Unlock()
+		return errors.New("kafka: Consumer.Run called twice; open another Consumer")
+	}
+	c.started = true
+	ctx, cancel := context.WithCancel(ctx)
+	c.cancel, c.done = cancel, make(chan struct{})
+	c.mu.Unlock()
+	defer close(c.done)
+	defer cancel()
+
+	partitions, err := topicPartitions(ctx, c.brokers, c.topic, c.opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // cancelled or closed before joining
+		}
+		return err
+	}
+	c.mu.Lock()
+	c.partitions = partitions
+	c.mu.Unlock()
+	s := &session{
+		topic:      c.topic,
+		opts:       c.opts,
+		log:        c.opts.Logger.With("topic", c.topic, "group", c.opts.Group),
+		partitions: partitions,
+		onClaim:    onClaim,
+		claims:     make(map[int32]*claim),
+	}
+	s.cl, err = kgo.NewClient(
+		kgo.SeedBrokers(c.brokers...),
+		kgo.ClientID(c.opts.ClientID),
+		kgo.MetadataMinAge(metadataMinAge),
+		kgo.WithLogger(kgoLogger{c.opts.Logger}),
+		kgo.ConsumerGroup(c.opts.Group),
+		kgo.ConsumeTopics(c.topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+		kgo.SessionTimeout(c.opts.SessionTimeout),
+		kgo.RebalanceTimeout(c.opts.RebalanceTimeout),
+		kgo.FetchMaxWait(c.opts.FetchMaxWait),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Forwarding foreign records: each copy names its partition.
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(c.opts.PublishTimeout),
+	)
+	if err != nil {
+		return fmt.Errorf("kafka: consumer of %s: %w", c.topic, err)
+	}
+
+	committing := make(chan struct{})
+	go func() {
+		defer close(committing)
+		s.commitLoop(ctx)
+	}()
+	s.poll(ctx)
+	<-committing
+	s.shutdown()
+	return nil
+}
+
+// Close stops Run, if it runs, and waits for it to return. Close is
+// idempotent.
+func (c *Consumer) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	cancel, done := c.cancel, c.done
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// session is one Run: the group member's client and its claims.
+type session struct {
+	topic      string
+	opts       Options
+	log        *slog.Logger
+	partitions int // the topic's partition count when Run started
+	onClaim    func(channel.Claim)
+	cl         *kgo.Client
+
+	mu     sync.Mutex
+	claims map[int32]*claim // the partitions this member owns now
+
+	forwarders sync.WaitGroup // the claims' forward goroutines
+
+	// commitMu orders commits with revocation: once a revocation has
+	// committed a partition and let it go, no commit of it is in flight
+	// or issued later.
+	commitMu sync.Mutex
+}
+
+// poll fetches records and hands them to their claims until ctx ends.
+func (s *session) poll(ctx context.Context) {
+	for {
+		fetches := s.cl.PollRecords(ctx, s.opts.BufferSize)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("kafka: fetch failed; retrying", "partition", partition, "err", err)
+			}
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			s.mu.Lock()
+			c := s.claims[p.Partition]
+			s.mu.Unlock()
+			if c == nil {
+				return // revoked meanwhile; the next owner fetches it again
+			}
+			msgs := make([]channel.Message, 0, len(p.Records))
+			var foreigners []*kgo.Record
+			for _, r := range p.Records {
+				switch {
+				case !foreign(r, s.partitions):
+					msgs = append(msgs, message(r))
+				case forwardedBefore(r):
+					s.log.Warn("kafka: a record forwarded once is off its home partition again: consumers count the topic's partitions differently (did it grow? restart them); delivering it here",
+						"partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "partitions", s.partitions)
+					msgs = append(msgs, message(r))
+				default:
+					foreigners = append(foreigners, r)
+				}
+			}
+			c.push(msgs, foreigners)
+		})
+	}
+}
+
+// assigned starts a claim for every newly assigned partition. Fetching of a
+// partition starts only after this returns.
+func (s *session) assigned(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
+	// A pause outlives the claim that set it; a new claim starts unpaused.
+	cl.ResumeFetchPartitions(map[string][]int32{s.topic: tps[s.topic]})
+	for _, p := range tps[s.topic] {
+		c := newClaim(s, cl, p)
+		s.mu.Lock()
+		old := s.claims[p]
+		s.claims[p] = c
+		s.mu.Unlock()
+		if old != nil { // assigned twice without a revocation between
+			old.setState(stateGone)
+			old.stopDelivery()
+		}
+		go c.pump()
+		s.forwarders.Go(c.forward)
+		go s.onClaim(c)
+	}
+}
+
+// take removes the claims of partitions from the session.
+func (s *session) take(partitions []int32) []*claim {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cs []*claim
+	for _, p := range partitions {
+		if c := s.claims[p]; c != nil {
+			cs = append(cs, c)
+			delete(s.claims, p)
+		}
+	}
+	return cs
+}
+
+// revoked ends the claims of revoked partitions: it closes their Messages,
+// waits up to RevokeTimeout for Release, commits what was acked and only
+// then returns, letting the partitions go to their next owner.
+func (s *session) revoked(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
+	cs := s.take(tps[s.topic])
+	if len(cs) == 0 {
+		return
+	}
+	for _, c := range cs {
+		c.stopDelivery()
+	}
+	deadline := time.NewTimer(s.opts.RevokeTimeout)
+	defer deadline.Stop()
+wait:
+	for _, c := range cs {
+		for _, ch := range []chan struct{}{c.released, c.fwdDone} {
+			select {
+			case <-ch:
+			case <-deadline.C:
+				s.log.Warn("kafka: revoked claims were not released in time; committing what was acked and forwarded", "timeout", s.opts.RevokeTimeout)
+				break wait
+			}
+		}
+	}
+
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if err := s.commitLocked(ctx, cs); err != nil {
+		s.log.Warn("kafka: commit of revoked partitions failed; their unacked messages will be redelivered", "err", err)
+	}
+	for _, c := range cs {
+		c.setState(stateGone)
+	}
+	cl.ResumeFetchPartitions(map[string][]int32{s.topic: tps[s.topic]})
+}
+
+// lost ends the claims of partitions the group took away without a
+// revocation: Lost and Messages close and nothing more is committed.
+func (s *session) lost(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
+	cs := s.take(tps[s.topic])
+	s.commitMu.Lock()
+	for _, c := range cs {
+		c.setState(stateLost)
+	}
+	s.commitMu.Unlock()
+	for _, c := range cs {
+		c.stopDelivery()
+	}
+	if len(cs) > 0 {
+		s.log.Warn("kafka: partitions lost; their claims end without committing", "count", len(cs))
+	}
+	cl.ResumeFetchPartitions(map[string][]int32{s.topic: tps[s.topic]})
+}
+
+// commitLoop commits acked offsets of active claims every CommitInterval
+// until ctx ends.
+func (s *session) commitLoop(ctx context.Context) {
+	t := time.NewTicker(s.opts.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.commitMu.Lock()
+		s.mu.Lock()
+		cs := make([]*claim, 0, len(s.claims))
+		for _, c := range s.claims {
+			cs = append(cs, c)
+		}
+		s.mu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		err := s.commitLocked(cctx, cs)
+		cancel()
+		s.commitMu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("kafka: background commit failed; retrying", "err", err)
+		}
+	}
+}
+
+// commitLocked commits, for each of cs that may still commit, its acked
+// offset if it is ahead of the committed one. The caller holds commitMu.
+func (s *session) commitLocked(ctx context.Context, cs []*claim) error {
+	offsets := make(map[int32]kgo.EpochOffset)
+	for _, c := range cs {
+		if off, ok := c.toCommit(); ok {
+			offsets[c.partition] = kgo.EpochOffset{Epoch: -1, Offset: off}
+		}
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
+	var reqErr error
+	var partErrs []error
+	// The claims' client: a callback may run before Run has stored s.cl.
+	cs[0].cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{s.topic: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				reqErr = err
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+						partErrs = append(partErrs, fmt.Errorf("partition %d: %w", p.Partition, err))
+						delete(offsets, p.Partition)
+					}
+				}
+			}
+		})
+	if reqErr != nil {
+		return fmt.Errorf("kafka: commit offsets of %s: %w", s.topic, reqErr)
+	}
+	for _, c := range cs {
+		if eo, ok := offsets[c.partition]; ok {
+			c.committedUpTo(eo.Offset)
+		}
+	}
+	if len(partErrs) > 0 {
+		return fmt.Errorf("kafka: commit offsets of %s: %w", s.topic, errors.Join(partErrs...))
+	}
+	return nil
+}
+
+// shutdown leaves the group, which revokes every claim (see revoked), and
+// closes the client. It runs after poll has returned.
+func (s *session) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RevokeTimeout+2*commitTimeout)
+	defer cancel()
+	if err := s.cl.LeaveGroupContext(ctx); err != nil {
+		s.log.Warn("kafka: leaving the group failed; its partitions move on after the session timeout", "err", err)
+	}
+	s.cl.Close()
+	// Leaving revoked every claim; end any that slipped through.
+	for _, c := range s.take(s.owned()) {
+		c.setState(stateGone)
+		c.stopDelivery()
+	}
+	s.forwarders.Wait()
+}
+
+func (s *session) owned() []int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := make([]int32, 0, len(s.claims))
+	for p := range s.claims {
+		ps = append(ps, p)
+	}
+	return ps
+}

@@ -1,0 +1,350 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
+)
+
+func openDLQ(t *testing.T, brokers []string, topic string) *DeadLetters {
+	t.Helper()
+	d, err := OpenDLQ(brokers, topic, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// dlqCtx bounds one call on the queue.
+func dlqCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var dlqBase = time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC)
+
+// deadLetterOf is a dead letter of the message msgID to addr from offset.
+func deadLetterOf(topic, msgID, addr string, offset int64, at time.Time) dlq.Envelope {
+	return dlq.Envelope{
+		MessageID: msgID, Address: addr, Payload: []byte(fmt.Sprint(offset)), Headers: map[string]string{"h": "v"},
+		Source:   dlq.Source{Backend: "kafka", Mailbox: topic, Partition: channel.HomePartition(addr, 4), Offset: offset},
+		Attempts: 1, Errors: []dlq.AttemptError{{Attempt: 1, Error: "boom", At: at}},
+		Reason: "permanent error", Worker: "w1", DeadLetteredAt: at,
+	}
+}
+
+func listIDs(t *testing.T, d *DeadLetters) []string {
+	t.Helper()
+	envs, err := d.List(dlqCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(envs))
+	for i, e := range envs {
+		ids[i] = e.MessageID
+	}
+	return ids
+}
+
+func TestDLQPutListGet(t *testing.T) {
+	t.Parallel()
+	brokers := testBrokers(t)
+	topic := newTopic(t, brokers, 3)
+	d := openDLQ(t, brokers, topic)
+
+	if envs, err := d.List(dlqCtx(t)); err != nil || len(envs) != 0 {
+		t.Fatalf("List of an empty queue = %v, %v", envs, err)
+	}
+	full := dlq.Envelope{
+		ID: "ignored", MessageID: "m1", Address: "counter/1", Payload: []byte("p1"),
+		Headers:  map[string]string{"trace": "abc", "orig-x": "y", "empty": ""},
+		Source:   dlq.Source{Backend: "kafka", Mailbox: topic, Partition: 2, Offset: 41, Published: dlqBase.Add(-time.Minute)},
+		Attempts: 3,
+		Errors: []dlq.AttemptError{
+			{Attempt: 1, Error: "boom", At: dlqBase.Add(-3 * time.Second)},
+			{Attempt: 2, Error: "boom again: with spaces\nand a second line", At: dlqBase.Add(-2 * time.Second)},
+			{Attempt: 3, Error: "last", At: dlqBase.Add(-time.Second)},
+		},
+		Reason: "attempts exhausted", Worker: "worker-1", DeadLetteredAt: dlqBase,
+	}
+	bare := dlq.Envelope{MessageID: "m2", Address: "counter/2", Attempts: 1, Reason: "permanent error",
+		DeadLetteredAt: dlqBase.Add(-time.Hour)}
+	for _, env := range []dlq.Envelope{full, bare} {
+		if err := d.Put(dlqCtx(t), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Put again for m1, an hour later: one dead letter stays, the newest.
+	again := full
+	again.Reason, again.DeadLetteredAt = "permanent error", dlqBase.Add(time.Hour)
+	if err := d.Put(dlqCtx(t), again); err != nil {
+		t.Fatal(err)
+	}
+	// A zero DeadLetteredAt becomes now.
+	before := time.Now()
+	if err := d.Put(dlqCtx(t), dlq.Envelope{MessageID: "m3", Address: "counter/3", Payload: []byte{}}); err != nil {
+		t.Fatal(err)
+	}
+
+	envs, err := d.List(dlqCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(envs) != 3 {
+		t.Fatalf("List = %d dead letters, want 3 (m2, m1 once, m3): %+v", len(envs), envs)
+	}
+	wantFull := again
+	wantFull.ID = deadLetterID("m1")
+	wantBare := bare
+	wantBare.ID, wantBare.Payload = deadLetterID("m2"), []byte{}
+	for i, want := range []dlq.Envelope{wantBare, wantFull} {
+		if !reflect.DeepEqual(envs[i], want) {
+			t.Errorf("List[%d] =\n%+v\nwant\n%+v", i, envs[i], want)
+		}
+	}
+	if m3 := envs[2]; m3.MessageID != "m3" || m3.DeadLetteredAt.Before(before.Add(-time.Second)) || m3.Payload == nil {
+		t.Errorf("List[2] = %+v, want m3 dead-lettered about now with an empty payload", m3)
+	}
+
+	got, err := d.Get(dlqCtx(t), wantFull.ID)
+	if err != nil || !reflect.DeepEqual(got, wantFull) {
+		t.Errorf("Get(%s) = %+v, %v; want %+v", wantFull.ID, got, err, wantFull)
+	}
+	if _, err := d.Get(dlqCtx(t), "dl-nope"); !errors.Is(err, dlq.ErrNotFound) {
+		t.Errorf("Get of an unknown ID: %v, want ErrNotFound", err)
+	}
+	if err := d.Put(dlqCtx(t), dlq.Envelope{Address: "counter/1"}); err == nil {
+		t.Error("Put without a MessageID accepted")
+	}
+
+	// What other tools see: the key and the provenance headers.
+	raw := rawDLQRecords(t, brokers, topic)
+	var last *kgo.Record
+	for _, r := range raw {
+		if string(r.Key) == wantFull.ID {
+			last = r
+		}
+	}
+	if last == nil {
+		t.Fatalf("no record keyed %s in %s", wantFull.ID, DLQTopic(topic))
+	}
+	hs := make(map[string]string)
+	for _, h := range last.Headers {
+		hs[h.Key] = string(h.Value)
+	}
+	for k, v := range map[string]string{
+		"postbox-id": "m1", "postbox-address": "counter/1", "postbox-source-topic": topic,
+		"postbox-source-partition": "2", "postbox-source-offset": "41", "postbox-attempts": "3",
+		"postbox-reason": "permanent error", "postbox-worker": "worker-1",
+		"postbox-dead-lettered-at": "2025-01-02T04:04:05.123456789Z",
+		"postbox-error-1":          "2025-01-02T03:04:02.123456789Z boom",
+		"orig-trace":               "abc", "orig-orig-x": "y", "orig-empty": "",
+	} {
+		if got, ok := hs[k]; !ok || got != v {
+			t.Errorf("header %s = %q (present %v), want %q", k, got, ok, v)
+		}
+	}
+	if string(last.Value) != "p1" {
+		t.Errorf("value %q, want the payload", last.Value)
+	}
+
+	d.Close()
+	if err := d.Put(dlqCtx(t), full); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Put after Close: %v, want ErrClosed", err)
+	}
+	if _, err := d.List(dlqCtx(t)); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("List after Close: %v, want ErrClosed", err)
+	}
+}
+
+// rawDLQRecords reads every record of the dead-letter topic of topic.
+func rawDLQRecords(t *testing.T, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	ends := endOffsets(t, brokers, DLQTopic(topic))
+	total := int64(0)
+	for _, e := range ends {
+		total += e
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(DLQTopic(topic)),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := dlqCtx(t)
+	var recs []*kgo.Record
+	for int64(len(recs)) < total {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s", len(recs), total, DLQTopic(topic))
+		}
+		recs = append(recs, fs.Records()...)
+	}
+	return recs
+}
+
+func TestDLQRedriveKeepsOrderPerAddress(t *testing.T) {
+	t.Parallel()
+	brokers := testBrokers(t)
+	const partitions = 4
+	topic := newTopic(t, brokers, partitions)
+	d := openDLQ(t, brokers, topic)
+
+	// counter/1's messages are dead-lettered out of their source order.
+	envs := []dlq.Envelope{
+		deadLetterOf(topic, "a7", "counter/1", 7, dlqBase),
+		deadLetterOf(topic, "a3", "counter/1", 3, dlqBase.Add(time.Second)),
+		deadLetterOf(topic, "b4", "counter/2", 4, dlqBase.Add(2*time.Second)),
+		deadLetterOf(topic, "a5.r1", "counter/1", 5, dlqBase.Add(3*time.Second)),
+		deadLetterOf(topic, "c1", "counter/3", 1, dlqBase.Add(4*time.Second)),
+	}
+	envs[3].Headers[dlq.HeaderRedriveOf] = "a5" // redriven once before
+	for _, env := range envs {
+		if err := d.Put(dlqCtx(t), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(msgIDs ...string) []string {
+		var out []string
+		for _, m := range msgIDs {
+			out = append(out, deadLetterID(m))
+		}
+		return out
+	}
+
+	n, err := d.Redrive(dlqCtx(t), append(ids("a7", "b4"), "dl-unknown")...)
+	if !errors.Is(err, dlq.ErrNotFound) || n != 0 {
+		t.Fatalf("Redrive with an unknown ID = %d, %v; want 0, ErrNotFound", n, err)
+	}
+	if got := listIDs(t, d); len(got) != 5 {
+		t.Fatalf("after a failed Redrive the queue holds %v, want all 5", got)
+	}
+	n, err = d.Redrive(dlqCtx(t), ids("a7", "a3", "b4", "a5.r1", "a7")...)
+	if err != nil || n != 4 {
+		t.Fatalf("Redrive = %d, %v; want 4", n, err)
+	}
+	if got := strings.Join(listIDs(t, d), ","); got != "c1" {
+		t.Fatalf("after Redrive the queue holds %s, want c1", got)
+	}
+
+	h := startHost(t, brokers, topic, fastOptions())
+	want := map[string][]string{ // address → redriven IDs in source order
+		"counter/1": {"a3.r1", "a5.r2", "a7.r1"},
+		"counter/2": {"b4.r1"},
+	}
+	redriveOf := map[string]string{"a3.r1": "a3", "a5.r2": "a5.r1", "a7.r1": "a7", "b4.r1": "b4"}
+	payload := map[string]string{"a3.r1": "3", "a5.r2": "5", "a7.r1": "7", "b4.r1": "4"}
+	for range 4 {
+		m := h.next(30 * time.Second).msg
+		addr := m.Address.String()
+		if len(want[addr]) == 0 || m.ID != want[addr][0] {
+			t.Fatalf("redriven %s to %s, want next %v", m.ID, addr, want[addr])
+		}
+		want[addr] = want[addr][1:]
+		if m.Headers[dlq.HeaderRedriveOf] != redriveOf[m.ID] || m.Headers["h"] != "v" ||
+			m.Partition != channel.HomePartition(addr, partitions) || string(m.Payload) != payload[m.ID] {
+			t.Errorf("redriven %s: partition %d, payload %s, headers %v; want %s=%s, h=v, payload %s, home partition",
+				m.ID, m.Partition, m.Payload, m.Headers, dlq.HeaderRedriveOf, redriveOf[m.ID], payload[m.ID])
+		}
+	}
+	h.none(300 * time.Millisecond)
+
+	// Redrive of everything left.
+	if n, err := d.Redrive(dlqCtx(t)); err != nil || n != 1 {
+		t.Fatalf("Redrive() = %d, %v; want 1", n, err)
+	}
+	if m := h.next(30 * time.Second).msg; m.ID != "c1.r1" {
+		t.Fatalf("redriven %s, want c1.r1", m.ID)
+	}
+	if got := listIDs(t, d); len(got) != 0 {
+		t.Fatalf("after redriving all the queue holds %v", got)
+	}
+}
+
+func TestDLQPurge(t *testing.T) {
+	t.Parallel()
+	brokers := testBrokers(t)
+	topic := newTopic(t, brokers, 2)
+	d := openDLQ(t, brokers, topic)
+	for i, m := range []string{"m1", "m2", "m3"} {
+		if err := d.Put(dlqCtx(t), deadLetterOf(topic, m, "counter/"+m, int64(i), dlqBase.Add(time.Duration(i)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := deadLetterOf(topic, "bad", "nokey", 9, dlqBase.Add(time.Minute))
+	if err := d.Put(dlqCtx(t), bad); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Redrive(dlqCtx(t), deadLetterID("bad")); err == nil || n != 0 || !strings.Contains(err.Error(), "purge") {
+		t.Fatalf("Redrive of a dead letter without a valid address = %d, %v; want an error suggesting purge", n, err)
+	}
+
+	if n, err := d.Purge(dlqCtx(t), deadLetterID("m2"), deadLetterID("bad"), "dl-unknown"); err != nil || n != 2 {
+		t.Fatalf("Purge(m2, bad, unknown) = %d, %v; want 2", n, err)
+	}
+	if got := strings.Join(listIDs(t, d), ","); got != "m1,m3" {
+		t.Fatalf("after Purge the queue holds %s, want m1,m3", got)
+	}
+	if n, err := d.Purge(dlqCtx(t)); err != nil || n != 2 {
+		t.Fatalf("Purge() = %d, %v; want 2", n, err)
+	}
+	if got := listIDs(t, d); len(got) != 0 {
+		t.Fatalf("after purging all the queue holds %v", got)
+	}
+	// Dead-lettered again after a purge: back in the queue.
+	if err := d.Put(dlqCtx(t), deadLetterOf(topic, "m2", "counter/m2", 1, dlqBase)); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(listIDs(t, d), ","); got != "m2" {
+		t.Fatalf("after a new Put the queue holds %s, want m2", got)
+	}
+}
+
+func TestDLQNeedsItsTopic(t *testing.T) {
+	t.Parallel()
+	brokers := testBrokers(t)
+	d := openDLQ(t, brokers, "postbox-test.no-such-topic")
+	err := d.Put(dlqCtx(t), dlq.Envelope{MessageID: "m1", Address: "counter/1"})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Put to a missing topic = %v, want an error saying it does not exist", err)
+	}
+	if _, err := d.List(dlqCtx(t)); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("List of a missing topic = %v, want an error saying it does not exist", err)
+	}
+}
+
+// topicConfig returns the value of a topic's config key.
+func topicConfig(t *testing.T, brokers []string, topic, key string) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(dlqCtx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key == key {
+			return c.MaybeValue()
+		}
+	}
+	return ""
+}

@@ -1,0 +1,130 @@
+package kafka
+
+import (
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Backoff between attempts to forward records whose produce failed.
+const (
+	forwardBackoffMin = 100 * time.Millisecond
+	forwardBackoffMax = 5 * time.Second
+)
+
+// forward republishes the claim's foreign records to their home partitions,
+// in offset order, until delivery stops. Each batch is produced with
+// acks=all; a record counts as done (see forwarded) only once it and every
+// record before it in the batch are acknowledged, and what failed is
+// produced again, in order, after a backoff. Records of one key go to one
+// home partition, where the idempotent producer keeps their order, so
+// records forwarded from this partition keep their relative order per key.
+// A retry may write a record twice; both copies carry the same message ID.
+//
+// Once delivery stops, forward finishes the produce in flight, if any, and
+// returns; records not yet forwarded go to the partition's next owner.
+func (c *claim) forward() {
+	defer close(c.fwdDone)
+	backoff := forwardBackoffMin
+	for {
+		batch, ok := c.takeForward()
+		if !ok {
+			return
+		}
+		for len(batch) > 0 {
+			n, err := c.produceForward(batch)
+			c.forwarded(batch[:n])
+			batch = batch[n:]
+			if err == nil {
+				backoff = forwardBackoffMin
+				break
+			}
+			if c.fwdCtx.Err() != nil || c.isStopped() {
+				return
+			}
+			c.s.log.Warn("kafka: forwarding records to their home partitions failed; retrying",
+				"partition", c.partition, "offset", batch[0].Offset, "records", len(batch), "backoff", backoff, "err", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-c.stop:
+				t.Stop()
+				return
+			case <-c.fwdCtx.Done():
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, forwardBackoffMax)
+		}
+	}
+}
+
+// takeForward waits for foreign records and takes all of them, or reports
+// false once delivery has stopped.
+func (c *claim) takeForward() ([]*kgo.Record, bool) {
+	for {
+		c.mu.Lock()
+		if c.stopped || c.state != stateActive {
+			c.mu.Unlock()
+			return nil, false
+		}
+		if len(c.toForward) > 0 {
+			batch := c.toForward
+			c.toForward = nil
+			c.resumeIfDrainedLocked()
+			c.mu.Unlock()
+			return batch, true
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.fwdWake:
+		case <-c.stop:
+		case <-c.fwdCtx.Done():
+		}
+	}
+}
+
+func (c *claim) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}
+
+// produceForward produces the home-partition copies of recs and returns how
+// many of them, from the first, are acknowledged, with the first error.
+func (c *claim) produceForward(recs []*kgo.Record) (int, error) {
+	copies := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		copies[i] = forwardRecord(r, c.s.partitions)
+	}
+	failed := make(map[*kgo.Record]error)
+	for _, res := range c.cl.ProduceSync(c.fwdCtx, copies...) {
+		if res.Err != nil {
+			failed[res.Record] = res.Err
+		}
+	}
+	for i, cp := range copies {
+		if err, ok := failed[cp]; ok {
+			return i, err
+		}
+	}
+	return len(recs), nil
+}
+
+// forwarded records that recs, taken by takeForward, are on their home
+// partitions: their offsets no longer hold back the commit.
+func (c *claim) forwarded(recs []*kgo.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range recs {
+		if len(c.fwdOpen) > 0 && c.fwdOpen[0] == r.Offset {
+			c.fwdOpen = c.fwdOpen[1:] // the usual case: the oldest first
+		} else if i, ok := slices.BinarySearch(c.fwdOpen, r.Offset); ok {
+			c.fwdOpen = slices.Delete(c.fwdOpen, i, i+1)
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Publisher, a Consumer or a DeadLetters queue. The
+// zero value is ready to use: every field has a default, filled in by
+// WithDefaults.
+type Options struct {
+	// Group is the Kafka consumer group. Consumers with the same Group share
+	// the topic's partitions between them; each partition is claimed by one
+	// of them at a time. Publishers and DeadLetters ignore it. Defaults to
+	// "postbox." + topic.
+	Group string
+
+	// ClientID names this process to the brokers, in their logs and quotas.
+	// Defaults to "postbox".
+	ClientID string
+
+	// BufferSize is how many fetched messages one claim holds before the
+	// consumer stops fetching its partition. Fetching resumes once the claim
+	// has handed out half of them. Defaults to 512.
+	BufferSize int
+
+	// CommitInterval is how often acknowledged offsets are committed in the
+	// background. Release and revocation commit at once, whatever the
+	// interval. Defaults to 1s.
+	CommitInterval time.Duration
+
+	// RevokeTimeout bounds how long a revoked claim waits for its owner to
+	// call Release. After it, what was acked is committed and the partition
+	// is handed over anyway. Must be shorter than RebalanceTimeout.
+	// Defaults to 10s.
+	RevokeTimeout time.Duration
+
+	// SessionTimeout is how long the group waits for a consumer that stopped
+	// heartbeating (it crashed, or lost the network) before its partitions
+	// go to other consumers. The broker bounds it with
+	// group.min.session.timeout.ms (6s by default). Defaults to 45s.
+	SessionTimeout time.Duration
+
+	// RebalanceTimeout bounds how long the group waits for every consumer to
+	// give up revoked partitions during a rebalance. Defaults to 60s.
+	RebalanceTimeout time.Duration
+
+	// FetchMaxWait is how long the broker may hold a fetch that has no new
+	// records yet. Lower values hand out new records and resumed partitions
+	// sooner, at the cost of more idle fetches. Defaults to 500ms.
+	FetchMaxWait time.Duration
+
+	// PublishTimeout bounds how long Publish waits for one record to be
+	// acknowledged by all in-sync replicas, retries included. It bounds in
+	// the same way one attempt of the Consumer to forward a foreign record
+	// (after which it tries again), and the writes of DeadLetters.
+	// Defaults to 30s.
+	PublishTimeout time.Duration
+
+	// Logger receives the client's warnings and errors (lost connections,
+	// failed commits). Defaults to discarding them.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of o with every unset field set to its
+// default. Group stays empty: it defaults per topic (see Options.Group).
+func (o Options) WithDefaults() Options {
+	if o.ClientID == "" {
+		o.ClientID = "postbox"
+	}
+	if o.BufferSize == 0 {
+		o.BufferSize = 512
+	}
+	if o.CommitInterval == 0 {
+		o.CommitInterval = time.Second
+	}
+	if o.RevokeTimeout == 0 {
+		o.RevokeTimeout = 10 * time.Second
+	}
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = 45 * time.Second
+	}
+	if o.RebalanceTimeout == 0 {
+		o.RebalanceTimeout = 60 * time.Second
+	}
+	if o.FetchMaxWait == 0 {
+		o.FetchMaxWait = 500 * time.Millisecond
+	}
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// validate rejects settings that cannot work, naming the field and the fix.
+// It expects o.WithDefaults() applied.
+func (o Options) validate(brokers []string, topic string) error {
+	var errs []error
+	if len(brokers) == 0 {
+		errs = append(errs, errors.New("no brokers: pass at least one host:port, such as 127.0.0.1:9092"))
+	}
+	if err := validTopic(topic); err != nil {
+		errs = append(errs, err)
+	}
+	if o.BufferSize < 1 {
+		errs = append(errs, fmt.Errorf("Options.BufferSize is %d: it must be at least 1", o.BufferSize))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"CommitInterval", o.CommitInterval},
+		{"RevokeTimeout", o.RevokeTimeout},
+		{"SessionTimeout", o.SessionTimeout},
+		{"RebalanceTimeout", o.RebalanceTimeout},
+		{"FetchMaxWait", o.FetchMaxWait},
+		{"PublishTimeout", o.PublishTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("Options.%s is %v: it must be positive (zero picks the default)", d.name, d.v))
+		}
+	}
+	if o.RevokeTimeout >= o.RebalanceTimeout {
+		errs = append(errs, fmt.Errorf("Options.RevokeTimeout (%v) must be shorter than Options.RebalanceTimeout (%v), or the group evicts this consumer while it waits", o.RevokeTimeout, o.RebalanceTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kafka: invalid options: %w", err)
+	}
+	return nil
+}
+
+// validTopic checks a name against Kafka's rules for topic names.
+func validTopic(topic string) error {
+	if topic == "" || topic == "." || topic == ".." {
+		return fmt.Errorf("topic %q is not a valid Kafka topic name", topic)
+	}
+	// The DLQ topic adds ".dlq"; Kafka allows 249 characters.
+	if len(topic) > 249-len(dlqSuffix) {
+		return fmt.Errorf("topic %q is longer than %d characters", topic, 249-len(dlqSuffix))
+	}
+	for _, r := range topic {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return fmt.Errorf("topic %q has %q: Kafka topic names use only letters, digits, '.', '_' and '-'", topic, r)
+		}
+	}
+	return nil
+}

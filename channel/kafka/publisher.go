@@ -1,0 +1,132 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// Publisher publishes messages to one topic with an idempotent producer
+// that waits for all in-sync replicas (acks=all). The record key is the
+// address, so a record lands on the address's home partition, and the
+// header HeaderID carries the message ID.
+//
+// A Publisher is safe for concurrent use.
+type Publisher struct {
+	topic   string
+	brokers []string
+	cl      *kgo.Client
+
+	mu     sync.RWMutex // held for reading by Publish, for writing by Close
+	closed bool
+}
+
+var _ channel.Publisher = (*Publisher)(nil)
+
+// OpenPublisher returns a Publisher to topic on the given brokers
+// ("host:port"). It does not connect until the first Publish; the topic must
+// exist by then (see EnsureTopics).
+func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, error) {
+	opts = opts.WithDefaults()
+	if err := opts.validate(brokers, topic); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(opts.ClientID),
+		kgo.MetadataMinAge(metadataMinAge),
+		kgo.WithLogger(kgoLogger{opts.Logger}),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotent writes are the default
+		kgo.RecordPartitioner(HomePartitioner()),
+		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: publisher to %s: %w", topic, err)
+	}
+	return &Publisher{topic: topic, brokers: brokers, cl: cl}, nil
+}
+
+// Publish writes msgs and returns once every one of them is acknowledged by
+// all in-sync replicas. A message with an empty ID gets a random one,
+// written back into msgs. Messages of one address keep their order. On an
+// error some messages may have been written and others not; publishing them
+// again is safe, as the host dedups by ID.
+//
+// Publish returns channel.ErrBadAddress, before writing anything, if an
+// address is not a valid "type/id", and channel.ErrClosed after Close.
+func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return channel.ErrClosed
+	}
+	recs := make([]*kgo.Record, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		if a, err := channel.ParseAddress(m.Address.String()); err != nil || a != m.Address {
+			return fmt.Errorf("%w: %+v, want a type without '/' and a non-empty id", channel.ErrBadAddress, m.Address)
+		}
+		if m.ID == "" {
+			m.ID = channel.NewMessageID()
+		}
+		recs[i] = record(*m)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("kafka: publish to %s: %w (create the topic first, for example with EnsureTopics)", p.topic, err)
+		}
+		if _, ok := errors.AsType[*net.OpError](err); ok {
+			return fmt.Errorf("kafka: publish to %s: %w%s", p.topic, err, unreachableHint(p.brokers))
+		}
+		return fmt.Errorf("kafka: publish to %s: %w", p.topic, err)
+	}
+	return nil
+}
+
+// record builds the record for m: key = address, HeaderID = ID, then m's
+// own headers in key order (without the ones this package sets on delivery).
+func record(m channel.Message) *kgo.Record {
+	r := &kgo.Record{
+		Key:     []byte(m.Address.String()),
+		Value:   m.Payload,
+		Headers: make([]kgo.RecordHeader, 0, len(m.Headers)+1),
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderID, Value: []byte(m.ID)})
+	keys := make([]string, 0, len(m.Headers))
+	for k := range m.Headers {
+		switch k {
+		case HeaderID, HeaderForeign, HeaderBadAddress, HeaderForwardedFrom:
+		default:
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(m.Headers[k])})
+	}
+	return r
+}
+
+// Close waits for Publish calls in flight, then closes the connections.
+// Later calls return channel.ErrClosed. Close is idempotent.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		p.cl.Close()
+	}
+	return nil
+}

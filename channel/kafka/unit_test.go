@@ -1,0 +1,162 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// These tests need no broker.
+
+func TestHomePartitionerMatchesKafkaDefault(t *testing.T) {
+	// kgo's default key partitioner is murmur2 with the high bit masked, as
+	// Kafka's Java client computes it; HomePartitioner must agree with it.
+	// (kgo.SaramaCompatHasher negates instead of masking, so it differs for
+	// half of all keys.)
+	ours := HomePartitioner().ForTopic("t")
+	javaLike := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	for _, n := range []int{1, 3, 12, 50} {
+		for i := range 2000 {
+			r := &kgo.Record{Key: []byte(fmt.Sprintf("counter/%d", i))}
+			if got, want := ours.Partition(r, n), javaLike.Partition(r, n); got != want {
+				t.Fatalf("key %s, %d partitions: HomePartitioner = %d, Kafka default = %d", r.Key, n, got, want)
+			}
+		}
+	}
+}
+
+func TestMessageFromRecord(t *testing.T) {
+	home := channel.HomePartition("counter/7", 12)
+	r := &kgo.Record{
+		Key: []byte("counter/7"), Value: []byte("x"), Topic: "mb", Partition: home, Offset: 41,
+		Timestamp: time.Unix(100, 0),
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderID, Value: []byte("m1")},
+			{Key: "trace", Value: []byte("abc")},
+			{Key: HeaderForeign, Value: []byte("1")}, // spoofed: ignored
+		},
+	}
+	m := message(r)
+	if m.ID != "m1" || m.Address != (channel.Address{Type: "counter", ID: "7"}) || string(m.Payload) != "x" ||
+		m.Mailbox != "mb" || m.Partition != home || m.Offset != 41 || !m.PublishedAt.Equal(time.Unix(100, 0)) ||
+		m.Deliveries != 0 {
+		t.Fatalf("message = %+v", m)
+	}
+	if len(m.Headers) != 1 || m.Headers["trace"] != "abc" {
+		t.Fatalf("headers = %v, want only trace", m.Headers)
+	}
+
+	headerless := &kgo.Record{Key: []byte("counter/7"), Topic: "mb", Partition: home, Offset: 3}
+	if m := message(headerless); m.ID != fmt.Sprintf("mb/%d/3", home) {
+		t.Errorf("ID without header = %q, want topic/partition/offset", m.ID)
+	}
+
+	bad := message(&kgo.Record{Key: []byte("nokey"), Topic: "mb"})
+	if bad.Address != (channel.Address{}) || bad.Headers[HeaderBadAddress] != "nokey" {
+		t.Errorf("bad key: address %+v, headers %v", bad.Address, bad.Headers)
+	}
+}
+
+func TestForwardRecord(t *testing.T) {
+	home := channel.HomePartition("counter/7", 12)
+	off := (home + 5) % 12
+	at := time.UnixMilli(1700000000123)
+	r := &kgo.Record{
+		Topic: "mb", Partition: off, Offset: 9, Key: []byte("counter/7"), Value: []byte("v"), Timestamp: at,
+		Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte("abc")}, {Key: "x", Value: nil}},
+	}
+	if !foreign(r, 12) || foreign(r, 0) {
+		t.Fatalf("foreign(partition %d of 12) = %v, with an unknown count %v", off, foreign(r, 12), foreign(r, 0))
+	}
+	f := forwardRecord(r, 12)
+	var hs []string
+	for _, h := range f.Headers {
+		hs = append(hs, h.Key+"="+string(h.Value))
+	}
+	wantID := fmt.Sprintf("mb/%d/9", off)
+	if got, want := strings.Join(hs, ","), HeaderID+"="+wantID+",trace=abc,x=,"+HeaderForwardedFrom+"="+wantID; got != want {
+		t.Errorf("forwarded headers %s, want %s", got, want)
+	}
+	if f.Topic != "mb" || f.Partition != home || string(f.Key) != "counter/7" || string(f.Value) != "v" || !f.Timestamp.Equal(at) {
+		t.Errorf("forwarded %+v", f)
+	}
+	f.Partition, f.Offset = home, 77 // as the consumer of the home partition fetches it
+	if foreign(f, 12) || !forwardedBefore(f) || forwardedBefore(r) || messageID(f) != wantID {
+		t.Errorf("the copy at home: foreign %v, forwarded before %v, ID %q; want false, true, %q",
+			foreign(f, 12), forwardedBefore(f), messageID(f), wantID)
+	}
+	if m := message(f); m.ID != wantID || len(m.Headers) != 2 || m.Headers["trace"] != "abc" {
+		t.Errorf("the copy delivered: ID %q, headers %v; want %q and the original's headers", m.ID, m.Headers, wantID)
+	}
+
+	// A record with an ID keeps it, once.
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderID, Value: []byte("m1")})
+	f = forwardRecord(r, 12)
+	if messageID(f) != "m1" || len(f.Headers) != 4 || f.Headers[0].Key != HeaderID {
+		t.Errorf("forwarded headers %v, want %s=m1 first, then the others", f.Headers, HeaderID)
+	}
+}
+
+func TestRecordFromMessage(t *testing.T) {
+	r := record(channel.Message{
+		ID: "m1", Address: channel.Address{Type: "counter", ID: "7"}, Payload: []byte("x"),
+		Headers: map[string]string{"b": "2", "a": "1", HeaderForeign: "1", HeaderID: "other"},
+	})
+	var hs []string
+	for _, h := range r.Headers {
+		hs = append(hs, h.Key+"="+string(h.Value))
+	}
+	if got, want := strings.Join(hs, ","), HeaderID+"=m1,a=1,b=2"; got != want || string(r.Key) != "counter/7" {
+		t.Fatalf("record key %q headers %s, want counter/7 and %s", r.Key, got, want)
+	}
+}
+
+func TestPublishRejectsBadAddress(t *testing.T) {
+	p, err := OpenPublisher([]string{"127.0.0.1:1"}, "t", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, a := range []channel.Address{{}, {Type: "counter"}, {ID: "1"}, {Type: "a/b", ID: "c"}} {
+		err := p.Publish(context.Background(), channel.Message{Address: a})
+		if !errors.Is(err, channel.ErrBadAddress) {
+			t.Errorf("Publish to %+v: %v, want ErrBadAddress", a, err)
+		}
+	}
+	p.Close()
+	err = p.Publish(context.Background(), channel.Message{Address: channel.Address{Type: "a", ID: "1"}})
+	if !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	cases := []struct {
+		brokers []string
+		topic   string
+		opts    Options
+		want    string
+	}{
+		{nil, "t", Options{}, "no brokers"},
+		{[]string{"b:1"}, "a b", Options{}, "topic"},
+		{[]string{"b:1"}, "t", Options{BufferSize: -1}, "BufferSize"},
+		{[]string{"b:1"}, "t", Options{RevokeTimeout: time.Minute}, "RevokeTimeout"},
+		{[]string{"b:1"}, "t", Options{FetchMaxWait: -time.Second}, "FetchMaxWait"},
+	}
+	for _, c := range cases {
+		_, err := OpenConsumer(c.brokers, c.topic, c.opts)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("OpenConsumer(%v, %q, %+v) = %v, want an error naming %s", c.brokers, c.topic, c.opts, err, c.want)
+		}
+	}
+	if _, err := OpenConsumer([]string{"b:1"}, "orders.v1", Options{}); err != nil {
+		t.Errorf("defaults rejected: %v", err)
+	}
+}
