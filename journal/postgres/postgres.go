@@ -1,0 +1,337 @@
+// Package postgres is a journal.Journal in PostgreSQL, on pgx.
+//
+// Every Append is one transaction, whatever the number of batches and
+// actors in it, and usually costs two round trips: one that begins it and
+// locks the epoch rows of its partitions (FOR SHARE), and one that writes
+// all entries and all checkpoints (one multi-row INSERT each, from arrays),
+// prunes old checkpoints and commits.
+//
+// Many processes on many hosts may share one journal. What makes that safe
+// is in the database, not in the process:
+//   - Fencing: an Append holds a share lock on the epoch row of every
+//     partition it writes until it commits, and CompareAndSetEpoch updates
+//     that row. So a new owner's epoch change waits for the old owner's
+//     Appends in flight, and no Append stamped with the old epoch commits
+//     after the change.
+//   - Sequences: the primary key (actor, seq) refuses a second writer of
+//     one sequence number; the loser gets journal.ErrSequence. Each Journal
+//     remembers the last sequence it saw committed for recently used actors
+//     and checks an Append against that first, reading the database only
+//     for actors it does not know, or when the check fails. Its memory can
+//     only lag behind the database, never run ahead of it (no write ever
+//     deletes an actor's last entry), and continuing from a lagging value
+//     collides with the primary key. So delete no journal rows behind its
+//     back while journals are open.
+//   - Schema: Open creates and migrates the tables (embedded migrations,
+//     recorded in <prefix>schema_migrations) in one transaction under an
+//     advisory lock, so processes starting together do not race.
+//
+// What it does not give: an Append whose connection breaks while it
+// commits may have been written or not (the error says so); appending the
+// same entries again is safe, and returns journal.ErrSequence if the first
+// attempt was written. Durability is the server's: with PostgreSQL's
+// defaults (fsync on, synchronous_commit on) a returned Append survives a
+// crash of the server or its host; synchronous_commit off trades the last
+// few hundred milliseconds of Appends for speed.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
+const DefaultKeepCheckpoints = 3
+
+// DefaultTablePrefix is what Options.TablePrefix "" means.
+const DefaultTablePrefix = "journal_"
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// Schema is the PostgreSQL schema that holds the journal's tables; Open
+	// creates it if it is missing. Defaults to the connection's current
+	// schema (the first existing schema of its search_path, usually
+	// public).
+	Schema string
+
+	// TablePrefix starts the name of each of the journal's tables
+	// (<prefix>entries, <prefix>checkpoints, <prefix>epochs,
+	// <prefix>schema_migrations), so that several journals can share a
+	// schema. Lower-case letters, digits and underscores, at most 40.
+	// Defaults to "journal_".
+	TablePrefix string
+
+	// KeepCheckpoints is how many of an actor's newest checkpoints survive
+	// an Append that writes a newer one; a negative value keeps all of them.
+	// Defaults to 3.
+	KeepCheckpoints int
+
+	// Compact bounds the tables' growth: after an Append saves a checkpoint,
+	// the actor's attempt and effect entries at or below its oldest kept
+	// checkpoint are deleted, and outcome entries there lose their Data.
+	// The outcomes themselves stay, so dedup by message ID keeps working;
+	// Read of a compacted range returns what is left. An actor's last entry
+	// is never deleted. Entries compacted are those between the oldest kept
+	// checkpoint before the Append and the one after it, so turning Compact
+	// on later does not reach back into older history. Defaults to false.
+	Compact bool
+}
+
+var prefixPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,39}$`)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.TablePrefix == "" {
+		o.TablePrefix = DefaultTablePrefix
+	}
+	if !prefixPattern.MatchString(o.TablePrefix) {
+		return o, fmt.Errorf("journal/postgres: Options.TablePrefix %q: use at most 40 lower-case letters, digits and underscores, not starting with a digit", o.TablePrefix)
+	}
+	if len(o.Schema) > 63 {
+		return o, fmt.Errorf("journal/postgres: Options.Schema %q: PostgreSQL names are at most 63 bytes", o.Schema)
+	}
+	if o.KeepCheckpoints == 0 {
+		o.KeepCheckpoints = DefaultKeepCheckpoints
+	}
+	return o, nil
+}
+
+// readPage is how many entries Read fetches per query. Read calls fn
+// between pages with no query open, so fn may use the journal.
+const readPage = 256
+
+// Journal is a journal.Journal in PostgreSQL. It is safe for concurrent
+// use, and any number of Journals, in any processes, may share one set of
+// tables.
+type Journal struct {
+	pool    *pgxpool.Pool
+	t       tables
+	keep    int // <= 0 keeps every checkpoint
+	compact bool
+	closed  atomic.Bool
+	sql     statements
+	heads   *headCache
+}
+
+var _ journal.Journal = (*Journal)(nil)
+
+// Open connects to the database at dsn (a postgres:// URL or a key=value
+// string, as pgxpool.ParseConfig takes it: pool_max_conns and the other
+// pool_ settings apply), creates or migrates the journal's tables, and
+// returns the journal. ctx bounds the connecting and the migration.
+func Open(ctx context.Context, dsn string, opts Options) (*Journal, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("journal/postgres: parse the DSN: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("journal/postgres: %w", err)
+	}
+	j, err := open(ctx, pool, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+func open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Journal, error) {
+	if err := pool.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("journal/postgres: connect to %s: %w (is the server up? scripts/services.sh start postgres runs one for tests)",
+			pool.Config().ConnConfig.Host, err)
+	}
+	schema := opts.Schema
+	if schema == "" {
+		var cur *string
+		if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&cur); err != nil {
+			return nil, fmt.Errorf("journal/postgres: find the current schema: %w", err)
+		}
+		if cur == nil {
+			return nil, errors.New("journal/postgres: no schema of the search_path exists: set Options.Schema")
+		}
+		schema = *cur
+	}
+	t := newTables(schema, opts.TablePrefix)
+	if err := migrate(ctx, pool, t); err != nil {
+		return nil, fmt.Errorf("journal/postgres: migrate schema %s: %w", t.schema, err)
+	}
+	return &Journal{
+		pool:    pool,
+		t:       t,
+		keep:    opts.KeepCheckpoints,
+		compact: opts.Compact,
+		sql:     newStatements(t),
+		heads:   newHeadCache(),
+	}, nil
+}
+
+// failed turns an error of a call that raced with Close into ErrClosed.
+func (j *Journal) failed(err error) error {
+	if j.closed.Load() {
+		return journal.ErrClosed
+	}
+	return err
+}
+
+// Read implements journal.Journal. Data of a compacted outcome is nil.
+func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
+	from = max(from, 1)
+	page := make([]journal.Entry, 0, 16)
+	for {
+		if j.closed.Load() {
+			return journal.ErrClosed
+		}
+		var err error
+		page, err = j.readPage(ctx, actor, from, page[:0])
+		if err != nil {
+			return j.failed(fmt.Errorf("journal/postgres: read %s from %d: %w", actor, from, err))
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(page) < readPage {
+			if len(page) > 0 {
+				j.heads.saw(actor, page[len(page)-1].Seq)
+			}
+			return nil
+		}
+		from = page[len(page)-1].Seq + 1
+	}
+}
+
+func (j *Journal) readPage(ctx context.Context, actor string, from int64, page []journal.Entry) ([]journal.Entry, error) {
+	rows, err := j.pool.Query(ctx, j.sql.read, actor, from, readPage)
+	if err != nil {
+		return page, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e := journal.Entry{Actor: actor}
+		var kind int16
+		if err := rows.Scan(&e.Seq, &kind, &e.MsgID, &e.Data); err != nil {
+			return page, err
+		}
+		e.Kind = journal.Kind(kind)
+		page = append(page, e)
+	}
+	return page, rows.Err()
+}
+
+// LastSeq implements journal.Journal.
+func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+	if j.closed.Load() {
+		return 0, journal.ErrClosed
+	}
+	var seq int64
+	if err := j.pool.QueryRow(ctx, j.sql.lastSeq, actor).Scan(&seq); err != nil {
+		return 0, j.failed(fmt.Errorf("journal/postgres: last seq of %s: %w", actor, err))
+	}
+	j.heads.saw(actor, seq)
+	return seq, nil
+}
+
+// Outcome implements journal.Journal. Data of a compacted outcome is nil.
+func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
+	if j.closed.Load() {
+		return journal.Entry{}, false, journal.ErrClosed
+	}
+	e := journal.Entry{Actor: actor, MsgID: msgID}
+	var kind int16
+	err := j.pool.QueryRow(ctx, j.sql.outcome, actor, msgID).Scan(&e.Seq, &kind, &e.Data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return journal.Entry{}, false, nil
+	}
+	if err != nil {
+		return journal.Entry{}, false, j.failed(fmt.Errorf("journal/postgres: outcome of %s message %q: %w", actor, msgID, err))
+	}
+	e.Kind = journal.Kind(kind)
+	return e, true, nil
+}
+
+// LoadCheckpoint implements journal.Journal.
+func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
+	if j.closed.Load() {
+		return journal.Checkpoint{}, false, journal.ErrClosed
+	}
+	cp := journal.Checkpoint{Actor: actor}
+	err := j.pool.QueryRow(ctx, j.sql.loadCheckpoint, actor, atOrBefore).Scan(&cp.Seq, &cp.State)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return journal.Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return journal.Checkpoint{}, false, j.failed(fmt.Errorf("journal/postgres: checkpoint of %s: %w", actor, err))
+	}
+	return cp, true, nil
+}
+
+// Epoch implements journal.Journal.
+func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
+	if j.closed.Load() {
+		return 0, journal.ErrClosed
+	}
+	var e int64
+	err := j.pool.QueryRow(ctx, j.sql.epoch, partition).Scan(&e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, j.failed(fmt.Errorf("journal/postgres: epoch of %q: %w", partition, err))
+	}
+	return e, nil
+}
+
+// CompareAndSetEpoch implements journal.Journal, in one round trip. It
+// waits for Appends in flight that wrote under the partition's current
+// epoch, and refuses to move an epoch backward, which would unfence a
+// zombie.
+func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
+	if j.closed.Load() {
+		return false, journal.ErrClosed
+	}
+	if next <= old {
+		return false, fmt.Errorf("journal/postgres: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	}
+	if old < 0 {
+		return false, fmt.Errorf("journal/postgres: epoch of %q from %d: epochs are never negative", partition, old)
+	}
+	b := &pgx.Batch{}
+	if old == 0 {
+		b.Queue(j.sql.addEpoch, partition)
+	}
+	cas := b.Queue(j.sql.casEpoch, partition, old, next)
+	var set bool
+	cas.Exec(func(tag pgconn.CommandTag) error {
+		set = tag.RowsAffected() == 1
+		return nil
+	})
+	// One round trip, one implicit transaction.
+	if err := j.pool.SendBatch(ctx, b).Close(); err != nil {
+		return false, j.failed(fmt.Errorf("journal/postgres: set epoch of %q: %w", partition, err))
+	}
+	return set, nil
+}
+
+// Close closes the journal's connections, waiting for calls in progress.
+// Later calls return journal.ErrClosed; closing again is a no-op.
+func (j *Journal) Close() error {
+	if !j.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	j.pool.Close()
+	return nil
+}

@@ -1,0 +1,150 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// Append implements journal.Journal, as one script call: every batch of
+// the call is checked, and the current ones written, atomically.
+func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
+	if err := validate(batches); err != nil {
+		return err
+	}
+	if j.closed.Load() {
+		return journal.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(batches) == 0 {
+		return nil
+	}
+
+	// Keys: the epochs hash, then three per actor.
+	keys := []string{j.epochsKey()}
+	actorIdx := make(map[string]int)
+	actor := func(a string) string {
+		k, ok := actorIdx[a]
+		if !ok {
+			k = len(actorIdx) + 1
+			actorIdx[a] = k
+			keys = append(keys, j.entriesKey(a), j.outcomesKey(a), j.checkpointsKey(a))
+		}
+		return strconv.Itoa(k)
+	}
+	compact := "0"
+	if j.compact {
+		compact = "1"
+	}
+	n := 3
+	for _, b := range batches {
+		n += 4 + 5*len(b.Entries) + 3*len(b.Checkpoints)
+	}
+	args := make([]any, 0, n)
+	args = append(args, j.keep, compact, len(batches))
+	for _, b := range batches {
+		args = append(args, b.Partition, strconv.FormatInt(b.Epoch, 10), len(b.Entries), len(b.Checkpoints))
+		for _, e := range b.Entries {
+			args = append(args, actor(e.Actor), strconv.FormatInt(e.Seq, 10), strconv.Itoa(int(e.Kind)), e.MsgID, encodeEntry(e))
+		}
+		for _, cp := range b.Checkpoints {
+			args = append(args, actor(cp.Actor), strconv.FormatInt(cp.Seq, 10), encodeCheckpoint(cp))
+		}
+	}
+	actors := make([]string, len(actorIdx)+1)
+	for a, k := range actorIdx {
+		actors[k] = a
+	}
+
+	res, err := appendScript.Run(ctx, j.client, keys, args...).Slice()
+	var serverErr redis.Error
+	if errors.As(err, &serverErr) {
+		// An error reply: the script did not run (for instance Redis is
+		// out of memory), or failed on a key of the wrong type.
+		return j.failed(fmt.Errorf("journal/redis: append: refused by the server: %w", err))
+	}
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		}
+		// The script runs whole or not at all, but a reply lost on the way
+		// back leaves it unknown whether it ran.
+		return j.failed(fmt.Errorf("journal/redis: append: no reply, so it may or may not have been written (appending the same entries again is safe: it fails with a sequence conflict if they were): %w", err))
+	}
+	status, ok := res[0].(int64)
+	if !ok {
+		return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+	}
+	switch status {
+	case 1:
+		if len(res) == 1 {
+			return nil
+		}
+		fe := &journal.FencedError{}
+		for _, p := range res[1:] {
+			s, ok := p.(string)
+			if !ok {
+				return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+			}
+			fe.Partitions = append(fe.Partitions, s)
+		}
+		return fe
+	case 2, 3:
+		if len(res) != 4 {
+			return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+		}
+		k, _ := res[1].(int64)
+		seq, _ := res[2].(int64)
+		want, _ := res[3].(int64)
+		var a string
+		if k > 0 && int(k) < len(actors) {
+			a = actors[k]
+		}
+		if status == 2 {
+			return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
+				journal.ErrSequence, a, seq, want)
+		}
+		return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
+			journal.ErrSequence, a, seq, want)
+	}
+	return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+}
+
+// validate rejects input no store could hold, before anything is written.
+func validate(batches []journal.Batch) error {
+	for _, b := range batches {
+		for _, e := range b.Entries {
+			if e.Actor == "" {
+				return fmt.Errorf("journal/redis: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
+			}
+			if e.Seq < 1 {
+				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
+			}
+			if e.Seq > maxExact {
+				return fmt.Errorf("journal/redis: actor %q: entry seq %d is past 2^53, the largest a Redis score holds exactly", e.Actor, e.Seq)
+			}
+			if e.Kind < journal.KindAttempt || e.Kind > journal.KindDeadLetter {
+				return fmt.Errorf("journal/redis: actor %q entry seq %d has unknown kind %d", e.Actor, e.Seq, e.Kind)
+			}
+			if len(e.MsgID) > 0xffff {
+				return fmt.Errorf("journal/redis: actor %q entry seq %d: message ID of %d bytes, at most 65535 fit", e.Actor, e.Seq, len(e.MsgID))
+			}
+		}
+		for _, cp := range b.Checkpoints {
+			if cp.Actor == "" {
+				return fmt.Errorf("journal/redis: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
+			}
+			if cp.Seq < 0 {
+				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,223 @@
+package redis_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/redis"
+)
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry {
+	return journal.Entry{Actor: actor, Seq: seq, Kind: kind, MsgID: msg, Data: fmt.Appendf(nil, "%s#%d", actor, seq)}
+}
+
+func readAll(t *testing.T, j journal.Journal, actor string) []journal.Entry {
+	t.Helper()
+	var got []journal.Entry
+	if err := j.Read(testContext(t), actor, 1, func(e journal.Entry) error { got = append(got, e); return nil }); err != nil {
+		t.Fatalf("Read(%s): %v", actor, err)
+	}
+	return got
+}
+
+func TestOpenRejectsBadOptions(t *testing.T) {
+	// Options are checked before connecting: no server needed.
+	_, err := redis.Open(testContext(t), "127.0.0.1:1", redis.Options{Namespace: "a}b"})
+	if err == nil || !strings.Contains(err.Error(), "Options.Namespace") {
+		t.Fatalf("Open with a brace in the namespace: err = %v, want one naming Options.Namespace", err)
+	}
+}
+
+func TestOpenUnreachableSaysWhatToDo(t *testing.T) {
+	_, err := redis.Open(testContext(t), "127.0.0.1:1", redis.Options{})
+	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh") {
+		t.Fatalf("Open of a closed port: err = %v, want a hint at scripts/services.sh", err)
+	}
+}
+
+// Every key of a journal carries its namespace's hash tag, so that one
+// script may touch them all on Redis Cluster.
+func TestKeysShareOneHashTag(t *testing.T) {
+	ns := freshNamespace(t)
+	j := mustOpen(t, redis.Options{Namespace: ns})
+	ctx := testContext(t)
+	e, err := journal.AcquireEpoch(ctx, j, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e,
+		Entries:     []journal.Entry{entry("counter/{1}", 1, journal.KindComplete, "m")},
+		Checkpoints: []journal.Checkpoint{{Actor: "counter/{1}", Seq: 1, State: []byte("s")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := namespaceKeys(t, rawClient(t), ns)
+	if len(keys) != 4 {
+		t.Fatalf("keys = %q, want epochs, entries, outcomes and checkpoints", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "{postbox:"+ns+"}:") {
+			t.Errorf("key %q does not start with the namespace's hash tag", k)
+		}
+	}
+}
+
+func TestNewLeavesCallersClientOpen(t *testing.T) {
+	c := rawClient(t)
+	ctx := testContext(t)
+	j, err := redis.New(ctx, c, redis.Options{Namespace: freshNamespace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.LastSeq(ctx, "a/1"); !errors.Is(err, journal.ErrClosed) {
+		t.Fatalf("LastSeq after Close: err = %v, want ErrClosed", err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the caller's client after Close: %v", err)
+	}
+}
+
+// Actors, message IDs, data and states are bytes, not text: separators,
+// braces, NUL bytes and invalid UTF-8 come back as they went in.
+func TestBinarySafe(t *testing.T) {
+	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t)})
+	ctx := testContext(t)
+	actor := "a/{x}:e:\x00\xff\n"
+	es := []journal.Entry{
+		{Actor: actor, Seq: 1, Kind: journal.KindAttempt, MsgID: "m\x00\xff", Data: []byte{0, 1, 2, 0xff}},
+		{Actor: actor, Seq: 2, Kind: journal.KindComplete, MsgID: "m\x00\xff", Data: []byte{}},
+		{Actor: actor, Seq: 3, Kind: journal.KindDeadLetter, MsgID: "", Data: nil},
+	}
+	state := []byte{0, 0, 0}
+	err := j.Append(ctx, journal.Batch{Partition: "p\x00", Entries: es,
+		Checkpoints: []journal.Checkpoint{{Actor: actor, Seq: 2, State: state}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, j, actor)
+	if len(got) != 3 {
+		t.Fatalf("read %d entries, want 3", len(got))
+	}
+	for i, e := range got {
+		w := es[i]
+		if e.Actor != w.Actor || e.Seq != w.Seq || e.Kind != w.Kind || e.MsgID != w.MsgID || !bytes.Equal(e.Data, w.Data) || (e.Data == nil) != (w.Data == nil) {
+			t.Errorf("entry %d = %+v, want %+v", i, e, w)
+		}
+	}
+	o, ok, err := j.Outcome(ctx, actor, "m\x00\xff")
+	if err != nil || !ok || o.Seq != 2 {
+		t.Fatalf("Outcome = %+v, %v, %v; want seq 2", o, ok, err)
+	}
+	cp, ok, err := j.LoadCheckpoint(ctx, actor, journal.MaxSeq)
+	if err != nil || !ok || !bytes.Equal(cp.State, state) {
+		t.Fatalf("LoadCheckpoint = %+v, %v, %v; want state %q", cp, ok, err, state)
+	}
+}
+
+// Compaction keeps each actor's last entry, whatever its kind, and the
+// outcomes (without data, in the history and in the outcome index) below
+// the oldest kept checkpoint.
+func TestCompactionEntries(t *testing.T) {
+	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t), Compact: true, KeepCheckpoints: 1})
+	ctx := testContext(t)
+	var es []journal.Entry
+	for i := int64(0); i < 4; i++ {
+		es = append(es, entry("a/1", 2*i+1, journal.KindAttempt, fmt.Sprint("m", i)), entry("a/1", 2*i+2, journal.KindComplete, fmt.Sprint("m", i)))
+	}
+	es = append(es, entry("a/1", 9, journal.KindAttempt, "m4"))
+	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: es, Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 9}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range readAll(t, j, "a/1") {
+		got = append(got, fmt.Sprintf("%d:%d:%s", e.Seq, e.Kind, e.Data))
+	}
+	want := "2:3: 4:3: 6:3: 8:3: 9:1:a/1#9"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("entries after compaction = %q, want %q", got, want)
+	}
+	o, ok, err := j.Outcome(ctx, "a/1", "m0")
+	if err != nil || !ok || o.Seq != 2 || o.Data != nil {
+		t.Fatalf("Outcome(m0) = %+v, %v, %v; want seq 2 without data", o, ok, err)
+	}
+}
+
+// Two journals on one namespace stand for two worker processes. A zombie
+// keeps appending under its old epoch while a new owner takes the
+// partition. Once the new owner's CompareAndSetEpoch has returned, no
+// append of the zombie may land.
+func TestZombieFencedAcrossProcesses(t *testing.T) {
+	ns := freshNamespace(t)
+	zombie := mustOpen(t, redis.Options{Namespace: ns})
+	owner := mustOpen(t, redis.Options{Namespace: ns})
+	ctx := testContext(t)
+
+	for round := range 5 {
+		actor := fmt.Sprintf("counter/%d", round)
+		old, err := journal.AcquireEpoch(ctx, zombie, "p0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		zombieDone := make(chan error, 1)
+		started := make(chan struct{})
+		go func() {
+			for seq := int64(1); ; seq++ {
+				if seq == 3 {
+					close(started)
+				}
+				err := zombie.Append(ctx, journal.Batch{Partition: "p0", Epoch: old,
+					Entries: []journal.Entry{entry(actor, seq, journal.KindAttempt, "m")}})
+				if err != nil {
+					zombieDone <- err
+					return
+				}
+			}
+		}()
+		<-started
+		if _, err := journal.AcquireEpoch(ctx, owner, "p0"); err != nil {
+			t.Fatal(err)
+		}
+		seen, err := owner.LastSeq(ctx, actor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-zombieDone; !journal.Fenced(err, "p0") {
+			t.Fatalf("round %d: zombie stopped with %v, want it fenced", round, err)
+		}
+		if last, err := owner.LastSeq(ctx, actor); err != nil || last != seen {
+			t.Fatalf("round %d: the owner saw seq %d after taking the partition, but the zombie got to %d (%v)", round, seen, last, err)
+		}
+	}
+}
+
+func TestRejectsWhatRedisCannotHold(t *testing.T) {
+	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t)})
+	ctx := testContext(t)
+	for _, e := range []journal.Entry{
+		{Actor: "a/1", Seq: 1 << 54, Kind: journal.KindAttempt},
+		{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: strings.Repeat("m", 1<<16)},
+		{Actor: "a/1", Seq: 1, Kind: 0},
+	} {
+		err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{e}})
+		if err == nil || errors.Is(err, journal.ErrSequence) {
+			t.Errorf("Append(seq %d, kind %d, %d-byte message ID): err = %v, want a validation error", e.Seq, e.Kind, len(e.MsgID), err)
+		}
+	}
+}
