@@ -1,0 +1,320 @@
+package actorhost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/workload"
+	"github.com/postbox-dev/postbox/journal"
+)
+
+func TestCounterWorkloadExactlyOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	spec := workload.Spec{Actors: 20, Count: 600, Seed: 3, PoisonEvery: 97, FailEvery: 13}
+	var msgs []channel.Message
+	exp, _ := spec.Generate(func(m channel.Message) error { msgs = append(msgs, m); return nil })
+	b.publish(msgs...)
+	h := b.start(b.config())
+
+	waitFor(t, 30*time.Second, "every message handled", func() bool {
+		st := h.Stats()
+		return st.Processed == int64(exp.Valid) && st.DeadLettered == int64(exp.Poison)
+	})
+	for addr, want := range exp.States {
+		if got := b.state(addr); got != want {
+			t.Errorf("%s = %+v, want %+v", addr, got, want)
+		}
+	}
+	keys := b.sink.keys()
+	if len(keys) != exp.Valid {
+		t.Errorf("%d distinct effect keys, want %d", len(keys), exp.Valid)
+	}
+	for k, n := range keys {
+		if n != 1 {
+			t.Errorf("effect %s ran %d times", k, n)
+		}
+	}
+	if got := b.deadLetters(); got != exp.Poison {
+		t.Errorf("%d dead letters, want %d", got, exp.Poison)
+	}
+	if st := h.Stats(); st.Retried != int64(spec.Count/spec.FailEvery) {
+		t.Errorf("retried %d, want %d (one per failing message)", st.Retried, spec.Count/spec.FailEvery)
+	}
+}
+
+func TestPermanentErrorDeadLettersAtOnceWithProvenance(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a, _ := channel.ParseAddress("counter/p")
+	b.publish(channel.Message{ID: "poison-1", Address: a, Payload: []byte(`not json`), Headers: map[string]string{"trace": "abc"}})
+	h := b.start(b.config())
+	waitFor(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
+
+	envs, err := b.mb.DLQ().List(context.Background())
+	if err != nil || len(envs) != 1 {
+		t.Fatalf("dlq = %v, %v", envs, err)
+	}
+	e := envs[0]
+	if e.MessageID != "poison-1" || e.Address != "counter/p" || string(e.Payload) != "not json" || e.Headers["trace"] != "abc" {
+		t.Errorf("envelope lost the message: %+v", e)
+	}
+	if e.Attempts != 1 || e.Reason != "permanent error" || len(e.Errors) != 1 || !strings.Contains(e.LastError(), "not {\"add\"") {
+		t.Errorf("envelope attempts/reason/errors = %d %q %+v", e.Attempts, e.Reason, e.Errors)
+	}
+	wantPart := channel.HomePartition("counter/p", 4)
+	if e.Source.Backend != "sqlite" || e.Source.Partition != wantPart || e.Source.Offset <= 0 || e.Worker == "" || e.DeadLetteredAt.IsZero() {
+		t.Errorf("provenance incomplete: %+v worker=%q", e.Source, e.Worker)
+	}
+	if got := b.sink.snapshot(); len(got) != 0 {
+		t.Errorf("poison message made side effects: %v", got)
+	}
+}
+
+func TestRetriesUntilMaxAttemptsThenDeadLetters(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	a, _ := channel.ParseAddress("counter/h")
+	b.publish(channel.Message{ID: "hopeless", Address: a, Payload: []byte(`{"add":5,"failTimes":100}`)}, add("counter/h", "after", 1))
+	h := b.start(b.config())
+	waitFor(t, 10*time.Second, "dead letter and the next message", func() bool {
+		st := h.Stats()
+		return st.DeadLettered == 1 && st.Processed == 1
+	})
+	envs, _ := b.mb.DLQ().List(context.Background())
+	e := envs[0]
+	if e.Attempts != 3 || e.Reason != "attempts exhausted" || len(e.Errors) != 3 {
+		t.Fatalf("envelope: attempts=%d reason=%q errors=%+v", e.Attempts, e.Reason, e.Errors)
+	}
+	for i, ae := range e.Errors {
+		if ae.Attempt != i+1 || ae.At.IsZero() || !strings.Contains(ae.Error, "on request") {
+			t.Errorf("error %d = %+v", i, ae)
+		}
+	}
+	// The failed attempts' state changes were rolled back; the later message
+	// of the same actor was applied after the dead letter, in order.
+	if got := b.state("counter/h"); got != (counter.State{Value: 1, Applied: 1}) {
+		t.Errorf("state = %+v, want value 1 applied 1", got)
+	}
+	// The effect ran once, on attempt 1, and was answered from the journal on
+	// attempts 2 and 3: one key, stable across attempts.
+	if keys := b.sink.keys(); keys[actorhost.EffectKey("hopeless", 0)] != 1 {
+		t.Errorf("effect keys %v: want hopeless#0 exactly once", keys)
+	}
+	if st := h.Stats(); st.EffectsAnswered < 2 {
+		t.Errorf("effects answered from journal = %d, want >= 2", st.EffectsAnswered)
+	}
+}
+
+// flaky is an actor type whose handler changes state and then fails or
+// panics, to prove failed attempts are rolled back.
+type flakyState struct {
+	Seen []string `json:"seen"`
+}
+
+func registerFlaky(t *testing.T, reg *actorhost.Registry, calls *atomic.Int64) {
+	err := actorhost.Register(reg, "flaky", func(ctx *actorhost.Context, s *flakyState, m actorhost.Message) error {
+		calls.Add(1)
+		s.Seen = append(s.Seen, string(m.Payload))
+		switch {
+		case string(m.Payload) == "panic" && ctx.Attempt() == 1:
+			panic("boom")
+		case string(m.Payload) == "fail" && ctx.Attempt() < 3:
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPanicsAndFailuresRollBackState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var calls atomic.Int64
+	registerFlaky(t, b.reg, &calls)
+	a := channel.Address{Type: "flaky", ID: "1"}
+	for i, p := range []string{"a", "panic", "b", "fail", "c"} {
+		b.publish(channel.Message{ID: fmt.Sprint("f", i), Address: a, Payload: []byte(p)})
+	}
+	h := b.start(b.config())
+	waitFor(t, 10*time.Second, "all five", func() bool { return h.Stats().Processed == 5 })
+	r, err := b.reg.Replay(context.Background(), b.j, a, actorhost.ReplayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(r.State), `{"seen":["a","panic","b","fail","c"]}`; got != want {
+		t.Errorf("state = %s, want %s", got, want)
+	}
+	if calls.Load() < 8 {
+		t.Errorf("handler ran %d times; the panic and the failures should have been retried", calls.Load())
+	}
+}
+
+func TestRedeliveredCompletedMessageIsAckedWithoutRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(add("counter/d", "once", 7))
+	h := b.start(b.config())
+	waitFor(t, 10*time.Second, "first delivery", func() bool { return h.Stats().Processed == 1 })
+	// The same message again (a producer retry, or a redelivery).
+	b.publish(add("counter/d", "once", 7), add("counter/d", "twice", 1))
+	waitFor(t, 10*time.Second, "dedup and next", func() bool {
+		st := h.Stats()
+		return st.Deduplicated == 1 && st.Processed == 2
+	})
+	if got := b.state("counter/d"); got != (counter.State{Value: 8, Applied: 2}) {
+		t.Errorf("state = %+v, want value 8 applied 2", got)
+	}
+	if n := len(b.sink.snapshot()); n != 2 {
+		t.Errorf("%d side effects, want 2", n)
+	}
+}
+
+func TestOrderPerActorUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	type seqState struct{ Last, Count int }
+	var violations atomic.Int64
+	err := actorhost.Register(b.reg, "seq", func(ctx *actorhost.Context, s *seqState, m actorhost.Message) error {
+		var n int
+		fmt.Sscan(string(m.Payload), &n)
+		if n != s.Last+1 {
+			violations.Add(1)
+		}
+		s.Last = n
+		s.Count++
+		time.Sleep(100 * time.Microsecond) // widen the window for reordering
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const actors, per = 40, 30
+	var msgs []channel.Message
+	for i := 1; i <= per; i++ {
+		for a := range actors {
+			msgs = append(msgs, channel.Message{Address: channel.Address{Type: "seq", ID: fmt.Sprint(a)}, Payload: []byte(fmt.Sprint(i))})
+		}
+	}
+	b.publish(msgs...)
+	cfg := b.config()
+	cfg.Concurrency = 32
+	h := b.start(cfg)
+	waitFor(t, 30*time.Second, "all messages", func() bool { return h.Stats().Processed == actors*per })
+	if v := violations.Load(); v != 0 {
+		t.Fatalf("%d messages ran out of order", v)
+	}
+}
+
+func TestPassivatedActorsComeBackWithState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.MaxActors = 5
+	cfg.IdleTimeout = 50 * time.Millisecond
+	h := b.start(cfg)
+	const actors = 20
+	for round := 1; round <= 2; round++ {
+		var msgs []channel.Message
+		for a := range actors {
+			msgs = append(msgs, add(fmt.Sprintf("counter/%d", a), fmt.Sprintf("r%d-%d", round, a), int64(round)))
+		}
+		b.publish(msgs...)
+		waitFor(t, 10*time.Second, "round handled", func() bool { return h.Stats().Processed == int64(round*actors) })
+		waitFor(t, 10*time.Second, "actors passivated", func() bool { return h.Stats().ActiveActors <= 5 })
+	}
+	for a := range actors {
+		if got := b.state(fmt.Sprintf("counter/%d", a)); got != (counter.State{Value: 3, Applied: 2}) {
+			t.Errorf("counter/%d = %+v, want value 3 applied 2", a, got)
+		}
+	}
+	if st := h.Stats(); st.Activations < 2*actors-5 {
+		t.Errorf("%d activations: actors were not passivated and reactivated", st.Activations)
+	}
+}
+
+func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.Mailbox = "m"
+	h := b.start(cfg)
+	b.publish(add("counter/f", "f1", 1))
+	waitFor(t, 10*time.Second, "first", func() bool { return h.Stats().Processed == 1 })
+
+	// Another owner takes the partition's epoch: this host is now a zombie.
+	part := fmt.Sprintf("m/%d", channel.HomePartition("counter/f", 4))
+	if _, err := journal.AcquireEpoch(context.Background(), b.j, part); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(add("counter/f", "f2", 10))
+	waitFor(t, 10*time.Second, "fencing", func() bool { return h.Stats().Fenced >= 1 })
+	if got := b.state("counter/f"); got.Applied != 1 {
+		t.Fatalf("zombie wrote to the journal: %+v", got)
+	}
+	// The partition comes back to a live owner: f2 is processed exactly once.
+	waitFor(t, 20*time.Second, "f2 after reclaim", func() bool { return b.state("counter/f").Applied == 2 })
+	if got := b.state("counter/f"); got != (counter.State{Value: 11, Applied: 2}) {
+		t.Errorf("state = %+v", got)
+	}
+}
+
+func TestStopDuringBackoffHandsMessageBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.BackoffInitial, cfg.BackoffMax = 3*time.Second, 3*time.Second
+	h1, err := actorhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1.Start(context.Background())
+	a, _ := channel.ParseAddress("counter/s")
+	b.publish(channel.Message{ID: "slow", Address: a, Payload: []byte(`{"add":2,"failTimes":1}`)})
+	waitFor(t, 10*time.Second, "first failure", func() bool { return h1.Stats().Retried == 1 })
+	start := time.Now()
+	stopHost(t, h1)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("stop waited %s for a retry backoff instead of handing the message back", d)
+	}
+	cfg = b.config()
+	h2 := b.start(cfg)
+	waitFor(t, 20*time.Second, "processed after restart", func() bool { return h2.Stats().Processed == 1 })
+	if got := b.state("counter/s"); got != (counter.State{Value: 2, Applied: 1}) {
+		t.Errorf("state = %+v", got)
+	}
+	if keys := b.sink.keys(); len(keys) != 1 || keys["slow#0"] != 1 {
+		t.Errorf("effect keys = %v, want slow#0 once", keys)
+	}
+}
+
+func TestUnknownActorTypeIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.publish(channel.Message{ID: "x", Address: channel.Address{Type: "nobody", ID: "1"}, Payload: []byte(`{}`)})
+	h := b.start(b.config())
+	waitFor(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
+	envs, _ := b.mb.DLQ().List(context.Background())
+	if len(envs) != 1 || envs[0].Reason != "unknown actor type" {
+		t.Fatalf("dlq = %+v", envs)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	_, err := actorhost.New(actorhost.Config{Concurrency: -1})
+	for _, want := range []string{"Registry is required", "Consumer is required", "Journal is required", "Concurrency is -1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}

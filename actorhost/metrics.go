@@ -1,0 +1,93 @@
+package actorhost
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Stats are the host's counters since it started.
+type Stats struct {
+	Processed       int64 // messages completed, counted once journaled
+	Retried         int64 // failed attempts that were retried
+	DeadLettered    int64
+	Deduplicated    int64 // deliveries acked without running: outcome already journaled
+	EffectsExecuted int64 // side effects that ran
+	EffectsAnswered int64 // side effects answered from the journal instead
+	Activations     int64
+	Replayed        int64 // messages re-run from the journal on activation
+	Fenced          int64 // partitions given up because a newer owner fenced them
+	InFlight        int64
+	ActiveActors    int64
+}
+
+type metrics struct {
+	processed, retried, deadLettered, deduplicated atomic.Int64
+	effectsExecuted, effectsAnswered               atomic.Int64
+	activations, replayed, fenced                  atomic.Int64
+	inFlight, activeActors                         atomic.Int64
+
+	handlerSeconds prometheus.Histogram
+	flushEntries   prometheus.Histogram
+	flushSeconds   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		handlerSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "postbox_handler_duration_seconds", Help: "Time spent in actor handlers, per attempt.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		flushEntries: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "postbox_journal_flush_entries", Help: "Journal entries written per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+		}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "postbox_journal_flush_duration_seconds", Help: "Time to write one group commit durably.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	gauge := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	for _, c := range []prometheus.Collector{
+		counter("postbox_messages_processed_total", "Messages handled successfully.", &m.processed),
+		counter("postbox_messages_retried_total", "Failed attempts that were retried.", &m.retried),
+		counter("postbox_messages_dead_lettered_total", "Messages sent to the dead-letter queue.", &m.deadLettered),
+		counter("postbox_messages_deduplicated_total", "Redeliveries acked without running: outcome already journaled.", &m.deduplicated),
+		counter("postbox_side_effects_executed_total", "Side effects that ran.", &m.effectsExecuted),
+		counter("postbox_side_effects_answered_total", "Side effects answered from the journal.", &m.effectsAnswered),
+		counter("postbox_actor_activations_total", "Actors loaded from checkpoint and journal.", &m.activations),
+		counter("postbox_partitions_fenced_total", "Partitions given up because a newer owner fenced them.", &m.fenced),
+		gauge("postbox_messages_in_flight", "Messages delivered and not yet acked or abandoned.", &m.inFlight),
+		gauge("postbox_actors_active", "Actors held in memory.", &m.activeActors),
+		m.handlerSeconds, m.flushEntries, m.flushSeconds,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) flushed(entries int, d time.Duration) {
+	m.flushEntries.Observe(float64(entries))
+	m.flushSeconds.Observe(d.Seconds())
+}
+
+func (m *metrics) snapshot() Stats {
+	return Stats{
+		Processed: m.processed.Load(), Retried: m.retried.Load(), DeadLettered: m.deadLettered.Load(),
+		Deduplicated: m.deduplicated.Load(), EffectsExecuted: m.effectsExecuted.Load(),
+		EffectsAnswered: m.effectsAnswered.Load(), Activations: m.activations.Load(),
+		Replayed: m.replayed.Load(), Fenced: m.fenced.Load(), InFlight: m.inFlight.Load(),
+		ActiveActors: m.activeActors.Load(),
+	}
+}

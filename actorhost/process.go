@@ -1,0 +1,285 @@
+package actorhost
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/journal"
+	"go.uber.org/zap"
+)
+
+// process takes one delivery through dedup, attempts, retries and the
+// outcome. The worker calling it owns a.
+func (h *Host) process(a *actor, d *delivery) {
+	cs := d.claim
+	if cs.isStopping() || cs.ctx.Err() != nil {
+		h.abandon(d)
+		return
+	}
+	h.mu.Lock()
+	if a.claim != cs {
+		// The partition was given up and claimed again: what we hold may be
+		// stale, so rebuild from the journal.
+		h.deactivate(a)
+		a.claim, a.lastGen = cs, nil
+	}
+	h.mu.Unlock()
+	msg := d.msg
+	if a.typ == nil {
+		err := fmt.Errorf("%w: %q", ErrUnknownActorType, msg.Address.Type)
+		if h.putDeadLetter(a, d, 0, err, "unknown actor type", nil) {
+			h.m.deadLettered.Add(1)
+			h.flusher.add(cs.key, cs.epoch, nil, nil, h.afterFlush(d))
+		}
+		return
+	}
+	if err := h.ensureActive(a, cs); err != nil {
+		h.abandon(d)
+		return
+	}
+
+	// Dedup: an outcome since the last checkpoint is in memory; older ones
+	// are in the journal's outcome index. Both catch redeliveries and
+	// messages published twice with one ID.
+	if _, done := a.outcomes[msg.ID]; done {
+		h.deduplicated(d)
+		return
+	}
+	if _, done, err := h.cfg.Journal.Outcome(cs.ctx, a.key, msg.ID); err != nil {
+		h.log.Warn("outcome lookup failed; abandoning the delivery", zap.String("actor", a.key), zap.Error(err))
+		h.deactivate(a)
+		h.abandon(d)
+		return
+	} else if done {
+		h.deduplicated(d)
+		return
+	}
+
+	// Only attempts the journal knows of count: a redelivery may never have
+	// reached the handler (it was queued behind its actor at a crash).
+	prior := a.progress(msg.ID).attempts
+	if prior >= h.cfg.MaxAttempts {
+		h.deadLetter(a, d, prior, errors.New("attempts exhausted: the process died or was stopped during every attempt"), "attempts exhausted")
+		return
+	}
+	n := prior + 1
+	if msg.Deliveries != 1 {
+		// This message may have killed the process before: count the
+		// attempt durably before running it, so a crash loop ends in the DLQ.
+		g := h.append(a, cs, journal.KindAttempt, msg.ID, mustJSON(attemptData{N: n, At: time.Now()}), false, nil)
+		a.progress(msg.ID).attempts = n
+		if err := h.wait(cs, g); err != nil {
+			h.deactivate(a)
+			h.abandon(d)
+			return
+		}
+	}
+
+	for {
+		now := time.Now().UTC().Round(0)
+		err := h.attempt(a, d, n, now)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, ErrAbandoned) || cs.ctx.Err() != nil {
+			h.deactivate(a)
+			h.abandon(d)
+			return
+		}
+		// Record the failure, and roll the state back by rebuilding it from
+		// the journal on the next attempt.
+		fail := attemptData{N: n, Error: err.Error(), At: now}
+		h.append(a, cs, journal.KindAttempt, msg.ID, mustJSON(fail), false, nil)
+		p := a.progress(msg.ID)
+		p.attempts = n
+		p.errors = append(p.errors, fail)
+		h.deactivate(a)
+		h.log.Info("attempt failed", zap.String("actor", a.key), zap.String("message", msg.ID), zap.Int("attempt", n), zap.Error(err))
+
+		if IsPermanent(err) {
+			h.deadLetter(a, d, n, err, "permanent error")
+			return
+		}
+		if n >= h.cfg.MaxAttempts {
+			h.deadLetter(a, d, n, err, "attempts exhausted")
+			return
+		}
+		h.m.retried.Add(1)
+		delay := h.backoff(n)
+		due := time.Now().Add(delay)
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-cs.stopping:
+			timer.Stop()
+			// Hand it back with the rest of its backoff still to wait.
+			if err := cs.claim.Nack(cs.ctx, msg, max(time.Until(due), 0)); err != nil {
+				h.log.Warn("nack failed", zap.Error(err))
+			}
+			h.abandon(d)
+			return
+		case <-cs.ctx.Done():
+			timer.Stop()
+			h.abandon(d)
+			return
+		}
+		if err := h.ensureActive(a, cs); err != nil {
+			h.abandon(d)
+			return
+		}
+		n++
+	}
+}
+
+func (a *actor) progress(msgID string) *progress {
+	if a.pending == nil {
+		a.pending = map[string]*progress{}
+	}
+	p := a.pending[msgID]
+	if p == nil {
+		p = &progress{}
+		a.pending[msgID] = p
+	}
+	return p
+}
+
+// attempt runs the handler once. On success the completion is queued for
+// the journal and the delivery is acked once it is durable.
+func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
+	cs := d.claim
+	msg := d.msg
+	p := a.progress(msg.ID)
+	c := &Context{
+		Context: cs.ctx, address: a.addr, msgID: msg.ID, attempt: n, now: now,
+		baseLog: h.log,
+	}
+	if len(p.effects) > 0 {
+		c.effects = make(map[int]effectRecord, len(p.effects))
+		for i, r := range p.effects {
+			c.effects[i] = r
+		}
+	}
+	c.record = func(idx int, name string, result []byte) error {
+		g := h.append(a, cs, journal.KindEffect, msg.ID, mustJSON(effectData{Index: idx, Name: name, Result: result}), false, nil)
+		if p.effects == nil {
+			p.effects = map[int]effectRecord{}
+		}
+		p.effects[idx] = effectRecord{name: name, result: result}
+		return h.wait(cs, g)
+	}
+	start := time.Now()
+	err := runHandler(a.typ, c, a.state, Message{ID: msg.ID, Address: msg.Address, Payload: msg.Payload, Headers: msg.Headers})
+	h.m.handlerSeconds.Observe(time.Since(start).Seconds())
+	h.m.effectsExecuted.Add(int64(c.executed))
+	h.m.effectsAnswered.Add(int64(c.answered))
+	if err != nil {
+		return err
+	}
+	a.sinceCheckpoint++
+	checkpoint := a.sinceCheckpoint >= h.cfg.CheckpointEvery
+	if checkpoint {
+		a.sinceCheckpoint = 0
+		// Older outcomes are found through the journal from here on.
+		clear(a.outcomes)
+	}
+	data := mustJSON(completeData{N: n, At: now, Payload: msg.Payload, Headers: msg.Headers})
+	ack := h.afterFlush(d)
+	h.append(a, cs, journal.KindComplete, msg.ID, data, checkpoint, func(g *flushGen) {
+		if g.errFor(cs.key) == nil {
+			h.m.processed.Add(1) // counted once durable
+		}
+		ack(g)
+	})
+	a.outcomes[msg.ID] = journal.KindComplete
+	delete(a.pending, msg.ID)
+	return nil
+}
+
+// deduplicated acks a delivery whose outcome is already journaled, once
+// any write of it still in flight is durable.
+func (h *Host) deduplicated(d *delivery) {
+	h.m.deduplicated.Add(1)
+	h.flusher.add(d.claim.key, d.claim.epoch, nil, nil, h.afterFlush(d))
+}
+
+// deadLetter stores the envelope durably, then journals the dead-letter
+// outcome; the delivery is acked once that is durable.
+func (h *Host) deadLetter(a *actor, d *delivery, attempts int, cause error, reason string) {
+	msg := d.msg
+	if !h.putDeadLetter(a, d, attempts, cause, reason, a.progress(msg.ID).errors) {
+		return
+	}
+	data := mustJSON(deadLetterData{N: attempts, Reason: reason, Error: cause.Error(), At: time.Now()})
+	h.append(a, d.claim, journal.KindDeadLetter, msg.ID, data, false, h.afterFlush(d))
+	if a.outcomes == nil {
+		a.outcomes = map[string]journal.Kind{}
+	}
+	a.outcomes[msg.ID] = journal.KindDeadLetter
+	delete(a.pending, msg.ID)
+	h.m.deadLettered.Add(1)
+}
+
+// putDeadLetter writes the envelope, retrying until it is stored or the
+// claim ends (then the delivery is abandoned and false returned).
+func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, reason string, history []attemptData) bool {
+	cs := d.claim
+	msg := d.msg
+	env := dlq.Envelope{
+		MessageID: msg.ID, Address: a.key, Payload: msg.Payload, Headers: msg.Headers,
+		Source: dlq.Source{Backend: h.cfg.Consumer.Backend(), Mailbox: msg.Mailbox, Partition: msg.Partition,
+			Offset: msg.Offset, Published: msg.PublishedAt},
+		Attempts: attempts, Reason: reason, Worker: h.cfg.Worker, DeadLetteredAt: time.Now().UTC(),
+	}
+	for _, e := range history {
+		env.Errors = append(env.Errors, dlq.AttemptError{Attempt: e.N, Error: e.Error, At: e.At})
+	}
+	if len(env.Errors) == 0 || env.Errors[len(env.Errors)-1].Error != cause.Error() {
+		env.Errors = append(env.Errors, dlq.AttemptError{Attempt: attempts, Error: cause.Error(), At: time.Now().UTC()})
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := h.cfg.DeadLetters.Put(cs.ctx, env)
+		if err == nil {
+			h.log.Warn("message dead-lettered", zap.String("actor", a.key), zap.String("message", msg.ID),
+				zap.String("reason", reason), zap.Int("attempts", attempts), zap.Error(cause))
+			return true
+		}
+		h.log.Warn("writing dead letter failed; retrying", zap.Error(err))
+		select {
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 5*time.Second)
+		case <-cs.stopping:
+			h.abandon(d)
+			return false
+		case <-cs.ctx.Done():
+			h.abandon(d)
+			return false
+		}
+	}
+}
+
+// ensureActive activates a, retrying journal failures until the claim ends.
+func (h *Host) ensureActive(a *actor, cs *claimState) error {
+	backoff := 100 * time.Millisecond
+	for !a.active {
+		err := h.activate(a, cs)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrAbandoned) || cs.ctx.Err() != nil || cs.isStopping() {
+			return ErrAbandoned
+		}
+		h.log.Error("activating actor failed; retrying", zap.String("actor", a.key), zap.Error(err))
+		select {
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 10*time.Second)
+		case <-cs.stopping:
+			return ErrAbandoned
+		case <-cs.ctx.Done():
+			return ErrAbandoned
+		}
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package actorhost
+
+import "runtime/debug"
+
+func stack() []byte { return debug.Stack() }

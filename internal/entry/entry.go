@@ -1,0 +1,201 @@
+// Package entry encodes the Data of each journal entry kind the actor host
+// writes. The encoding is a compact binary one (replay decodes every entry
+// of an actor's tail, so it must be cheap); ViewEntry in actorhost renders
+// it for people. It is internal so that tools and benchmarks in this module
+// can write histories exactly as the host does.
+package entry
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// version leads every encoded entry, so the format can change later.
+const version = 1
+
+// Attempt is the data of a journal.KindAttempt entry.
+type Attempt struct {
+	N     int
+	Error string // empty: the attempt started
+	At    time.Time
+}
+
+// Effect is the data of a journal.KindEffect entry.
+type Effect struct {
+	Index  int
+	Name   string
+	Result []byte
+}
+
+// Complete is the data of a journal.KindComplete entry: what replay needs to
+// run the handler again.
+type Complete struct {
+	N       int
+	At      time.Time
+	Payload []byte
+	Headers map[string]string
+}
+
+// DeadLetter is the data of a journal.KindDeadLetter entry.
+type DeadLetter struct {
+	N      int
+	Reason string
+	Error  string
+	At     time.Time
+}
+
+// ErrCorrupt is returned for data that does not decode.
+var ErrCorrupt = errors.New("entry: corrupt or unknown entry data")
+
+type writer struct{ b []byte }
+
+func (w *writer) uint(v uint64)   { w.b = binary.AppendUvarint(w.b, v) }
+func (w *writer) int(v int64)     { w.b = binary.AppendVarint(w.b, v) }
+func (w *writer) bytes(v []byte)  { w.uint(uint64(len(v))); w.b = append(w.b, v...) }
+func (w *writer) string(v string) { w.uint(uint64(len(v))); w.b = append(w.b, v...) }
+func (w *writer) time(t time.Time) {
+	if t.IsZero() {
+		w.int(0)
+		return
+	}
+	w.int(t.UnixNano())
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = ErrCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) int() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = ErrCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = ErrCorrupt
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	if n == 0 {
+		return nil
+	}
+	return v
+}
+
+func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) time() time.Time {
+	n := r.int()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func start(data []byte) *reader {
+	if len(data) == 0 || data[0] != version {
+		return &reader{err: ErrCorrupt}
+	}
+	return &reader{b: data[1:]}
+}
+
+func (r *reader) done(what string) error {
+	if r.err != nil {
+		return fmt.Errorf("%w (%s)", r.err, what)
+	}
+	return nil
+}
+
+// Encode encodes an Attempt, Effect, Complete or DeadLetter.
+func Encode(v any) []byte {
+	w := &writer{b: make([]byte, 1, 64)}
+	w.b[0] = version
+	switch d := v.(type) {
+	case Attempt:
+		w.uint(uint64(d.N))
+		w.time(d.At)
+		w.string(d.Error)
+	case Effect:
+		w.uint(uint64(d.Index))
+		w.string(d.Name)
+		w.bytes(d.Result)
+	case Complete:
+		w.uint(uint64(d.N))
+		w.time(d.At)
+		w.bytes(d.Payload)
+		keys := make([]string, 0, len(d.Headers))
+		for k := range d.Headers {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		w.uint(uint64(len(keys)))
+		for _, k := range keys {
+			w.string(k)
+			w.string(d.Headers[k])
+		}
+	case DeadLetter:
+		w.uint(uint64(d.N))
+		w.time(d.At)
+		w.string(d.Reason)
+		w.string(d.Error)
+	default:
+		panic(fmt.Sprintf("entry: cannot encode %T", v))
+	}
+	return w.b
+}
+
+// DecodeAttempt decodes an Attempt.
+func DecodeAttempt(data []byte) (Attempt, error) {
+	r := start(data)
+	d := Attempt{N: int(r.uint()), At: r.time(), Error: r.string()}
+	return d, r.done("attempt")
+}
+
+// DecodeEffect decodes an Effect.
+func DecodeEffect(data []byte) (Effect, error) {
+	r := start(data)
+	d := Effect{Index: int(r.uint()), Name: r.string(), Result: r.bytes()}
+	return d, r.done("effect")
+}
+
+// DecodeComplete decodes a Complete.
+func DecodeComplete(data []byte) (Complete, error) {
+	r := start(data)
+	d := Complete{N: int(r.uint()), At: r.time(), Payload: r.bytes()}
+	if n := r.uint(); n > 0 && r.err == nil {
+		d.Headers = make(map[string]string, n)
+		for range n {
+			k := r.string()
+			d.Headers[k] = r.string()
+		}
+	}
+	return d, r.done("complete")
+}
+
+// DecodeDeadLetter decodes a DeadLetter.
+func DecodeDeadLetter(data []byte) (DeadLetter, error) {
+	r := start(data)
+	d := DeadLetter{N: int(r.uint()), At: r.time(), Reason: r.string(), Error: r.string()}
+	return d, r.done("dead-letter")
+}
