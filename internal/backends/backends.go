@@ -3,9 +3,11 @@
 package backends
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/memory"
+	"github.com/postbox-dev/postbox/journal/postgres"
+	jredis "github.com/postbox-dev/postbox/journal/redis"
 	jsqlite "github.com/postbox-dev/postbox/journal/sqlite"
 )
 
@@ -26,7 +30,7 @@ const DefaultURL = "sqlite:postbox.db"
 // and help text.
 const (
 	MailboxForms = "sqlite:PATH or kafka://HOST:PORT[,HOST:PORT]/TOPIC"
-	JournalForms = "sqlite:PATH or memory:"
+	JournalForms = "sqlite:PATH, postgres://USER@HOST:PORT/DB, redis://HOST:PORT/NAMESPACE or memory:"
 )
 
 // UsageError is bad input from the command line: the message names the
@@ -138,6 +142,26 @@ func OpenJournal(url string, opts JournalOptions) (journal.Journal, error) {
 			return nil, usagef("--journal %q: memory: takes no path; use %s", url, JournalForms)
 		}
 		return memory.New(memory.Options{}), nil
+	case "postgres", "postgresql":
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		j, err := postgres.Open(ctx, url, postgres.Options{KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact})
+		if err != nil {
+			return nil, fmt.Errorf("--journal %s: %w", redactDSN(url), err)
+		}
+		return j, nil
+	case "redis":
+		addr, ns, ok := strings.Cut(strings.TrimPrefix(rest, "//"), "/")
+		if !strings.HasPrefix(rest, "//") || addr == "" || !ok || ns == "" || strings.ContainsAny(ns, "{}/") {
+			return nil, usagef("--journal %q: want redis://HOST:PORT/NAMESPACE (a namespace without braces or slashes)", url)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		j, err := jredis.Open(ctx, addr, jredis.Options{Namespace: ns, KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact})
+		if err != nil {
+			return nil, fmt.Errorf("--journal %s: %w", url, err)
+		}
+		return j, nil
 	}
 	return nil, usagef("--journal %q: unknown form; use %s", url, JournalForms)
 }
@@ -179,4 +203,13 @@ func sqlitePath(flag, url, path string, mustExist bool) (string, error) {
 		return "", usagef("%s %q: cannot read %s: %v", flag, url, path, err)
 	}
 	return path, nil
+}
+
+// redactDSN hides a password in a postgres:// URL for error messages.
+func redactDSN(dsn string) string {
+	u, err := neturl.Parse(dsn)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
 }
