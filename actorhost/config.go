@@ -53,6 +53,10 @@ type Config struct {
 	// MaxActors caps the actors held in memory; the least recently used idle
 	// ones are passivated beyond it. Defaults to 10000.
 	MaxActors int
+	// DrainTimeout bounds how long a partition being given up (rebalanced
+	// away, or the host stopping) waits for its in-flight messages; the rest
+	// are abandoned and delivered again later. Defaults to 10s.
+	DrainTimeout time.Duration
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -88,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxActors == 0 {
 		c.MaxActors = 10000
 	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
 	return c
 }
 
@@ -112,7 +119,7 @@ func (c Config) validate() error {
 		{"Concurrency", int64(c.Concurrency)}, {"MaxAttempts", int64(c.MaxAttempts)},
 		{"CheckpointEvery", int64(c.CheckpointEvery)}, {"MaxActors", int64(c.MaxActors)},
 		{"BackoffInitial", int64(c.BackoffInitial)}, {"BackoffMax", int64(c.BackoffMax)},
-		{"IdleTimeout", int64(c.IdleTimeout)},
+		{"IdleTimeout", int64(c.IdleTimeout)}, {"DrainTimeout", int64(c.DrainTimeout)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %d: must be positive (0 takes the default)", f.name, f.v))

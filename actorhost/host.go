@@ -160,7 +160,16 @@ func (h *Host) Stop(ctx context.Context) error {
 		ok := wait(h.consumerDone) && wait(chanOf(h.claimWG.Wait))
 		if ok {
 			closeReady()
-			ok = wait(chanOf(h.workerWG.Wait)) && h.flusher.close(ctx) == nil
+			// Every claim has ended, so what workers still run was abandoned:
+			// give them the drain timeout, then stop waiting for them.
+			workers := chanOf(h.workerWG.Wait)
+			select {
+			case <-workers:
+			case <-ctx.Done():
+			case <-time.After(h.cfg.DrainTimeout):
+				h.log.Warn("handlers still running after the drain timeout; leaving them behind")
+			}
+			ok = h.flusher.close(ctx) == nil
 		}
 		if !ok {
 			result = fmt.Errorf("actorhost: stop: in-flight work abandoned: %w", ctx.Err())
@@ -297,10 +306,15 @@ func (h *Host) acquire(cs *claimState, log *zap.Logger) error {
 func (h *Host) endClaim(cs *claimState, log *zap.Logger) {
 	cs.beginStop()
 	done := chanOf(cs.wg.Wait)
+	drain := time.NewTimer(h.cfg.DrainTimeout)
+	defer drain.Stop()
 	select {
 	case <-done:
 	case <-cs.ctx.Done():
 		// Lost, fenced or hard stop: don't wait for the journal.
+	case <-drain.C:
+		log.Warn("in-flight messages did not finish in time; abandoning them", zap.Duration("drain_timeout", h.cfg.DrainTimeout))
+		cs.cancel()
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(h.hardCtx), 10*time.Second)
 	if err := cs.claim.Release(rctx); err != nil {

@@ -318,3 +318,41 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestStuckHandlerIsAbandonedAfterDrainTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	var runs atomic.Int64
+	err := actorhost.Register(b.reg, "stuck", func(ctx *actorhost.Context, s *struct{ N int }, m actorhost.Message) error {
+		if runs.Add(1) == 1 {
+			<-release // the first run hangs until the test ends
+		}
+		s.N++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(release)
+	b.publish(channel.Message{ID: "s1", Address: channel.Address{Type: "stuck", ID: "1"}, Payload: []byte(`{}`)})
+	cfg := b.config()
+	cfg.DrainTimeout = 100 * time.Millisecond
+	h1, err := actorhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1.Start(context.Background())
+	waitFor(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h1.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stop took %s despite a 100ms drain timeout", d)
+	}
+	h2 := b.start(b.config())
+	waitFor(t, 20*time.Second, "redelivered and handled", func() bool { return h2.Stats().Processed == 1 })
+}
