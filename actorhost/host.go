@@ -31,14 +31,15 @@ type Host struct {
 	started  bool
 	stopOnce sync.Once
 
-	runCancel    context.CancelFunc // ends consumer.Run
-	hardCtx      context.Context    // ends everything at once
-	hardCancel   context.CancelFunc
-	consumerDone chan struct{}
-	failure      error // why the host stopped on its own; guarded by mu
-	claimWG      sync.WaitGroup
-	workerWG     sync.WaitGroup
-	stopped      chan struct{}
+	runCancel     context.CancelFunc // ends consumer.Run
+	hardCtx       context.Context    // ends everything at once
+	hardCancel    context.CancelFunc
+	consumerDone  chan struct{}
+	failure       error      // why the host stopped on its own; guarded by mu
+	claimsRunning int        // onClaim calls in progress; guarded by mu
+	claimsIdle    *sync.Cond // signalled when claimsRunning drops to 0
+	workerWG      sync.WaitGroup
+	stopped       chan struct{}
 }
 
 // actor is one actor's mailbox queue and, while active, its state. Fields
@@ -86,6 +87,7 @@ func New(cfg Config) (*Host, error) {
 		consumerDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	h.cond = sync.NewCond(&h.mu)
+	h.claimsIdle = sync.NewCond(&h.mu)
 	h.flusher = newFlusher(cfg.Journal, cfg.Logger, m)
 	return h, nil
 }
@@ -157,7 +159,13 @@ func (h *Host) Stop(ctx context.Context) error {
 		}
 		// Claims end first (in-flight work finishes, queued work is
 		// abandoned), then workers, then the last group commit.
-		ok := wait(h.consumerDone) && wait(chanOf(h.claimWG.Wait))
+		ok := wait(h.consumerDone) && wait(chanOf(func() {
+			h.mu.Lock()
+			for h.claimsRunning > 0 {
+				h.claimsIdle.Wait()
+			}
+			h.mu.Unlock()
+		}))
 		if ok {
 			closeReady()
 			// Every claim has ended, so what workers still run was abandoned:
@@ -232,8 +240,18 @@ func (cs *claimState) beginStop() { cs.stopOnce.Do(func() { close(cs.stopping) }
 func (h *Host) partitionKey(p int32) string { return fmt.Sprintf("%s/%d", h.cfg.Mailbox, p) }
 
 func (h *Host) onClaim(c channel.Claim) {
-	h.claimWG.Add(1)
-	defer h.claimWG.Done()
+	// A counter under mu rather than a WaitGroup: consumers call onClaim
+	// from their own goroutines, possibly while Stop is waiting.
+	h.mu.Lock()
+	h.claimsRunning++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.claimsRunning--; h.claimsRunning == 0 {
+			h.claimsIdle.Broadcast()
+		}
+		h.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(h.hardCtx)
 	cs := &claimState{claim: c, key: h.partitionKey(c.Partition()), ctx: ctx, cancel: cancel,
 		stopping: make(chan struct{}), ended: make(chan struct{})}

@@ -290,19 +290,24 @@ func testNackDelay(t *testing.T, f Features, mb Mailbox) {
 		first   channel.Message
 		nackErr error
 	)
+	// The handler may run until the runner stops, in cleanup, when
+	// t.Context() is already done.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*f.timeout())
+	t.Cleanup(cancel) // registered first: runs after the runner has stopped
+	var ackErr error
 	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{handle: func(cl channel.Claim, m channel.Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		if string(m.Payload) == "a1" && !nacked {
 			nacked, first, nackAt = true, m, time.Now()
-			nackErr = cl.Nack(t.Context(), m, delay)
+			nackErr = cl.Nack(ctx, m, delay)
 			return
 		}
 		if string(m.Payload) == "a1" && backAt.IsZero() {
 			backAt = time.Now()
 		}
-		if err := cl.Ack(t.Context(), m); err != nil {
-			t.Errorf("ack: %v", err)
+		if err := cl.Ack(ctx, m); err != nil && ackErr == nil {
+			ackErr = err
 		}
 	}})
 	publish(t, mb.Publisher, channel.Message{Address: a, Payload: []byte("a1")})
@@ -346,6 +351,11 @@ func testNackDelay(t *testing.T, f Features, mb Mailbox) {
 	}
 	if f.CountsDeliveries && again.Deliveries != first.Deliveries+1 {
 		t.Errorf("nacked message came back with Deliveries %d, want %d", again.Deliveries, first.Deliveries+1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ackErr != nil {
+		t.Errorf("ack: %v", ackErr)
 	}
 }
 

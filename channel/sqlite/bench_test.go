@@ -17,7 +17,8 @@ import (
 	"github.com/postbox-dev/postbox/channel/sqlite"
 )
 
-// benchBatch is how many messages one Publish call carries.
+// benchBatch is how many messages one Publish call carries, unless a
+// benchmark says otherwise.
 const benchBatch = 100
 
 func benchMessages(start, n int) []channel.Message {
@@ -34,9 +35,14 @@ func benchMessages(start, n int) []channel.Message {
 }
 
 func benchPublish(b *testing.B, pub channel.Publisher, n int) {
-	for start := 0; start < n; start += benchBatch {
-		if err := pub.Publish(context.Background(), benchMessages(start, min(benchBatch, n-start))...); err != nil {
-			b.Fatal(err)
+	benchPublishBatches(b, pub, n, benchBatch)
+}
+
+func benchPublishBatches(b *testing.B, pub channel.Publisher, n, batch int) {
+	for start := 0; start < n; start += batch {
+		if err := pub.Publish(context.Background(), benchMessages(start, min(batch, n-start))...); err != nil {
+			b.Error(err)
+			return
 		}
 	}
 }
@@ -126,22 +132,23 @@ func BenchmarkPollAck(b *testing.B) {
 }
 
 // BenchmarkPipeline publishes and consumes at once, as a producer and a
-// worker sharing the file do.
+// worker sharing the file do: one or two publishers with batches of 100 or
+// 1000 messages, against one consumer acking every message.
 func BenchmarkPipeline(b *testing.B) {
-	for _, publishers := range []int{1, 2} {
-		b.Run(fmt.Sprintf("publishers=%d", publishers), func(b *testing.B) {
+	for _, tc := range []struct{ publishers, batch int }{{1, 100}, {2, 100}, {1, 1000}} {
+		b.Run(fmt.Sprintf("publishers=%d/batch=%d", tc.publishers, tc.batch), func(b *testing.B) {
 			mb := openBench(b)
 			pub := mb.Publisher()
 			b.ResetTimer()
 			m := startMeter()
 			var wg sync.WaitGroup
-			per := b.N / publishers
-			for i := range publishers {
+			per := b.N / tc.publishers
+			for i := range tc.publishers {
 				n := per
-				if i == publishers-1 {
-					n = b.N - per*(publishers-1)
+				if i == tc.publishers-1 {
+					n = b.N - per*(tc.publishers-1)
 				}
-				wg.Go(func() { benchPublish(b, pub, n) })
+				wg.Go(func() { benchPublishBatches(b, pub, n, tc.batch) })
 			}
 			benchConsume(b, mb, int64(b.N))
 			wg.Wait()

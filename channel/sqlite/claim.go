@@ -67,10 +67,7 @@ type Claim struct {
 	seenSeq int64 // the mailbox's highest offset then
 	more    bool  // it stopped at its limit: more rows may be waiting
 	retryAt int64 // earliest visible_at of a held-back row, 0 if none
-	// clean: a full scan found no held-back row, so the next rows can be
-	// taken in one statement. Only the owner nacks, so rows published
-	// later are visible at once until this claim nacks one.
-	clean bool
+
 	acks  []int64
 	nacks []nack
 }
@@ -239,7 +236,7 @@ func (cl *Claim) Release(ctx context.Context) error {
 
 // pollStmts are the statements of a poll, bound to its transaction.
 type pollStmts struct {
-	del, unclaim, sel, mark, takeNext *sql.Stmt
+	del, unclaim, delayed, sel, mark, takeNext *sql.Stmt
 }
 
 func prepareStmts(ctx context.Context, m *Mailbox, tx *sql.Tx) (*pollStmts, error) {
@@ -256,6 +253,10 @@ func prepareStmts(ctx context.Context, m *Mailbox, tx *sql.Tx) (*pollStmts, erro
 	// one per message.
 	prep(&s.del, `DELETE FROM mailbox_messages WHERE id IN (SELECT value FROM json_each(?)) AND claim = ?`)
 	prep(&s.unclaim, `UPDATE mailbox_messages SET visible_at = ?, claim = NULL WHERE id = ? AND claim = ?`)
+	// Through the partial index of nacked rows: cheap however long the
+	// partition.
+	prep(&s.delayed, `SELECT EXISTS (SELECT 1 FROM mailbox_messages
+		WHERE partition = ? AND visible_at > 0 AND visible_at > ?)`)
 	prep(&s.sel, `SELECT id, msg_id, address, payload, headers, deliveries, visible_at, created_at
 		FROM mailbox_messages WHERE partition = ? AND id > ? AND claim IS NOT ? ORDER BY id`)
 	// OR FAIL: nothing here can violate a constraint, and without the
@@ -291,10 +292,15 @@ func (s *pollStmts) apply(ctx context.Context, w *work) error {
 // their delivery. A message whose visible_at is in the future (nacked with a
 // delay) holds back every later message of its address; other addresses
 // pass it. w.cursor advances over the delivered prefix only, so held-back
-// rows are looked at again by the next poll.
+// rows are looked at again by the next poll. When the partition holds no
+// such message, which is the common case, one statement does it all.
 func (s *pollStmts) take(ctx context.Context, w *work, now int64, mailbox string) error {
-	if w.fast {
-		return s.takeClean(ctx, w, mailbox)
+	var delayed bool
+	if err := s.delayed.QueryRowContext(ctx, w.cl.partition, now).Scan(&delayed); err != nil {
+		return fmt.Errorf("look for delayed messages: %w", err)
+	}
+	if !delayed {
+		return s.takeAll(ctx, w, mailbox)
 	}
 	rows, err := s.sel.QueryContext(ctx, w.cl.partition, w.from, w.cl.epoch)
 	if err != nil {
@@ -338,7 +344,6 @@ func (s *pollStmts) take(ctx context.Context, w *work, now int64, mailbox string
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("select messages: %w", err)
 	}
-	w.clean = len(w.delivered) < w.limit && w.retryAt == 0
 	rows.Close()
 	if len(w.delivered) == 0 {
 		return nil
@@ -353,9 +358,9 @@ func (s *pollStmts) take(ctx context.Context, w *work, now int64, mailbox string
 	return nil
 }
 
-// takeClean takes the next rows of a clean claim in one statement, which
-// selects them and records their delivery at once.
-func (s *pollStmts) takeClean(ctx context.Context, w *work, mailbox string) error {
+// takeAll takes the next rows in one statement, which selects them and
+// records their delivery at once.
+func (s *pollStmts) takeAll(ctx context.Context, w *work, mailbox string) error {
 	rows, err := s.takeNext.QueryContext(ctx, w.cl.epoch, w.cl.partition, w.from, w.limit)
 	if err != nil {
 		return fmt.Errorf("take messages: %w", err)
@@ -384,7 +389,6 @@ func (s *pollStmts) takeClean(ctx context.Context, w *work, mailbox string) erro
 	if n := len(w.delivered); n > 0 {
 		w.cursor = w.delivered[n-1].Offset
 	}
-	w.clean = true
 	return nil
 }
 

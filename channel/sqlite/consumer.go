@@ -149,18 +149,19 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	}
 	c.mu.Unlock()
 	c.cycleMu.Unlock()
+	// Leave the consumer table at once, so that the others raise their fair
+	// share now rather than after LeaseTTL. The keeper, seeing stopping,
+	// does not come back.
+	leave, cancelLeave := context.WithTimeout(work, c.opts.LeaseTTL)
+	_ = c.m.write(leave, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(leave, `DELETE FROM mailbox_consumers WHERE owner = ?`, c.opts.Owner)
+		return err
+	})
+	cancelLeave()
 	c.handlers.Wait()
 	stopWork()
 	wg.Wait()
 
-	// Leave the consumer table so that the others count one consumer less
-	// at once rather than after LeaseTTL.
-	cleanup, cancelCleanup := context.WithTimeout(context.WithoutCancel(ctx), c.opts.LeaseTTL)
-	defer cancelCleanup()
-	_ = c.m.write(cleanup, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(cleanup, `DELETE FROM mailbox_consumers WHERE owner = ?`, c.opts.Owner)
-		return err
-	})
 	if err != nil {
 		return fmt.Errorf("sqlite: consumer %s: %w", c.opts.Owner, err)
 	}
@@ -233,7 +234,16 @@ func (c *Consumer) tickLeases(ctx context.Context, onClaim func(channel.Claim)) 
 		lost, acquired, stop = nil, nil, nil
 		now := time.Now().UnixNano()
 		expires := now + int64(c.opts.LeaseTTL)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_consumers (owner, heartbeat, expires_at) VALUES (?, ?, ?)
+		c.mu.Lock()
+		stopping := c.stopping
+		c.mu.Unlock()
+		if stopping {
+			// A draining consumer no longer counts: the others may take
+			// its partitions as soon as they are released.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, owner); err != nil {
+				return fmt.Errorf("leave: %w", err)
+			}
+		} else if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_consumers (owner, heartbeat, expires_at) VALUES (?, ?, ?)
 			ON CONFLICT (owner) DO UPDATE SET heartbeat = excluded.heartbeat, expires_at = excluded.expires_at`,
 			owner, now, expires); err != nil {
 			return fmt.Errorf("heartbeat: %w", err)
@@ -272,9 +282,6 @@ func (c *Consumer) tickLeases(ctx context.Context, onClaim func(channel.Claim)) 
 				keep = append(keep, h.cl)
 			}
 		}
-		c.mu.Lock()
-		stopping := c.stopping
-		c.mu.Unlock()
 		if stopping {
 			return nil // renew only
 		}
@@ -430,7 +437,6 @@ type work struct {
 	cl    *Claim
 	from  int64 // scan rows after this offset
 	limit int   // deliver at most this many
-	fast  bool  // the claim is clean: take rows in one statement
 	acks  []int64
 	nacks []nack
 
@@ -439,7 +445,6 @@ type work struct {
 	delivered []channel.Message
 	cursor    int64
 	retryAt   int64 // earliest visible_at of a held-back row, 0 if none
-	clean     bool  // no held-back row is left
 }
 
 // newestOffsetSQL reads the highest offset ever given to a message
@@ -487,7 +492,6 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 			for _, n := range w.nacks {
 				w.from = min(w.from, n.offset-1)
 			}
-			w.fast = cl.clean && len(w.nacks) == 0
 		}
 		if w.limit > 0 || len(w.acks) > 0 || len(w.nacks) > 0 {
 			todo = append(todo, w)
@@ -534,12 +538,12 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 			if len(w.nacks) > 0 {
 				// Applied without a scan (no room): rescan from the
 				// nacked rows once there is room.
-				cl.cursor, cl.clean, cl.more = w.from, false, true
+				cl.cursor, cl.more = w.from, true
 			}
 			continue
 		}
 		cl.cursor = w.cursor
-		cl.polled, cl.seenSeq, cl.retryAt, cl.clean = true, seq, w.retryAt, w.clean
+		cl.polled, cl.seenSeq, cl.retryAt = true, seq, w.retryAt
 		cl.more = len(w.delivered) == w.limit
 		for _, msg := range w.delivered {
 			cl.inflight[msg.Offset] = struct{}{}
@@ -577,7 +581,7 @@ func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 
 	var st *pollStmts
 	for _, w := range todo {
-		w.lost, w.delivered, w.cursor, w.retryAt, w.clean = false, nil, w.from, 0, false
+		w.lost, w.delivered, w.cursor, w.retryAt = false, nil, w.from, 0
 		if l, ok := leases[w.cl.partition]; !ok || l.epoch != w.cl.epoch || l.expires <= now {
 			// Another consumer may own the partition now: touch nothing.
 			w.lost = true

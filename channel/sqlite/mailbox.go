@@ -17,10 +17,19 @@
 // expired while it was paused) cannot delete messages that the partition's
 // new owner has taken.
 //
+// Writes are batched: Publish stores its messages in one transaction, and
+// a consumer serves all its partitions in one transaction per poll (acks
+// deleted, deliveries recorded, next messages taken), so a commit's fsync
+// is shared by many messages. Writers queue on the file through an advisory
+// lock on a sidecar file, "<file>-postbox-lock", rather than by polling
+// SQLite's lock.
+//
 // What it does not give: the file must be on a local disk of the host that
 // runs every process using it (SQLite's locking does not work over network
 // file systems), and throughput is bounded by one writer at a time per file.
-// With SyncNormal, the last commits may be lost on power loss.
+// With SyncNormal, the last commits may be lost on power loss. Acks are
+// buffered until the next poll or Release, so a crash redelivers the
+// messages acked just before it.
 package sqlite
 
 import (
@@ -62,6 +71,9 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
 	created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_messages_partition_id ON mailbox_messages (partition, id);
+-- Only nacked messages have a visible_at: this index stays tiny, and tells
+-- a poll whether anything in a partition is held back.
+CREATE INDEX IF NOT EXISTS mailbox_messages_delayed ON mailbox_messages (partition, visible_at) WHERE visible_at > 0;
 CREATE TABLE IF NOT EXISTS mailbox_leases (
 	partition  INTEGER PRIMARY KEY,
 	owner      TEXT    NOT NULL DEFAULT '',
