@@ -17,6 +17,8 @@ type storeFlags struct {
 	synchronous      string
 	leaseTTL         time.Duration
 	createTopics     bool
+	keepCheckpoints  int
+	compact          bool
 	replication      int
 }
 
@@ -29,7 +31,8 @@ func addStoreFlags(fs *flag.FlagSet) *storeFlags {
 }
 
 func (s *storeFlags) openJournal(mustExist bool) (journal.Journal, error) {
-	return backends.OpenJournal(s.journal, backends.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist})
+	return backends.OpenJournal(s.journal, backends.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist,
+		KeepCheckpoints: s.keepCheckpoints, Compact: s.compact})
 }
 
 func (s *storeFlags) openMailbox(mustExist bool, partitions int) (*backends.Mailbox, error) {

@@ -28,6 +28,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	store := addStoreFlags(fs)
 	concurrency := fs.Int("concurrency", 64, "actors running handlers at once")
 	checkpointEvery := fs.Int("checkpoint-every", 100, "checkpoint an actor's state every N completed messages")
+	fs.IntVar(&store.keepCheckpoints, "keep-checkpoints", 3, "checkpoints kept per actor")
+	fs.BoolVar(&store.compact, "compact", false, "delete attempt and effect entries older than the oldest kept checkpoint")
 	maxAttempts := fs.Int("max-attempts", 5, "attempts before a message is dead-lettered")
 	backoffInitial := fs.Duration("backoff-initial", 100*time.Millisecond, "delay before the first retry; doubles per retry")
 	backoffMax := fs.Duration("backoff-max", 30*time.Second, "longest delay between retries")
@@ -66,6 +68,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	defer log.Sync()
 
+	if store.keepCheckpoints < 1 {
+		return cli.Usagef("--keep-checkpoints %d: must be at least 1", store.keepCheckpoints)
+	}
 	if store.replication < 1 {
 		return cli.Usagef("--replication %d: must be at least 1", store.replication)
 	}
