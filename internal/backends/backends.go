@@ -29,7 +29,7 @@ const DefaultURL = "sqlite:postbox.db"
 // MailboxForms and JournalForms list the accepted URL forms, for errors
 // and help text.
 const (
-	MailboxForms = "sqlite:PATH or kafka://HOST:PORT[,HOST:PORT]/TOPIC"
+	MailboxForms = "sqlite:PATH, kafka://HOST:PORT[,HOST:PORT]/TOPIC or redis://HOST:PORT/MAILBOX"
 	JournalForms = "sqlite:PATH, postgres://USER@HOST:PORT/DB, redis://HOST:PORT/NAMESPACE or memory:"
 )
 
@@ -106,6 +106,8 @@ func OpenMailbox(url string, opts MailboxOptions) (*Mailbox, error) {
 		}, nil
 	case "kafka":
 		return openKafka(url, rest, opts)
+	case "redis":
+		return openRedis(url, rest, opts)
 	case "memory":
 		return nil, usagef("--mailbox %q: memory: is accepted for --journal only (a mailbox must outlive the worker); use %s", url, MailboxForms)
 	}

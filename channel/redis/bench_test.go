@@ -1,0 +1,184 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/redis"
+)
+
+// benchBatch is how many messages one Publish call (or one raw pipeline)
+// carries; benchShards is the mailbox's shard count.
+const (
+	benchBatch  = 100
+	benchShards = 8
+)
+
+var benchPayload = []byte(`{"op":"increment","by":1}`)
+
+func benchMessages(start, n int) []channel.Message {
+	msgs := make([]channel.Message, n)
+	for i := range msgs {
+		k := start + i
+		msgs[i] = channel.Message{
+			Address: channel.Address{Type: "bench", ID: strconv.Itoa(k % 1000)},
+			Payload: benchPayload,
+			Headers: map[string]string{"trace": strconv.Itoa(k)},
+		}
+	}
+	return msgs
+}
+
+// BenchmarkPublishConsumeAck publishes b.N messages in batches of 100 while
+// a consumer receives and acks them one by one, as a host does, through the
+// channel; then it does the same with a raw go-redis loop on the same
+// server: pipelined XADDs (100 per round trip) from one goroutine,
+// XREADGROUP of up to 256 entries over all shard streams and a pipelined
+// XACK+XDEL per read from another (the channel deletes acked entries too).
+// It reports both rates and their ratio.
+func BenchmarkPublishConsumeAck(b *testing.B) {
+	addr := testAddr(b)
+	chanRate := benchChannel(b, addr)
+	rawRate := benchRaw(b, addr)
+	b.ReportMetric(chanRate, "chan-msgs/s")
+	b.ReportMetric(rawRate, "raw-msgs/s")
+	b.ReportMetric(chanRate/rawRate, "chan/raw")
+}
+
+// benchChannel runs b.N messages through a Mailbox and returns messages
+// per second, from the first publish to the last ack made durable.
+func benchChannel(b *testing.B, addr string) float64 {
+	name := freshMailbox(b)
+	mb, err := redis.Open(context.Background(), addr, name, redis.Options{Partitions: benchShards})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mb.Close()
+	pub := mb.Publisher()
+	n := b.N
+	var got atomic.Int64
+	all := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ResetTimer()
+	start := time.Now()
+	go func() {
+		done <- mb.Consumer(redis.ConsumerOptions{}).Run(ctx, func(cl channel.Claim) {
+			for m := range cl.Messages() {
+				if err := cl.Ack(ctx, m); err != nil {
+					b.Error(err)
+				}
+				if got.Add(1) == int64(n) {
+					close(all)
+				}
+			}
+			if err := cl.Release(context.Background()); err != nil {
+				b.Error(err)
+			}
+		})
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < n; i += benchBatch {
+			if err := pub.Publish(context.Background(), benchMessages(i, min(benchBatch, n-i))...); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("received %d of %d messages", got.Load(), n)
+	}
+	cancel()
+	if err := <-done; err != nil { // the last acks are durable once Run returns
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	wg.Wait()
+	b.StopTimer()
+	return float64(n) / elapsed.Seconds()
+}
+
+// benchRaw runs b.N messages through plain streams and returns messages
+// per second.
+func benchRaw(b *testing.B, addr string) float64 {
+	name := freshMailbox(b)
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	streams := make([]string, benchShards)
+	for s := range streams {
+		streams[s] = fmt.Sprintf("{postbox:%s}:s:%d", name, s)
+		if err := c.XGroupCreateMkStream(ctx, streams[s], "raw", "0").Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	read := make([]string, 0, 2*benchShards)
+	read = append(read, streams...)
+	for range streams {
+		read = append(read, ">")
+	}
+	n := b.N
+	b.StartTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < n; i += benchBatch {
+			msgs := benchMessages(i, min(benchBatch, n-i))
+			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+				for _, m := range msgs {
+					addr := m.Address.String()
+					p.XAdd(ctx, &goredis.XAddArgs{
+						Stream: streams[channel.HomePartition(addr, benchShards)],
+						Values: []any{"id", channel.NewMessageID(), "address", addr, "payload", m.Payload, "h:trace", m.Headers["trace"]},
+					})
+				}
+				return nil
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	for got := 0; got < n; {
+		res, err := c.XReadGroup(ctx, &goredis.XReadGroupArgs{
+			Group: "raw", Consumer: "c", Streams: read, Count: 256, Block: 100 * time.Millisecond,
+		}).Result()
+		if err == goredis.Nil {
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, s := range res {
+				ids := make([]string, len(s.Messages))
+				for i, m := range s.Messages {
+					ids[i] = m.ID
+				}
+				got += len(ids)
+				p.XAck(ctx, s.Stream, "raw", ids...)
+				p.XDel(ctx, s.Stream, ids...)
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	wg.Wait()
+	b.StopTimer()
+	return float64(n) / elapsed.Seconds()
+}

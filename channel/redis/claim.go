@@ -1,0 +1,720 @@
+package redis
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// claimState is where a claim is in its life.
+type claimState uint8
+
+const (
+	// stateActive: read; Messages open.
+	stateActive claimState = iota
+	// stateDraining: asked to stop (rebalance or Run ending); Messages
+	// closed, the lease still held until Release.
+	stateDraining
+	// stateLost: the lease was lost; Lost and Messages closed, acks ignored.
+	stateLost
+	// stateReleased: Release dropped the lease.
+	stateReleased
+)
+
+// errReleased is returned by Ack and Nack after Release.
+var errReleased = errors.New("redis: claim already released: its unacked messages go to the shard's next owner; ack before Release")
+
+// errLost reports a script that found the lease gone.
+var errLost = errors.New("lease lost")
+
+// redeliverChunk bounds the entry IDs of one redeliver script call.
+const redeliverChunk = 256
+
+// held is a message of the claim that is not handed out: nacked and
+// waiting for its delay, or behind a nacked message of its address.
+type held struct {
+	msg     channel.Message
+	entryID string
+	nacked  bool      // waits until readyAt
+	readyAt time.Time // for nacked
+	claimed bool      // in this owner's pending list with the delivery counted: no XCLAIM needed
+}
+
+// nackHint is a nack to record in the shard's nack hash.
+type nackHint struct {
+	entryID string
+	readyAt time.Time
+}
+
+// Claim is one shard owned by a Consumer under one lease epoch.
+//
+// Acks and nacks are buffered: a read carries them, or the consumer's
+// flusher sends them within AckInterval, or Release does. Every script of
+// the claim is fenced by its lease value, which names the epoch: after the
+// lease is lost, neither this claim nor its (possibly paused) process can
+// read, claim or ack entries of the shard.
+type Claim struct {
+	c         *Consumer
+	partition int32
+	epoch     int64
+	lease     string   // "<epoch>:<owner>", the lease key's value while it is ours
+	keys      []string // lease, stream, nack hash
+	msgs      chan channel.Message
+	lost      chan struct{}
+	wake      chan struct{} // wakes the reader while it waits for room
+	releaseMu sync.Mutex    // serializes Release calls
+	flushMu   sync.Mutex    // held while acks of the claim are on their way
+
+	mu         sync.Mutex
+	state      claimState
+	releasing  bool // Release is dropping the lease: its loss is expected
+	msgsClosed bool
+	inflight   map[int64]string // handed out, not acked or nacked: offset -> entry ID
+	holding    map[string][]*held
+	nHeld      int
+	acks       []string
+	nacks      []nackHint
+	validUntil time.Time // by the local clock: the lease surely lasts until then
+	watchdog   *time.Timer
+}
+
+var _ channel.Claim = (*Claim)(nil)
+
+func newClaim(c *Consumer, partition int32, epoch int64, sent time.Time) *Claim {
+	cl := &Claim{
+		c:          c,
+		partition:  partition,
+		epoch:      epoch,
+		lease:      leaseValue(epoch, c.opts.Owner),
+		keys:       c.m.shardKeys(partition),
+		msgs:       make(chan channel.Message, c.opts.Buffer),
+		lost:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		inflight:   make(map[int64]string),
+		holding:    make(map[string][]*held),
+		validUntil: sent.Add(c.opts.localTTL()),
+	}
+	cl.mu.Lock()
+	cl.watchdog = time.AfterFunc(time.Until(cl.validUntil), cl.expire)
+	cl.mu.Unlock()
+	return cl
+}
+
+// Partition returns the claimed shard.
+func (cl *Claim) Partition() int32 { return cl.partition }
+
+// Epoch returns the lease epoch: it grows every time the shard changes
+// hands.
+func (cl *Claim) Epoch() int64 { return cl.epoch }
+
+// Messages delivers the shard's messages in offset order, except that a
+// nacked message comes back later, and holds back the later messages of
+// its address until then. It is closed when the claim is stopping
+// (rebalance, Run ending, Release) or lost.
+func (cl *Claim) Messages() <-chan channel.Message { return cl.msgs }
+
+// Lost is closed when the lease was lost, or could not be renewed in time
+// by the local clock: another consumer may own the shard, so stop working
+// on it. Acks after that are ignored.
+func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
+
+// kick wakes the reader without blocking.
+func (cl *Claim) kick() {
+	select {
+	case cl.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeMessagesLocked closes Messages once. The caller holds mu.
+func (cl *Claim) closeMessagesLocked() {
+	if !cl.msgsClosed {
+		cl.msgsClosed = true
+		close(cl.msgs)
+	}
+}
+
+// loseLocked ends the claim after its lease was lost, and reports whether
+// it did. The caller holds mu.
+func (cl *Claim) loseLocked() bool {
+	if (cl.state != stateActive && cl.state != stateDraining) || cl.releasing {
+		return false
+	}
+	cl.state = stateLost
+	cl.closeMessagesLocked()
+	close(cl.lost)
+	cl.inflight, cl.holding, cl.nHeld, cl.acks, cl.nacks = nil, nil, 0, nil, nil
+	cl.watchdog.Stop()
+	return true
+}
+
+// lose ends the claim after its lease was lost.
+func (cl *Claim) lose() {
+	cl.mu.Lock()
+	ended := cl.loseLocked()
+	cl.mu.Unlock()
+	if ended {
+		cl.c.forget(cl)
+		cl.kick()
+	}
+}
+
+// expire runs when the lease may have ended by the local clock without a
+// renewal.
+func (cl *Claim) expire() {
+	cl.mu.Lock()
+	if left := time.Until(cl.validUntil); left > 0 {
+		cl.watchdog.Reset(left)
+		cl.mu.Unlock()
+		return
+	}
+	ended := cl.loseLocked()
+	cl.mu.Unlock()
+	if ended {
+		cl.c.forget(cl)
+		cl.kick()
+	}
+}
+
+func (cl *Claim) stopWatchdog() {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.watchdog.Stop()
+}
+
+// renewed records a renewal sent at sent, and reports whether the claim is
+// active.
+func (cl *Claim) renewed(sent time.Time) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.state != stateActive && cl.state != stateDraining {
+		return false
+	}
+	if until := sent.Add(cl.c.opts.localTTL()); until.After(cl.validUntil) {
+		cl.validUntil = until
+		cl.watchdog.Reset(time.Until(until))
+	}
+	return cl.state == stateActive
+}
+
+// drain asks the claim to stop: Messages is closed, the lease kept until
+// Release.
+func (cl *Claim) drain() {
+	cl.mu.Lock()
+	if cl.state == stateActive {
+		cl.state = stateDraining
+		cl.closeMessagesLocked()
+	}
+	cl.mu.Unlock()
+	cl.kick()
+}
+
+// roomLocked is how many more messages the claim may take in.
+func (cl *Claim) roomLocked() int {
+	return cl.c.opts.Buffer - len(cl.inflight) - cl.nHeld
+}
+
+// pushLocked hands msg out. Room was reserved when it was read, so the
+// send never blocks. The caller holds mu and the claim is active.
+func (cl *Claim) pushLocked(msg channel.Message, entryID string) {
+	cl.inflight[msg.Offset] = entryID
+	cl.msgs <- msg
+}
+
+// holdLocked queues h behind its address, in offset order.
+func (cl *Claim) holdLocked(h *held) {
+	addr := h.msg.Address.String()
+	q := cl.holding[addr]
+	i, _ := slices.BinarySearchFunc(q, h.msg.Offset, func(x *held, off int64) int { return cmp.Compare(x.msg.Offset, off) })
+	cl.holding[addr] = slices.Insert(q, i, h)
+	cl.nHeld++
+}
+
+// got is an entry as a script returned it, decoded.
+type got struct {
+	msg     channel.Message
+	entryID string
+	wait    time.Duration // > 0: a nack delay is still running
+}
+
+// dispatch hands out what the reader got, in order, unless its address
+// is held back.
+func (cl *Claim) dispatch(entries []got) {
+	now := time.Now()
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.state != stateActive {
+		return
+	}
+	for _, e := range entries {
+		if e.wait > 0 {
+			// Claimed from the pending list with a nack delay still
+			// running: its delivery is counted already.
+			cl.holdLocked(&held{msg: e.msg, entryID: e.entryID, nacked: true, readyAt: now.Add(e.wait), claimed: true})
+			continue
+		}
+		if len(cl.holding[e.msg.Address.String()]) > 0 {
+			cl.holdLocked(&held{msg: e.msg, entryID: e.entryID})
+			continue
+		}
+		cl.pushLocked(e.msg, e.entryID)
+	}
+}
+
+// releaseDueLocked hands out held messages that may go: those at the
+// front of their address's queue that are not nacked, or whose delay has
+// passed and that are claimed. It returns the due nacked messages that must
+// be claimed again first.
+func (cl *Claim) releaseDueLocked(now time.Time) []*held {
+	var claim []*held
+	for addr, q := range cl.holding {
+		for len(q) > 0 {
+			h := q[0]
+			if h.nacked && h.readyAt.After(now) {
+				break
+			}
+			if h.nacked && !h.claimed {
+				claim = append(claim, h)
+				break
+			}
+			cl.pushLocked(h.msg, h.entryID)
+			q = q[1:]
+			cl.nHeld--
+		}
+		if len(q) == 0 {
+			delete(cl.holding, addr)
+		} else {
+			cl.holding[addr] = q
+		}
+	}
+	return claim
+}
+
+// nextDueLocked is how long until the first held nacked message is due,
+// or 0 when none waits.
+func (cl *Claim) nextDueLocked(now time.Time) time.Duration {
+	var first time.Duration
+	for _, q := range cl.holding {
+		if h := q[0]; h.nacked {
+			d := max(h.readyAt.Sub(now), time.Millisecond)
+			if first == 0 || d < first {
+				first = d
+			}
+		}
+	}
+	return first
+}
+
+// read is the claim's reader: it first claims and delivers the shard's
+// pending entries, then reads new entries, and redelivers nacked ones when
+// their delay has passed. It returns when the claim is no longer active.
+func (cl *Claim) read(ctx context.Context) {
+	defer cl.c.readers.Done()
+	opts := cl.c.opts
+	cursor, scanning := "0-0", true
+	caughtUp, last := false, ""
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		err := cl.redeliverDue(ctx)
+		cl.mu.Lock()
+		if cl.state != stateActive {
+			cl.mu.Unlock()
+			return
+		}
+		room := cl.roomLocked()
+		due := cl.nextDueLocked(time.Now())
+		cl.mu.Unlock()
+
+		if err == nil && room > 0 && !caughtUp {
+			limit := min(room, opts.BatchSize)
+			if scanning {
+				cursor, err = cl.claimPending(ctx, cursor, limit)
+				scanning = err != nil || cursor != "0-0"
+				if err == nil {
+					backoff = 0
+					continue
+				}
+			} else {
+				var n int
+				n, last, err = cl.readNew(ctx, limit)
+				if err == nil {
+					backoff = 0
+					caughtUp = n < limit
+					continue
+				}
+			}
+		}
+		if errors.Is(err, errLost) {
+			cl.lose()
+			return
+		}
+		if err != nil {
+			// Redis trouble: retry. If it lasts, the lease runs out and the
+			// watchdog ends the claim.
+			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+			cl.sleep(ctx, backoff)
+			continue
+		}
+
+		wait := opts.MaxWait
+		if due > 0 {
+			wait = min(wait, due)
+		}
+		if room <= 0 {
+			cl.sleep(ctx, wait) // until acks make room, or a nack is due
+			continue
+		}
+		// Caught up: block until the stream has an entry after the last
+		// one read. XREAD leaves the group alone; the fenced read follows.
+		if last == "" {
+			last = "0-0"
+		}
+		res, err := cl.c.m.client.XRead(ctx, &redis.XReadArgs{
+			Streams: []string{cl.keys[1], last},
+			Count:   1,
+			Block:   wait,
+		}).Result()
+		switch {
+		case err == nil && len(res) > 0 && len(res[0].Messages) > 0:
+			caughtUp = false
+		case err != nil && !errors.Is(err, redis.Nil):
+			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+			cl.sleep(ctx, backoff)
+		}
+	}
+}
+
+// sleep waits for d, a kick, or ctx.
+func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-cl.wake:
+	case <-t.C:
+	}
+}
+
+// takeAcksLocked takes the buffered acks and nacks.
+func (cl *Claim) takeAcksLocked() ([]string, []nackHint) {
+	acks, nacks := cl.acks, cl.nacks
+	cl.acks, cl.nacks = nil, nil
+	return acks, nacks
+}
+
+// restoreAcks puts acks and nacks that could not be sent back in front.
+func (cl *Claim) restoreAcks(acks []string, nacks []nackHint) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.state == stateActive || cl.state == stateDraining {
+		cl.acks = append(acks, cl.acks...)
+		cl.nacks = append(nacks, cl.nacks...)
+	}
+}
+
+// readNew sends the buffered acks and nacks and reads up to limit new
+// entries. It returns how many it read and, when fewer than limit, the ID
+// after which to wait for more.
+func (cl *Claim) readNew(ctx context.Context, limit int) (int, string, error) {
+	cl.flushMu.Lock()
+	defer cl.flushMu.Unlock()
+	cl.mu.Lock()
+	if cl.state != stateActive {
+		cl.mu.Unlock()
+		return 0, "", nil
+	}
+	acks, nacks := cl.takeAcksLocked()
+	cl.mu.Unlock()
+	args := make([]any, 0, 6+len(acks)+2*len(nacks))
+	args = append(args, cl.lease, group, cl.c.opts.Owner, limit)
+	args = appendSettle(args, acks, nacks)
+	res, err := readScript.Run(ctx, cl.c.m.client, cl.keys, args...).Result()
+	if err != nil {
+		cl.restoreAcks(acks, nacks)
+		return 0, "", cl.c.m.failed(err)
+	}
+	reply, ok := res.([]any)
+	if !ok {
+		return 0, "", errLost
+	}
+	if len(reply) < 2 {
+		return 0, "", nil
+	}
+	raw := toSlice(reply[1])
+	entries := make([]got, 0, len(raw))
+	last := ""
+	for _, r := range raw {
+		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition, 1)
+		last = id
+		if err != nil {
+			continue // not a message of a Publisher: left pending
+		}
+		entries = append(entries, got{msg: msg, entryID: id})
+	}
+	if len(reply) >= 3 {
+		last, _ = reply[2].(string)
+	}
+	cl.dispatch(entries)
+	return len(raw), last, nil
+}
+
+// claimPending claims one page of the shard's pending entries from cursor
+// and hands them out. It returns the next cursor, "0-0" when done.
+func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (string, error) {
+	res, err := claimScript.Run(ctx, cl.c.m.client, cl.keys, cl.lease, group, cl.c.opts.Owner, cursor, limit).Result()
+	if err != nil {
+		return cursor, cl.c.m.failed(err)
+	}
+	reply, ok := res.([]any)
+	if !ok || len(reply) != 2 {
+		return cursor, errLost
+	}
+	next, _ := reply[0].(string)
+	raw := toSlice(reply[1])
+	entries := make([]got, 0, len(raw))
+	for _, r := range raw {
+		e := toSlice(r)
+		if len(e) != 4 {
+			return cursor, fmt.Errorf("claim pending entries: unexpected reply %v", r)
+		}
+		msg, id, err := decodeEntry(e, cl.c.m.name, cl.partition, int(toInt(e[2])))
+		if err != nil {
+			continue
+		}
+		entries = append(entries, got{msg: msg, entryID: id, wait: time.Duration(toInt(e[3])) * time.Millisecond})
+	}
+	cl.dispatch(entries)
+	return next, nil
+}
+
+// redeliverDue hands out held messages that may go, claiming nacked ones
+// again (which counts a delivery) once their delay has passed.
+func (cl *Claim) redeliverDue(ctx context.Context) error {
+	cl.mu.Lock()
+	if cl.state != stateActive || cl.nHeld == 0 {
+		cl.mu.Unlock()
+		return nil
+	}
+	claim := cl.releaseDueLocked(time.Now())
+	cl.mu.Unlock()
+	for len(claim) > 0 {
+		chunk := claim[:min(len(claim), redeliverChunk)]
+		claim = claim[len(chunk):]
+		args := make([]any, 0, 3+len(chunk))
+		args = append(args, cl.lease, group, cl.c.opts.Owner)
+		for _, h := range chunk {
+			args = append(args, h.entryID)
+		}
+		res, err := redeliverScript.Run(ctx, cl.c.m.client, cl.keys, args...).Result()
+		if err != nil {
+			return cl.c.m.failed(err)
+		}
+		reply, ok := res.([]any)
+		if !ok || len(reply) != 2 {
+			return errLost
+		}
+		counts := make(map[string]int)
+		for _, r := range toSlice(reply[1]) {
+			e := toSlice(r)
+			if len(e) == 3 {
+				id, _ := e[0].(string)
+				counts[id] = int(toInt(e[2]))
+			}
+		}
+		cl.mu.Lock()
+		if cl.state != stateActive {
+			cl.mu.Unlock()
+			return nil
+		}
+		for _, h := range chunk {
+			if d, ok := counts[h.entryID]; ok {
+				h.claimed = true
+				h.msg.Deliveries = d
+				continue
+			}
+			// Gone from the stream: nothing to deliver.
+			addr := h.msg.Address.String()
+			q := cl.holding[addr]
+			if i := slices.Index(q, h); i >= 0 {
+				q = slices.Delete(q, i, i+1)
+				cl.nHeld--
+			}
+			if len(q) == 0 {
+				delete(cl.holding, addr)
+			} else {
+				cl.holding[addr] = q
+			}
+		}
+		cl.mu.Unlock()
+	}
+	cl.mu.Lock()
+	if cl.state == stateActive {
+		cl.releaseDueLocked(time.Now())
+	}
+	cl.mu.Unlock()
+	return nil
+}
+
+// sendAcks runs the ack script; release drops the lease too. It reports
+// whether the lease was still the claim's.
+func (cl *Claim) sendAcks(ctx context.Context, acks []string, nacks []nackHint, release bool) (bool, error) {
+	res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, cl.ackArgs(acks, nacks, release)...).Int64()
+	if err != nil {
+		return false, cl.c.m.failed(err)
+	}
+	return res == 1, nil
+}
+
+// ackArgs are the ack script's arguments.
+func (cl *Claim) ackArgs(acks []string, nacks []nackHint, release bool) []any {
+	rel := "0"
+	if release {
+		rel = "1"
+	}
+	args := make([]any, 0, 5+len(acks)+2*len(nacks))
+	args = append(args, cl.lease, group, rel)
+	return appendSettle(args, acks, nacks)
+}
+
+// appendSettle appends nacks and acks as the scripts' settle takes them.
+func appendSettle(args []any, acks []string, nacks []nackHint) []any {
+	now := time.Now()
+	args = append(args, len(nacks))
+	for _, n := range nacks {
+		args = append(args, n.entryID, max(n.readyAt.Sub(now), 0).Milliseconds())
+	}
+	args = append(args, len(acks))
+	for _, id := range acks {
+		args = append(args, id)
+	}
+	return args
+}
+
+// Ack acknowledges delivered messages of this claim. The acks are buffered
+// and become durable with the next read or flush (within AckInterval) or
+// Release; until then a crash redelivers them. Acks after Lost are ignored;
+// acking a message that is not outstanding (already acked or nacked) does
+// nothing.
+func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
+	cl.mu.Lock()
+	switch cl.state {
+	case stateLost:
+		cl.mu.Unlock()
+		return nil
+	case stateReleased:
+		cl.mu.Unlock()
+		return errReleased
+	}
+	wasFull := cl.roomLocked() <= 0
+	for _, m := range msgs {
+		if m.Partition != cl.partition {
+			cl.mu.Unlock()
+			return fmt.Errorf("redis: ack of message %s of shard %d on the claim of shard %d: ack it on its own claim", m.ID, m.Partition, cl.partition)
+		}
+		if id, ok := cl.inflight[m.Offset]; ok {
+			delete(cl.inflight, m.Offset)
+			cl.acks = append(cl.acks, id)
+		}
+	}
+	batch := len(cl.acks) >= cl.c.opts.BatchSize
+	cl.mu.Unlock()
+	if wasFull {
+		cl.kick()
+	}
+	if batch {
+		cl.c.kickFlush()
+	}
+	return nil
+}
+
+// Nack hands msg back: it is delivered again, with Deliveries one higher,
+// once delay has passed (up to MaxWait later), and the later messages of
+// its address that have not been handed out yet wait for it. Messages of
+// that address already handed out are not recalled. The entry stays in the
+// claim's pending list meanwhile; the time it may come back is recorded in
+// Redis with the next flush, so a new owner of the shard waits for it too.
+func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	switch cl.state {
+	case stateLost:
+		return nil
+	case stateReleased:
+		return errReleased
+	}
+	if msg.Partition != cl.partition {
+		return fmt.Errorf("redis: nack of message %s of shard %d on the claim of shard %d: nack it on its own claim", msg.ID, msg.Partition, cl.partition)
+	}
+	id, ok := cl.inflight[msg.Offset]
+	if !ok {
+		return nil
+	}
+	delete(cl.inflight, msg.Offset)
+	readyAt := time.Now().Add(max(delay, 0))
+	if cl.state == stateActive {
+		cl.holdLocked(&held{msg: msg, entryID: id, nacked: true, readyAt: readyAt})
+	}
+	if delay > 0 {
+		cl.nacks = append(cl.nacks, nackHint{entryID: id, readyAt: readyAt})
+	}
+	cl.kick()
+	return nil
+}
+
+// Release closes Messages, makes the buffered acks and nacks durable and
+// drops the lease, in one script call, so another consumer can take the
+// shard at once. Messages delivered and not acked are redelivered to the
+// next owner. If the lease turns out to be lost, nothing is applied and
+// Lost is closed. After Lost, Release only closes the claim. Release is
+// idempotent; when it fails (ctx ended, Redis error) it may be called
+// again.
+func (cl *Claim) Release(ctx context.Context) error {
+	cl.releaseMu.Lock()
+	defer cl.releaseMu.Unlock()
+
+	cl.mu.Lock()
+	switch cl.state {
+	case stateReleased, stateLost:
+		cl.mu.Unlock()
+		return nil
+	}
+	cl.state = stateDraining
+	cl.releasing = true
+	cl.closeMessagesLocked()
+	cl.mu.Unlock()
+	cl.kick()
+
+	// Wait for acks a read or the flusher has on their way.
+	cl.flushMu.Lock()
+	cl.mu.Lock()
+	acks, nacks := cl.takeAcksLocked()
+	cl.mu.Unlock()
+	ok, err := cl.sendAcks(ctx, acks, nacks, true)
+	cl.flushMu.Unlock()
+
+	cl.mu.Lock()
+	cl.releasing = false
+	if err != nil {
+		cl.mu.Unlock()
+		cl.restoreAcks(acks, nacks)
+		return fmt.Errorf("redis: release shard %d: %w", cl.partition, err)
+	}
+	if !ok {
+		cl.loseLocked()
+	} else if cl.state == stateDraining {
+		cl.state = stateReleased
+		cl.inflight, cl.holding, cl.nHeld, cl.acks, cl.nacks = nil, nil, 0, nil, nil
+		cl.watchdog.Stop()
+	}
+	cl.mu.Unlock()
+	cl.c.forget(cl)
+	return nil
+}

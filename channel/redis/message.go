@@ -1,0 +1,135 @@
+package redis
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// Stream entries carry a message in these fields, in this order; each
+// header <name> follows as a field "h:<name>". Field names and values are
+// Redis strings, so IDs, payloads and headers are binary safe, and an entry
+// reads well in redis-cli.
+const (
+	fieldID      = "id"
+	fieldAddress = "address"
+	fieldPayload = "payload"
+	headerPrefix = "h:"
+)
+
+// seqBits is how many low bits of an Offset hold the entry ID's sequence
+// number; the millisecond time takes the bits above.
+const seqBits = 20
+
+// entry is a message ready to XADD.
+type entry struct {
+	partition int32
+	values    []any // field, value, …
+}
+
+// prepareEntries validates msgs and encodes them, before anything is sent:
+// a bad message rejects the whole batch. The caller's slice is not modified.
+func prepareEntries(msgs []channel.Message, partitions int) ([]entry, error) {
+	out := make([]entry, len(msgs))
+	for i, msg := range msgs {
+		a := msg.Address
+		if a.Type == "" || a.ID == "" || strings.Contains(a.Type, "/") {
+			return nil, fmt.Errorf("redis: publish message %d: %w: %q, want TYPE/ID such as counter/7", i, channel.ErrBadAddress, a.String())
+		}
+		addr := a.String()
+		id := msg.ID
+		if id == "" {
+			id = channel.NewMessageID()
+		}
+		payload := msg.Payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		values := make([]any, 0, 6+2*len(msg.Headers))
+		values = append(values, fieldID, id, fieldAddress, addr, fieldPayload, payload)
+		for k, v := range msg.Headers {
+			values = append(values, headerPrefix+k, v)
+		}
+		out[i] = entry{partition: channel.HomePartition(addr, partitions), values: values}
+	}
+	return out, nil
+}
+
+// parseEntryID splits a stream entry ID "ms-seq".
+func parseEntryID(id string) (ms, seq uint64, err error) {
+	a, b, ok := strings.Cut(id, "-")
+	if ok {
+		if ms, err = strconv.ParseUint(a, 10, 64); err == nil {
+			seq, err = strconv.ParseUint(b, 10, 64)
+		}
+	}
+	if !ok || err != nil {
+		return 0, 0, fmt.Errorf("stream entry ID %q is not ms-seq", id)
+	}
+	return ms, seq, nil
+}
+
+// offsetOf maps a stream entry ID to an Offset: its millisecond time
+// shifted left by 20 bits, or'ed with its sequence number. Offsets grow
+// with entry IDs as long as fewer than 2^20 entries of a shard share one
+// millisecond; a larger sequence number is clamped.
+func offsetOf(ms, seq uint64) int64 {
+	return int64(ms<<seqBits | min(seq, 1<<seqBits-1))
+}
+
+// decodeEntry builds a delivered message from a stream entry as a script
+// returns it: {id, {field, value, …}}.
+func decodeEntry(raw any, mailbox string, partition int32, deliveries int) (channel.Message, string, error) {
+	e, ok := raw.([]any)
+	if !ok || len(e) < 2 {
+		return channel.Message{}, "", fmt.Errorf("unexpected stream entry %T", raw)
+	}
+	id, _ := e[0].(string)
+	fields, _ := e[1].([]any)
+	ms, seq, err := parseEntryID(id)
+	if err != nil {
+		return channel.Message{}, "", err
+	}
+	msg := channel.Message{
+		Mailbox:     mailbox,
+		Partition:   partition,
+		Offset:      offsetOf(ms, seq),
+		Deliveries:  deliveries,
+		PublishedAt: time.UnixMilli(int64(ms)),
+	}
+	var addr string
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].(string)
+		v, _ := fields[i+1].(string)
+		switch {
+		case k == fieldID:
+			msg.ID = v
+		case k == fieldAddress:
+			addr = v
+		case k == fieldPayload:
+			msg.Payload = []byte(v)
+		case strings.HasPrefix(k, headerPrefix):
+			if msg.Headers == nil {
+				msg.Headers = make(map[string]string)
+			}
+			msg.Headers[k[len(headerPrefix):]] = v
+		}
+	}
+	if msg.ID == "" {
+		// Written by something other than a Publisher: the entry ID is
+		// stable and unique within the mailbox.
+		msg.ID = fmt.Sprintf("%s/%d/%s", mailbox, partition, id)
+	}
+	a, err := channel.ParseAddress(addr)
+	if err != nil {
+		return msg, id, fmt.Errorf("entry %s of shard %d: %w", id, partition, err)
+	}
+	msg.Address = a
+	if msg.Payload == nil {
+		msg.Payload = []byte{}
+	}
+	return msg, id, nil
+}

@@ -1,0 +1,61 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// Publisher appends messages to a Mailbox's shard streams. It is safe for
+// concurrent use.
+type Publisher struct {
+	m      *Mailbox
+	closed atomic.Bool
+}
+
+var _ channel.Publisher = (*Publisher)(nil)
+
+// Publish appends msgs in one MULTI/EXEC transaction, so all of them are
+// stored or none, in one round trip. Each goes to the shard of its
+// address, as an entry with the fields id, address, payload and h:<name>
+// per header. A message with an empty ID gets a random one; the caller's
+// slice is not modified. Publish returns once Redis applied the
+// transaction, which with appendfsync always means it is on disk.
+func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
+	if p.closed.Load() || p.m.isClosed() {
+		return fmt.Errorf("redis: publish: %w", channel.ErrClosed)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	entries, err := prepareEntries(msgs, p.m.partitions)
+	if err != nil {
+		return err
+	}
+	if err := p.m.xadd(ctx, entries); err != nil {
+		return fmt.Errorf("redis: publish %d messages: %w", len(msgs), p.m.failed(err))
+	}
+	return nil
+}
+
+// xadd appends entries in one transaction.
+func (m *Mailbox) xadd(ctx context.Context, entries []entry) error {
+	_, err := m.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		for _, e := range entries {
+			tx.XAdd(ctx, &redis.XAddArgs{Stream: m.streamKey(e.partition), ID: "*", Values: e.values})
+		}
+		return nil
+	})
+	return err
+}
+
+// Close makes later Publish calls fail with channel.ErrClosed. It does not
+// close the Mailbox, and it is idempotent.
+func (p *Publisher) Close() error {
+	p.closed.Store(true)
+	return nil
+}

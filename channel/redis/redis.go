@@ -1,0 +1,303 @@
+// Package redis is a channel backend that keeps a mailbox in Redis Streams,
+// on go-redis.
+//
+// A mailbox is a fixed number of shard streams (its partitions). A message
+// goes to the shard channel.HomePartition(address, shards), so one actor's
+// messages stay in order. All shards share one consumer group, but each
+// shard is read by one consumer at a time, the holder of the shard's lease:
+// consumers of a mailbox, in any number of processes on any hosts, share
+// the shards through leases with epochs, each taking up to
+// ceil(shards/live consumers), so a second worker picks up half the shards
+// and a stopping or dead one hands its shards to the others within one
+// lease TTL.
+//
+// # Delivery
+//
+// Delivery is at least once. A new owner of a shard first claims the
+// shard's pending entries (delivered before, never acked) and delivers
+// them, then reads new entries. Message.Deliveries is the entry's delivery
+// count in the group's pending list: 1 on the first read, one more on every
+// claim by a new owner and on every redelivery after a Nack. An entry read
+// but held back (behind a nacked message of its address) or still buffered
+// when its claim ended counts as delivered. Acked entries are acknowledged
+// and deleted from the stream (XACK and XDEL), so a stream holds only what
+// is not yet acked; nothing is ever trimmed by length or age.
+//
+// An entry written to a shard stream by something other than a Publisher
+// is delivered with the ID "<mailbox>/<shard>/<entry ID>" when it has no id
+// field; one without a valid address field cannot be routed, and is left
+// pending, never delivered.
+//
+// Every command that moves entries into a consumer's pending list or acks
+// them runs in a Lua script that first checks the shard's lease: a zombie
+// consumer (its lease expired while it was paused) can neither read new
+// entries nor ack entries that the shard's new owner has claimed.
+//
+// # Keys
+//
+// All keys of a mailbox start with one hash tag, {postbox:<mailbox>}:, so
+// they live in one hash slot and the scripts run on Redis Cluster too (one
+// mailbox is then served by one shard of the cluster):
+//
+//	meta         hash: partitions, version
+//	s:<p>        the stream of shard p, with the consumer group "postbox"
+//	lease:<p>    "<epoch>:<owner>" of shard p's current owner, with a PX TTL
+//	epochs       hash: shard -> epoch, incremented on every takeover
+//	nacks:<p>    hash: entry ID -> time before which it must not come back
+//	consumers    sorted set: live consumers scored by heartbeat expiry
+//	dlq          stream of dead letters
+//	dlq:index    hash: dead-letter ID -> its entry in dlq
+//
+// # Durability and limits
+//
+// A mailbox is as durable as the server's append-only file settings make
+// it. With appendonly yes and appendfsync always (as scripts/services.sh
+// runs Redis), Publish, acks and leases survive a crash of Redis and a
+// power loss once they returned. With appendfsync everysec, about a second
+// of acknowledged writes can be lost on power loss: published messages may
+// vanish and acked ones come back. With AOF off, much more. Replication is
+// asynchronous: a failover can lose acknowledged writes (WAIT is not used).
+//
+// Offsets are the entry ID's millisecond time shifted left by 20 bits plus
+// its sequence number: they grow with publish order unless 2^20 entries of
+// one shard share a millisecond (Redis only gets there when the clock
+// steps back for long under heavy publishing). Needs Redis 7.0 or newer,
+// or a compatible server.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
+)
+
+// Backend is the name this package reports in Consumer.Backend and in
+// dead-letter provenance.
+const Backend = "redis"
+
+// group is the consumer group of every shard stream.
+const group = "postbox"
+
+// schemaVersion is stored in the meta hash so that a later layout can tell
+// an old mailbox apart.
+const schemaVersion = "1"
+
+// Mailbox is one mailbox in Redis. It is safe for concurrent use. Its
+// publishers, consumers and dead-letter store share one client and stop
+// working when the Mailbox is closed.
+type Mailbox struct {
+	client     redis.UniversalClient
+	owned      bool // Close closes client
+	name       string
+	prefix     string
+	partitions int
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{} // closed by Close: running consumers stop
+	runs    sync.WaitGroup
+}
+
+// Open connects to the Redis at addr, "host:port" or a redis:// or
+// rediss:// URL (as redis.ParseURL takes it), and opens the mailbox named
+// mailbox there, creating it when needed. Close closes the connection. ctx
+// bounds the setup round trips.
+func Open(ctx context.Context, addr, mailbox string, opts Options) (*Mailbox, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := validateMailbox(mailbox); err != nil {
+		return nil, err
+	}
+	ropts := &redis.Options{Addr: addr}
+	if strings.Contains(addr, "://") {
+		var err error
+		if ropts, err = redis.ParseURL(addr); err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+	}
+	pool := func(partitions int) int {
+		if opts.PoolSize > 0 {
+			return opts.PoolSize
+		}
+		return 10*runtime.GOMAXPROCS(0) + partitions
+	}
+	want := opts.Partitions
+	if want == 0 {
+		want = defaultPartitions
+	}
+	ropts.PoolSize = pool(want)
+	client := redis.NewClient(ropts)
+	m, err := newMailbox(ctx, client, mailbox, opts, true)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	if ropts.PoolSize < pool(m.partitions) {
+		// An existing mailbox with more shards than guessed: a blocked
+		// reader per shard needs a larger pool.
+		client.Close()
+		ropts.PoolSize = pool(m.partitions)
+		m.client = redis.NewClient(ropts)
+	}
+	return m, nil
+}
+
+// New opens the mailbox on a client the caller made (for instance a
+// *redis.ClusterClient, or a *redis.Client with options of its own) and
+// keeps: Close leaves it open. See Options.PoolSize for sizing its pool.
+func New(ctx context.Context, client redis.UniversalClient, mailbox string, opts Options) (*Mailbox, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := validateMailbox(mailbox); err != nil {
+		return nil, err
+	}
+	return newMailbox(ctx, client, mailbox, opts, false)
+}
+
+func newMailbox(ctx context.Context, client redis.UniversalClient, mailbox string, opts Options, owned bool) (*Mailbox, error) {
+	if err := client.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis: connect: %w (is the server up? scripts/services.sh start redis runs one for tests)", err)
+	}
+	for _, s := range allScripts {
+		if err := s.Load(ctx, client).Err(); err != nil {
+			return nil, fmt.Errorf("redis: load scripts: %w (the mailbox needs Redis 7.0 or newer)", err)
+		}
+	}
+	m := &Mailbox{
+		client:  client,
+		owned:   owned,
+		name:    mailbox,
+		prefix:  "{postbox:" + mailbox + "}:",
+		closing: make(chan struct{}),
+	}
+	n, err := m.init(ctx, opts.Partitions)
+	if err != nil {
+		return nil, fmt.Errorf("redis: open mailbox %s: %w", mailbox, err)
+	}
+	m.partitions = n
+	return m, nil
+}
+
+// init settles the shard count, the stored one or want (defaulting to 8)
+// for a new mailbox, and makes sure every shard has its stream and group.
+func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
+	n := want
+	if n == 0 {
+		n = defaultPartitions
+	}
+	// HSETNX: of two processes creating the mailbox at once, one count wins
+	// and both read it back.
+	if err := m.client.HSetNX(ctx, m.metaKey(), "partitions", n).Err(); err != nil {
+		return 0, fmt.Errorf("store partition count: %w", err)
+	}
+	if err := m.client.HSetNX(ctx, m.metaKey(), "version", schemaVersion).Err(); err != nil {
+		return 0, fmt.Errorf("store version: %w", err)
+	}
+	stored, err := m.client.HGet(ctx, m.metaKey(), "partitions").Result()
+	if err != nil {
+		return 0, fmt.Errorf("read partition count: %w", err)
+	}
+	n, err = strconv.Atoi(stored)
+	if err != nil || n <= 0 || n > maxPartitions {
+		return 0, fmt.Errorf("stored partition count %q in %s is not a number from 1 to %d: the mailbox is damaged", stored, m.metaKey(), maxPartitions)
+	}
+	if want != 0 && want != n {
+		return 0, fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
+	}
+	// A group reading from the start, on every shard; MKSTREAM creates the
+	// stream. BUSYGROUP: it exists already.
+	cmds, err := m.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range n {
+			p.XGroupCreateMkStream(ctx, m.streamKey(int32(s)), group, "0")
+		}
+		return nil
+	})
+	if err != nil {
+		for _, c := range cmds {
+			if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+				return 0, fmt.Errorf("create consumer groups: %w", err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// Keys: the mailbox's hash tag, then what the key holds.
+func (m *Mailbox) metaKey() string          { return m.prefix + "meta" }
+func (m *Mailbox) epochsKey() string        { return m.prefix + "epochs" }
+func (m *Mailbox) consumersKey() string     { return m.prefix + "consumers" }
+func (m *Mailbox) dlqKey() string           { return m.prefix + "dlq" }
+func (m *Mailbox) dlqIndexKey() string      { return m.prefix + "dlq:index" }
+func (m *Mailbox) streamKey(p int32) string { return m.prefix + "s:" + strconv.Itoa(int(p)) }
+func (m *Mailbox) leaseKey(p int32) string  { return m.prefix + "lease:" + strconv.Itoa(int(p)) }
+func (m *Mailbox) nacksKey(p int32) string  { return m.prefix + "nacks:" + strconv.Itoa(int(p)) }
+func (m *Mailbox) shardKeys(p int32) []string {
+	return []string{m.leaseKey(p), m.streamKey(p), m.nacksKey(p)}
+}
+func leaseValue(epoch int64, owner string) string { return strconv.FormatInt(epoch, 10) + ":" + owner }
+
+// Partitions returns the mailbox's shard count.
+func (m *Mailbox) Partitions() int { return m.partitions }
+
+// Name returns the mailbox's name, as reported in Message.Mailbox.
+func (m *Mailbox) Name() string { return m.name }
+
+// Publisher returns a publisher for the mailbox. Closing it does not close
+// the Mailbox.
+func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
+
+// Consumer returns a consumer of the mailbox. Invalid options are reported
+// by its Run.
+func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
+
+// DLQ returns the mailbox's dead-letter store. Redrive puts messages back
+// into this mailbox.
+func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
+
+// Close stops the mailbox's running consumers, waits for their Run to
+// return, and closes the connection if Open made it. Calls after Close
+// return channel.ErrClosed. Close is idempotent.
+func (m *Mailbox) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	close(m.closing)
+	m.mu.Unlock()
+
+	m.runs.Wait()
+	if m.owned {
+		if err := m.client.Close(); err != nil {
+			return fmt.Errorf("redis: close mailbox %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+func (m *Mailbox) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// failed turns an error of a call that raced with Close into
+// channel.ErrClosed.
+func (m *Mailbox) failed(err error) error {
+	if err != nil && m.isClosed() && !errors.Is(err, channel.ErrClosed) {
+		return fmt.Errorf("%w (%v)", channel.ErrClosed, err)
+	}
+	return err
+}

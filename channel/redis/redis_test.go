@@ -1,0 +1,341 @@
+package redis_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/redis"
+)
+
+// testAddr returns REDIS_ADDR. Without it the test is skipped, or fails
+// under CI=true, where the Redis tests must run.
+func testAddr(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("REDIS_ADDR")
+	if addr != "" {
+		return addr
+	}
+	const how = "start a server with `scripts/services.sh start redis` and export the REDIS_ADDR it prints"
+	if os.Getenv("CI") == "true" {
+		t.Fatal("REDIS_ADDR is not set, and under CI=true the Redis channel tests must run: " + how)
+	}
+	t.Skip("REDIS_ADDR is not set: " + how)
+	return ""
+}
+
+// rawClient is a plain client on REDIS_ADDR, closed when t ends.
+func rawClient(t testing.TB) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: testAddr(t)})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// freshMailbox returns a mailbox name no other test uses, and deletes its
+// keys when t ends.
+func freshMailbox(t testing.TB) string {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "test-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "-" + hex.EncodeToString(b[:])
+	c := rawClient(t)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, k := range mailboxKeys(t, c, name) {
+			c.Del(ctx, k)
+		}
+	})
+	return name
+}
+
+// mailboxKeys lists the keys of a mailbox.
+func mailboxKeys(t testing.TB, c *goredis.Client, name string) []string {
+	t.Helper()
+	var keys []string
+	iter := c.Scan(context.Background(), 0, "{postbox:"+name+"}:*", 1000).Iterator()
+	for iter.Next(context.Background()) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("scan keys of %s: %v", name, err)
+	}
+	return keys
+}
+
+// open opens the mailbox or fails the test, closing it when t ends.
+func open(t testing.TB, name string, opts redis.Options) *redis.Mailbox {
+	t.Helper()
+	mb, err := redis.Open(t.Context(), testAddr(t), name, opts)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := mb.Close(); err != nil {
+			t.Errorf("close %s: %v", name, err)
+		}
+	})
+	return mb
+}
+
+// testConsumerOptions fail over fast, so rebalancing tests take seconds.
+var testConsumerOptions = redis.ConsumerOptions{LeaseTTL: time.Second, MaxWait: 50 * time.Millisecond}
+
+func TestConformance(t *testing.T) {
+	testAddr(t)
+	channeltest.Run(t, channeltest.Features{
+		CountsDeliveries: true,
+		NackDelay:        true,
+		Leases:           true,
+	}, func(t *testing.T) channeltest.Mailbox {
+		name := freshMailbox(t)
+		mb := open(t, name, redis.Options{Partitions: 4})
+		pub := mb.Publisher()
+		t.Cleanup(func() { pub.Close() })
+		return channeltest.Mailbox{
+			Publisher:  pub,
+			Partitions: mb.Partitions(),
+			// Each consumer has a client of its own, as another worker
+			// process would.
+			NewConsumer: func(t *testing.T) channel.Consumer {
+				c := open(t, name, redis.Options{}).Consumer(testConsumerOptions)
+				t.Cleanup(func() { c.Close() })
+				return c
+			},
+		}
+	})
+}
+
+func TestPartitionCountIsFixed(t *testing.T) {
+	name := freshMailbox(t)
+	mb, err := redis.Open(t.Context(), testAddr(t), name, redis.Options{Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = redis.Open(t.Context(), testAddr(t), name, redis.Options{Partitions: 8})
+	if err == nil || !strings.Contains(err.Error(), "has 6 partitions") {
+		t.Fatalf("reopen with 8 partitions: %v, want an error naming the stored 6", err)
+	}
+	for _, n := range []int{0, 6} {
+		mb := open(t, name, redis.Options{Partitions: n})
+		if mb.Partitions() != 6 {
+			t.Errorf("reopen with Partitions %d: %d partitions, want the stored 6", n, mb.Partitions())
+		}
+	}
+	if mb := open(t, freshMailbox(t), redis.Options{}); mb.Partitions() != 8 {
+		t.Errorf("new mailbox has %d partitions, want the default 8", mb.Partitions())
+	}
+}
+
+func TestOptionsAreValidated(t *testing.T) {
+	// Options are checked before connecting: no server needed.
+	for _, tc := range []struct {
+		name  string
+		opts  redis.Options
+		field string
+	}{
+		{"m", redis.Options{Partitions: -1}, "Options.Partitions"},
+		{"m", redis.Options{Partitions: 1 << 20}, "Options.Partitions"},
+		{"m", redis.Options{PoolSize: -1}, "Options.PoolSize"},
+		{"a{b}", redis.Options{}, "braces"},
+		{"", redis.Options{}, "empty mailbox name"},
+	} {
+		_, err := redis.Open(t.Context(), "127.0.0.1:1", tc.name, tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Open(%q, %+v): %v, want an error naming %s", tc.name, tc.opts, err, tc.field)
+		}
+	}
+	mb := open(t, freshMailbox(t), redis.Options{Partitions: 1})
+	for _, tc := range []struct {
+		opts  redis.ConsumerOptions
+		field string
+	}{
+		{redis.ConsumerOptions{LeaseTTL: time.Millisecond}, "ConsumerOptions.LeaseTTL"},
+		{redis.ConsumerOptions{BatchSize: -1}, "ConsumerOptions.BatchSize"},
+		{redis.ConsumerOptions{Buffer: -1}, "ConsumerOptions.Buffer"},
+		{redis.ConsumerOptions{MaxWait: time.Microsecond}, "ConsumerOptions.MaxWait"},
+		{redis.ConsumerOptions{AckInterval: -1}, "ConsumerOptions.AckInterval"},
+	} {
+		err := mb.Consumer(tc.opts).Run(t.Context(), func(channel.Claim) {})
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Run with %+v: %v, want an error naming %s", tc.opts, err, tc.field)
+		}
+	}
+}
+
+func TestNewLeavesCallersClientOpen(t *testing.T) {
+	c := rawClient(t)
+	mb, err := redis.New(t.Context(), c, freshMailbox(t), redis.Options{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mb.Partitions() != 2 {
+		t.Errorf("%d partitions, want 2", mb.Partitions())
+	}
+	if err := mb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Publisher().Publish(t.Context(), channel.Message{Address: channel.Address{Type: "a", ID: "1"}}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Ping(t.Context()).Err(); err != nil {
+		t.Errorf("the caller's client after Close: %v", err)
+	}
+}
+
+func TestOpenUnreachableSaysWhatToDo(t *testing.T) {
+	_, err := redis.Open(t.Context(), "127.0.0.1:1", "m", redis.Options{})
+	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh") {
+		t.Fatalf("Open of a closed port: err = %v, want a hint at scripts/services.sh", err)
+	}
+}
+
+// Every key of a mailbox carries its hash tag, so that one script may
+// touch them all on Redis Cluster.
+func TestKeysShareOneHashTag(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 2})
+	ctx := t.Context()
+	if err := mb.Publisher().Publish(ctx, channel.Message{Address: channel.Address{Type: "k", ID: "1"}, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	got := consume(t, mb, 1, nil)
+	if err := mb.DLQ().Put(ctx, envelopeOf(got[0])); err != nil {
+		t.Fatal(err)
+	}
+	keys := mailboxKeys(t, rawClient(t), name)
+	if len(keys) < 6 {
+		t.Fatalf("keys = %q, want meta, streams, epochs, dlq and its index at least", keys)
+	}
+	// SCAN matched the prefix; check the tag is the whole {…} part.
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "{postbox:"+name+"}:") {
+			t.Errorf("key %q does not start with the mailbox's hash tag", k)
+		}
+	}
+}
+
+// An entry ID maps to an Offset that grows with it, and PublishedAt is the
+// entry's time.
+func TestOffsetsFollowEntryIDs(t *testing.T) {
+	mb := open(t, freshMailbox(t), redis.Options{Partitions: 1})
+	var msgs []channel.Message
+	for i := range 50 {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "o", ID: "1"}, Payload: []byte{byte(i)}})
+	}
+	before := time.Now()
+	if err := mb.Publisher().Publish(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	got := consume(t, mb, 50, nil)
+	for i, m := range got {
+		if i > 0 && m.Offset <= got[i-1].Offset {
+			t.Errorf("offset %d after %d", m.Offset, got[i-1].Offset)
+		}
+		if m.Payload[0] != byte(i) {
+			t.Errorf("message %d delivered at %d", m.Payload[0], i)
+		}
+		ms := m.Offset >> 20
+		if ms != m.PublishedAt.UnixMilli() || m.PublishedAt.Before(before.Add(-time.Minute)) {
+			t.Errorf("offset %d (ms %d), PublishedAt %v", m.Offset, ms, m.PublishedAt)
+		}
+		if m.Mailbox != mb.Name() {
+			t.Errorf("Mailbox %q, want %q", m.Mailbox, mb.Name())
+		}
+	}
+}
+
+// Publish returns ErrClosed once the Mailbox is closed, and so do Run and
+// the dead-letter store.
+func TestClosedMailbox(t *testing.T) {
+	mb, err := redis.Open(t.Context(), testAddr(t), freshMailbox(t), redis.Options{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := mb.Publisher()
+	if err := mb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	ctx := t.Context()
+	if err := pub.Publish(ctx, channel.Message{Address: channel.Address{Type: "a", ID: "1"}}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if err := mb.Consumer(redis.ConsumerOptions{}).Run(ctx, func(channel.Claim) {}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Run after Close: %v, want ErrClosed", err)
+	}
+	if _, err := mb.DLQ().List(ctx); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("List after Close: %v, want ErrClosed", err)
+	}
+}
+
+// consume runs a consumer of mb until it has received n messages, handing
+// each to handle (nil: ack it), and returns them in the order received.
+func consume(t *testing.T, mb *redis.Mailbox, n int, handle func(channel.Claim, channel.Message)) []channel.Message {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		got  []channel.Message
+		done = make(chan error, 1)
+	)
+	c := mb.Consumer(testConsumerOptions)
+	go func() {
+		done <- c.Run(ctx, func(cl channel.Claim) {
+			for m := range cl.Messages() {
+				mu.Lock()
+				got = append(got, m)
+				mu.Unlock()
+				if handle != nil {
+					handle(cl, m)
+				} else if err := cl.Ack(context.Background(), m); err != nil {
+					t.Errorf("ack: %v", err)
+				}
+			}
+			if err := cl.Release(context.Background()); err != nil {
+				t.Errorf("release: %v", err)
+			}
+		})
+	}()
+	waitFor(t, 30*time.Second, "messages", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= n
+	})
+	cancel()
+	if err := <-done; err != nil { // returns after every claim released
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]channel.Message(nil), got...)
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,291 @@
+package redis
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts run atomically on the server: no other command runs between
+// their checks and their writes. Each declares every key it touches in
+// KEYS, all under the mailbox's hash tag, so they run on Redis Cluster
+// too. The shebang line makes Redis refuse a writing script up front when
+// it is out of memory, instead of failing it halfway.
+//
+// Every script that reads, claims or acks entries of a shard first checks
+// the shard's lease against the caller's value ("<epoch>:<owner>"): a
+// consumer whose lease ended (a zombie) can neither move entries into its
+// pending list nor ack entries the shard's new owner has claimed. Such a
+// script returns 0 and touches nothing.
+
+// luaPrelude holds helpers shared by the scripts. It follows the shebang.
+const luaPrelude = `
+local function nowms()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- ack acks ARGV[first..last] in the group, deletes the entries from the
+-- stream (they were delivered to this owner and only it could ack them,
+-- so none is still pending elsewhere) and forgets their nack times.
+local function ack(stream, nacks, group, first, last)
+	if last < first then
+		return
+	end
+	local hasNacks = redis.call('EXISTS', nacks) == 1
+	local i = first
+	while i <= last do
+		local j = math.min(i + 999, last)
+		redis.call('XACK', stream, group, unpack(ARGV, i, j))
+		redis.call('XDEL', stream, unpack(ARGV, i, j))
+		if hasNacks then
+			redis.call('HDEL', nacks, unpack(ARGV, i, j))
+		end
+		i = j + 1
+	end
+end
+
+-- settle applies buffered nacks and acks from ARGV[at]: the number of
+-- nacks, per nack an entry ID and a delay in ms, the number of acks, the
+-- entry IDs. Nacks go first, so that an entry nacked and then acked in one
+-- call leaves no nack time behind. A nack is recorded as the time (server
+-- ms) before which the entry must not come back, so that a new owner of
+-- the shard honours it too.
+local function settle(stream, nacks, group, at)
+	local nn = tonumber(ARGV[at])
+	if nn > 0 then
+		local now = nowms()
+		for k = 0, nn - 1 do
+			redis.call('HSET', nacks, ARGV[at + 1 + 2 * k], now + tonumber(ARGV[at + 2 + 2 * k]))
+		end
+	end
+	local a = at + 1 + 2 * nn
+	ack(stream, nacks, group, a + 1, a + tonumber(ARGV[a]))
+end
+
+-- deliveries is the delivery count of a pending entry.
+local function deliveries(stream, group, id)
+	local p = redis.call('XPENDING', stream, group, id, id, 1)
+	if p[1] then
+		return p[1][4]
+	end
+	return 0
+end
+`
+
+func newScript(body string) *redis.Script {
+	return redis.NewScript("#!lua\n" + luaPrelude + body)
+}
+
+// leaseScript is one tick of a consumer's lease keeper: heartbeat, renew
+// the leases it holds, and take free shards up to its fair share.
+//
+// KEYS[1] is the heartbeat sorted set (owner scored by expiry, server ms),
+// KEYS[2] the epochs hash, KEYS[3+p] the lease of shard p, for every shard.
+// ARGV: owner, TTL in ms, "1" to take free shards, the number of held
+// shards, then per held shard: shard, lease value.
+//
+// It returns {live consumers, {lost shards}, {taken shard, epoch, ...}}.
+// Taking a shard increments its epoch and sets the lease to
+// "<epoch>:<owner>" with the TTL.
+var leaseScript = newScript(`
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local now = nowms()
+redis.call('ZADD', KEYS[1], now + ttl, owner)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local live = redis.call('ZCARD', KEYS[1])
+local shards = #KEYS - 2
+local target = math.ceil(shards / math.max(live, 1))
+local lost, owned = {}, 0
+local held = tonumber(ARGV[4])
+for k = 0, held - 1 do
+	local p = tonumber(ARGV[5 + 2 * k])
+	local key = KEYS[3 + p]
+	if redis.call('GET', key) == ARGV[6 + 2 * k] then
+		redis.call('PEXPIRE', key, ttl)
+		owned = owned + 1
+	else
+		lost[#lost + 1] = p
+	end
+end
+local taken = {}
+if ARGV[3] == '1' then
+	for p = 0, shards - 1 do
+		if owned >= target then
+			break
+		end
+		local key = KEYS[3 + p]
+		if redis.call('EXISTS', key) == 0 then
+			local e = redis.call('HINCRBY', KEYS[2], p, 1)
+			redis.call('SET', key, e .. ':' .. owner, 'PX', ttl)
+			taken[#taken + 1] = p
+			taken[#taken + 1] = e
+			owned = owned + 1
+		end
+	end
+end
+return {live, lost, taken}
+`)
+
+// readScript applies buffered nacks and acks and reads the shard's next
+// new entries into the owner's pending list.
+//
+// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer,
+// count, then the nacks and acks as settle takes them.
+//
+// It returns 0 when the lease is not the caller's; {1} when count is 0;
+// {1, entries} when it read some, each {id, {field, value, ...}}, all with
+// delivery count 1; and {1, {}, last} when there was nothing new, last
+// being the ID of the stream's newest entry ("0-0" when empty), from which
+// to wait for the next one.
+var readScript = newScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
+end
+settle(KEYS[2], KEYS[3], ARGV[2], 5)
+local count = tonumber(ARGV[4])
+if count <= 0 then
+	return {1}
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', count, 'STREAMS', KEYS[2], '>')
+if r and r[1] and #r[1][2] > 0 then
+	return {1, r[1][2]}
+end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if last[1] then
+	id = last[1][1]
+end
+return {1, {}, id}
+`)
+
+// claimScript claims one page of the shard's pending entries, whoever
+// holds them, for the new owner (XAUTOCLAIM with min-idle 0), which bumps
+// their delivery counts.
+//
+// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer,
+// cursor, count.
+//
+// It returns 0 when the lease is not the caller's, else {next cursor,
+// entries}, each {id, {field, value, ...}, deliveries, wait}: wait is how
+// many ms remain of a nack delay, or -1. When the scan is complete (cursor
+// "0-0") it also drops the group's other consumers, which have nothing
+// pending any more.
+var claimScript = newScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
+end
+local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'COUNT', ARGV[5])
+local hasNacks = redis.call('EXISTS', KEYS[3]) == 1
+local now = nowms()
+local out = {}
+for _, e in ipairs(r[2]) do
+	if e[2] then
+		local wait = -1
+		if hasNacks then
+			local at = redis.call('HGET', KEYS[3], e[1])
+			if at then
+				wait = tonumber(at) - now
+			end
+		end
+		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1]), wait}
+	end
+end
+if hasNacks and r[3] then
+	for _, id in ipairs(r[3]) do
+		redis.call('HDEL', KEYS[3], id)
+	end
+end
+if r[1] == '0-0' then
+	for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[2], ARGV[2])) do
+		local name, pending
+		for k = 1, #c, 2 do
+			if c[k] == 'name' then
+				name = c[k + 1]
+			elseif c[k] == 'pending' then
+				pending = c[k + 1]
+			end
+		end
+		if name and name ~= ARGV[3] and pending == 0 then
+			redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[2], name)
+		end
+	end
+end
+return {r[1], out}
+`)
+
+// redeliverScript claims nacked entries again whose delay has passed
+// (XCLAIM to the same owner), which bumps their delivery counts.
+//
+// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer, then
+// the entry IDs.
+//
+// It returns 0 when the lease is not the caller's, else {1, entries}, each
+// {id, {field, value, ...}, deliveries}. An entry no longer in the stream
+// is left out.
+var redeliverScript = newScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
+end
+local out = {}
+for _, e in ipairs(redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, unpack(ARGV, 4))) do
+	if e and e[2] then
+		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
+	end
+end
+redis.call('HDEL', KEYS[3], unpack(ARGV, 4))
+return {1, out}
+`)
+
+// ackScript applies buffered nacks and acks, and on release drops the
+// lease.
+//
+// KEYS: lease, stream, nack hash. ARGV: lease value, group, "1" to drop
+// the lease, then the nacks and acks as settle takes them.
+//
+// It returns 0 when the lease is not the caller's (nothing is applied),
+// else 1.
+var ackScript = newScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
+end
+settle(KEYS[2], KEYS[3], ARGV[2], 4)
+if ARGV[3] == '1' then
+	redis.call('DEL', KEYS[1])
+end
+return 1
+`)
+
+// dlqPutScript stores a dead letter, replacing the one of the same ID.
+//
+// KEYS: the dead-letter stream, its index hash (dead-letter ID to entry
+// ID). ARGV: dead-letter ID, envelope JSON. It returns the new entry ID.
+var dlqPutScript = newScript(`
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+	redis.call('XDEL', KEYS[1], old)
+end
+local id = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'envelope', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+return id
+`)
+
+// dlqPurgeScript deletes the dead letters with the IDs in ARGV, or all of
+// them when ARGV is empty, and returns how many it deleted.
+//
+// KEYS: the dead-letter stream, its index hash.
+var dlqPurgeScript = newScript(`
+if #ARGV == 0 then
+	local n = redis.call('HLEN', KEYS[2])
+	redis.call('DEL', KEYS[1], KEYS[2])
+	return n
+end
+local n = 0
+for _, id in ipairs(ARGV) do
+	local e = redis.call('HGET', KEYS[2], id)
+	if e then
+		redis.call('XDEL', KEYS[1], e)
+		redis.call('HDEL', KEYS[2], id)
+		n = n + 1
+	end
+end
+return n
+`)
+
+var allScripts = []*redis.Script{leaseScript, readScript, claimScript, redeliverScript, ackScript, dlqPutScript, dlqPurgeScript}

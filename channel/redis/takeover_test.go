@@ -1,0 +1,293 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/redis"
+)
+
+// recorder runs a consumer and keeps its claims and deliveries; it acks
+// nothing unless ack is set.
+type recorder struct {
+	mu     sync.Mutex
+	claims []channel.Claim
+	got    []channel.Message
+	ended  []channel.Claim // claims whose Messages closed
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func record(t *testing.T, c channel.Consumer, ack bool) *recorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &recorder{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		r.done <- c.Run(ctx, func(cl channel.Claim) {
+			r.mu.Lock()
+			r.claims = append(r.claims, cl)
+			r.mu.Unlock()
+			for m := range cl.Messages() {
+				r.mu.Lock()
+				r.got = append(r.got, m)
+				r.mu.Unlock()
+				if ack {
+					if err := cl.Ack(context.Background(), m); err != nil {
+						t.Errorf("ack: %v", err)
+					}
+				}
+			}
+			r.mu.Lock()
+			r.ended = append(r.ended, cl)
+			r.mu.Unlock()
+		})
+	}()
+	t.Cleanup(r.stop(t))
+	return r
+}
+
+func (r *recorder) stop(t *testing.T) func() {
+	return func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30s of cancel")
+		}
+	}
+}
+
+func (r *recorder) received() []channel.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+func (r *recorder) claim(t *testing.T) channel.Claim {
+	t.Helper()
+	waitFor(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.claims[len(r.claims)-1]
+}
+
+func publishN(t *testing.T, mb *redis.Mailbox, prefix string, n int) {
+	t.Helper()
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{
+			ID:      fmt.Sprintf("%s-%d", prefix, i),
+			Address: channel.Address{Type: "t", ID: strconv.Itoa(i % 3)},
+			Payload: []byte(fmt.Sprintf("%s-%d", prefix, i)),
+		})
+	}
+	if err := mb.Publisher().Publish(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A new owner delivers the shard's pending entries, counted once more,
+// before anything new, in entry order.
+func TestTakeoverDeliversPendingFirst(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 1})
+	publishN(t, mb, "old", 10)
+
+	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
+	waitFor(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
+	cl := a.claim(t)
+	// A acks the first three and gives the shard up.
+	if err := cl.Ack(t.Context(), a.received()[:3]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, mb, "new", 5)
+
+	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	waitFor(t, 30*time.Second, "B to receive 12", func() bool { return len(b.received()) >= 12 })
+	var order []string
+	for i, m := range b.received() {
+		order = append(order, m.ID)
+		want := 1
+		if i < 7 {
+			want = 2
+		}
+		if m.Deliveries != want {
+			t.Errorf("%s delivered to B with Deliveries %d, want %d", m.ID, m.Deliveries, want)
+		}
+	}
+	want := "[old-3 old-4 old-5 old-6 old-7 old-8 old-9 new-0 new-1 new-2 new-3 new-4]"
+	if fmt.Sprint(order) != want {
+		t.Errorf("B received %v, want %s: pending entries first, in order", order, want)
+	}
+
+	// B acked everything: the stream is empty, and only B is left in the
+	// group.
+	c := rawClient(t)
+	stream := "{postbox:" + name + "}:s:0"
+	waitFor(t, 10*time.Second, "the acked entries to be deleted", func() bool {
+		n, err := c.XLen(t.Context(), stream).Result()
+		return err == nil && n == 0
+	})
+	consumers, err := c.XInfoConsumers(t.Context(), stream, "postbox").Result()
+	if err != nil || len(consumers) != 1 {
+		t.Errorf("group consumers after takeover: %+v, %v; want B alone", consumers, err)
+	}
+}
+
+// A consumer whose lease was taken over behind its back (a zombie: it was
+// paused past its TTL) can ack nothing: its script finds the lease gone,
+// applies nothing, and ends the claim with Lost.
+func TestZombieAcksAreFenced(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 1})
+	publishN(t, mb, "z", 5)
+	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 30 * time.Second}), false)
+	waitFor(t, 30*time.Second, "A to receive 5", func() bool { return len(a.received()) == 5 })
+	cl := a.claim(t)
+
+	// Another owner takes the lease, as after A's lease expired.
+	c := rawClient(t)
+	lease := "{postbox:" + name + "}:lease:0"
+	if err := c.Set(t.Context(), lease, "99:intruder", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Ack(t.Context(), a.received()...); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim was not lost after its ack found another owner's lease")
+	}
+	if _, ok := <-cl.Messages(); ok {
+		t.Error("Messages still open after Lost")
+	}
+	pending, err := c.XPending(t.Context(), "{postbox:"+name+"}:s:0", "postbox").Result()
+	if err != nil || pending.Count != 5 {
+		t.Errorf("pending after fenced acks: %+v, %v; want all 5 still pending", pending, err)
+	}
+	if v, _ := c.Get(t.Context(), lease).Result(); v != "99:intruder" {
+		t.Errorf("lease is %q after the zombie released, want the intruder's", v)
+	}
+	if err := cl.Release(t.Context()); err != nil {
+		t.Errorf("release after lost: %v", err)
+	}
+}
+
+// A lease taken by another owner is found out by the next renewal: Lost
+// closes.
+func TestTakenLeaseIsLost(t *testing.T) {
+	name := freshMailbox(t)
+	open(t, name, redis.Options{Partitions: 1})
+	c := rawClient(t)
+	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 600 * time.Millisecond}), false)
+	cl := a.claim(t)
+	if err := c.Set(t.Context(), "{postbox:"+name+"}:lease:0", "0:other", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cl.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("claim not lost after its lease was taken")
+	}
+}
+
+// A lease that cannot be renewed in time is given up by the local clock:
+// Lost closes while the server still holds the lease (writes, and with
+// them key expiry, are paused).
+func TestStalledRenewalLosesLease(t *testing.T) {
+	name := freshMailbox(t)
+	open(t, name, redis.Options{Partitions: 1})
+	c := rawClient(t)
+	const ttl = 600 * time.Millisecond
+	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: ttl}), false)
+	cl := a.claim(t)
+	time.Sleep(ttl / 2) // let a renewal or two go through
+	paused := time.Now()
+	if err := c.Do(t.Context(), "CLIENT", "PAUSE", "2000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Do(context.Background(), "CLIENT", "UNPAUSE") })
+	lease := "{postbox:" + name + "}:lease:0"
+	select {
+	case <-cl.Lost():
+		lostAt := time.Now()
+		if d := lostAt.Sub(paused); d > ttl+300*time.Millisecond {
+			t.Errorf("lost %v after renewals stalled, want within about the TTL %v", d, ttl)
+		}
+		// Redis runs on this host: one clock. Key expiry is paused with
+		// writes, so the key is still there to ask.
+		exp, err := c.Do(t.Context(), "PEXPIRETIME", lease).Int64()
+		if err != nil || lostAt.UnixMilli() >= exp {
+			t.Errorf("claim lost at %d ms, the lease ends on the server at %d ms (%v): want the claim lost first", lostAt.UnixMilli(), exp, err)
+		}
+	case <-time.After(1800 * time.Millisecond):
+		t.Fatal("claim not lost while renewals stalled past the TTL")
+	}
+}
+
+// A nack's delay holds across a change of owner: the new owner waits for
+// it too.
+func TestNackDelaySurvivesTakeover(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 1})
+	publishN(t, mb, "n", 1)
+	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
+	waitFor(t, 30*time.Second, "A to receive it", func() bool { return len(a.received()) == 1 })
+	cl := a.claim(t)
+	const delay = 2 * time.Second
+	nackAt := time.Now()
+	if err := cl.Nack(t.Context(), a.received()[0], delay); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	waitFor(t, 30*time.Second, "B to receive it", func() bool { return len(b.received()) == 1 })
+	if waited := time.Since(nackAt); waited < delay-50*time.Millisecond {
+		t.Errorf("nacked message came back to the new owner after %v, want at least %v", waited, delay)
+	}
+	if m := b.received()[0]; m.Deliveries != 2 || m.ID != "n-0" {
+		t.Errorf("redelivered %s with Deliveries %d, want n-0 and 2", m.ID, m.Deliveries)
+	}
+	// Once acked, nothing of it is left: no entry, no nack time.
+	c := rawClient(t)
+	waitFor(t, 10*time.Second, "the stream and the nack times to empty", func() bool {
+		n, err1 := c.XLen(t.Context(), "{postbox:"+name+"}:s:0").Result()
+		h, err2 := c.HLen(t.Context(), "{postbox:"+name+"}:nacks:0").Result()
+		return err1 == nil && err2 == nil && n == 0 && h == 0
+	})
+}
+
+// Entries not written by a Publisher get an ID from their position.
+func TestForeignEntryGetsPositionID(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 1})
+	c := rawClient(t)
+	id, err := c.XAdd(t.Context(), &goredis.XAddArgs{
+		Stream: "{postbox:" + name + "}:s:0",
+		Values: []any{"address", "ext/1", "payload", "hi"},
+	}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := consume(t, mb, 1, nil)
+	if want := name + "/0/" + id; got[0].ID != want || got[0].Address.String() != "ext/1" || string(got[0].Payload) != "hi" {
+		t.Errorf("foreign entry delivered as %+v, want ID %s", got[0], want)
+	}
+}
