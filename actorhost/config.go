@@ -53,6 +53,12 @@ type Config struct {
 	// MaxActors caps the actors held in memory; the least recently used idle
 	// ones are passivated beyond it. Defaults to 10000.
 	MaxActors int
+	// MaxInFlight bounds the messages of one partition taken from the
+	// channel and not yet acked (the window above the watermark). When it is
+	// reached the host stops taking messages from that partition, so the
+	// channel's own backpressure (pausing a Kafka fetch, say) applies.
+	// Defaults to 4096.
+	MaxInFlight int
 	// DrainTimeout bounds how long a partition being given up (rebalanced
 	// away, or the host stopping) waits for its in-flight messages; the rest
 	// are abandoned and delivered again later. Defaults to 10s.
@@ -92,6 +98,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxActors == 0 {
 		c.MaxActors = 10000
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 4096
+	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
@@ -117,7 +126,7 @@ func (c Config) validate() error {
 		v    int64
 	}{
 		{"Concurrency", int64(c.Concurrency)}, {"MaxAttempts", int64(c.MaxAttempts)},
-		{"CheckpointEvery", int64(c.CheckpointEvery)}, {"MaxActors", int64(c.MaxActors)},
+		{"CheckpointEvery", int64(c.CheckpointEvery)}, {"MaxActors", int64(c.MaxActors)}, {"MaxInFlight", int64(c.MaxInFlight)},
 		{"BackoffInitial", int64(c.BackoffInitial)}, {"BackoffMax", int64(c.BackoffMax)},
 		{"IdleTimeout", int64(c.IdleTimeout)}, {"DrainTimeout", int64(c.DrainTimeout)},
 	} {

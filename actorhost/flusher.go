@@ -122,8 +122,13 @@ func (f *flusher) flushOnce(ctx context.Context) {
 		f.write(ctx, g)
 	}
 	close(g.done)
-	for _, fn := range g.then {
-		fn(g)
+	if len(g.then) > 0 {
+		// Acks run beside the next write, not before it.
+		go func() {
+			for _, fn := range g.then {
+				fn(g)
+			}
+		}()
 	}
 }
 

@@ -218,6 +218,7 @@ type claimState struct {
 	stopping chan struct{} // closed: abandon queued work
 	ended    chan struct{}
 
+	room     chan struct{} // signalled when the watermark moves
 	mu       sync.Mutex
 	inflight []*delivery // in offset order
 	fenced   bool
@@ -233,6 +234,13 @@ func (cs *claimState) isStopping() bool {
 	default:
 		return false
 	}
+}
+
+// window is how many messages are taken and not yet acked.
+func (cs *claimState) window() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.inflight)
 }
 
 func (cs *claimState) beginStop() { cs.stopOnce.Do(func() { close(cs.stopping) }) }
@@ -254,7 +262,7 @@ func (h *Host) onClaim(c channel.Claim) {
 	}()
 	ctx, cancel := context.WithCancel(h.hardCtx)
 	cs := &claimState{claim: c, key: h.partitionKey(c.Partition()), ctx: ctx, cancel: cancel,
-		stopping: make(chan struct{}), ended: make(chan struct{})}
+		stopping: make(chan struct{}), ended: make(chan struct{}), room: make(chan struct{}, 1)}
 	defer cancel()
 	log := h.log.With(zap.Int32("partition", c.Partition()))
 
@@ -276,6 +284,22 @@ func (h *Host) onClaim(c channel.Claim) {
 	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
 loop:
 	for {
+		if cs.window() >= h.cfg.MaxInFlight {
+			// Backpressure: take nothing more until the watermark moves.
+			select {
+			case <-cs.room:
+				continue
+			case <-c.Lost():
+				cs.mu.Lock()
+				cs.lost = true
+				cs.mu.Unlock()
+				cs.cancel()
+				log.Warn("partition lost: abandoning its in-flight work")
+				break loop
+			case <-ctx.Done():
+				break loop
+			}
+		}
 		select {
 		case msg, ok := <-c.Messages():
 			if !ok {
@@ -445,6 +469,10 @@ func (h *Host) finish(d *delivery) {
 		cs.inflight = cs.inflight[n:]
 		if err := cs.claim.Ack(cs.ctx, acks...); err != nil {
 			h.log.Warn("ack failed; the messages will be delivered again and deduplicated", zap.Error(err))
+		}
+		select {
+		case cs.room <- struct{}{}:
+		default:
 		}
 	}
 	cs.mu.Unlock()

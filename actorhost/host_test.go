@@ -356,3 +356,36 @@ func TestStuckHandlerIsAbandonedAfterDrainTimeout(t *testing.T) {
 	h2 := b.start(b.config())
 	waitFor(t, 20*time.Second, "redelivered and handled", func() bool { return h2.Stats().Processed == 1 })
 }
+
+func TestMaxInFlightBoundsWhatIsTakenFromThePartition(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	err := actorhost.Register(b.reg, "slow", func(ctx *actorhost.Context, s *struct{ N int }, m actorhost.Message) error {
+		time.Sleep(time.Millisecond)
+		s.N++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []channel.Message
+	for i := range 150 {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "slow", ID: fmt.Sprint(i % 3)}, Payload: []byte(`{}`)})
+	}
+	b.publish(msgs...)
+	cfg := b.config()
+	cfg.MaxInFlight = 8
+	h := b.start(cfg)
+	peak := int64(0)
+	waitFor(t, 30*time.Second, "all handled", func() bool {
+		st := h.Stats()
+		peak = max(peak, st.InFlight)
+		return st.Processed == 150
+	})
+	if peak > 8*4 { // four partitions, at most 8 each
+		t.Fatalf("peak in flight %d, want at most 32", peak)
+	}
+	if peak == 0 {
+		t.Fatal("never saw a message in flight")
+	}
+}
