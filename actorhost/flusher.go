@@ -3,6 +3,7 @@ package actorhost
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -42,12 +43,15 @@ func newGen() *flushGen {
 	return &flushGen{batches: map[string]*journal.Batch{}, done: make(chan struct{})}
 }
 
-// errFor is the outcome of the generation for one partition's writes.
-func (g *flushGen) errFor(partition string) error {
+func batchKey(partition string, epoch int64) string { return fmt.Sprintf("%s#%d", partition, epoch) }
+
+// errFor is the outcome of the generation for the writes of one partition
+// under one epoch.
+func (g *flushGen) errFor(partition string, epoch int64) error {
 	if g.err != nil {
 		return g.err
 	}
-	if g.fenced[partition] {
+	if g.fenced[batchKey(partition, epoch)] {
 		return &journal.FencedError{Partitions: []string{partition}}
 	}
 	return nil
@@ -73,11 +77,14 @@ func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp
 	f.mu.Lock()
 	g := f.cur
 	if len(entries) > 0 || cp != nil {
-		b := g.batches[partition]
+		// Batches are per partition AND epoch: a straggler of an ended claim
+		// must never ride on the new claim's epoch.
+		key := batchKey(partition, epoch)
+		b := g.batches[key]
 		if b == nil {
 			b = &journal.Batch{Partition: partition, Epoch: epoch}
-			g.batches[partition] = b
-			g.order = append(g.order, partition)
+			g.batches[key] = b
+			g.order = append(g.order, key)
 		}
 		b.Entries = append(b.Entries, entries...)
 		if cp != nil {
@@ -144,11 +151,18 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 		switch {
 		case err == nil:
 		case errors.Is(err, journal.ErrFenced):
+			// Which batches were refused: those of a named partition whose
+			// epoch is not the current one.
 			var fe *journal.FencedError
+			g.fenced = map[string]bool{}
 			if errors.As(err, &fe) {
-				g.fenced = map[string]bool{}
 				for _, p := range fe.Partitions {
-					g.fenced[p] = true
+					cur, cerr := f.j.Epoch(ctx, p)
+					for _, b := range batches {
+						if b.Partition == p && (cerr != nil || b.Epoch != cur) {
+							g.fenced[batchKey(p, b.Epoch)] = true
+						}
+					}
 				}
 			}
 		case errors.Is(err, journal.ErrSequence):
@@ -158,7 +172,7 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 			for _, b := range batches {
 				if err := f.j.Append(ctx, b); err != nil {
 					f.log.Warn("journal refused batch; giving up the partition", zap.String("partition", b.Partition), zap.Error(err))
-					g.fenced[b.Partition] = true
+					g.fenced[batchKey(b.Partition, b.Epoch)] = true
 				}
 			}
 		case errors.Is(err, journal.ErrClosed), ctx.Err() != nil:

@@ -303,6 +303,15 @@ loop:
 		select {
 		case msg, ok := <-c.Messages():
 			if !ok {
+				select {
+				case <-c.Lost(): // closed together with Messages: a loss, not a release
+					cs.mu.Lock()
+					cs.lost = true
+					cs.mu.Unlock()
+					cs.cancel()
+					log.Warn("partition lost: abandoning its in-flight work")
+				default:
+				}
 				break loop
 			}
 			h.route(cs, msg)
@@ -503,7 +512,7 @@ func (h *Host) fence(cs *claimState) {
 // abandons d if that write was refused.
 func (h *Host) afterFlush(d *delivery) func(*flushGen) {
 	return func(g *flushGen) {
-		if err := g.errFor(d.claim.key); err != nil {
+		if err := g.errFor(d.claim.key, d.claim.epoch); err != nil {
 			if errors.Is(err, journal.ErrFenced) {
 				h.fence(d.claim)
 			}
@@ -521,7 +530,7 @@ func (h *Host) wait(cs *claimState, g *flushGen) error {
 	case <-cs.ctx.Done():
 		return ErrAbandoned
 	}
-	if err := g.errFor(cs.key); err != nil {
+	if err := g.errFor(cs.key, cs.epoch); err != nil {
 		if errors.Is(err, journal.ErrFenced) {
 			h.fence(cs)
 		}

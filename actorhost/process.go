@@ -47,12 +47,13 @@ func (h *Host) process(a *actor, d *delivery) {
 		h.deduplicated(d)
 		return
 	}
-	if _, done, err := h.cfg.Journal.Outcome(cs.ctx, a.key, msg.ID); err != nil {
-		h.log.Warn("outcome lookup failed; abandoning the delivery", zap.String("actor", a.key), zap.Error(err))
+	done, err := h.lookupOutcome(a, cs, msg.ID)
+	if err != nil {
 		h.deactivate(a)
 		h.abandon(d)
 		return
-	} else if done {
+	}
+	if done {
 		h.deduplicated(d)
 		return
 	}
@@ -187,7 +188,7 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 	data := mustJSON(completeData{N: n, At: now, Payload: msg.Payload, Headers: msg.Headers})
 	ack := h.afterFlush(d)
 	h.append(a, cs, journal.KindComplete, msg.ID, data, checkpoint, func(g *flushGen) {
-		if g.errFor(cs.key) == nil {
+		if g.errFor(cs.key, cs.epoch) == nil {
 			h.m.processed.Add(1) // counted once durable
 		}
 		ack(g)
@@ -282,4 +283,26 @@ func (h *Host) ensureActive(a *actor, cs *claimState) error {
 		}
 	}
 	return nil
+}
+
+// lookupOutcome asks the journal whether msgID has an outcome, retrying
+// journal failures until the claim ends: skipping the message instead would
+// break the actor's order and stall the watermark.
+func (h *Host) lookupOutcome(a *actor, cs *claimState, msgID string) (bool, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		_, done, err := h.cfg.Journal.Outcome(cs.ctx, a.key, msgID)
+		if err == nil {
+			return done, nil
+		}
+		h.log.Warn("outcome lookup failed; retrying", zap.String("actor", a.key), zap.Error(err))
+		select {
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 5*time.Second)
+		case <-cs.stopping:
+			return false, ErrAbandoned
+		case <-cs.ctx.Done():
+			return false, ErrAbandoned
+		}
+	}
 }
