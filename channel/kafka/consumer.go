@@ -137,7 +137,6 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		// Forwarding foreign records: each copy names its partition.
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordDeliveryTimeout(c.opts.PublishTimeout),
 	)
 	if err != nil {
 		return fmt.Errorf("kafka: consumer of %s: %w", c.topic, err)

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -98,8 +99,12 @@ func (c *claim) produceForward(recs []*kgo.Record) (int, error) {
 	for i, r := range recs {
 		copies[i] = forwardRecord(r, c.s.partitions)
 	}
+	// Bounded by a context, not by the client's record delivery timeout:
+	// that counts from the record's timestamp, the original's.
+	ctx, cancel := context.WithTimeout(c.fwdCtx, c.s.opts.PublishTimeout)
+	defer cancel()
 	failed := make(map[*kgo.Record]error)
-	for _, res := range c.cl.ProduceSync(c.fwdCtx, copies...) {
+	for _, res := range c.cl.ProduceSync(ctx, copies...) {
 		if res.Err != nil {
 			failed[res.Record] = res.Err
 		}
