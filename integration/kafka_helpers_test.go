@@ -1,0 +1,710 @@
+//go:build pending
+
+// Pending: written against real services, not yet run on main's CI; see the
+// closing note. Run with: go test -tags pending ./integration/
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// kafkaBrokers returns KAFKA_BROKERS ("host:port[,host:port]"). Without it
+// the test is skipped, or fails under CI=true, where Kafka must be tested.
+func kafkaBrokers(t *testing.T) string {
+	t.Helper()
+	return requireEnv(t, "KAFKA_BROKERS", "start a broker with scripts/kafka.sh start and export the KAFKA_BROKERS it prints")
+}
+
+// postgresDSN returns POSTGRES_DSN, or skips (fails under CI=true).
+func postgresDSN(t *testing.T) string {
+	t.Helper()
+	return requireEnv(t, "POSTGRES_DSN", "start PostgreSQL with scripts/services.sh start postgres and export the POSTGRES_DSN it prints")
+}
+
+func requireEnv(t *testing.T, name, how string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not set, and CI must run this test: %s", name, how)
+		}
+		t.Skipf("%s is not set: %s", name, how)
+	}
+	return v
+}
+
+// requireKcat fails (under CI) or skips the test when kcat is missing.
+func requireKcat(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("kcat"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("kcat is not installed, and CI must run the Kafka interop tests: apt-get install kcat")
+		}
+		t.Skip("kcat is not installed: apt-get install kcat")
+	}
+}
+
+var nonTopicChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// kafkaTopic returns a topic name that no other test, and no earlier run,
+// uses, and deletes the topic and its dead-letter topic when the test ends.
+func kafkaTopic(t *testing.T, brokers string) string {
+	t.Helper()
+	name := strings.Trim(nonTopicChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(name) > 60 {
+		name = name[len(name)-60:]
+	}
+	topic := fmt.Sprintf("it-%s-%s", name, strconv.FormatInt(time.Now().UnixNano(), 36))
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") != "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+		if err != nil {
+			return
+		}
+		defer cl.Close()
+		kadm.NewClient(cl).DeleteTopics(ctx, topic, topic+".dlq")
+	})
+	return topic
+}
+
+// process is a worker or producer started in the background. Its stdout
+// and stderr go to dir/name.log. The test kills it, if it still runs, when
+// it ends.
+type process struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	started       time.Time
+	done          chan struct{}
+	err           error // once done is closed
+}
+
+func startProcess(t *testing.T, dir, name, bin string, args ...string) *process {
+	t.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &process{name: name, logPath: logPath, cmd: cmd, started: time.Now(), done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			cmd.Process.Signal(syscall.SIGKILL) // stopped (SIGSTOP) processes die too
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- last lines of %s (%s):\n%s", name, logPath, p.tail(15))
+		}
+	})
+	return p
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *process) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s: signal %v: %v", p.name, sig, err)
+	}
+}
+
+// kill SIGKILLs the process and waits for it.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	p.signal(t, syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits up to timeout for a clean exit.
+func (p *process) stop(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	stopAll(t, timeout, p)
+}
+
+// wait waits up to timeout for the process to exit.
+func (p *process) wait(timeout time.Duration) bool {
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+func (p *process) output() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *process) tail(n int) string {
+	lines := strings.Split(strings.TrimRight(p.output(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// logEntry is one JSON log line of a worker.
+type logEntry struct {
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+	// Partition is a number in the consumer's lines, a journal partition
+	// key ("kafka:topic/3") in the fence line.
+	Partition json.RawMessage `json:"partition"`
+	Epoch     int64           `json:"epoch"`
+	Error     string          `json:"error"`
+
+	// The fields of "worker stopped".
+	Processed    int64 `json:"processed"`
+	DeadLettered int64 `json:"dead_lettered"`
+	Deduplicated int64 `json:"deduplicated"`
+	Executed     int64 `json:"effects_executed"`
+}
+
+// logEntries returns the JSON lines of the process's log; other lines
+// (franz-go warnings go through slog, also JSON) are skipped.
+func (p *process) logEntries() []logEntry {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []logEntry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
+	for sc.Scan() {
+		var e logEntry
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Msg != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// count returns how many log lines have a message that starts with msg.
+func (p *process) count(msg string) int {
+	n := 0
+	for _, e := range p.logEntries() {
+		if strings.HasPrefix(e.Msg, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// owned returns the partitions a worker holds according to its log: those
+// whose last "partition claimed" has no "partition released" after it.
+func (p *process) owned() map[int32]bool {
+	own := map[int32]bool{}
+	for _, e := range p.logEntries() {
+		var partition int32
+		if json.Unmarshal(e.Partition, &partition) != nil {
+			continue
+		}
+		switch e.Msg {
+		case "partition claimed":
+			own[partition] = true
+		case "partition released":
+			delete(own, partition)
+		}
+	}
+	return own
+}
+
+// claimEpochs returns the journal epoch with which a worker last claimed
+// each partition, from its log.
+func (p *process) claimEpochs() map[int32]int64 {
+	epochs := map[int32]int64{}
+	for _, e := range p.logEntries() {
+		var partition int32
+		if e.Msg == "partition claimed" && json.Unmarshal(e.Partition, &partition) == nil {
+			epochs[partition] = e.Epoch
+		}
+	}
+	return epochs
+}
+
+// stats returns the counters a worker logs when it stops.
+func (p *process) stats() (logEntry, bool) {
+	for _, e := range p.logEntries() {
+		if e.Msg == "worker stopped" {
+			return e, true
+		}
+	}
+	return logEntry{}, false
+}
+
+// waitRunning waits for a worker's "worker running" line: its topics exist
+// and its host has started.
+func (p *process) waitRunning(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, p.name+" running", func() bool {
+		if p.exited() {
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.tail(10))
+		}
+		return p.count("worker running") > 0
+	})
+}
+
+// workerArgs are the flags of one `worker run`.
+type workerArgs struct {
+	mailbox, journal string
+	sink             string
+	concurrency      int
+	admin            string
+	extra            []string
+}
+
+func startWorker(t *testing.T, dir, name string, w workerArgs) *process {
+	t.Helper()
+	args := []string{"run", "--mailbox", w.mailbox, "--journal", w.journal,
+		"--concurrency", strconv.Itoa(max(w.concurrency, 1)), "--checkpoint-every", "25",
+		"--backoff-initial", "5ms", "--backoff-max", "50ms", "--log-level", "info", "--shutdown-timeout", "30s"}
+	if w.sink != "" {
+		args = append(args, "--counter-sink", w.sink)
+	}
+	if w.admin != "" {
+		args = append(args, "--admin", w.admin)
+	}
+	return startProcess(t, dir, name, workerBin, append(args, w.extra...)...)
+}
+
+// metric scrapes one unlabelled counter or gauge from a worker's /metrics.
+func metric(adminAddr, name string) (float64, bool) {
+	code, body := httpGet("http://" + adminAddr + "/metrics")
+	if code != 200 {
+		return 0, false
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// sqliteJournal returns a journal URL for a new SQLite file in dir.
+func sqliteJournal(dir string) string { return "sqlite:" + filepath.Join(dir, "journal.db") }
+
+// postgresJournal returns a journal URL for a new schema of POSTGRES_DSN,
+// dropped when the test ends.
+func postgresJournal(t *testing.T) string {
+	t.Helper()
+	dsn := postgresDSN(t)
+	schema := fmt.Sprintf("pbit_%s", strconv.FormatInt(time.Now().UnixNano(), 36))
+	runSQL := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	ident := pgx.Identifier{schema}.Sanitize()
+	if err := runSQL("CREATE SCHEMA " + ident); err != nil {
+		t.Fatalf("create schema for the journal: %v", err)
+	}
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") == "" {
+			runSQL("DROP SCHEMA IF EXISTS " + ident + " CASCADE")
+		}
+	})
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
+}
+
+// openJournal opens a journal URL in-process, closed when the test ends.
+func openJournal(t *testing.T, url string) journal.Journal {
+	t.Helper()
+	j, err := backends.OpenJournal(url, backends.JournalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+// counterRegistry knows the counter actor, without a sink: replays run no
+// side effect anyway.
+func counterRegistry(t *testing.T) *actorhost.Registry {
+	reg := actorhost.NewRegistry()
+	if err := counter.Register(reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+// wrongCounters replays every counter of want from j and returns how many
+// differ from it, with one example.
+func wrongCounters(reg *actorhost.Registry, j journal.Journal, want map[string]counter.State) (int, string) {
+	n, example := 0, ""
+	for _, addr := range sortedKeys(want) {
+		a, err := channel.ParseAddress(addr)
+		var got counter.State
+		if err == nil {
+			var r actorhost.Replayed
+			r, err = reg.Replay(context.Background(), j, a, actorhost.ReplayOptions{})
+			if err == nil {
+				err = json.Unmarshal(r.State, &got)
+			}
+		}
+		if err != nil || got != want[addr] {
+			n++
+			if example == "" {
+				example = fmt.Sprintf("%s = %+v (err %v), want %+v", addr, got, err, want[addr])
+			}
+		}
+	}
+	return n, example
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// dlqRow is one line of `worker dlq list`.
+type dlqRow struct{ id, address, attempts, lastError string }
+
+// dlqList runs `worker dlq list` on a mailbox.
+func dlqList(t *testing.T, mailbox string) []dlqRow {
+	t.Helper()
+	r := run(t, "", workerBin, "dlq", "list", "--mailbox", mailbox)
+	if r.code != 0 {
+		t.Fatalf("worker dlq list: status %d: %s", r.code, r.stderr)
+	}
+	var rows []dlqRow
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.SplitN(line, "\t", 4)
+		if len(f) != 4 {
+			t.Fatalf("worker dlq list: unexpected line %q", line)
+		}
+		rows = append(rows, dlqRow{id: f[0], address: f[1], attempts: f[2], lastError: f[3]})
+	}
+	return rows
+}
+
+// dlqEnvelopes lists a mailbox's dead letters in-process: the CLI does not
+// print message IDs.
+func dlqEnvelopes(t *testing.T, mailbox string) []dlq.Envelope {
+	t.Helper()
+	mb, err := backends.OpenMailbox(mailbox, backends.MailboxOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	envs, err := mb.DLQ.List(ctx)
+	if err != nil {
+		t.Fatalf("list dead letters: %v", err)
+	}
+	return envs
+}
+
+// sinkStats reads a counter sink: its lines and distinct idempotency keys.
+func sinkStats(t *testing.T, path string) (lines, distinct int) {
+	t.Helper()
+	ls, err := counter.ReadSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, l := range ls {
+		keys[l.Key] = true
+	}
+	return len(ls), len(keys)
+}
+
+// sinkLines counts a sink's lines cheaply, for progress.
+func sinkLines(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// groupLag returns, for the mailbox group of topic, the sum over its
+// partitions of end offset minus committed offset.
+func groupLag(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	committed, err := adm.FetchOffsets(ctx, "postbox."+topic)
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		t.Fatalf("committed offsets of group postbox.%s: %v", topic, err)
+	}
+	var lag int64
+	ends.Each(func(o kadm.ListedOffset) {
+		c, ok := committed.Lookup(topic, o.Partition)
+		switch {
+		case !ok:
+			lag += o.Offset
+		default:
+			lag += o.Offset - c.At
+		}
+	})
+	return lag
+}
+
+// endOffsetSum returns how many records a topic's partitions hold in all.
+func endOffsetSum(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+// outcome is an outcome entry of an actor's journal.
+type outcome struct {
+	kind, message string
+	payload       json.RawMessage
+	headers       map[string]string
+}
+
+// journalOutcomes runs `worker journal ADDR` and returns the outcome entries
+// (completions and dead letters) in journal order.
+func journalOutcomes(t *testing.T, journalURL, addr string) []outcome {
+	t.Helper()
+	r := run(t, "", workerBin, "journal", addr, "--journal", journalURL)
+	if r.code != 0 {
+		t.Fatalf("worker journal %s: status %d: %s", addr, r.code, r.stderr)
+	}
+	var out []outcome
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var e struct {
+			Kind    string `json:"kind"`
+			Message string `json:"message"`
+			Data    struct {
+				Payload json.RawMessage   `json:"payload"`
+				Headers map[string]string `json:"headers"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("worker journal %s: line %q: %v", addr, line, err)
+		}
+		if e.Kind == "complete" || e.Kind == "dead-letter" {
+			out = append(out, outcome{kind: e.Kind, message: e.Message, payload: e.Data.Payload, headers: e.Data.Headers})
+		}
+	}
+	return out
+}
+
+// waitEvery is waitFor for conditions that cost something (replaying
+// every actor, reading a topic): it checks every interval.
+func waitEvery(t *testing.T, timeout, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// stopAll sends SIGTERM to every process at once, then waits up to timeout
+// for each to exit, cleanly.
+func stopAll(t *testing.T, timeout time.Duration, ps ...*process) {
+	t.Helper()
+	start := time.Now()
+	for _, p := range ps {
+		p.signal(t, syscall.SIGTERM)
+	}
+	for _, p := range ps {
+		if !p.wait(timeout - time.Since(start)) {
+			t.Fatalf("%s did not stop within %s of SIGTERM", p.name, timeout)
+		}
+		if p.err != nil {
+			t.Errorf("%s did not stop cleanly: %v\n%s", p.name, p.err, p.tail(10))
+		}
+		t.Logf("%s stopped after SIGTERM in %s", p.name, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// partitionList formats a set of partitions.
+func partitionList(ps map[int32]bool) string {
+	var s []int
+	for p := range ps {
+		s = append(s, int(p))
+	}
+	sort.Ints(s)
+	return fmt.Sprint(s)
+}
+
+// stopBetweenJournalWrites SIGSTOPs a worker just after one of its writes
+// to the SQLite journal at journalPath has committed, and returns how many
+// tries that took. Stopped there, it holds no lock: a worker stopped
+// inside a journal transaction would block every other worker's journal
+// writes (SQLite has one writer) until it resumes, so none could take its
+// partitions over, which is what a zombie test needs. And under load its
+// next group commit, gathered during the last one, is then waiting to be
+// written with the old epoch as soon as it resumes. In WAL mode the write
+// lock is an exclusive POSIX lock on byte 120 of the -shm file, which
+// /proc/locks shows.
+func stopBetweenJournalWrites(t *testing.T, p *process, journalPath string) int {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(journalPath+"-shm", &st); err != nil {
+		t.Fatalf("stat the journal's shared memory file: %v", err)
+	}
+	pid := strconv.Itoa(p.cmd.Process.Pid)
+	inode := ":" + strconv.FormatUint(st.Ino, 10)
+	holding := func() bool {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			t.Fatalf("read /proc/locks: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			// 1: POSIX  ADVISORY  WRITE 2266 fe:00:9994369 120 120
+			f := strings.Fields(line)
+			if len(f) >= 8 && f[1] == "POSIX" && f[3] == "WRITE" && f[4] == pid &&
+				strings.HasSuffix(f[5], inode) && f[6] == "120" {
+				return true
+			}
+		}
+		return false
+	}
+	for try := 1; try <= 200; try++ {
+		waitFor(t, 10*time.Second, p.name+" to write to the journal", holding)
+		deadline := time.Now().Add(10 * time.Second)
+		for holding() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s held the journal's write lock for 10s", p.name)
+			}
+		}
+		p.signal(t, syscall.SIGSTOP)
+		waitFor(t, 5*time.Second, p.name+" to stop", func() bool { return allThreadsStopped(p.cmd.Process.Pid) })
+		if !holding() {
+			return try
+		}
+		p.signal(t, syscall.SIGCONT)
+	}
+	t.Fatalf("%s held the journal's write lock at each of 200 tries to stop it between two writes", p.name)
+	return 0
+}
+
+// allThreadsStopped reports whether every thread of pid is stopped by a
+// signal (state T in /proc/PID/task/*/stat).
+func allThreadsStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if len(stats) == 0 {
+		return false
+	}
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		// pid (comm) S ...: the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
+// testDir is t.TempDir, unless POSTBOX_IT_KEEP is set: then a directory
+// that outlives the test (logs, journal, sink), named in the test's log.
+func testDir(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("POSTBOX_IT_KEEP") == "" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("", "postbox-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("POSTBOX_IT_KEEP: files kept in %s", dir)
+	return dir
+}

@@ -1,0 +1,765 @@
+//go:build pending
+
+// Pending: written against real services, not yet run on main's CI; see the
+// closing note. Run with: go test -tags pending ./integration/
+
+package integration
+
+// Helpers of the end-to-end tests against real servers: redis_test.go and
+// postgres_test.go. Every top-level name here starts with svc, so that it
+// cannot clash with the helpers of the other test files of this package.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/internal/workload"
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// svcEnv returns the environment variable name, which points the tests at
+// a running server. Without it the test is skipped, saying how to start
+// one, or fails under CI=true, where every backend must be tested.
+func svcEnv(t *testing.T, name, how string) string {
+	t.Helper()
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not set, and CI must run this test: %s", name, how)
+	}
+	t.Skipf("%s is not set: %s", name, how)
+	return ""
+}
+
+func svcRedisAddr(t *testing.T) string {
+	t.Helper()
+	return svcEnv(t, "REDIS_ADDR", "start Redis with scripts/services.sh start redis and export the REDIS_ADDR it prints")
+}
+
+func svcPostgresDSN(t *testing.T) string {
+	t.Helper()
+	return svcEnv(t, "POSTGRES_DSN", "start PostgreSQL with scripts/services.sh start postgres and export the POSTGRES_DSN it prints")
+}
+
+func svcKafkaBrokers(t *testing.T) string {
+	t.Helper()
+	return svcEnv(t, "KAFKA_BROKERS", "start Kafka with scripts/kafka.sh start and export the KAFKA_BROKERS it prints")
+}
+
+var svcNameChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// svcName returns a name no other test and no earlier run uses, made of
+// lower-case letters, digits and dashes: for mailboxes, namespaces, topics.
+func svcName(t *testing.T) string {
+	name := strings.Trim(svcNameChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(name) > 40 {
+		name = name[len(name)-40:]
+	}
+	return fmt.Sprintf("it-%s-%s", name, strconv.FormatInt(time.Now().UnixNano(), 36))
+}
+
+// svcRedisClient connects to addr for inspection; closed when the test ends.
+func svcRedisClient(t *testing.T, addr string) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// svcRedisStores returns the URLs of a fresh Redis mailbox and a fresh
+// Redis journal namespace. Their keys are deleted when the test ends
+// (unless POSTBOX_IT_KEEP is set).
+func svcRedisStores(t *testing.T, addr string) (mailboxURL, journalURL, mailbox string) {
+	t.Helper()
+	mailbox = svcName(t)
+	namespace := mailbox + "-j"
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") != "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := goredis.NewClient(&goredis.Options{Addr: addr})
+		defer c.Close()
+		for _, tag := range []string{mailbox, namespace} {
+			iter := c.Scan(ctx, 0, "{postbox:"+tag+"}:*", 1000).Iterator()
+			var keys []string
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			for len(keys) > 0 {
+				n := min(len(keys), 500)
+				c.Del(ctx, keys[:n]...)
+				keys = keys[n:]
+			}
+		}
+	})
+	return "redis://" + addr + "/" + mailbox, "redis://" + addr + "/" + namespace, mailbox
+}
+
+// svcRedisDrained checks that every shard stream of mailbox is empty and
+// has nothing pending: every message was acked (and so deleted).
+func svcRedisDrained(ctx context.Context, c *goredis.Client, mailbox string, partitions int) error {
+	for p := range partitions {
+		key := fmt.Sprintf("{postbox:%s}:s:%d", mailbox, p)
+		n, err := c.XLen(ctx, key).Result()
+		if err != nil {
+			return fmt.Errorf("XLEN %s: %w", key, err)
+		}
+		pend, err := c.XPending(ctx, key, "postbox").Result()
+		if err != nil {
+			return fmt.Errorf("XPENDING %s: %w", key, err)
+		}
+		if n != 0 || pend.Count != 0 {
+			return fmt.Errorf("shard %d still has %d entries, %d of them pending", p, n, pend.Count)
+		}
+	}
+	return nil
+}
+
+// svcLeaseOwner returns the pid of the worker whose consumer holds the
+// lease of shard p of mailbox (owners are "host:pid:random"), and the
+// lease epoch; 0, 0 when the shard is not leased.
+func svcLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int) (pid int, epoch int64) {
+	v, err := c.Get(ctx, fmt.Sprintf("{postbox:%s}:lease:%d", mailbox, p)).Result()
+	if err != nil {
+		return 0, 0
+	}
+	e, owner, _ := strings.Cut(v, ":")
+	parts := strings.Split(owner, ":")
+	if len(parts) < 3 {
+		return 0, 0
+	}
+	pid, _ = strconv.Atoi(parts[len(parts)-2])
+	epoch, _ = strconv.ParseInt(e, 10, 64)
+	return pid, epoch
+}
+
+// svcPostgresJournal creates a fresh schema and returns a postgres:// URL
+// whose connections use it (search_path), so that the journal's tables are
+// this test's own. The schema is dropped when the test ends (unless
+// POSTBOX_IT_KEEP is set).
+func svcPostgresJournal(t *testing.T, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("POSTGRES_DSN %q: want a postgres:// URL, as scripts/services.sh prints", dsn)
+	}
+	schema := strings.ReplaceAll(svcName(t), "-", "_")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to POSTGRES_DSN: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatalf("create schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") != "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, dsn); err == nil {
+			conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+			conn.Close(ctx)
+		}
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// svcProc is a worker or producer running in the background, its stdout
+// and stderr in dir/name.log. It is SIGKILLed, if still running (even
+// stopped), when the test ends; the tail of its log is shown if the test
+// failed.
+type svcProc struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	done          chan struct{}
+	err           error // once done is closed
+}
+
+func svcStart(t *testing.T, dir, name, bin string, args ...string) *svcProc {
+	t.Helper()
+	p := &svcProc{name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = cleanEnv()
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- %s (pid %d), last lines of %s:\n%s", name, p.pid(), p.logPath, p.tail(12))
+		}
+	})
+	return p
+}
+
+func (p *svcProc) pid() int { return p.cmd.Process.Pid }
+
+func (p *svcProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *svcProc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s (pid %d): %v: %v", p.name, p.pid(), sig, err)
+	}
+}
+
+// kill SIGKILLs the process and waits until it is gone.
+func (p *svcProc) kill(t *testing.T) {
+	t.Helper()
+	p.signal(t, syscall.SIGKILL)
+	<-p.done
+}
+
+// exit waits up to timeout for the process to end and fails the test if it
+// does not, or ends with an error.
+func (p *svcProc) exit(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s (pid %d) still running after %s:\n%s", p.name, p.pid(), timeout, p.tail(12))
+	}
+	if p.err != nil {
+		t.Fatalf("%s (pid %d) failed: %v\n%s", p.name, p.pid(), p.err, p.tail(12))
+	}
+}
+
+// stop sends SIGTERM and expects a clean exit within a minute.
+func (p *svcProc) stop(t *testing.T) {
+	t.Helper()
+	p.signal(t, syscall.SIGTERM)
+	p.exit(t, time.Minute)
+}
+
+func (p *svcProc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *svcProc) tail(n int) string {
+	lines := strings.Split(strings.TrimRight(p.log(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// svcLogCount counts the log lines of p whose "msg" starts with msg.
+func (p *svcProc) logCount(msg string) int {
+	n := 0
+	for _, line := range strings.Split(p.log(), "\n") {
+		var l struct{ Msg string }
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// svcWorker starts `worker run` with the flags every test here uses;
+// extra flags come last and so win.
+func svcWorker(t *testing.T, dir, name, mailbox, journalURL, sink string, extra ...string) *svcProc {
+	t.Helper()
+	args := []string{"run", "--mailbox", mailbox, "--journal", journalURL, "--counter-sink", sink,
+		"--concurrency", "16", "--checkpoint-every", "10", "--backoff-initial", "5ms", "--backoff-max", "50ms",
+		"--log-level", "warn"}
+	return svcStart(t, dir, name, workerBin, append(args, extra...)...)
+}
+
+// svcLoad is a counter workload and the rate the producer publishes it at.
+type svcLoad struct {
+	spec workload.Spec
+	rate int // messages per second; 0: as fast as possible
+}
+
+// start runs `producer load` for the workload in the background.
+func (l svcLoad) start(t *testing.T, dir, name, mailbox string) *svcProc {
+	t.Helper()
+	s := l.spec
+	return svcStart(t, dir, name, producerBin, "load", "--mailbox", mailbox, "--quiet",
+		"--actors", strconv.Itoa(s.Actors), "--count", strconv.Itoa(s.Count), "--seed", strconv.FormatUint(s.Seed, 10),
+		"--rate", strconv.Itoa(l.rate), "--poison-every", strconv.Itoa(s.PoisonEvery), "--fail-every", strconv.Itoa(s.FailEvery))
+}
+
+// svcExpect is what workloads must leave behind.
+type svcExpect struct {
+	states map[string]counter.State
+	valid  map[string]bool // IDs of the messages that must be applied
+	poison map[string]bool // IDs of the messages that must be dead-lettered
+}
+
+// svcExpected adds up what specs, all published, must produce. A message
+// is poison when the counter refuses its payload (no integer "add").
+func svcExpected(specs ...workload.Spec) svcExpect {
+	e := svcExpect{states: map[string]counter.State{}, valid: map[string]bool{}, poison: map[string]bool{}}
+	for _, s := range specs {
+		exp, _ := s.Generate(func(m channel.Message) error {
+			var p counter.Payload
+			if json.Unmarshal(m.Payload, &p) != nil || p.Add == nil {
+				e.poison[m.ID] = true
+			} else {
+				e.valid[m.ID] = true
+			}
+			return nil
+		})
+		for a, st := range exp.States {
+			sum := e.states[a]
+			sum.Value += st.Value
+			sum.Applied += st.Applied
+			e.states[a] = sum
+		}
+	}
+	return e
+}
+
+// svcChecker compares what the workers left in the journal, the dead-letter
+// queue and the counter sink with what the workloads must produce.
+type svcChecker struct {
+	reg  *actorhost.Registry
+	j    journal.Journal
+	mb   *backends.Mailbox
+	want svcExpect
+}
+
+func svcNewChecker(t *testing.T, journalURL string, mb *backends.Mailbox, want svcExpect) *svcChecker {
+	t.Helper()
+	j, err := backends.OpenJournal(journalURL, backends.JournalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	reg := actorhost.NewRegistry()
+	if err := counter.Register(reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return &svcChecker{reg: reg, j: j, mb: mb, want: want}
+}
+
+// wrong replays every counter from the journal, in this process, and
+// returns how many differ from the expectation (value or applied count),
+// and the address of one of them with what is wrong.
+func (c *svcChecker) wrong(ctx context.Context) (n int, addr, why string) {
+	for a, want := range c.want.states {
+		parsed, _ := channel.ParseAddress(a)
+		r, err := c.reg.Replay(ctx, c.j, parsed, actorhost.ReplayOptions{})
+		var got counter.State
+		if err == nil {
+			err = json.Unmarshal(r.State, &got)
+		}
+		if err != nil || got != want {
+			n++
+			addr, why = a, fmt.Sprintf("%+v (err %v), want %+v", got, err, want)
+		}
+	}
+	return n, addr, why
+}
+
+// journalTail describes the last entries of actor's journal and its newest
+// checkpoint, for failure messages.
+func (c *svcChecker) journalTail(ctx context.Context, actor string, n int) string {
+	var lines []string
+	err := c.j.Read(ctx, actor, 1, func(e journal.Entry) error {
+		lines = append(lines, fmt.Sprintf("  seq %d %s %s", e.Seq, e.Kind, e.MsgID))
+		return nil
+	})
+	cp, ok, cpErr := c.j.LoadCheckpoint(ctx, actor, journal.MaxSeq)
+	return fmt.Sprintf("journal of %s (read err %v; newest checkpoint at seq %d, found %v, err %v), last %d entries:\n%s",
+		actor, err, cp.Seq, ok, cpErr, min(n, len(lines)), strings.Join(lines[max(0, len(lines)-n):], "\n"))
+}
+
+// waitExact waits until every counter is exact and the dead-letter queue
+// holds as many letters as there are poison messages. The error says what
+// was still wrong at the deadline.
+func (c *svcChecker) waitExact(timeout time.Duration) error {
+	ctx := context.Background()
+	deadline := time.Now().Add(timeout)
+	for {
+		n, addr, why := c.wrong(ctx)
+		envs, err := c.mb.DLQ.List(ctx)
+		if n == 0 && err == nil && len(envs) >= len(c.want.poison) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("after %s: %d of %d counters wrong; %d dead letters (err %v) of %d poison messages",
+				timeout, n, len(c.want.states), len(envs), err, len(c.want.poison))
+			if n > 0 {
+				msg += fmt.Sprintf("\ne.g. %s = %s\n%s", addr, why, c.journalTail(ctx, addr, 12))
+			}
+			return errors.New(msg)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// final checks, once every worker has stopped: every counter exact; the
+// dead-letter queue holds exactly the poison messages, from backend, each
+// dead-lettered on a permanent error after 1 to maxAttempts counted
+// attempts (an attempt counted durably before a crash or a fence counts
+// too); every valid message made its side effect, under its own key, and no
+// other key appears; and effects ran twice at most bound times. It returns
+// how many ran twice.
+func (c *svcChecker) final(t *testing.T, backend, sinkPath string, bound, maxAttempts int) int {
+	t.Helper()
+	ctx := context.Background()
+	if n, addr, why := c.wrong(ctx); n != 0 {
+		t.Errorf("after the workers stopped, %d counters wrong, e.g. %s = %s\n%s", n, addr, why, c.journalTail(ctx, addr, 12))
+	}
+	envs, err := c.mb.DLQ.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range envs {
+		switch {
+		case !c.want.poison[e.MessageID]:
+			t.Errorf("dead letter %s of message %s (%s: %s) is not a poison message", e.ID, e.MessageID, e.Reason, e.LastError())
+		case seen[e.MessageID]:
+			t.Errorf("message %s dead-lettered twice", e.MessageID)
+		case e.Source.Backend != backend || e.Attempts < 1 || e.Attempts > maxAttempts || e.Reason != "permanent error":
+			t.Errorf("dead letter of %s: backend %q, %d attempts, reason %q; want %s, 1 to %d, permanent error",
+				e.MessageID, e.Source.Backend, e.Attempts, e.Reason, backend, maxAttempts)
+		}
+		seen[e.MessageID] = true
+	}
+	if len(seen) != len(c.want.poison) {
+		t.Errorf("%d messages dead-lettered, want the %d poison ones", len(seen), len(c.want.poison))
+	}
+
+	lines, err := counter.ReadSink(sinkPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, l := range lines {
+		if id, ok := strings.CutSuffix(l.Key, "#0"); !ok || !c.want.valid[id] {
+			t.Errorf("side effect with key %q (%s) is not the effect of a valid message", l.Key, l.Actor)
+		}
+		keys[l.Key] = true
+	}
+	missing := 0
+	for id := range c.want.valid {
+		if !keys[actorhost.EffectKey(id, 0)] {
+			missing++
+		}
+	}
+	extra := len(lines) - len(keys)
+	if missing > 0 || len(keys) != len(c.want.valid) {
+		t.Errorf("%d distinct effect keys, want one per valid message: %d (%d missing)", len(keys), len(c.want.valid), missing)
+	}
+	if extra > bound {
+		t.Errorf("%d side effects ran twice; at most %d may", extra, bound)
+	}
+	return extra
+}
+
+// svcCrash describes a run of several workers under a load, some of which
+// are SIGKILLed mid-run and replaced.
+type svcCrash struct {
+	mailbox, journal string // URLs
+	backend          string // the mailbox's backend, as dead letters name it
+	partitions       int    // of the mailbox, created before anything runs
+	workers          int    // running at once
+	kills            int    // workers SIGKILLed, each replaced by a new one
+	concurrency      int
+	load             svcLoad
+	extra            []string                    // worker flags
+	drained          func(context.Context) error // nil once every message is acked
+}
+
+// svcScaleAndCrash runs c and checks the outcome exactly.
+func svcScaleAndCrash(t *testing.T, c svcCrash) {
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "sink.ndjson")
+	mb, err := backends.OpenMailbox(c.mailbox, backends.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	check := svcNewChecker(t, c.journal, mb, svcExpected(c.load.spec))
+
+	start := time.Now()
+	load := c.load.start(t, dir, "load", c.mailbox)
+	extra := append([]string{"--concurrency", strconv.Itoa(c.concurrency)}, c.extra...)
+	var live []*svcProc
+	admin := map[*svcProc]string{}
+	started := 0
+	startOne := func() {
+		started++
+		a := freePort(t)
+		w := svcWorker(t, dir, fmt.Sprintf("worker-%d", started), c.mailbox, c.journal, sink, slices.Concat(extra, []string{"--admin", a})...)
+		live = append(live, w)
+		admin[w] = a
+	}
+	for range c.workers {
+		startOne()
+	}
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 7))
+	t.Logf("kill schedule seed %d", seed)
+	for range c.kills {
+		time.Sleep(time.Duration(1000+rng.IntN(1500)) * time.Millisecond)
+		// The victim: a worker busy processing right now, so that the kill
+		// lands on work in flight.
+		i := -1
+		waitFor(t, time.Minute, "a busy worker to kill", func() bool {
+			svcAlive(t, live...)
+			k := rng.IntN(len(live))
+			before := svcProcessed(admin[live[k]])
+			time.Sleep(100 * time.Millisecond)
+			if svcProcessed(admin[live[k]]) > before {
+				i = k
+			}
+			return i >= 0
+		})
+		victim := live[i]
+		done := svcProcessed(admin[victim])
+		victim.kill(t)
+		t.Logf("%s SIGKILLed at %s, after processing %v messages", victim.name, time.Since(start).Round(time.Millisecond), done)
+		live = append(live[:i], live[i+1:]...)
+		startOne()
+	}
+	load.exit(t, 3*time.Minute)
+	t.Logf("load published in %s", time.Since(start).Round(time.Millisecond))
+	if err := check.waitExact(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counters exact after %s", time.Since(start).Round(time.Millisecond))
+	for _, w := range live {
+		w.signal(t, syscall.SIGTERM)
+	}
+	for _, w := range live {
+		w.exit(t, time.Minute)
+	}
+	extraEffects := check.final(t, c.backend, sink, c.kills*c.concurrency, 1+c.kills)
+	if c.drained != nil {
+		if err := c.drained(context.Background()); err != nil {
+			t.Errorf("mailbox not drained after the workers stopped: %v", err)
+		}
+	}
+	t.Logf("%d workers, %d SIGKILLed; %d valid and %d poison messages; %d side effects ran twice (bound %d); %s in all",
+		c.workers, c.kills, len(check.want.valid), len(check.want.poison), extraEffects, c.kills*c.concurrency,
+		time.Since(start).Round(time.Millisecond))
+}
+
+// svcMetric reads one unlabelled sample from a worker's /metrics.
+func svcMetric(admin, name string) (float64, bool) {
+	code, body := httpGet("http://" + admin + "/metrics")
+	if code != 200 {
+		return 0, false
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// svcProcessed sums postbox_messages_processed_total over workers' admin
+// addresses (a worker that does not answer counts 0).
+func svcProcessed(admins ...string) float64 {
+	var sum float64
+	for _, a := range admins {
+		v, _ := svcMetric(a, "postbox_messages_processed_total")
+		sum += v
+	}
+	return sum
+}
+
+// svcServices runs scripts/services.sh verb service for the server the
+// tests use: the port comes from REDIS_ADDR or POSTGRES_DSN, the state
+// directory from POSTBOX_SERVICES_DIR (the script's default when unset).
+type svcServices struct {
+	service string // redis or postgres
+	env     []string
+}
+
+// svcRestartable returns a handle on the server of service, or skips the
+// test (fails under CI) when scripts/services.sh does not manage it with
+// this environment: the test must not restart a server it cannot start
+// again.
+func svcRestartable(t *testing.T, service, hostPort string) svcServices {
+	t.Helper()
+	_, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		t.Fatalf("%s address %q: %v", service, hostPort, err)
+	}
+	s := svcServices{service: service, env: os.Environ()}
+	s.env = append(s.env, strings.ToUpper(service)+"_PORT="+port)
+	if out, err := s.run("status"); err != nil {
+		msg := fmt.Sprintf("this test restarts %s, and scripts/services.sh does not manage the server on port %s "+
+			"(set POSTBOX_SERVICES_DIR to the directory it was started with): %v %s", service, port, err, out)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return s
+}
+
+func (s svcServices) run(verb string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "../scripts/services.sh", verb, s.service)
+	cmd.Env = s.env
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// restart stops the server, keeps it down for down, and starts it again
+// (same data directory). It returns how long the server was unreachable.
+func (s svcServices) restart(t *testing.T, down time.Duration) time.Duration {
+	t.Helper()
+	begin := time.Now()
+	if out, err := s.run("stop"); err != nil {
+		t.Fatalf("services.sh stop %s: %v\n%s", s.service, err, out)
+	}
+	time.Sleep(down)
+	if out, err := s.run("start"); err != nil {
+		t.Fatalf("services.sh start %s: %v\n%s", s.service, err, out)
+	}
+	return time.Since(begin)
+}
+
+// svcAlive fails the test if any of ps has exited.
+func svcAlive(t *testing.T, ps ...*svcProc) {
+	t.Helper()
+	for _, p := range ps {
+		if p.exited() {
+			t.Fatalf("%s (pid %d) exited: %v\n%s", p.name, p.pid(), p.err, p.tail(15))
+		}
+	}
+}
+
+// svcRestart describes a run in which the server behind the mailbox or the
+// journal is restarted while two workers are busy.
+type svcRestart struct {
+	mailbox, journal string // URLs
+	backend          string // the mailbox's backend, as dead letters name it
+	partitions       int
+	server           svcServices
+	down             time.Duration // how long the server stays stopped
+	before, after    svcLoad       // published before the workers start, and after the restart
+	extra            []string      // worker flags
+	drained          func(context.Context) error
+}
+
+// svcRestartUnderLoad runs r. The workers must ride the outage out on
+// their own: every counter exact while they still run. Then, whatever
+// happened, they are stopped and, if counters are still wrong, a fresh
+// worker finishes: nothing acknowledged may have been lost, so the end
+// state must be exact.
+func svcRestartUnderLoad(t *testing.T, r svcRestart) {
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "sink.ndjson")
+	mb, err := backends.OpenMailbox(r.mailbox, backends.MailboxOptions{Partitions: r.partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	check := svcNewChecker(t, r.journal, mb, svcExpected(r.before.spec, r.after.spec))
+	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
+
+	admins := []string{freePort(t), freePort(t)}
+	var workers []*svcProc
+	for i, admin := range admins {
+		workers = append(workers, svcWorker(t, dir, fmt.Sprintf("worker-%d", i+1), r.mailbox, r.journal, sink,
+			slices.Concat([]string{"--admin", admin}, r.extra)...))
+	}
+	waitFor(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
+		svcAlive(t, workers...)
+		return svcProcessed(admins[0]) >= 100 && svcProcessed(admins[1]) >= 100 &&
+			svcProcessed(admins...) >= float64(r.before.spec.Count)/5
+	})
+	if done := svcProcessed(admins...); done > float64(r.before.spec.Count)*0.8 {
+		t.Fatalf("%v of %d messages processed before both workers were busy: publish more before the restart", done, r.before.spec.Count)
+	}
+	atStop := []float64{svcProcessed(admins[0]), svcProcessed(admins[1])}
+	outage := r.server.restart(t, r.down)
+	t.Logf("%s restarted after the workers processed %v messages; unreachable for %s", r.server.service, atStop, outage.Round(time.Millisecond))
+	svcAlive(t, workers...)
+	r.after.start(t, dir, "load-after", r.mailbox).exit(t, 2*time.Minute)
+
+	exactLive := check.waitExact(90 * time.Second)
+	if exactLive != nil {
+		t.Errorf("the workers that lived through the restart did not finish the work: %v", exactLive)
+	}
+	for _, w := range workers {
+		t.Logf("%s: %d \"outcome lookup failed; abandoning the delivery\", %d \"journal append failed; retrying\", %d \"activating actor failed\" log lines",
+			w.name, w.logCount("outcome lookup failed"), w.logCount("journal append failed"), w.logCount("activating actor failed"))
+	}
+	svcAlive(t, workers...)
+	for _, w := range workers {
+		w.stop(t)
+	}
+	if exactLive != nil {
+		// Durability apart from liveness: what was acknowledged is in the
+		// journal, and what was not comes again.
+		w := svcWorker(t, dir, "worker-fresh", r.mailbox, r.journal, sink, r.extra...)
+		if err := check.waitExact(2 * time.Minute); err != nil {
+			t.Fatalf("a fresh worker could not finish either: %v", err)
+		}
+		t.Logf("a fresh worker started after the others stopped made every counter exact")
+		w.stop(t)
+	}
+	// Messages in flight at the outage may make their effect again when
+	// they are redelivered: at most one per handler running at once.
+	extra := check.final(t, r.backend, sink, 2*16, 2)
+	if r.drained != nil {
+		if err := r.drained(context.Background()); err != nil {
+			t.Errorf("mailbox not drained after the workers stopped: %v", err)
+		}
+	}
+	t.Logf("%d side effects ran twice", extra)
+}
