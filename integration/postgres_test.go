@@ -1,8 +1,3 @@
-//go:build pending
-
-// Pending: written against real services, not yet run on main's CI; see the
-// closing note. Run with: go test -tags pending ./integration/
-
 package integration
 
 import (
