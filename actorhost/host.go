@@ -61,8 +61,12 @@ type actor struct {
 	seq             int64
 	sinceCheckpoint int
 	outcomes        map[string]journal.Kind
-	pending         map[string]*progress
-	lastGen         *flushGen
+	// outcomesWhole: outcomes holds every outcome in the actor's history
+	// (it was rebuilt from seq 1 and not cleared since), so a message
+	// missing from it has none and the journal need not be asked.
+	outcomesWhole bool
+	pending       map[string]*progress
+	lastGen       *flushGen
 }
 
 type delivery struct {
@@ -573,6 +577,7 @@ func (h *Host) activate(a *actor, cs *claimState) error {
 	}
 	a.active, a.state, a.seq = true, hist.state, hist.seq
 	a.outcomes, a.pending = hist.outcomes, hist.pending
+	a.outcomesWhole = hist.checkpoint == 0
 	a.sinceCheckpoint = int(hist.seq - hist.checkpoint)
 	h.m.activations.Add(1)
 	h.m.replayed.Add(int64(hist.replayed))

@@ -12,6 +12,7 @@ import (
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
+	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -177,6 +178,47 @@ func TestRedeliveredCompletedMessageIsAckedWithoutRunning(t *testing.T) {
 	}
 	if n := len(b.sink.snapshot()); n != 2 {
 		t.Errorf("%d side effects, want 2", n)
+	}
+}
+
+// A duplicate is caught wherever its outcome lives: in memory since the
+// last checkpoint, in the journal before it, and after a restart in an
+// actor rebuilt from seq 1 (no checkpoint) or from a checkpoint.
+func TestDuplicatesAreCaughtBeforeAndAfterCheckpointsAndRestarts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	cfg.CheckpointEvery = 3
+	// counter/fresh never reaches a checkpoint; counter/old passes two.
+	b.publish(add("counter/fresh", "f1", 1), add("counter/fresh", "f2", 1))
+	for i := 1; i <= 7; i++ {
+		b.publish(add("counter/old", fmt.Sprintf("o%d", i), 1))
+	}
+	h := b.start(cfg)
+	waitFor(t, 10*time.Second, "first run", func() bool { return h.Stats().Processed == 9 })
+
+	// Before the newest checkpoint (journal lookup) and after it (memory).
+	b.publish(add("counter/old", "o1", 1), add("counter/old", "o7", 1), add("counter/fresh", "f1", 1))
+	waitFor(t, 10*time.Second, "duplicates acked", func() bool { return h.Stats().Deduplicated == 3 })
+	stopHost(t, h)
+
+	// A new host rebuilds both actors: fresh from seq 1, old from its
+	// checkpoint at seq 6.
+	cfg.Consumer = b.mb.Consumer(chsqlite.ConsumerOptions{PollInterval: 2 * time.Millisecond})
+	h2 := b.start(cfg)
+	b.publish(add("counter/fresh", "f2", 1), add("counter/old", "o2", 1), add("counter/old", "o7", 1), add("counter/fresh", "f3", 1))
+	waitFor(t, 10*time.Second, "second run", func() bool {
+		st := h2.Stats()
+		return st.Deduplicated == 3 && st.Processed == 1
+	})
+	if got := b.state("counter/fresh"); got != (counter.State{Value: 3, Applied: 3}) {
+		t.Errorf("counter/fresh = %+v, want value 3 applied 3", got)
+	}
+	if got := b.state("counter/old"); got != (counter.State{Value: 7, Applied: 7}) {
+		t.Errorf("counter/old = %+v, want value 7 applied 7", got)
+	}
+	if n := len(b.sink.snapshot()); n != 10 {
+		t.Errorf("%d side effects, want 10 (one per distinct message)", n)
 	}
 }
 

@@ -47,7 +47,10 @@ func (h *Host) process(a *actor, d *delivery) {
 		h.deduplicated(d)
 		return
 	}
-	done, err := h.lookupOutcome(a, cs, msg.ID)
+	done, err := false, error(nil)
+	if !a.outcomesWhole {
+		done, err = h.lookupOutcome(a, cs, msg.ID)
+	}
 	if err != nil {
 		h.deactivate(a)
 		h.abandon(d)
@@ -184,6 +187,7 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 		a.sinceCheckpoint = 0
 		// Older outcomes are found through the journal from here on.
 		clear(a.outcomes)
+		a.outcomesWhole = false
 	}
 	data := mustJSON(completeData{N: n, At: now, Payload: msg.Payload, Headers: msg.Headers})
 	ack := h.afterFlush(d)
