@@ -72,6 +72,7 @@ type actor struct {
 type delivery struct {
 	msg   channel.Message
 	claim *claimState
+	first bool // surely the message's first delivery: no attempt to pre-mark
 	done  bool
 }
 
@@ -229,6 +230,7 @@ type claimState struct {
 	lost     bool
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+	horizon  horizon
 }
 
 func (cs *claimState) isStopping() bool {
@@ -318,7 +320,15 @@ loop:
 				}
 				break loop
 			}
-			h.route(cs, msg)
+			first := msg.Deliveries == 1
+			if msg.Deliveries == 0 {
+				var err error
+				if first, err = h.firstDelivery(cs, msg.Offset); err != nil {
+					log.Warn("could not journal the partition's horizon; giving the partition back", zap.Error(err))
+					break loop
+				}
+			}
+			h.route(cs, msg, first)
 		case <-c.Lost():
 			cs.mu.Lock()
 			cs.lost = true
@@ -400,8 +410,8 @@ func (h *Host) dropActor(key string, a *actor) {
 }
 
 // route queues msg on its actor.
-func (h *Host) route(cs *claimState, msg channel.Message) {
-	d := &delivery{msg: msg, claim: cs}
+func (h *Host) route(cs *claimState, msg channel.Message, first bool) {
+	d := &delivery{msg: msg, claim: cs, first: first}
 	cs.mu.Lock()
 	cs.inflight = append(cs.inflight, d)
 	cs.wg.Add(1)

@@ -69,7 +69,7 @@ func (h *Host) process(a *actor, d *delivery) {
 		return
 	}
 	n := prior + 1
-	if msg.Deliveries != 1 {
+	if !d.first {
 		// This message may have killed the process before: count the
 		// attempt durably before running it, so a crash loop ends in the DLQ.
 		g := h.append(a, cs, journal.KindAttempt, msg.ID, mustJSON(attemptData{N: n, At: time.Now()}), false, nil)
@@ -292,21 +292,34 @@ func (h *Host) ensureActive(a *actor, cs *claimState) error {
 // lookupOutcome asks the journal whether msgID has an outcome, retrying
 // journal failures until the claim ends: skipping the message instead would
 // break the actor's order and stall the watermark.
-func (h *Host) lookupOutcome(a *actor, cs *claimState, msgID string) (bool, error) {
+func (h *Host) lookupOutcome(a *actor, cs *claimState, msgID string) (done bool, err error) {
+	err = h.retryJournal(cs, "outcome lookup", func() (err error) {
+		_, done, err = h.cfg.Journal.Outcome(cs.ctx, a.key, msgID)
+		return err
+	}, zap.String("actor", a.key))
+	return done, err
+}
+
+// retryJournal runs fn until it succeeds, backing off after failures, or
+// returns ErrAbandoned once the claim stops or ends.
+func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields ...zap.Field) error {
 	backoff := 50 * time.Millisecond
 	for {
-		_, done, err := h.cfg.Journal.Outcome(cs.ctx, a.key, msgID)
+		err := fn()
 		if err == nil {
-			return done, nil
+			return nil
 		}
-		h.log.Warn("outcome lookup failed; retrying", zap.String("actor", a.key), zap.Error(err))
+		if cs.ctx.Err() != nil {
+			return ErrAbandoned
+		}
+		h.log.Warn(what+" failed; retrying", append(fields, zap.Error(err), zap.Duration("in", backoff))...)
 		select {
 		case <-time.After(backoff):
 			backoff = min(backoff*2, 5*time.Second)
 		case <-cs.stopping:
-			return false, ErrAbandoned
+			return ErrAbandoned
 		case <-cs.ctx.Done():
-			return false, ErrAbandoned
+			return ErrAbandoned
 		}
 	}
 }

@@ -54,7 +54,9 @@ type Message struct {
 	Offset int64
 	// Deliveries counts deliveries of this message, this one included, as
 	// the channel recorded them durably before handing it out. Zero means the
-	// channel cannot count (the host then keeps its own count).
+	// channel cannot count: the host then journals how far into each
+	// partition it has handed messages out, which relies on Offset growing
+	// along the partition.
 	Deliveries int
 	// PublishedAt is when the message entered the mailbox.
 	PublishedAt time.Time

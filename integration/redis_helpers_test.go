@@ -731,7 +731,7 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 		t.Errorf("the workers that lived through the restart did not finish the work: %v", exactLive)
 	}
 	for _, w := range workers {
-		t.Logf("%s: %d \"outcome lookup failed; abandoning the delivery\", %d \"journal append failed; retrying\", %d \"activating actor failed\" log lines",
+		t.Logf("%s: %d \"outcome lookup failed; retrying\", %d \"journal append failed; retrying\", %d \"activating actor failed\" log lines",
 			w.name, w.logCount("outcome lookup failed"), w.logCount("journal append failed"), w.logCount("activating actor failed"))
 	}
 	svcAlive(t, workers...)
