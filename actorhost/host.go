@@ -542,7 +542,9 @@ func (h *Host) wait(cs *claimState, g *flushGen) error {
 	select {
 	case <-g.done:
 	case <-cs.ctx.Done():
-		return ErrAbandoned
+		if !g.durable() { // when both are ready, a refusal still counts
+			return ErrAbandoned
+		}
 	}
 	if err := g.errFor(cs.key, cs.epoch); err != nil {
 		if errors.Is(err, journal.ErrFenced) {

@@ -61,6 +61,7 @@ func TestBadInputGetsOneLineErrorAndStatus2(t *testing.T) {
 	}
 	// Environment variables are checked like flags.
 	cmd := exec.Command(workerBin, "run")
+	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), "POSTBOX_CONCURRENCY=lots")
 	out, _ := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "POSTBOX_CONCURRENCY") {

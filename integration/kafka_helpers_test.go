@@ -294,6 +294,10 @@ type workerArgs struct {
 	extra            []string
 }
 
+// kafkaSessionTimeout is the workers' Kafka group session: the broker's
+// smallest allowed by default is 6s.
+const kafkaSessionTimeout = 10 * time.Second
+
 func startWorker(t *testing.T, dir, name string, w workerArgs) *process {
 	t.Helper()
 	args := []string{"run", "--mailbox", w.mailbox, "--journal", w.journal,
@@ -304,6 +308,10 @@ func startWorker(t *testing.T, dir, name string, w workerArgs) *process {
 	}
 	if w.admin != "" {
 		args = append(args, "--admin", w.admin)
+	}
+	if strings.HasPrefix(w.mailbox, "kafka:") {
+		// A killed or paused worker keeps its partitions this long.
+		args = append(args, "--session-timeout", kafkaSessionTimeout.String())
 	}
 	return startProcess(t, dir, name, workerBin, append(args, w.extra...)...)
 }

@@ -31,9 +31,7 @@ import (
 // its own, created by its first worker (`worker run --partitions 12`), or
 // in-process where kcat writes before any worker runs, and a journal of
 // its own. A worker that is SIGKILLed or SIGSTOPped keeps its partitions
-// until the group's session timeout (45s, the Kafka channel's default:
-// `worker run` has no flag for it) has passed, so the tests that kill or
-// pause a worker take about a minute longer than their load. With
+// until the group's session timeout (kafkaSessionTimeout) has passed. With
 // POSTBOX_IT_KEEP set, each test's logs, journal and sink are kept and its
 // topics are not deleted.
 

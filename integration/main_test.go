@@ -50,6 +50,7 @@ func run(t *testing.T, stdin string, bin string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Dir = t.TempDir() // the default mailbox, postbox.db, lands there
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = cleanEnv()

@@ -19,7 +19,7 @@ import (
 // Three workers share a Kafka mailbox and a PostgreSQL journal while a
 // load with poison messages and messages that fail once is published; one
 // of them is SIGKILLed mid-run and replaced (its partitions move when its
-// group session times out, 45s). Every counter must be exact, the DLQ topic
+// group session times out). Every counter must be exact, the DLQ topic
 // must hold exactly the poison messages, every valid message must have made
 // its side effect, effects may run twice only for messages in flight at
 // the kill, and the group must have committed everything.

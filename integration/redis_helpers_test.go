@@ -308,6 +308,9 @@ func svcWorker(t *testing.T, dir, name, mailbox, journalURL, sink string, extra 
 	args := []string{"run", "--mailbox", mailbox, "--journal", journalURL, "--counter-sink", sink,
 		"--concurrency", "16", "--checkpoint-every", "10", "--backoff-initial", "5ms", "--backoff-max", "50ms",
 		"--log-level", "warn"}
+	if strings.HasPrefix(mailbox, "kafka:") {
+		args = append(args, "--session-timeout", kafkaSessionTimeout.String())
+	}
 	return svcStart(t, dir, name, workerBin, append(args, extra...)...)
 }
 

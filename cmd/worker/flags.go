@@ -20,6 +20,7 @@ type storeFlags struct {
 	keepCheckpoints  int
 	compact          bool
 	replication      int
+	sessionTimeout   time.Duration
 }
 
 func addStoreFlags(fs *flag.FlagSet) *storeFlags {
@@ -38,5 +39,6 @@ func (s *storeFlags) openJournal(mustExist bool) (journal.Journal, error) {
 func (s *storeFlags) openMailbox(mustExist bool, partitions int) (*backends.Mailbox, error) {
 	return backends.OpenMailbox(s.mailbox, backends.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
 		Partitions: partitions, LeaseTTL: s.leaseTTL, CreateTopics: s.createTopics, Replication: s.replication,
-		Logger: slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		SessionTimeout: s.sessionTimeout,
+		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 }

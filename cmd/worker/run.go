@@ -37,6 +37,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	maxActors := fs.Int("max-actors", 10000, "actors held in memory at most")
 	partitions := fs.Int("partitions", 0, "partitions of a new mailbox (0: 8 for SQLite, 12 for Kafka)")
 	fs.IntVar(&store.replication, "replication", 1, "replication factor of new Kafka topics")
+	fs.DurationVar(&store.sessionTimeout, "session-timeout", 45*time.Second, "Kafka group session: how soon a dead worker's partitions move to another (the broker allows 6s to 30m by default)")
 	fs.DurationVar(&store.leaseTTL, "lease-ttl", 10*time.Second, "SQLite partition lease: how soon a dead worker's partitions move to another")
 	admin := fs.String("admin", "", "serve /healthz, /readyz, /metrics and /actors/{type}/{id} on ADDR, e.g. 127.0.0.1:9090")
 	sinkPath := fs.String("counter-sink", "", "append one JSON line per counter notify side effect to PATH")
@@ -70,6 +71,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 
 	if store.keepCheckpoints < 1 {
 		return cli.Usagef("--keep-checkpoints %d: must be at least 1", store.keepCheckpoints)
+	}
+	if store.sessionTimeout <= 0 {
+		return cli.Usagef("--session-timeout %s: must be positive", store.sessionTimeout)
 	}
 	if store.replication < 1 {
 		return cli.Usagef("--replication %d: must be at least 1", store.replication)

@@ -80,6 +80,9 @@ type MailboxOptions struct {
 	// missing, with Partitions (0: 12) and Replication (0: 1).
 	CreateTopics bool
 	Replication  int
+	// SessionTimeout is how long a Kafka consumer group waits for a worker
+	// that stopped heartbeating before moving its partitions. 0: 45s.
+	SessionTimeout time.Duration
 	// Logger receives backend client warnings (Kafka). Nil discards them.
 	Logger *slog.Logger
 }

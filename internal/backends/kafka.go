@@ -38,7 +38,7 @@ func openKafka(url, rest string, opts MailboxOptions) (*Mailbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	kopts := kafka.Options{Logger: opts.Logger}
+	kopts := kafka.Options{Logger: opts.Logger, SessionTimeout: opts.SessionTimeout}
 	partitions := opts.Partitions
 	if partitions == 0 {
 		partitions = kafka.DefaultPartitions
