@@ -502,7 +502,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 
-	err := c.m.write(ctx, func(tx *sql.Tx) error {
+	err := c.m.writeBookkeeping(ctx, func(tx *sql.Tx) error {
 		// Read again under the write lock: rows published from here on
 		// have higher offsets.
 		if err := tx.QueryRowContext(ctx, newestOffsetSQL).Scan(&seq); err != nil {

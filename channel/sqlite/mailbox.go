@@ -35,6 +35,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -109,6 +110,7 @@ type Mailbox struct {
 	db         *sql.DB
 	name       string // absolute path, reported as Message.Mailbox
 	partitions int
+	syncFull   bool // commits fsync; see writeBookkeeping
 
 	writer   *writerLock
 	dbClosed bool // guarded by writer
@@ -147,7 +149,8 @@ func Open(path string, opts Options) (*Mailbox, error) {
 		db.Close()
 		return nil, err
 	}
-	m := &Mailbox{db: db, name: abs, writer: writer, closing: make(chan struct{})}
+	m := &Mailbox{db: db, name: abs, writer: writer, closing: make(chan struct{}),
+		syncFull: strings.EqualFold(string(opts.Synchronous), string(SyncFull))}
 	if m.partitions, err = m.init(opts.Partitions); err != nil {
 		db.Close()
 		writer.release()
@@ -293,6 +296,47 @@ func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	return commit(tx, fn)
+}
+
+// writeBookkeeping is write for the consumer's delivery marks, acks and
+// nacks, committed without an fsync (synchronous=NORMAL): a process crash
+// keeps them; a power loss may undo the last ones, which only means those
+// messages are delivered again, and the host's journal deduplicates them.
+// Publishes and dead letters always get the mailbox's own setting.
+func (m *Mailbox) writeBookkeeping(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if !m.syncFull {
+		return m.write(ctx, fn)
+	}
+	if err := m.writer.lock(ctx); err != nil {
+		return fmt.Errorf("wait for the writer lock: %w", err)
+	}
+	defer m.writer.unlock()
+	if m.dbClosed {
+		return channel.ErrClosed
+	}
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return fmt.Errorf("relax synchronous: %w", err)
+	}
+	defer func() {
+		// The connection goes back to the pool: restore FULL, or drop it.
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	return commit(tx, fn)
+}
+
+func commit(tx *sql.Tx, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
