@@ -15,6 +15,7 @@ import (
 	"github.com/postbox-dev/postbox/channel/kafka"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	jsqlite "github.com/postbox-dev/postbox/journal/sqlite"
 )
 
@@ -136,7 +137,7 @@ func TestMessageThatKillsTheProcessReachesTheDLQ(t *testing.T) {
 	})
 	t.Run("kafka", func(t *testing.T) {
 		t.Parallel()
-		brokers := kafkaBrokers(t)
+		brokers := testenv.Kafka(t)
 		topic := fmt.Sprintf("postbox-test.crashloop.%d", time.Now().UnixNano())
 		ctx := context.Background()
 		if err := kafka.EnsureTopics(ctx, brokers, topic, 1, 1); err != nil {
@@ -157,18 +158,6 @@ func TestMessageThatKillsTheProcessReachesTheDLQ(t *testing.T) {
 		defer d.Close()
 		crashLoop(t, t.TempDir(), strings.Join(brokers, ",")+"|"+topic, d)
 	})
-}
-
-// kafkaBrokers returns KAFKA_BROKERS, or skips (fails under CI=true).
-func kafkaBrokers(t *testing.T) []string {
-	s := os.Getenv("KAFKA_BROKERS")
-	if s == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("KAFKA_BROKERS is not set, and CI must run the Kafka tests: start a broker with scripts/kafka.sh start and export what it prints")
-		}
-		t.Skip("KAFKA_BROKERS is not set: start a broker with scripts/kafka.sh start and export the KAFKA_BROKERS it prints")
-	}
-	return strings.Split(s, ",")
 }
 
 // crashLoop runs crasher processes until one ends on its own, and checks

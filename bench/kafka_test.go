@@ -37,6 +37,7 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/kafka"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	jsqlite "github.com/postbox-dev/postbox/journal/sqlite"
 )
@@ -54,18 +55,6 @@ const (
 	defaultKafkaConcurrency = 1000
 	defaultKafkaBuffer      = 512
 )
-
-// kafkaBrokers returns KAFKA_BROKERS or skips the benchmark.
-func kafkaBrokers(b *testing.B) []string {
-	b.Helper()
-	s := os.Getenv("KAFKA_BROKERS")
-	if s == "" {
-		b.Skip("KAFKA_BROKERS is not set: start a broker with " +
-			"`KAFKA_PORT=29092 KAFKA_DATA_DIR=/tmp/kafka-bench scripts/kafka.sh start` " +
-			"and run with the KAFKA_BROKERS=… it prints")
-	}
-	return strings.Split(s, ",")
-}
 
 // envInt reads an optional positive integer knob.
 func envInt(b *testing.B, name string, def int) int {
@@ -321,7 +310,7 @@ func mkdir(b *testing.B, parent, name string) string {
 // assigned; peak_inflight is the most messages the host held at once
 // (delivered, not yet acked).
 func BenchmarkKafkaPipeline(b *testing.B) {
-	brokers := kafkaBrokers(b)
+	brokers := testenv.Kafka(b)
 	const count = 200_000
 	var rate, rawConsume, rawRows, flushEntries, flushMS, joinMS, peak float64
 	for range b.N {
@@ -436,7 +425,7 @@ func msgIndex(id, prefix string, n int) (int, bool) {
 // are the durations of the host's group commits during the run, and
 // appends_over_50ms how many took 50 ms or more.
 func BenchmarkKafkaLatency(b *testing.B) {
-	brokers := kafkaBrokers(b)
+	brokers := testenv.Kafka(b)
 	const (
 		perSecond = 2000
 		seconds   = 10

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/internal/entry"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/postgres"
 )
@@ -23,10 +23,7 @@ import (
 // benchmark ends.
 func pgBenchSchema(b *testing.B) (dsn, schema string) {
 	b.Helper()
-	dsn = os.Getenv("POSTGRES_DSN")
-	if dsn == "" {
-		b.Skip("POSTGRES_DSN is not set: start PostgreSQL with scripts/services.sh start postgres and export the POSTGRES_DSN it prints")
-	}
+	dsn = testenv.Postgres(b)
 	ctx := context.Background()
 	schema = "bench_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	conn, err := pgx.Connect(ctx, dsn)

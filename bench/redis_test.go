@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -15,19 +14,10 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	chredis "github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	jredis "github.com/postbox-dev/postbox/journal/redis"
 )
-
-// redisBenchAddr returns REDIS_ADDR, or skips the benchmark.
-func redisBenchAddr(b *testing.B) string {
-	b.Helper()
-	addr := os.Getenv("REDIS_ADDR")
-	if addr == "" {
-		b.Skip("REDIS_ADDR is not set: start Redis with scripts/services.sh start redis and export the REDIS_ADDR it prints")
-	}
-	return addr
-}
 
 // redisBenchName returns a key tag no other run uses, and deletes every
 // key under {postbox:<tag>} and {postbox:<tag>-j} when the benchmark ends.
@@ -177,7 +167,7 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, shards int,
 // (scripts/services.sh) every journal write and every ack batch waits for
 // an fsync of the append-only file.
 func BenchmarkRedisPipeline(b *testing.B) {
-	addr := redisBenchAddr(b)
+	addr := testenv.Redis(b)
 	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	defer c.Close()
 	const actors, count, shards = 1000, 100_000, 8

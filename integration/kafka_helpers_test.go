@@ -25,32 +25,15 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 )
 
-// kafkaBrokers returns KAFKA_BROKERS ("host:port[,host:port]"). Without it
-// the test is skipped, or fails under CI=true, where Kafka must be tested.
+// kafkaBrokers returns the brokers as worker URLs and kcat take them:
+// host:port[,host:port].
 func kafkaBrokers(t *testing.T) string {
 	t.Helper()
-	return requireEnv(t, "KAFKA_BROKERS", "start a broker with scripts/kafka.sh start and export the KAFKA_BROKERS it prints")
-}
-
-// postgresDSN returns POSTGRES_DSN, or skips (fails under CI=true).
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	return requireEnv(t, "POSTGRES_DSN", "start PostgreSQL with scripts/services.sh start postgres and export the POSTGRES_DSN it prints")
-}
-
-func requireEnv(t *testing.T, name, how string) string {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set, and CI must run this test: %s", name, how)
-		}
-		t.Skipf("%s is not set: %s", name, how)
-	}
-	return v
+	return strings.Join(testenv.Kafka(t), ",")
 }
 
 // requireKcat fails (under CI) or skips the test when kcat is missing.
@@ -338,7 +321,7 @@ func sqliteJournal(dir string) string { return "sqlite:" + filepath.Join(dir, "j
 // dropped when the test ends.
 func postgresJournal(t *testing.T) string {
 	t.Helper()
-	dsn := postgresDSN(t)
+	dsn := testenv.Postgres(t)
 	schema := fmt.Sprintf("pbit_%s", strconv.FormatInt(time.Now().UnixNano(), 36))
 	runSQL := func(sql string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -25,8 +26,8 @@ import (
 // the kill, and the group must have committed everything.
 func TestKafkaPostgresScaleAndCrash(t *testing.T) {
 	t.Parallel()
-	brokers := svcKafkaBrokers(t)
-	journalURL := svcPostgresJournal(t, svcPostgresDSN(t))
+	brokers := kafkaBrokers(t)
+	journalURL := svcPostgresJournal(t, testenv.Postgres(t))
 	topic := svcName(t)
 	seeds := strings.Split(brokers, ",")
 	t.Cleanup(func() {
@@ -71,7 +72,7 @@ func TestKafkaPostgresScaleAndCrash(t *testing.T) {
 //
 // Not parallel: other tests use the same server.
 func TestPostgresRestartWorkersContinue(t *testing.T) {
-	dsn := svcPostgresDSN(t)
+	dsn := testenv.Postgres(t)
 	svc := svcRestartable(t, "postgres", svcPostgresHostPort(t, dsn))
 	journalURL := svcPostgresJournal(t, dsn)
 	svcRestartUnderLoad(t, svcRestart{

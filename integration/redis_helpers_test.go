@@ -34,36 +34,6 @@ import (
 	"github.com/postbox-dev/postbox/journal"
 )
 
-// svcEnv returns the environment variable name, which points the tests at
-// a running server. Without it the test is skipped, saying how to start
-// one, or fails under CI=true, where every backend must be tested.
-func svcEnv(t *testing.T, name, how string) string {
-	t.Helper()
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not set, and CI must run this test: %s", name, how)
-	}
-	t.Skipf("%s is not set: %s", name, how)
-	return ""
-}
-
-func svcRedisAddr(t *testing.T) string {
-	t.Helper()
-	return svcEnv(t, "REDIS_ADDR", "start Redis with scripts/services.sh start redis and export the REDIS_ADDR it prints")
-}
-
-func svcPostgresDSN(t *testing.T) string {
-	t.Helper()
-	return svcEnv(t, "POSTGRES_DSN", "start PostgreSQL with scripts/services.sh start postgres and export the POSTGRES_DSN it prints")
-}
-
-func svcKafkaBrokers(t *testing.T) string {
-	t.Helper()
-	return svcEnv(t, "KAFKA_BROKERS", "start Kafka with scripts/kafka.sh start and export the KAFKA_BROKERS it prints")
-}
-
 var svcNameChars = regexp.MustCompile(`[^a-z0-9]+`)
 
 // svcName returns a name no other test and no earlier run uses, made of

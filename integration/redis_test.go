@@ -15,6 +15,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -26,7 +27,7 @@ import (
 // effects may run twice only for messages in flight at a kill.
 func TestRedisScaleAndCrash(t *testing.T) {
 	t.Parallel()
-	addr := svcRedisAddr(t)
+	addr := testenv.Redis(t)
 	mbURL, jURL, mailbox := svcRedisStores(t, addr)
 	rc := svcRedisClient(t, addr)
 	svcScaleAndCrash(t, svcCrash{
@@ -45,7 +46,7 @@ func TestRedisScaleAndCrash(t *testing.T) {
 // the new owner has claimed, and at the end every counter is exact.
 func TestRedisZombieIsFenced(t *testing.T) {
 	t.Parallel()
-	addr := svcRedisAddr(t)
+	addr := testenv.Redis(t)
 	mbURL, jURL, mailbox := svcRedisStores(t, addr)
 	rc := svcRedisClient(t, addr)
 	const partitions = 8
@@ -169,7 +170,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 //
 // Not parallel: other tests use the same server.
 func TestRedisRestartLosesNothing(t *testing.T) {
-	addr := svcRedisAddr(t)
+	addr := testenv.Redis(t)
 	svc := svcRestartable(t, "redis", addr)
 	rc := svcRedisClient(t, addr)
 	ctx := context.Background()
@@ -198,7 +199,7 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 // processes them again (and dead-letters them again: they are still bad).
 func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	t.Parallel()
-	addr := svcRedisAddr(t)
+	addr := testenv.Redis(t)
 	mbURL, jURL, mailbox := svcRedisStores(t, addr)
 	rc := svcRedisClient(t, addr)
 	ctx := context.Background()

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,24 +18,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // These tests run against the brokers in KAFKA_BROKERS (host:port,...);
 // scripts/kafka.sh start runs one and prints the value.
-
-// testBrokers returns KAFKA_BROKERS, or skips (fails under CI=true) when it
-// is unset.
-func testBrokers(t *testing.T) []string {
-	t.Helper()
-	s := os.Getenv("KAFKA_BROKERS")
-	if s == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("KAFKA_BROKERS is not set, and CI must run the Kafka tests: start a broker with scripts/kafka.sh start and export what it prints")
-		}
-		t.Skip("KAFKA_BROKERS is not set: start a broker with scripts/kafka.sh start (no Docker needed) and export KAFKA_BROKERS=127.0.0.1:9092")
-	}
-	return strings.Split(s, ",")
-}
 
 // fastOptions keep group changes and commits quick in tests.
 func fastOptions() Options {
@@ -215,7 +201,7 @@ func (h *testHost) none(d time.Duration) {
 
 func TestPublishConsumeInOrder(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 4)
 
 	var msgs []channel.Message
@@ -272,7 +258,7 @@ func TestPublishConsumeInOrder(t *testing.T) {
 
 func TestCommitAtAck(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 2)
 	var msgs []channel.Message
 	for i := range 10 {
@@ -308,7 +294,7 @@ func TestCommitAtAck(t *testing.T) {
 
 func TestRebalanceRedeliversUnacked(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 4)
 	var msgs []channel.Message
 	for i := range 40 {
@@ -378,7 +364,7 @@ func TestRebalanceRedeliversUnacked(t *testing.T) {
 
 func TestNackRedeliversAfterDelayHoldingBackTheAddress(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 1)
 	msgs := publish(t, brokers, topic, msg("counter/a", "a1"), msg("counter/a", "a2"), msg("counter/b", "b1"))
 
@@ -472,7 +458,7 @@ func committedOffset(t *testing.T, brokers []string, topic string, partition int
 
 func TestBackpressurePausesAndLosesNothing(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 1)
 	var msgs []channel.Message
 	for i := range 300 {
@@ -638,7 +624,7 @@ func endOffsets(t *testing.T, brokers []string, topic string) map[int32]int64 {
 
 func TestForeignRecordsAreForwardedHome(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	const partitions = 4
 	topic := newTopic(t, brokers, partitions)
 	keys := []string{"counter/0", "counter/1", "counter/2", "counter/3", "counter/4", "counter/5"}
@@ -666,7 +652,7 @@ func TestForeignRecordsAreForwardedHome(t *testing.T) {
 
 func TestForwardedRecordsKeepTheirIDsAcrossRestarts(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	const partitions = 4
 	topic := newTopic(t, brokers, partitions)
 	keys := []string{"counter/a", "counter/b", "counter/c"}
@@ -707,7 +693,7 @@ func TestForwardedRecordsKeepTheirIDsAcrossRestarts(t *testing.T) {
 
 func TestForwardedCopyOffHomeIsDeliveredNotForwardedAgain(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	const partitions = 2
 	topic := newTopic(t, brokers, partitions)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -737,7 +723,7 @@ func TestForwardedCopyOffHomeIsDeliveredNotForwardedAgain(t *testing.T) {
 
 func TestEnsureTopics(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -775,7 +761,7 @@ func TestEnsureTopics(t *testing.T) {
 
 func TestRunFailsOnMissingTopic(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	c, err := OpenConsumer(brokers, "postbox-test.no-such-topic", fastOptions())
 	if err != nil {
 		t.Fatal(err)

@@ -6,10 +6,11 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 func TestConformance(t *testing.T) {
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	features := channeltest.Features{
 		CountsDeliveries: false, // Kafka cannot count deliveries
 		NackDelay:        true,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 func openDLQ(t *testing.T, brokers []string, topic string) *DeadLetters {
@@ -60,7 +61,7 @@ func listIDs(t *testing.T, d *DeadLetters) []string {
 
 func TestDLQPutListGet(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 3)
 	d := openDLQ(t, brokers, topic)
 
@@ -197,7 +198,7 @@ func rawDLQRecords(t *testing.T, brokers []string, topic string) []*kgo.Record {
 
 func TestDLQRedriveKeepsOrderPerAddress(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	const partitions = 4
 	topic := newTopic(t, brokers, partitions)
 	d := openDLQ(t, brokers, topic)
@@ -275,7 +276,7 @@ func TestDLQRedriveKeepsOrderPerAddress(t *testing.T) {
 
 func TestDLQPurge(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	topic := newTopic(t, brokers, 2)
 	d := openDLQ(t, brokers, topic)
 	for i, m := range []string{"m1", "m2", "m3"} {
@@ -314,7 +315,7 @@ func TestDLQPurge(t *testing.T) {
 
 func TestDLQNeedsItsTopic(t *testing.T) {
 	t.Parallel()
-	brokers := testBrokers(t)
+	brokers := testenv.Kafka(t)
 	d := openDLQ(t, brokers, "postbox-test.no-such-topic")
 	err := d.Put(dlqCtx(t), dlq.Envelope{MessageID: "m1", Address: "counter/1"})
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // benchBatch is how many messages one Publish call (or one raw pipeline)
@@ -45,7 +46,7 @@ func benchMessages(start, n int) []channel.Message {
 // XACK+XDEL per read from another (the channel deletes acked entries too).
 // It reports both rates and their ratio.
 func BenchmarkPublishConsumeAck(b *testing.B) {
-	addr := testAddr(b)
+	addr := testenv.Redis(b)
 	chanRate := benchChannel(b, addr)
 	rawRate := benchRaw(b, addr)
 	b.ReportMetric(chanRate, "chan-msgs/s")

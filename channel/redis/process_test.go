@@ -20,6 +20,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // The test binary doubles as a helper consumer process when this variable
@@ -236,7 +237,7 @@ func readHelperLog(t *testing.T, path string) helperLog {
 // after C is killed. No shard may be worked on by two processes at once,
 // and every message must be consumed.
 func TestLeasesAcrossProcesses(t *testing.T) {
-	testAddr(t)
+	testenv.Redis(t)
 	if testing.Short() {
 		t.Skip("starts helper processes")
 	}

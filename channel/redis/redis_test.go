@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,28 +15,13 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
-
-// testAddr returns REDIS_ADDR. Without it the test is skipped, or fails
-// under CI=true, where the Redis tests must run.
-func testAddr(t testing.TB) string {
-	t.Helper()
-	addr := os.Getenv("REDIS_ADDR")
-	if addr != "" {
-		return addr
-	}
-	const how = "start a server with `scripts/services.sh start redis` and export the REDIS_ADDR it prints"
-	if os.Getenv("CI") == "true" {
-		t.Fatal("REDIS_ADDR is not set, and under CI=true the Redis channel tests must run: " + how)
-	}
-	t.Skip("REDIS_ADDR is not set: " + how)
-	return ""
-}
 
 // rawClient is a plain client on REDIS_ADDR, closed when t ends.
 func rawClient(t testing.TB) *goredis.Client {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: testAddr(t)})
+	c := goredis.NewClient(&goredis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -76,7 +60,7 @@ func mailboxKeys(t testing.TB, c *goredis.Client, name string) []string {
 // open opens the mailbox or fails the test, closing it when t ends.
 func open(t testing.TB, name string, opts redis.Options) *redis.Mailbox {
 	t.Helper()
-	mb, err := redis.Open(t.Context(), testAddr(t), name, opts)
+	mb, err := redis.Open(t.Context(), testenv.Redis(t), name, opts)
 	if err != nil {
 		t.Fatalf("open %s: %v", name, err)
 	}
@@ -92,7 +76,7 @@ func open(t testing.TB, name string, opts redis.Options) *redis.Mailbox {
 var testConsumerOptions = redis.ConsumerOptions{LeaseTTL: time.Second, MaxWait: 50 * time.Millisecond}
 
 func TestConformance(t *testing.T) {
-	testAddr(t)
+	testenv.Redis(t)
 	channeltest.Run(t, channeltest.Features{
 		CountsDeliveries: true,
 		NackDelay:        true,
@@ -118,14 +102,14 @@ func TestConformance(t *testing.T) {
 
 func TestPartitionCountIsFixed(t *testing.T) {
 	name := freshMailbox(t)
-	mb, err := redis.Open(t.Context(), testAddr(t), name, redis.Options{Partitions: 6})
+	mb, err := redis.Open(t.Context(), testenv.Redis(t), name, redis.Options{Partitions: 6})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := mb.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = redis.Open(t.Context(), testAddr(t), name, redis.Options{Partitions: 8})
+	_, err = redis.Open(t.Context(), testenv.Redis(t), name, redis.Options{Partitions: 8})
 	if err == nil || !strings.Contains(err.Error(), "has 6 partitions") {
 		t.Fatalf("reopen with 8 partitions: %v, want an error naming the stored 6", err)
 	}
@@ -261,7 +245,7 @@ func TestOffsetsFollowEntryIDs(t *testing.T) {
 // Publish returns ErrClosed once the Mailbox is closed, and so do Run and
 // the dead-letter store.
 func TestClosedMailbox(t *testing.T) {
-	mb, err := redis.Open(t.Context(), testAddr(t), freshMailbox(t), redis.Options{Partitions: 1})
+	mb, err := redis.Open(t.Context(), testenv.Redis(t), freshMailbox(t), redis.Options{Partitions: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

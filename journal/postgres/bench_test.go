@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/postgres"
 )
@@ -116,7 +117,7 @@ type rawInserter struct {
 }
 
 func newRawInserter(b *testing.B, schema string) *rawInserter {
-	pool, err := pgxpool.New(context.Background(), testDSN(b))
+	pool, err := pgxpool.New(context.Background(), testenv.Postgres(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,33 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/journaltest"
 	"github.com/postbox-dev/postbox/journal/postgres"
 )
-
-// testDSN returns POSTGRES_DSN. Without it the test is skipped, or fails
-// under CI=true, where the PostgreSQL tests must run.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("POSTGRES_DSN")
-	if dsn != "" {
-		return dsn
-	}
-	const how = "start a server with `scripts/services.sh start postgres` and export the POSTGRES_DSN it prints"
-	if os.Getenv("CI") == "true" {
-		t.Fatal("POSTGRES_DSN is not set, and under CI=true the PostgreSQL journal tests must run: " + how)
-	}
-	t.Skip("POSTGRES_DSN is not set: " + how)
-	return ""
-}
 
 // uniqueName returns prefix followed by random hex: a schema or table
 // prefix no other test uses.
@@ -45,7 +29,7 @@ func admin(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, testDSN(t))
+	conn, err := pgx.Connect(ctx, testenv.Postgres(t))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -59,7 +43,7 @@ func admin(t testing.TB, sql string, args ...any) {
 // it holds when t ends.
 func freshSchema(t testing.TB) string {
 	t.Helper()
-	testDSN(t) // skip before a cleanup that needs the server
+	testenv.Postgres(t) // skip before a cleanup that needs the server
 	schema := uniqueName("pbtest_")
 	t.Cleanup(func() { admin(t, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`) })
 	return schema
@@ -69,7 +53,7 @@ func mustOpen(t testing.TB, opts postgres.Options) *postgres.Journal {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	j, err := postgres.Open(ctx, testDSN(t), opts)
+	j, err := postgres.Open(ctx, testenv.Postgres(t), opts)
 	if err != nil {
 		t.Fatalf("Open(%+v): %v", opts, err)
 	}
@@ -89,7 +73,7 @@ type opener struct {
 func (o *opener) open(t *testing.T) journal.Journal {
 	t.Helper()
 	opts := o.opts
-	testDSN(t)
+	testenv.Postgres(t)
 	if o.sharedSchema {
 		opts.TablePrefix = uniqueName("t") + "_"
 		t.Cleanup(func() {
@@ -119,7 +103,7 @@ func (o *opener) reopen(t *testing.T, j journal.Journal) journal.Journal {
 }
 
 func TestConformance(t *testing.T) {
-	testDSN(t)
+	testenv.Postgres(t)
 	o := &opener{}
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: postgres.DefaultKeepCheckpoints,
@@ -128,7 +112,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceCompact(t *testing.T) {
-	testDSN(t)
+	testenv.Postgres(t)
 	o := &opener{opts: postgres.Options{Compact: true, KeepCheckpoints: 2}}
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: 2,
@@ -138,14 +122,14 @@ func TestConformanceCompact(t *testing.T) {
 }
 
 func TestConformanceKeepAllCheckpoints(t *testing.T) {
-	testDSN(t)
+	testenv.Postgres(t)
 	o := &opener{opts: postgres.Options{KeepCheckpoints: -1}}
 	journaltest.Run(t, journaltest.Features{Reopen: o.reopen}, o.open)
 }
 
 // The journal's tables in the connection's schema, told apart by prefix.
 func TestConformanceTablePrefix(t *testing.T) {
-	testDSN(t)
+	testenv.Postgres(t)
 	o := &opener{sharedSchema: true}
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: postgres.DefaultKeepCheckpoints,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/postgres"
 )
@@ -30,7 +31,7 @@ func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry
 func query(t *testing.T, sql string, args ...any) []string {
 	t.Helper()
 	ctx := testContext(t)
-	conn, err := pgx.Connect(ctx, testDSN(t))
+	conn, err := pgx.Connect(ctx, testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestOpenConcurrentMigratesOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			j, err := postgres.Open(ctx, testDSN(t), opts)
+			j, err := postgres.Open(ctx, testenv.Postgres(t), opts)
 			if err == nil {
 				j.Close()
 			}

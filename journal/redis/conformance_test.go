@@ -4,38 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/journaltest"
 	"github.com/postbox-dev/postbox/journal/redis"
 )
 
-// testAddr returns REDIS_ADDR. Without it the test is skipped, or fails
-// under CI=true, where the Redis tests must run.
-func testAddr(t testing.TB) string {
-	t.Helper()
-	addr := os.Getenv("REDIS_ADDR")
-	if addr != "" {
-		return addr
-	}
-	const how = "start a server with `scripts/services.sh start redis` and export the REDIS_ADDR it prints"
-	if os.Getenv("CI") == "true" {
-		t.Fatal("REDIS_ADDR is not set, and under CI=true the Redis journal tests must run: " + how)
-	}
-	t.Skip("REDIS_ADDR is not set: " + how)
-	return ""
-}
-
 // rawClient is a plain client on REDIS_ADDR, closed when t ends.
 func rawClient(t testing.TB) *goredis.Client {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: testAddr(t)})
+	c := goredis.NewClient(&goredis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -78,7 +62,7 @@ func mustOpen(t testing.TB, opts redis.Options) *redis.Journal {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	j, err := redis.Open(ctx, testAddr(t), opts)
+	j, err := redis.Open(ctx, testenv.Redis(t), opts)
 	if err != nil {
 		t.Fatalf("Open(%+v): %v", opts, err)
 	}
@@ -116,7 +100,7 @@ func (o *opener) reopen(t *testing.T, j journal.Journal) journal.Journal {
 }
 
 func TestConformance(t *testing.T) {
-	testAddr(t)
+	testenv.Redis(t)
 	o := &opener{}
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: redis.DefaultKeepCheckpoints,
@@ -125,7 +109,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestConformanceCompact(t *testing.T) {
-	testAddr(t)
+	testenv.Redis(t)
 	o := &opener{opts: redis.Options{Compact: true, KeepCheckpoints: 2}}
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: 2,
@@ -135,7 +119,7 @@ func TestConformanceCompact(t *testing.T) {
 }
 
 func TestConformanceKeepAllCheckpoints(t *testing.T) {
-	testAddr(t)
+	testenv.Redis(t)
 	o := &opener{opts: redis.Options{KeepCheckpoints: -1}}
 	journaltest.Run(t, journaltest.Features{Reopen: o.reopen}, o.open)
 }

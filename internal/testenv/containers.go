@@ -1,0 +1,123 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/testcontainers/testcontainers-go"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// The images match docker-compose.yml.
+const (
+	kafkaImage    = "apache/kafka:4.1.1"
+	redisImage    = "redis:7-alpine"
+	postgresImage = "postgres:17-alpine"
+)
+
+// dockerRuns says why containers cannot be started, if they cannot.
+func dockerRuns(ctx context.Context) (err error) {
+	defer func() {
+		// testcontainers panics when it finds no Docker at all.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("no Docker: %v", r)
+		}
+	}()
+	p, err := testcontainers.ProviderDefault.GetProvider()
+	if err != nil {
+		return fmt.Errorf("no Docker: %w", err)
+	}
+	defer p.Close()
+	if err := p.Health(ctx); err != nil {
+		return fmt.Errorf("Docker is not healthy: %w", err)
+	}
+	return nil
+}
+
+// startKafka runs one combined KRaft broker and controller. Clients must
+// reach the broker at the address it advertises, so the host port is picked
+// first and both sides of the mapping use it.
+func startKafka(ctx context.Context) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	p := strconv.Itoa(port)
+	c, err := testcontainers.Run(ctx, kafkaImage,
+		testcontainers.WithEnv(map[string]string{
+			"KAFKA_NODE_ID":                                          "1",
+			"KAFKA_PROCESS_ROLES":                                    "broker,controller",
+			"KAFKA_CONTROLLER_QUORUM_VOTERS":                         "1@localhost:9093",
+			"KAFKA_LISTENERS":                                        "PLAINTEXT://:" + p + ",CONTROLLER://:9093",
+			"KAFKA_ADVERTISED_LISTENERS":                             "PLAINTEXT://127.0.0.1:" + p,
+			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+			"KAFKA_CONTROLLER_LISTENER_NAMES":                        "CONTROLLER",
+			"KAFKA_INTER_BROKER_LISTENER_NAME":                       "PLAINTEXT",
+			"CLUSTER_ID":                                             "jOUyf0JEQVelRhA2Lw5iFw",
+			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":                 "1",
+			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR":         "1",
+			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":                    "1",
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR":            "1",
+			"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":                 "0",
+			"KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS":                     "1000",
+		}),
+		testcontainers.WithExposedPorts(p+"/tcp"),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = network.PortMap{network.MustParsePort(p + "/tcp"): {
+				{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: p},
+			}}
+		}),
+		testcontainers.WithWaitStrategy(wait.ForListeningPort(p+"/tcp")),
+	)
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("start %s: %w", kafkaImage, err), testcontainers.TerminateContainer(c))
+	}
+	return "127.0.0.1:" + p, nil
+}
+
+// startRedis runs Redis with every write fsynced to its append-only file,
+// as scripts/services.sh does.
+func startRedis(ctx context.Context) (string, error) {
+	c, err := tcredis.Run(ctx, redisImage,
+		testcontainers.WithCmd("redis-server", "--appendonly", "yes", "--appendfsync", "always"))
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("start %s: %w", redisImage, err), testcontainers.TerminateContainer(c))
+	}
+	endpoint, err := c.Endpoint(ctx, "")
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("address of %s: %w", redisImage, err), testcontainers.TerminateContainer(c))
+	}
+	return endpoint, nil
+}
+
+func startPostgres(ctx context.Context) (string, error) {
+	c, err := tcpostgres.Run(ctx, postgresImage,
+		tcpostgres.WithDatabase("postbox"), tcpostgres.WithUsername("postbox"), tcpostgres.WithPassword("postbox"),
+		tcpostgres.BasicWaitStrategies())
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("start %s: %w", postgresImage, err), testcontainers.TerminateContainer(c))
+	}
+	dsn, err := c.ConnectionString(ctx, "sslmode=disable")
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("address of %s: %w", postgresImage, err), testcontainers.TerminateContainer(c))
+	}
+	return dsn, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a port for Kafka: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,50 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func TestEnvironmentWins(t *testing.T) {
+	t.Setenv("REDIS_ADDR", "127.0.0.1:1")
+	t.Setenv("KAFKA_BROKERS", "127.0.0.1:1,127.0.0.1:2")
+	if got := Redis(t); got != "127.0.0.1:1" {
+		t.Errorf("Redis = %q", got)
+	}
+	if got := Kafka(t); len(got) != 2 || got[1] != "127.0.0.1:2" {
+		t.Errorf("Kafka = %q", got)
+	}
+}
+
+// helperEnv makes TestNoServiceHelper ask for Redis; only the test below
+// runs it, in a child process.
+const helperEnv = "POSTBOX_TESTENV_HELPER"
+
+func TestNoServiceHelper(t *testing.T) {
+	if os.Getenv(helperEnv) == "" {
+		t.Skip("run by TestWithoutServiceOrDockerSkipsButFailsUnderCI")
+	}
+	Redis(t)
+}
+
+func TestWithoutServiceOrDockerSkipsButFailsUnderCI(t *testing.T) {
+	if dockerRuns(context.Background()) == nil {
+		t.Skip("Docker runs here, so a container would be started")
+	}
+	for _, ci := range []string{"", "true"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestNoServiceHelper$", "-test.v")
+		cmd.Env = append(os.Environ(), helperEnv+"=1", "REDIS_ADDR=", "CI="+ci)
+		out, err := cmd.CombinedOutput()
+		want, failed := "--- SKIP", false
+		if ci == "true" {
+			want, failed = "--- FAIL", true
+		}
+		if !strings.Contains(string(out), want) || (err != nil) != failed ||
+			!strings.Contains(string(out), "REDIS_ADDR is not set") || !strings.Contains(string(out), "scripts/services.sh") {
+			t.Errorf("CI=%q: %v\n%s", ci, err, out)
+		}
+	}
+}
