@@ -191,8 +191,12 @@ func crashLoop(t *testing.T, dir, kafkaSpec string, store dlq.Store) {
 		t.Errorf("envelope: id %s attempts %d reason %q", e.MessageID, e.Attempts, e.Reason)
 	}
 	// The first crash cannot be counted (a first delivery is not pre-marked);
-	// every later one is.
-	if deaths != 4 {
-		t.Errorf("the process died %d times, want max attempts + 1 = 4", deaths)
+	// every later one is. A redelivery without a crash (a lease or group
+	// membership lost on a loaded machine) counts as well, so it can take
+	// fewer deaths, never more.
+	if deaths < 1 || deaths > 4 {
+		t.Errorf("the process died %d times, want 1 to max attempts + 1 = 4", deaths)
+	} else if deaths < 4 {
+		t.Logf("the process died %d times: a delivery was repeated without a crash", deaths)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/journal"
 	"go.uber.org/zap"
@@ -28,8 +29,13 @@ func (h *Host) process(a *actor, d *delivery) {
 	h.mu.Unlock()
 	msg := d.msg
 	if a.typ == nil {
-		err := fmt.Errorf("%w: %q", ErrUnknownActorType, msg.Address.Type)
-		if h.putDeadLetter(a, d, 0, err, "unknown actor type", nil) {
+		err, reason := fmt.Errorf("%w: %q", ErrUnknownActorType, msg.Address.Type), "unknown actor type"
+		if msg.Address == (channel.Address{}) {
+			// The channel could not read an address (a Kafka key that is
+			// not TYPE/ID); it keeps what it found in a header.
+			err, reason = errors.New("the message has no actor address (TYPE/ID)"), "no actor address"
+		}
+		if h.putDeadLetter(a, d, 0, err, reason, nil) {
 			h.m.deadLettered.Add(1)
 			h.flusher.add(cs.key, cs.epoch, nil, nil, h.afterFlush(d))
 		}
@@ -232,7 +238,7 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 	cs := d.claim
 	msg := d.msg
 	env := dlq.Envelope{
-		MessageID: msg.ID, Address: a.key, Payload: msg.Payload, Headers: msg.Headers,
+		MessageID: msg.ID, Address: addressOf(msg), Payload: msg.Payload, Headers: msg.Headers,
 		Source: dlq.Source{Backend: h.cfg.Consumer.Backend(), Mailbox: msg.Mailbox, Partition: msg.Partition,
 			Offset: msg.Offset, Published: msg.PublishedAt},
 		Attempts: attempts, Reason: reason, Worker: h.cfg.Worker, DeadLetteredAt: time.Now().UTC(),
@@ -322,4 +328,12 @@ func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields
 			return ErrAbandoned
 		}
 	}
+}
+
+// addressOf is msg's address as the DLQ shows it: empty when it has none.
+func addressOf(msg channel.Message) string {
+	if msg.Address == (channel.Address{}) {
+		return ""
+	}
+	return msg.Address.String()
 }
