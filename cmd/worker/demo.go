@@ -17,6 +17,7 @@ import (
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/cli"
 	"github.com/postbox-dev/postbox/internal/workload"
@@ -31,6 +32,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	count := fs.Int("count", 4000, "messages")
 	concurrency := fs.Int("concurrency", 8, "worker --concurrency")
 	keep := fs.Bool("keep", false, "keep the temporary directory and print its path")
+	mailbox := fs.String("mailbox", "", "mailbox URL to run on instead of a SQLite file in the temporary directory: "+backends.MailboxForms)
+	journalURL := fs.String("journal", "", "journal URL to run on instead of that SQLite file: "+backends.JournalForms)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.As(err, new(*cli.HelpRequested)) {
 			fmt.Fprintf(stdout, "worker demo [flags]\n\n%s", cli.FlagHelp(fs))
@@ -49,17 +52,34 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{out: stdout, dir: dir, db: filepath.Join(dir, "postbox.db"), sink: filepath.Join(dir, "sink.ndjson"),
-		concurrency: *concurrency}
-	return d.run(workload.Spec{Actors: *actors, Count: *count, Seed: 7, PoisonEvery: 997, FailEvery: 101, IDPrefix: "demo"})
+	d := &demo{out: stdout, dir: dir, sink: filepath.Join(dir, "sink.ndjson"), concurrency: *concurrency,
+		mailbox: *mailbox, journal: *journalURL}
+	spec := workload.Spec{Actors: *actors, Count: *count, Seed: 7, PoisonEvery: 997, FailEvery: 101, IDPrefix: "demo"}
+	d.id = spec.IDPrefix
+	if d.mailbox != "" || d.journal != "" {
+		// Names of this run's own: a mailbox or journal given by URL may
+		// hold earlier runs' messages and actors.
+		d.id = fmt.Sprintf("demo%d", time.Now().UnixNano()%1_000_000_000)
+		spec.IDPrefix, spec.ActorPrefix = d.id, d.id+"-"
+	}
+	local := "sqlite:" + filepath.Join(dir, "postbox.db")
+	if d.mailbox == "" {
+		d.mailbox = local
+	}
+	if d.journal == "" {
+		d.journal = local
+	}
+	return d.run(spec)
 }
 
 type demo struct {
-	out         io.Writer
-	dir, db     string
-	sink        string
-	concurrency int
-	failed      []string
+	out              io.Writer
+	dir              string
+	mailbox, journal string // URLs
+	id               string // starts this run's message and actor IDs
+	sink             string
+	concurrency      int
+	failed           []string
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -75,15 +95,17 @@ func (d *demo) check(ok bool, format string, args ...any) {
 
 func (d *demo) run(spec workload.Spec) error {
 	ctx := context.Background()
-	url := "sqlite:" + d.db
-	mb, err := backends.OpenMailbox(url, backends.MailboxOptions{})
+	mb, err := backends.OpenMailbox(d.mailbox, backends.MailboxOptions{CreateTopics: true})
 	if err != nil {
 		return err
 	}
 	defer mb.Close()
+	if d.mailbox != d.journal || !strings.HasPrefix(d.mailbox, "sqlite:") {
+		d.say("mailbox %s, journal %s; this run's IDs start with %s", d.mailbox, d.journal, d.id)
+	}
 
 	// One message that always fails: it must end in the DLQ after max attempts.
-	hopeless := channel.Message{ID: "demo-hopeless", Address: channel.Address{Type: counter.Type, ID: "hopeless"},
+	hopeless := channel.Message{ID: d.id + "-hopeless", Address: channel.Address{Type: counter.Type, ID: d.id + "-hopeless"},
 		Payload: []byte(`{"add":1,"failTimes":1000}`)}
 	var msgs []channel.Message
 	exp, _ := spec.Generate(func(m channel.Message) error { msgs = append(msgs, m); return nil })
@@ -113,7 +135,7 @@ func (d *demo) run(spec workload.Spec) error {
 	d.say("killed worker 1 (pid %d) with SIGKILL after %d side effects", w1.Process.Pid, killedAfter)
 
 	// Second worker recovers and finishes.
-	j, err := backends.OpenJournal(url, backends.JournalOptions{})
+	j, err := backends.OpenJournal(d.journal, backends.JournalOptions{})
 	if err != nil {
 		return err
 	}
@@ -132,7 +154,7 @@ func (d *demo) run(spec workload.Spec) error {
 				return false
 			}
 		}
-		envs, err := mb.DLQ.List(ctx)
+		envs, err := d.ownDeadLetters(ctx, mb.DLQ)
 		return err == nil && len(envs) >= wantDLQ
 	}
 	waitErr := waitFor(120*time.Second, done)
@@ -157,19 +179,23 @@ func (d *demo) run(spec workload.Spec) error {
 
 	lines, _ := counter.ReadSink(d.sink)
 	keys := map[string]bool{}
+	own := 0 // lines of this run's messages; a shared mailbox may hold others
 	for _, l := range lines {
-		keys[l.Key] = true
+		if strings.HasPrefix(l.Key, d.id) {
+			keys[l.Key] = true
+			own++
+		}
 	}
-	extra := len(lines) - len(keys)
+	extra := own - len(keys)
 	// Valid messages each make one side effect; so does the hopeless one, on
 	// its first attempt (later attempts are answered from the journal).
 	d.check(len(keys) == exp.Valid+1, "side effects: %d distinct idempotency keys for %d valid messages and the hopeless one", len(keys), exp.Valid)
 	d.check(extra <= d.concurrency, "side effects run twice: %d (bound: effects in flight at the kill, at most --concurrency %d)", extra, d.concurrency)
 	d.say("    side effects executed: %d; answered from the journal instead: %d (retries and replay after the crash)",
-		len(lines), stats.EffectsAnswered)
+		own, stats.EffectsAnswered)
 	d.say("    redeliveries recognised as done and acked without running: %d", stats.Deduplicated)
 
-	envs, err := mb.DLQ.List(ctx)
+	envs, err := d.ownDeadLetters(ctx, mb.DLQ)
 	if err != nil {
 		return err
 	}
@@ -201,6 +227,21 @@ func (d *demo) run(spec workload.Spec) error {
 	return nil
 }
 
+// ownDeadLetters lists the dead letters of this run's messages.
+func (d *demo) ownDeadLetters(ctx context.Context, store dlq.Store) ([]dlq.Envelope, error) {
+	envs, err := store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	own := envs[:0]
+	for _, e := range envs {
+		if strings.HasPrefix(e.MessageID, d.id) {
+			own = append(own, e)
+		}
+	}
+	return own, nil
+}
+
 func (d *demo) keepDir() string {
 	keep := d.dir + "-failed"
 	os.Rename(d.dir, keep)
@@ -216,9 +257,8 @@ func (d *demo) startWorker(logName string) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, err
 	}
-	url := "sqlite:" + d.db
-	cmd := exec.Command(self, "run", "--mailbox", url, "--journal", url, "--counter-sink", d.sink,
-		"--concurrency", fmt.Sprint(d.concurrency), "--checkpoint-every", "20", "--lease-ttl", "1s",
+	cmd := exec.Command(self, "run", "--mailbox", d.mailbox, "--journal", d.journal, "--counter-sink", d.sink,
+		"--concurrency", fmt.Sprint(d.concurrency), "--checkpoint-every", "20", "--lease-ttl", "1s", "--session-timeout", "6s",
 		"--backoff-initial", "10ms", "--backoff-max", "100ms", "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -25,6 +25,9 @@ type Spec struct {
 	FailEvery int
 	// IDPrefix starts every message ID. Defaults to "load-<seed>".
 	IDPrefix string
+	// ActorPrefix starts every actor ID (counter/<ActorPrefix><n>), so that
+	// a run can share a journal with earlier ones.
+	ActorPrefix string
 }
 
 // Expected is what a workload must leave behind.
@@ -44,7 +47,7 @@ func (s Spec) Message(rng *rand.Rand, i int) (channel.Message, int64, bool) {
 	add := int64(rng.IntN(21) - 5)
 	msg := channel.Message{
 		ID:      fmt.Sprintf("%s-%d", prefix, i),
-		Address: channel.Address{Type: counter.Type, ID: fmt.Sprint(actor)},
+		Address: channel.Address{Type: counter.Type, ID: s.ActorPrefix + fmt.Sprint(actor)},
 	}
 	if s.PoisonEvery > 0 && i%s.PoisonEvery == s.PoisonEvery-1 {
 		msg.Payload = []byte(`{"add":"not a number"}`)
