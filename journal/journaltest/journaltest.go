@@ -40,6 +40,11 @@ type Features struct {
 	// first. Nil means the store does not outlive Close, and the persistence
 	// test is skipped.
 	Reopen func(t *testing.T, j journal.Journal) journal.Journal
+
+	// Share opens a second journal on the store j uses, while j stays open,
+	// as another worker process would. Nil means the store serves one
+	// process, and the tests of two sharing it are skipped.
+	Share func(t *testing.T, j journal.Journal) journal.Journal
 }
 
 // testTimeout bounds every subtest, so that a deadlocked backend fails
@@ -83,6 +88,9 @@ func Run(t *testing.T, f Features, open func(t *testing.T) journal.Journal) {
 		{"Persistence", s.testPersistence},
 		{"Close", s.testClose},
 		{"CanceledContext", s.testCanceledContext},
+		{"CheckpointSameSeqTwiceInOneCall", s.testCheckpointSameSeqTwiceInOneCall},
+		{"ZombieFencedAcrossProcesses", s.testZombieFencedAcrossProcesses},
+		{"StaleHeadsAcrossProcesses", s.testStaleHeadsAcrossProcesses},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

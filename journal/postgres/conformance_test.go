@@ -108,6 +108,7 @@ func TestConformance(t *testing.T) {
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: postgres.DefaultKeepCheckpoints,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
@@ -118,13 +119,14 @@ func TestConformanceCompact(t *testing.T) {
 		KeepCheckpoints: 2,
 		Compacts:        true,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
 func TestConformanceKeepAllCheckpoints(t *testing.T) {
 	testenv.Postgres(t)
 	o := &opener{opts: postgres.Options{KeepCheckpoints: -1}}
-	journaltest.Run(t, journaltest.Features{Reopen: o.reopen}, o.open)
+	journaltest.Run(t, journaltest.Features{Reopen: o.reopen, Share: o.reopen}, o.open)
 }
 
 // The journal's tables in the connection's schema, told apart by prefix.
@@ -134,5 +136,6 @@ func TestConformanceTablePrefix(t *testing.T) {
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: postgres.DefaultKeepCheckpoints,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }

@@ -133,74 +133,6 @@ func TestRejectsTextPostgresCannotHold(t *testing.T) {
 	}
 }
 
-// Two journals on one schema stand for two worker processes. A zombie
-// keeps appending under its old epoch while a new owner takes the
-// partition. Once the new owner's CompareAndSetEpoch has returned, no
-// append of the zombie may land: the history the new owner reads then is
-// final, as far as the zombie is concerned.
-func TestZombieFencedAcrossProcesses(t *testing.T) {
-	schema := freshSchema(t)
-	zombie := mustOpen(t, postgres.Options{Schema: schema})
-	owner := mustOpen(t, postgres.Options{Schema: schema})
-	ctx := testContext(t)
-
-	for round := range 5 {
-		actor := fmt.Sprintf("counter/%d", round)
-		old, err := journal.AcquireEpoch(ctx, zombie, "p0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		zombieDone := make(chan error, 1)
-		started := make(chan struct{})
-		go func() {
-			for seq := int64(1); ; seq++ {
-				if seq == 3 {
-					close(started)
-				}
-				err := zombie.Append(ctx, journal.Batch{Partition: "p0", Epoch: old,
-					Entries: []journal.Entry{entry(actor, seq, journal.KindAttempt, "m")}})
-				if err != nil {
-					zombieDone <- err
-					return
-				}
-			}
-		}()
-		<-started
-		if _, err := journal.AcquireEpoch(ctx, owner, "p0"); err != nil {
-			t.Fatal(err)
-		}
-		seen, err := owner.LastSeq(ctx, actor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := <-zombieDone; !journal.Fenced(err, "p0") {
-			t.Fatalf("round %d: zombie stopped with %v, want it fenced", round, err)
-		}
-		if last, err := owner.LastSeq(ctx, actor); err != nil || last != seen {
-			t.Fatalf("round %d: the owner saw seq %d after taking the partition, but the zombie got to %d (%v)", round, seen, last, err)
-		}
-	}
-}
-
-// A checkpoint-only batch, several checkpoints of one actor at one seq in
-// one call: the last one wins, as if they had been written one by one.
-func TestCheckpointSameSeqTwiceInOneCall(t *testing.T) {
-	j := mustOpen(t, postgres.Options{Schema: freshSchema(t)})
-	ctx := testContext(t)
-	es := []journal.Entry{entry("a/1", 1, journal.KindAttempt, "m"), entry("a/1", 2, journal.KindComplete, "m")}
-	err := j.Append(ctx,
-		journal.Batch{Partition: "p0", Entries: es, Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 2, State: []byte("first")}}},
-		journal.Batch{Partition: "p0", Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 2, State: []byte("second")}}},
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, ok, err := j.LoadCheckpoint(ctx, "a/1", journal.MaxSeq)
-	if err != nil || !ok || cp.Seq != 2 || string(cp.State) != "second" {
-		t.Fatalf("LoadCheckpoint = %+v, %v, %v; want seq 2 with state %q", cp, ok, err, "second")
-	}
-}
-
 // Compaction keeps each actor's last entry, whatever its kind, and the
 // outcomes (without data) below the oldest kept checkpoint.
 func TestCompactionRows(t *testing.T) {
@@ -221,50 +153,5 @@ func TestCompactionRows(t *testing.T) {
 	want := []string{"2:3:NULL", "4:3:NULL", "6:3:NULL", "8:3:NULL", "9:1:a/1#9"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("rows after compaction = %q, want %q", got, want)
-	}
-}
-
-// Each journal remembers the last sequences it saw; another process
-// writing behind its back must neither fool it into a fork or a gap nor
-// lock it out.
-func TestStaleHeadsAcrossProcesses(t *testing.T) {
-	schema := freshSchema(t)
-	j1 := mustOpen(t, postgres.Options{Schema: schema})
-	j2 := mustOpen(t, postgres.Options{Schema: schema})
-	ctx := testContext(t)
-	app := func(j *postgres.Journal, from, to int64) error {
-		var es []journal.Entry
-		for seq := from; seq <= to; seq++ {
-			es = append(es, entry("a/1", seq, journal.KindAttempt, "m"))
-		}
-		return j.Append(ctx, journal.Batch{Partition: "p0", Entries: es})
-	}
-	if err := app(j1, 1, 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := app(j2, 3, 4); err != nil {
-		t.Fatal(err)
-	}
-	// j1 last saw 2: continuing from there would fork the history.
-	if err := app(j1, 3, 3); !errors.Is(err, journal.ErrSequence) {
-		t.Fatalf("j1 rewriting seq 3 written by j2: err = %v, want ErrSequence", err)
-	}
-	if err := app(j1, 6, 6); !errors.Is(err, journal.ErrSequence) {
-		t.Fatalf("j1 leaving a gap at 5: err = %v, want ErrSequence", err)
-	}
-	// The true next seq goes through, though j1 did not know it.
-	if err := app(j2, 5, 5); err != nil {
-		t.Fatal(err)
-	}
-	if err := app(j1, 6, 7); err != nil {
-		t.Fatalf("j1 continuing the history j2 extended: %v", err)
-	}
-	if err := app(j2, 8, 8); err != nil {
-		t.Fatalf("j2 continuing after j1: %v", err)
-	}
-	var got []int64
-	err := j1.Read(ctx, "a/1", 1, func(e journal.Entry) error { got = append(got, e.Seq); return nil })
-	if err != nil || fmt.Sprint(got) != "[1 2 3 4 5 6 7 8]" {
-		t.Fatalf("history = %v, %v; want 1..8", got, err)
 	}
 }

@@ -105,6 +105,7 @@ func TestConformance(t *testing.T) {
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: redis.DefaultKeepCheckpoints,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
@@ -115,11 +116,12 @@ func TestConformanceCompact(t *testing.T) {
 		KeepCheckpoints: 2,
 		Compacts:        true,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
 func TestConformanceKeepAllCheckpoints(t *testing.T) {
 	testenv.Redis(t)
 	o := &opener{opts: redis.Options{KeepCheckpoints: -1}}
-	journaltest.Run(t, journaltest.Features{Reopen: o.reopen}, o.open)
+	journaltest.Run(t, journaltest.Features{Reopen: o.reopen, Share: o.reopen}, o.open)
 }

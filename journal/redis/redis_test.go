@@ -159,54 +159,6 @@ func TestCompactionEntries(t *testing.T) {
 	}
 }
 
-// Two journals on one namespace stand for two worker processes. A zombie
-// keeps appending under its old epoch while a new owner takes the
-// partition. Once the new owner's CompareAndSetEpoch has returned, no
-// append of the zombie may land.
-func TestZombieFencedAcrossProcesses(t *testing.T) {
-	ns := freshNamespace(t)
-	zombie := mustOpen(t, redis.Options{Namespace: ns})
-	owner := mustOpen(t, redis.Options{Namespace: ns})
-	ctx := testContext(t)
-
-	for round := range 5 {
-		actor := fmt.Sprintf("counter/%d", round)
-		old, err := journal.AcquireEpoch(ctx, zombie, "p0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		zombieDone := make(chan error, 1)
-		started := make(chan struct{})
-		go func() {
-			for seq := int64(1); ; seq++ {
-				if seq == 3 {
-					close(started)
-				}
-				err := zombie.Append(ctx, journal.Batch{Partition: "p0", Epoch: old,
-					Entries: []journal.Entry{entry(actor, seq, journal.KindAttempt, "m")}})
-				if err != nil {
-					zombieDone <- err
-					return
-				}
-			}
-		}()
-		<-started
-		if _, err := journal.AcquireEpoch(ctx, owner, "p0"); err != nil {
-			t.Fatal(err)
-		}
-		seen, err := owner.LastSeq(ctx, actor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := <-zombieDone; !journal.Fenced(err, "p0") {
-			t.Fatalf("round %d: zombie stopped with %v, want it fenced", round, err)
-		}
-		if last, err := owner.LastSeq(ctx, actor); err != nil || last != seen {
-			t.Fatalf("round %d: the owner saw seq %d after taking the partition, but the zombie got to %d (%v)", round, seen, last, err)
-		}
-	}
-}
-
 func TestRejectsWhatRedisCannotHold(t *testing.T) {
 	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t)})
 	ctx := testContext(t)

@@ -48,6 +48,7 @@ func TestConformance(t *testing.T) {
 	journaltest.Run(t, journaltest.Features{
 		KeepCheckpoints: sqlite.DefaultKeepCheckpoints,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
@@ -57,10 +58,11 @@ func TestConformanceCompact(t *testing.T) {
 		KeepCheckpoints: 2,
 		Compacts:        true,
 		Reopen:          o.reopen,
+		Share:           o.reopen,
 	}, o.open)
 }
 
 func TestConformanceKeepAllCheckpoints(t *testing.T) {
 	o := &opener{opts: sqlite.Options{KeepCheckpoints: -1, Synchronous: sqlite.SyncNormal}}
-	journaltest.Run(t, journaltest.Features{Reopen: o.reopen}, o.open)
+	journaltest.Run(t, journaltest.Features{Reopen: o.reopen, Share: o.reopen}, o.open)
 }
