@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,6 +323,10 @@ func sqliteJournal(dir string) string { return "sqlite:" + filepath.Join(dir, "j
 func postgresJournal(t *testing.T) string {
 	t.Helper()
 	dsn := testenv.Postgres(t)
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("POSTGRES_DSN %q: want a postgres:// URL, as scripts/services.sh prints", dsn)
+	}
 	schema := fmt.Sprintf("pbit_%s", strconv.FormatInt(time.Now().UnixNano(), 36))
 	runSQL := func(sql string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -343,11 +348,10 @@ func postgresJournal(t *testing.T) string {
 			runSQL("DROP SCHEMA IF EXISTS " + ident + " CASCADE")
 		}
 	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // openJournal opens a journal URL in-process, closed when the test ends.

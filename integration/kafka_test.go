@@ -164,7 +164,8 @@ func (l loadRun) checkSink(t *testing.T, path string, bound int) int {
 // TestKafkaScaleAndCrash: 200 counters, 50,000 messages published at a
 // steady rate (with poison messages and messages that fail once) to a
 // 12-partition topic. Workers share one journal: a SQLite file (several
-// processes on one host), then PostgreSQL. One worker starts; it becomes
+// processes on one host), then PostgreSQL (the production pairing next to
+// Kafka). One worker starts; it becomes
 // three; one of the three is SIGKILLed and a new one started in its place;
 // then two stop gracefully and one is left, all while the load goes on.
 // At the end every counter's value and applied count must be exact (from

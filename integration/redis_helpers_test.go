@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/actorhost"
@@ -121,44 +119,6 @@ func svcLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int
 	pid, _ = strconv.Atoi(parts[len(parts)-2])
 	epoch, _ = strconv.ParseInt(e, 10, 64)
 	return pid, epoch
-}
-
-// svcPostgresJournal creates a fresh schema and returns a postgres:// URL
-// whose connections use it (search_path), so that the journal's tables are
-// this test's own. The schema is dropped when the test ends (unless
-// POSTBOX_IT_KEEP is set).
-func svcPostgresJournal(t *testing.T, dsn string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("POSTGRES_DSN %q: want a postgres:// URL, as scripts/services.sh prints", dsn)
-	}
-	schema := strings.ReplaceAll(svcName(t), "-", "_")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to POSTGRES_DSN: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		if os.Getenv("POSTBOX_IT_KEEP") != "" {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, dsn); err == nil {
-			conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-			conn.Close(ctx)
-		}
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // svcProc is a worker or producer running in the background, its stdout
