@@ -190,7 +190,7 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 		break
 	}
 	for key := range g.fenced {
-		// The owners' claims end when they see it; say it here too, once.
+		// The owners' claims end when they see it; say here what was refused.
 		f.log.Warn("journal refused a stale owner's writes: a newer owner holds the partition", zap.String("batch", key))
 	}
 	f.m.flushed(g.entries, time.Since(start))

@@ -288,6 +288,13 @@ func (h *Host) onClaim(c channel.Claim) {
 		return
 	}
 	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
+	lose := func() {
+		cs.mu.Lock()
+		cs.lost = true
+		cs.mu.Unlock()
+		cs.cancel()
+		log.Warn("partition lost: abandoning its in-flight work")
+	}
 loop:
 	for {
 		if cs.window() >= h.cfg.MaxInFlight {
@@ -296,11 +303,7 @@ loop:
 			case <-cs.room:
 				continue
 			case <-c.Lost():
-				cs.mu.Lock()
-				cs.lost = true
-				cs.mu.Unlock()
-				cs.cancel()
-				log.Warn("partition lost: abandoning its in-flight work")
+				lose()
 				break loop
 			case <-ctx.Done():
 				break loop
@@ -311,11 +314,7 @@ loop:
 			if !ok {
 				select {
 				case <-c.Lost(): // closed together with Messages: a loss, not a release
-					cs.mu.Lock()
-					cs.lost = true
-					cs.mu.Unlock()
-					cs.cancel()
-					log.Warn("partition lost: abandoning its in-flight work")
+					lose()
 				default:
 				}
 				break loop
@@ -330,11 +329,7 @@ loop:
 			}
 			h.route(cs, msg, first)
 		case <-c.Lost():
-			cs.mu.Lock()
-			cs.lost = true
-			cs.mu.Unlock()
-			cs.cancel()
-			log.Warn("partition lost: abandoning its in-flight work")
+			lose()
 			break loop
 		case <-ctx.Done():
 			break loop

@@ -273,26 +273,10 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 
 // ensureActive activates a, retrying journal failures until the claim ends.
 func (h *Host) ensureActive(a *actor, cs *claimState) error {
-	backoff := 100 * time.Millisecond
-	for !a.active {
-		err := h.activate(a, cs)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, ErrAbandoned) || cs.ctx.Err() != nil || cs.isStopping() {
-			return ErrAbandoned
-		}
-		h.log.Error("activating actor failed; retrying", zap.String("actor", a.key), zap.Error(err))
-		select {
-		case <-time.After(backoff):
-			backoff = min(backoff*2, 10*time.Second)
-		case <-cs.stopping:
-			return ErrAbandoned
-		case <-cs.ctx.Done():
-			return ErrAbandoned
-		}
+	if a.active {
+		return nil
 	}
-	return nil
+	return h.retryJournal(cs, "activating actor", func() error { return h.activate(a, cs) }, zap.String("actor", a.key))
 }
 
 // lookupOutcome asks the journal whether msgID has an outcome, retrying
@@ -315,7 +299,7 @@ func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields
 		if err == nil {
 			return nil
 		}
-		if cs.ctx.Err() != nil {
+		if errors.Is(err, ErrAbandoned) || cs.ctx.Err() != nil || cs.isStopping() {
 			return ErrAbandoned
 		}
 		h.log.Warn(what+" failed; retrying", append(fields, zap.Error(err), zap.Duration("in", backoff))...)

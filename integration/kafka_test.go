@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/kafka"
@@ -89,6 +90,20 @@ func (l loadRun) finish(t *testing.T, dir string, load *process, timeout time.Du
 			t.Fatalf("--expect file says %s = %+v, the workload %+v", addr, fromFile[addr], st)
 		}
 	}
+}
+
+// checkSettled checks what two workers must leave behind once stopped:
+// every counter exact, every record committed by the group, and exactly
+// the poison messages dead-lettered.
+func (l loadRun) checkSettled(t *testing.T, reg *actorhost.Registry, j journal.Journal, brokers, topic, mailbox string) {
+	t.Helper()
+	if n, ex := wrongCounters(reg, j, l.exp.States); n != 0 {
+		t.Errorf("after both workers stopped, %d counters are wrong, e.g. %s", n, ex)
+	}
+	if lag := groupLag(t, brokers, topic); lag != 0 {
+		t.Errorf("the group has %d records not committed after both workers stopped", lag)
+	}
+	l.checkDeadLetters(t, mailbox)
 }
 
 // checkDeadLetters checks that the mailbox's DLQ holds exactly the poison
@@ -386,13 +401,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
 	})
 	stopAll(t, time.Minute, a, b)
-	if n, ex := wrongCounters(reg, j, l.exp.States); n != 0 {
-		t.Errorf("after both workers stopped, %d counters are wrong, e.g. %s", n, ex)
-	}
-	if lag := groupLag(t, brokers, topic); lag != 0 {
-		t.Errorf("the group has %d records not committed after both workers stopped", lag)
-	}
-	l.checkDeadLetters(t, mailbox)
+	l.checkSettled(t, reg, j, brokers, topic, mailbox)
 	// A side effect runs again when a fence lands between its run and the
 	// journal write of its result: the one in flight at the stop (rerun by
 	// worker-b), and, after the resume, at most one per partition worker-a
@@ -656,13 +665,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 		}
 	}
 	stopAll(t, time.Minute, w1, w2)
-	if n, ex := wrongCounters(reg, j, l.exp.States); n != 0 {
-		t.Errorf("after both workers stopped, %d counters are wrong, e.g. %s", n, ex)
-	}
-	if lag := groupLag(t, brokers, topic); lag != 0 {
-		t.Errorf("the group has %d records not committed after both workers stopped", lag)
-	}
-	l.checkDeadLetters(t, mailbox)
+	l.checkSettled(t, reg, j, brokers, topic, mailbox)
 	// The restart may end claims as lost, abandoning the handlers in flight
 	// on both workers.
 	extra := l.checkSink(t, sink, 2*concurrency)
