@@ -23,7 +23,8 @@ type Address struct {
 }
 
 // ParseAddress parses "type/id". Both parts must be non-empty and the type
-// may not contain a slash; the id may.
+// may not contain a slash; the id may. It checks only this shape:
+// CheckAddress checks the limits every backend needs as well.
 func ParseAddress(s string) (Address, error) {
 	typ, id, ok := strings.Cut(s, "/")
 	if !ok || typ == "" || id == "" {
@@ -41,7 +42,7 @@ func (a Address) String() string { return a.Type + "/" + a.ID }
 // the position fields are ignored. On delivery every field is set.
 type Message struct {
 	// ID is stable across redeliveries and unique per message. The host
-	// dedups by it.
+	// dedups by it. It keeps the limits of MaxIdentifierLen, as Address does.
 	ID      string
 	Address Address
 	Payload []byte
@@ -65,8 +66,10 @@ type Message struct {
 // Publisher publishes messages to a mailbox.
 //
 // Publish returns only after every message is durably stored, and assigns
-// each message with an empty ID a unique one. A Publisher is safe for
-// concurrent use.
+// each message with an empty ID a unique one. If any message's address or
+// ID breaks the limits of MaxIdentifierLen, Publish writes none of them and
+// returns an error matching ErrBadAddress or ErrBadMessageID. A Publisher is
+// safe for concurrent use.
 type Publisher interface {
 	Publish(ctx context.Context, msgs ...Message) error
 	Close() error
@@ -113,7 +116,9 @@ type Claim interface {
 
 // Errors a backend may return. Wrapped errors match with errors.Is.
 var (
-	// ErrBadAddress is returned for an address that is not "type/id".
+	// ErrBadAddress is returned for an address that is not "type/id", or
+	// breaks the limits of MaxIdentifierLen (see CheckAddress), for instance
+	// by Publish before it writes anything.
 	ErrBadAddress = errors.New("bad actor address")
 	// ErrClosed is returned by calls on a closed publisher or consumer.
 	ErrClosed = errors.New("channel closed")
