@@ -45,4 +45,10 @@ var (
 	// message (stopping, or the partition was fenced or lost). The handler
 	// should return it; the message is delivered again later.
 	ErrAbandoned = errors.New("actorhost: message abandoned")
+	// ErrBroken means an actor's journal cannot be replayed the same way
+	// twice: a checkpoint that no longer decodes, a corrupt entry, a
+	// handler that fails or diverges on replay, entries compacted away.
+	// The host dead-letters such an actor's messages with the reason
+	// (redrive them once the cause is fixed); Replay returns it.
+	ErrBroken = errors.New("actorhost: actor's journal does not replay")
 )

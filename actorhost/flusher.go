@@ -1,6 +1,7 @@
 package actorhost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,8 +36,8 @@ type flushGen struct {
 	then    []func(*flushGen)
 	done    chan struct{}
 	// set before done closes:
-	err    error           // nothing of this generation was written
-	fenced map[string]bool // partitions whose batches were refused
+	err     error            // nothing of this generation was written
+	refusal map[string]error // batches the journal refused for good, by batchKey
 }
 
 func newGen() *flushGen {
@@ -51,11 +52,12 @@ func (g *flushGen) errFor(partition string, epoch int64) error {
 	if g.err != nil {
 		return g.err
 	}
-	if g.fenced[batchKey(partition, epoch)] {
-		return &journal.FencedError{Partitions: []string{partition}}
-	}
-	return nil
+	return g.refusal[batchKey(partition, epoch)]
 }
+
+// refused reports whether err, from errFor, is the journal refusing the
+// partition's writes for good, rather than the host stopping.
+func (g *flushGen) refused(err error) bool { return err != nil && err != g.err }
 
 func (g *flushGen) durable() bool {
 	select {
@@ -145,55 +147,111 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 		batches = append(batches, *g.batches[p])
 	}
 	start := time.Now()
+	g.refusal = map[string]error{}
+	err := f.append(ctx, batches)
+	var fe *journal.FencedError
+	switch {
+	case err == nil:
+	case errors.As(err, &fe):
+		// The other batches were written. Which were refused: those of a
+		// named partition whose epoch is not the current one.
+		for _, p := range fe.Partitions {
+			cur, cerr := f.j.Epoch(ctx, p)
+			for _, b := range batches {
+				if b.Partition == p && (cerr != nil || b.Epoch != cur) {
+					g.refusal[batchKey(p, b.Epoch)] = &journal.FencedError{Partitions: []string{p}}
+				}
+			}
+		}
+	case permanentJournalError(err):
+		// Nothing was written: write each batch alone, so one partition's
+		// refusal never holds up another's.
+		for _, b := range batches {
+			if err := f.append(ctx, []journal.Batch{b}); err != nil {
+				if !permanentJournalError(err) {
+					g.err = err
+					break
+				}
+				g.refusal[batchKey(b.Partition, b.Epoch)] = err
+			}
+		}
+	default:
+		g.err = err
+	}
+	for key, err := range g.refusal {
+		// The owners' claims end when they see it; say here what was refused.
+		f.m.refused.Add(1)
+		f.log.Warn("journal refused a partition's writes", zap.String("batch", key), zap.Error(err))
+	}
+	f.m.flushed(g.entries, time.Since(start))
+}
+
+// append writes batches, retrying transient errors until ctx ends, and
+// returns nil, a permanent error (see journal.IsPermanent), or the error
+// that ended it (the journal closed, ctx done). A retry after an error may
+// meet its own earlier write, which landed although its reply was lost: a
+// refusal of a retry is checked against the journal's content, and the
+// write counts as done when its entries are there.
+func (f *flusher) append(ctx context.Context, batches []journal.Batch) error {
 	backoff := 50 * time.Millisecond
+	retry := false
 	for {
 		err := f.j.Append(ctx, batches...)
 		switch {
 		case err == nil:
-		case errors.Is(err, journal.ErrFenced):
-			// Which batches were refused: those of a named partition whose
-			// epoch is not the current one.
-			var fe *journal.FencedError
-			g.fenced = map[string]bool{}
-			if errors.As(err, &fe) {
-				for _, p := range fe.Partitions {
-					cur, cerr := f.j.Epoch(ctx, p)
-					for _, b := range batches {
-						if b.Partition == p && (cerr != nil || b.Epoch != cur) {
-							g.fenced[batchKey(p, b.Epoch)] = true
-						}
-					}
-				}
-			}
-		case errors.Is(err, journal.ErrSequence):
-			// Someone else extended an actor's history: find the partition
-			// and treat it as fenced; write the rest.
-			g.fenced = map[string]bool{}
-			for _, b := range batches {
-				if err := f.j.Append(ctx, b); err != nil {
-					f.log.Warn("journal refused batch; giving up the partition", zap.String("partition", b.Partition), zap.Error(err))
-					g.fenced[batchKey(b.Partition, b.Epoch)] = true
-				}
-			}
+			return nil
 		case errors.Is(err, journal.ErrClosed), ctx.Err() != nil:
-			g.err = err
-		default:
-			f.log.Warn("journal append failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-			select {
-			case <-time.After(backoff):
-				backoff = min(backoff*2, 5*time.Second)
-				continue
-			case <-ctx.Done():
-				g.err = err
+			return err
+		case permanentJournalError(err):
+			if retry && !errors.Is(err, journal.ErrFenced) && f.landed(ctx, batches) {
+				return nil
 			}
+			return err
 		}
-		break
+		f.log.Warn("journal append failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		retry = true
+		select {
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 5*time.Second)
+		case <-ctx.Done():
+			return err
+		}
 	}
-	for key := range g.fenced {
-		// The owners' claims end when they see it; say here what was refused.
-		f.log.Warn("journal refused a stale owner's writes: a newer owner holds the partition", zap.String("batch", key))
+}
+
+// landed reports whether the journal holds every entry of batches exactly
+// (an earlier try of the same write committed); false when it cannot tell.
+func (f *flusher) landed(ctx context.Context, batches []journal.Batch) bool {
+	byActor := map[string][]journal.Entry{}
+	var actors []string
+	for _, b := range batches {
+		for _, e := range b.Entries {
+			if byActor[e.Actor] == nil {
+				actors = append(actors, e.Actor)
+			}
+			byActor[e.Actor] = append(byActor[e.Actor], e)
+		}
 	}
-	f.m.flushed(g.entries, time.Since(start))
+	errDiffer, errEnough := errors.New("differs"), errors.New("enough")
+	for _, actor := range actors {
+		want := byActor[actor]
+		i := 0
+		err := f.j.Read(ctx, actor, want[0].Seq, func(e journal.Entry) error {
+			if i == len(want) {
+				return errEnough
+			}
+			w := want[i]
+			if e.Seq != w.Seq || e.Kind != w.Kind || e.MsgID != w.MsgID || !bytes.Equal(e.Data, w.Data) {
+				return errDiffer
+			}
+			i++
+			return nil
+		})
+		if (err != nil && !errors.Is(err, errEnough)) || i < len(want) {
+			return false
+		}
+	}
+	return len(actors) > 0
 }
 
 // close writes what is queued and stops; bounded by ctx.

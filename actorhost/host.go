@@ -46,8 +46,8 @@ type Host struct {
 // under "worker" belong to the worker that has it scheduled.
 type actor struct {
 	addr channel.Address
-	key  string
-	typ  actorType // nil: unknown type
+	key  string    // journal key: the address, or unaddressedActor
+	typ  actorType // unhandled{} when no handler can run its messages
 
 	// guarded by Host.mu
 	queue     []*delivery
@@ -60,20 +60,37 @@ type actor struct {
 	state           any
 	seq             int64
 	sinceCheckpoint int
-	outcomes        map[string]journal.Kind
+	// outcomes holds the outcomes since the last checkpoint, and every
+	// outcome not yet durable: the journal cannot answer for those.
+	outcomes map[string]outcome
 	// outcomesWhole: outcomes holds every outcome in the actor's history
 	// (it was rebuilt from seq 1 and not cleared since), so a message
 	// missing from it has none and the journal need not be asked.
 	outcomesWhole bool
 	pending       map[string]*progress
 	lastGen       *flushGen
+	// broken is why the actor's journal cannot be replayed (a checkpoint
+	// that does not decode, a handler that diverges): the same every time,
+	// so its messages are dead-lettered with it instead of retried.
+	broken error
+}
+
+// outcome is a message's outcome as the actor knows it.
+type outcome struct {
+	kind journal.Kind
+	gen  *flushGen // the write that holds it; nil when read from the journal
 }
 
 type delivery struct {
 	msg   channel.Message
+	id    string // the message ID in the journal (see route)
 	claim *claimState
 	first bool // surely the message's first delivery: no attempt to pre-mark
 	done  bool
+	// reject, when set, is why no handler may run the message (no valid
+	// address or ID, an unknown type): it is dead-lettered with reason.
+	reject error
+	reason string
 }
 
 // New checks cfg and returns a host ready to Start.
@@ -397,27 +414,34 @@ func (h *Host) endClaim(cs *claimState, log *zap.Logger) {
 
 // dropActor removes an actor from memory; h.mu is held.
 func (h *Host) dropActor(key string, a *actor) {
-	if a.active {
-		h.m.activeActors.Add(-1)
-		a.active = false
-	}
+	h.deactivate(a)
 	delete(h.actors, key)
 }
 
 // route queues msg on its actor.
 func (h *Host) route(cs *claimState, msg channel.Message, first bool) {
-	d := &delivery{msg: msg, claim: cs, first: first}
+	d := &delivery{msg: msg, id: msg.ID, claim: cs, first: first}
+	key, typ := msg.Address.String(), actorType(nil)
+	if reason, err := identityError(msg); err != nil {
+		// No journal can key it by its own identity: its dead-letter
+		// outcome goes to the partition's unaddressed actor instead.
+		key, typ = unaddressedActor(cs.key), unhandled{}
+		d.id, d.reject, d.reason = journalID(msg.ID), err, reason
+	} else if t, ok := h.cfg.Registry.lookup(msg.Address.Type); ok {
+		typ = t
+	} else {
+		typ = unhandled{}
+		d.reject, d.reason = fmt.Errorf("%w: %q", ErrUnknownActorType, msg.Address.Type), "unknown actor type"
+	}
 	cs.mu.Lock()
 	cs.inflight = append(cs.inflight, d)
 	cs.wg.Add(1)
 	cs.mu.Unlock()
 	h.m.inFlight.Add(1)
 
-	key := msg.Address.String()
 	h.mu.Lock()
 	a := h.actors[key]
 	if a == nil {
-		typ, _ := h.cfg.Registry.lookup(msg.Address.Type)
 		a = &actor{addr: msg.Address, key: key, typ: typ, claim: cs}
 		h.actors[key] = a
 	}
@@ -504,17 +528,26 @@ func (h *Host) abandon(d *delivery) {
 	h.m.inFlight.Add(-1)
 }
 
-// fence gives up a claim whose epoch was superseded.
-func (h *Host) fence(cs *claimState) {
+// giveUp ends a claim whose journal writes were refused: fenced by a
+// newer owner, or refused for good (a sequence conflict, say). It acks
+// nothing more; the channel delivers its unacked messages again, to a new
+// claim that rebuilds its actors from the journal.
+func (h *Host) giveUp(cs *claimState, err error) {
 	cs.mu.Lock()
 	already := cs.fenced
 	cs.fenced = true
 	cs.mu.Unlock()
-	if !already {
+	if already {
+		return
+	}
+	if errors.Is(err, journal.ErrFenced) {
 		h.m.fenced.Add(1)
 		h.log.Warn("partition fenced by a newer owner: acking nothing more from it", zap.String("partition", cs.key))
-		cs.cancel()
+	} else {
+		h.log.Error("journal refused the partition's writes: giving the partition up; its messages are delivered again",
+			zap.String("partition", cs.key), zap.Error(err))
 	}
+	cs.cancel()
 }
 
 // afterFlush runs finish(d) once the write it depends on is durable, or
@@ -522,8 +555,8 @@ func (h *Host) fence(cs *claimState) {
 func (h *Host) afterFlush(d *delivery) func(*flushGen) {
 	return func(g *flushGen) {
 		if err := g.errFor(d.claim.key, d.claim.epoch); err != nil {
-			if errors.Is(err, journal.ErrFenced) {
-				h.fence(d.claim)
+			if g.refused(err) {
+				h.giveUp(d.claim, err)
 			}
 			h.abandon(d)
 			return
@@ -542,8 +575,8 @@ func (h *Host) wait(cs *claimState, g *flushGen) error {
 		}
 	}
 	if err := g.errFor(cs.key, cs.epoch); err != nil {
-		if errors.Is(err, journal.ErrFenced) {
-			h.fence(cs)
+		if g.refused(err) {
+			h.giveUp(cs, err)
 		}
 		return fmt.Errorf("%w: %w", ErrAbandoned, err)
 	}
@@ -555,7 +588,7 @@ func (h *Host) append(a *actor, cs *claimState, kind journal.Kind, msgID string,
 	a.seq++
 	e := journal.Entry{Actor: a.key, Seq: a.seq, Kind: kind, MsgID: msgID, Data: data}
 	var c *journal.Checkpoint
-	if cp {
+	if cp && a.broken == nil { // a broken actor's state is not its history's
 		if st, err := a.typ.encode(a.state); err == nil {
 			c = &journal.Checkpoint{Actor: a.key, Seq: a.seq, State: st}
 		} else {
@@ -575,14 +608,18 @@ func (h *Host) activate(a *actor, cs *claimState) error {
 			return err
 		}
 	}
-	hist, err := rebuild(cs.ctx, h.cfg.Journal, a.typ, a.addr, journal.MaxSeq, true)
+	hist, err := rebuild(cs.ctx, h.cfg.Journal, a.typ, a.key, a.addr, journal.MaxSeq, true)
 	if err != nil {
 		return err
 	}
-	if !a.active {
-		h.m.activeActors.Add(1)
+	h.deactivate(a)
+	if hist.broken != nil {
+		h.m.brokenActors.Add(1)
+		h.log.Error("actor cannot be rebuilt from its journal: its messages are dead-lettered until the cause is fixed (then redrive them)",
+			zap.String("actor", a.key), zap.Error(hist.broken))
 	}
-	a.active, a.state, a.seq = true, hist.state, hist.seq
+	h.m.activeActors.Add(1)
+	a.active, a.state, a.seq, a.broken = true, hist.state, hist.seq, hist.broken
 	a.outcomes, a.pending = hist.outcomes, hist.pending
 	a.outcomesWhole = hist.checkpoint == 0
 	a.sinceCheckpoint = int(hist.seq - hist.checkpoint)
@@ -597,6 +634,10 @@ func (h *Host) deactivate(a *actor) {
 		a.active = false
 		a.state = nil
 		h.m.activeActors.Add(-1)
+	}
+	if a.broken != nil {
+		a.broken = nil
+		h.m.brokenActors.Add(-1)
 	}
 }
 
@@ -614,7 +655,7 @@ func (h *Host) backoff(n int) time.Duration {
 
 // janitor passivates idle actors and keeps memory under MaxActors.
 func (h *Host) janitor(ctx context.Context) {
-	tick := time.NewTicker(min(h.cfg.IdleTimeout/2, time.Second))
+	tick := time.NewTicker(max(min(h.cfg.IdleTimeout/2, time.Second), time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

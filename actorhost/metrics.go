@@ -20,13 +20,16 @@ type Stats struct {
 	Fenced          int64 // partitions given up because a newer owner fenced them
 	InFlight        int64
 	ActiveActors    int64
+	BrokenActors    int64 // actors in memory whose journal does not replay (see ErrBroken)
+	Refused         int64 // group commits of a partition the journal refused for good
 }
 
 type metrics struct {
 	processed, retried, deadLettered, deduplicated atomic.Int64
 	effectsExecuted, effectsAnswered               atomic.Int64
 	activations, replayed, fenced                  atomic.Int64
-	inFlight, activeActors                         atomic.Int64
+	inFlight, activeActors, brokenActors           atomic.Int64
+	refused                                        atomic.Int64
 
 	handlerSeconds prometheus.Histogram
 	flushEntries   prometheus.Histogram
@@ -67,7 +70,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		counter("postbox_actor_activations_total", "Actors loaded from checkpoint and journal.", &m.activations),
 		counter("postbox_partitions_fenced_total", "Partitions given up because a newer owner fenced them.", &m.fenced),
 		gauge("postbox_messages_in_flight", "Messages delivered and not yet acked or abandoned.", &m.inFlight),
+		counter("postbox_journal_refused_total", "Partition batches the journal refused for good (sequence conflicts, duplicate outcomes, invalid identifiers).", &m.refused),
 		gauge("postbox_actors_active", "Actors held in memory.", &m.activeActors),
+		gauge("postbox_actors_broken", "Actors in memory whose journal does not replay; their messages are dead-lettered (the log names each and why).", &m.brokenActors),
 		m.handlerSeconds, m.flushEntries, m.flushSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -88,6 +93,6 @@ func (m *metrics) snapshot() Stats {
 		Deduplicated: m.deduplicated.Load(), EffectsExecuted: m.effectsExecuted.Load(),
 		EffectsAnswered: m.effectsAnswered.Load(), Activations: m.activations.Load(),
 		Replayed: m.replayed.Load(), Fenced: m.fenced.Load(), InFlight: m.inFlight.Load(),
-		ActiveActors: m.activeActors.Load(),
+		ActiveActors: m.activeActors.Load(), BrokenActors: m.brokenActors.Load(), Refused: m.refused.Load(),
 	}
 }

@@ -27,50 +27,47 @@ func (h *Host) process(a *actor, d *delivery) {
 		a.claim, a.lastGen = cs, nil
 	}
 	h.mu.Unlock()
-	msg := d.msg
-	if a.typ == nil {
-		err, reason := fmt.Errorf("%w: %q", ErrUnknownActorType, msg.Address.Type), "unknown actor type"
-		if msg.Address == (channel.Address{}) {
-			// The channel could not read an address (a Kafka key that is
-			// not TYPE/ID); it keeps what it found in a header.
-			err, reason = errors.New("the message has no actor address (TYPE/ID)"), "no actor address"
-		}
-		if h.putDeadLetter(a, d, 0, err, reason, nil) {
-			h.m.deadLettered.Add(1)
-			h.flusher.add(cs.key, cs.epoch, nil, nil, h.afterFlush(d))
-		}
-		return
-	}
 	if err := h.ensureActive(a, cs); err != nil {
 		h.abandon(d)
 		return
 	}
 
-	// Dedup: an outcome since the last checkpoint is in memory; older ones
-	// are in the journal's outcome index. Both catch redeliveries and
-	// messages published twice with one ID.
-	if _, done := a.outcomes[msg.ID]; done {
+	// Dedup: outcomes since the last checkpoint, and those not yet durable,
+	// are in memory; older ones are in the journal's outcome index. Both
+	// catch redeliveries and messages published twice with one ID.
+	if _, done := a.outcomes[d.id]; done {
 		h.deduplicated(d)
 		return
 	}
-	done, err := false, error(nil)
 	if !a.outcomesWhole {
-		done, err = h.lookupOutcome(a, cs, msg.ID)
-	}
-	if err != nil {
-		h.deactivate(a)
-		h.abandon(d)
-		return
-	}
-	if done {
-		h.deduplicated(d)
-		return
+		done, err := h.lookupOutcome(a, cs, d.id)
+		if err != nil {
+			h.deactivate(a)
+			h.abandon(d)
+			return
+		}
+		if done {
+			h.deduplicated(d)
+			return
+		}
 	}
 
 	// Only attempts the journal knows of count: a redelivery may never have
 	// reached the handler (it was queued behind its actor at a crash).
-	prior := a.progress(msg.ID).attempts
-	if prior >= h.cfg.MaxAttempts {
+	p := a.progress(d.id)
+	prior := p.attempts
+	switch {
+	case p.deadLetter != nil:
+		// Decided before a crash or a lost write: finish that dead letter.
+		h.deadLetter(a, d, p.deadLetter.N, errors.New(p.deadLetter.Error), p.deadLetter.DeadLetter)
+		return
+	case d.reject != nil:
+		h.deadLetter(a, d, prior, d.reject, d.reason)
+		return
+	case a.broken != nil:
+		h.deadLetter(a, d, prior, fmt.Errorf("%w: %w", ErrBroken, a.broken), "actor cannot be activated")
+		return
+	case prior >= h.cfg.MaxAttempts:
 		h.deadLetter(a, d, prior, errors.New("attempts exhausted: the process died or was stopped during every attempt"), "attempts exhausted")
 		return
 	}
@@ -78,8 +75,8 @@ func (h *Host) process(a *actor, d *delivery) {
 	if !d.first {
 		// This message may have killed the process before: count the
 		// attempt durably before running it, so a crash loop ends in the DLQ.
-		g := h.append(a, cs, journal.KindAttempt, msg.ID, mustJSON(attemptData{N: n, At: time.Now()}), false, nil)
-		a.progress(msg.ID).attempts = n
+		g := h.append(a, cs, journal.KindAttempt, d.id, mustJSON(attemptData{N: n, At: time.Now()}), false, nil)
+		p.attempts = n
 		if err := h.wait(cs, g); err != nil {
 			h.deactivate(a)
 			h.abandon(d)
@@ -101,38 +98,28 @@ func (h *Host) process(a *actor, d *delivery) {
 		// Record the failure, and roll the state back by rebuilding it from
 		// the journal on the next attempt.
 		fail := attemptData{N: n, Error: err.Error(), At: now}
-		h.append(a, cs, journal.KindAttempt, msg.ID, mustJSON(fail), false, nil)
-		p := a.progress(msg.ID)
+		h.append(a, cs, journal.KindAttempt, d.id, mustJSON(fail), false, nil)
+		p := a.progress(d.id)
 		p.attempts = n
 		p.errors = append(p.errors, fail)
 		h.deactivate(a)
-		h.log.Info("attempt failed", zap.String("actor", a.key), zap.String("message", msg.ID), zap.Int("attempt", n), zap.Error(err))
+		h.log.Info("attempt failed", zap.String("actor", a.key), zap.String("message", d.id), zap.Int("attempt", n), zap.Error(err))
 
-		if IsPermanent(err) {
-			h.deadLetter(a, d, n, err, "permanent error")
-			return
-		}
-		if n >= h.cfg.MaxAttempts {
-			h.deadLetter(a, d, n, err, "attempts exhausted")
+		if IsPermanent(err) || n >= h.cfg.MaxAttempts {
+			// Rebuilt first: the dead letter is journaled after the failure.
+			if err := h.ensureActive(a, cs); err != nil {
+				h.abandon(d)
+				return
+			}
+			reason := "attempts exhausted"
+			if IsPermanent(err) {
+				reason = "permanent error"
+			}
+			h.deadLetter(a, d, n, err, reason)
 			return
 		}
 		h.m.retried.Add(1)
-		delay := h.backoff(n)
-		due := time.Now().Add(delay)
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-cs.stopping:
-			timer.Stop()
-			// Hand it back with the rest of its backoff still to wait.
-			if err := cs.claim.Nack(cs.ctx, msg, max(time.Until(due), 0)); err != nil {
-				h.log.Warn("nack failed", zap.Error(err))
-			}
-			h.abandon(d)
-			return
-		case <-cs.ctx.Done():
-			timer.Stop()
-			h.abandon(d)
+		if !h.sleep(cs, d, h.backoff(n)) {
 			return
 		}
 		if err := h.ensureActive(a, cs); err != nil {
@@ -141,6 +128,26 @@ func (h *Host) process(a *actor, d *delivery) {
 		}
 		n++
 	}
+}
+
+// sleep waits out a retry's backoff. If the claim stops first, the message
+// is handed back with the rest of its backoff still to wait; false means d
+// was given up.
+func (h *Host) sleep(cs *claimState, d *delivery, delay time.Duration) bool {
+	due := time.Now().Add(delay)
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-cs.stopping:
+		if err := cs.claim.Nack(cs.ctx, d.msg, max(time.Until(due), 0)); err != nil {
+			h.log.Warn("nack failed", zap.Error(err))
+		}
+	case <-cs.ctx.Done():
+	}
+	h.abandon(d)
+	return false
 }
 
 func (a *actor) progress(msgID string) *progress {
@@ -160,7 +167,7 @@ func (a *actor) progress(msgID string) *progress {
 func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 	cs := d.claim
 	msg := d.msg
-	p := a.progress(msg.ID)
+	p := a.progress(d.id)
 	c := &Context{
 		Context: cs.ctx, address: a.addr, msgID: msg.ID, attempt: n, now: now,
 		baseLog: h.log,
@@ -172,7 +179,7 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 		}
 	}
 	c.record = func(idx int, name string, result []byte) error {
-		g := h.append(a, cs, journal.KindEffect, msg.ID, mustJSON(effectData{Index: idx, Name: name, Result: result}), false, nil)
+		g := h.append(a, cs, journal.KindEffect, d.id, mustJSON(effectData{Index: idx, Name: name, Result: result}), false, nil)
 		if p.effects == nil {
 			p.effects = map[int]effectRecord{}
 		}
@@ -187,25 +194,37 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	a.sinceCheckpoint++
-	checkpoint := a.sinceCheckpoint >= h.cfg.CheckpointEvery
-	if checkpoint {
-		a.sinceCheckpoint = 0
-		// Older outcomes are found through the journal from here on.
-		clear(a.outcomes)
-		a.outcomesWhole = false
-	}
 	data := mustJSON(completeData{N: n, At: now, Payload: msg.Payload, Headers: msg.Headers})
 	ack := h.afterFlush(d)
-	h.append(a, cs, journal.KindComplete, msg.ID, data, checkpoint, func(g *flushGen) {
+	h.journalOutcome(a, d, journal.KindComplete, data, func(g *flushGen) {
 		if g.errFor(cs.key, cs.epoch) == nil {
 			h.m.processed.Add(1) // counted once durable
 		}
 		ack(g)
 	})
-	a.outcomes[msg.ID] = journal.KindComplete
-	delete(a.pending, msg.ID)
 	return nil
+}
+
+// journalOutcome queues d's outcome, with a checkpoint every
+// CheckpointEvery outcomes, and then runs once it is durable (or refused).
+func (h *Host) journalOutcome(a *actor, d *delivery, kind journal.Kind, data []byte, then func(*flushGen)) {
+	a.sinceCheckpoint++
+	checkpoint := a.sinceCheckpoint >= h.cfg.CheckpointEvery
+	if checkpoint {
+		a.sinceCheckpoint = 0
+		// Outcomes the journal holds are found there from here on; those
+		// still on their way to it must stay, or a duplicate arriving now
+		// would run again.
+		for id, o := range a.outcomes {
+			if o.gen == nil || o.gen.durable() {
+				delete(a.outcomes, id)
+			}
+		}
+		a.outcomesWhole = false
+	}
+	g := h.append(a, d.claim, kind, d.id, data, checkpoint, then)
+	a.outcomes[d.id] = outcome{kind: kind, gen: g}
+	delete(a.pending, d.id)
 }
 
 // deduplicated acks a delivery whose outcome is already journaled, once
@@ -215,20 +234,29 @@ func (h *Host) deduplicated(d *delivery) {
 	h.flusher.add(d.claim.key, d.claim.epoch, nil, nil, h.afterFlush(d))
 }
 
-// deadLetter stores the envelope durably, then journals the dead-letter
-// outcome; the delivery is acked once that is durable.
+// deadLetter journals the decision durably, stores the envelope, then
+// journals the dead-letter outcome; the delivery is acked once that is
+// durable. A crash or a lost write anywhere in between leaves the decision
+// in the journal, so the redelivery finishes the dead letter (the store
+// keeps one per message ID) and never runs the handler again.
 func (h *Host) deadLetter(a *actor, d *delivery, attempts int, cause error, reason string) {
-	msg := d.msg
-	if !h.putDeadLetter(a, d, attempts, cause, reason, a.progress(msg.ID).errors) {
+	cs := d.claim
+	p := a.progress(d.id)
+	if p.deadLetter == nil {
+		decision := attemptData{N: attempts, Error: cause.Error(), At: time.Now().UTC(), DeadLetter: reason}
+		g := h.append(a, cs, journal.KindAttempt, d.id, mustJSON(decision), false, nil)
+		p.deadLetter = &decision
+		if err := h.wait(cs, g); err != nil {
+			h.deactivate(a)
+			h.abandon(d)
+			return
+		}
+	}
+	if !h.putDeadLetter(a, d, attempts, cause, reason, p.errors) {
 		return
 	}
 	data := mustJSON(deadLetterData{N: attempts, Reason: reason, Error: cause.Error(), At: time.Now()})
-	h.append(a, d.claim, journal.KindDeadLetter, msg.ID, data, false, h.afterFlush(d))
-	if a.outcomes == nil {
-		a.outcomes = map[string]journal.Kind{}
-	}
-	a.outcomes[msg.ID] = journal.KindDeadLetter
-	delete(a.pending, msg.ID)
+	h.journalOutcome(a, d, journal.KindDeadLetter, data, h.afterFlush(d))
 	h.m.deadLettered.Add(1)
 }
 

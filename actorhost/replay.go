@@ -17,6 +17,8 @@ type progress struct {
 	attempts int
 	errors   []attemptData
 	effects  map[int]effectRecord
+	// deadLetter is the decision to dead-letter it, once journaled.
+	deadLetter *attemptData
 }
 
 // history is an actor rebuilt from its checkpoint and journal tail.
@@ -26,17 +28,22 @@ type history struct {
 	checkpoint int64 // sequence of the checkpoint it started from
 	replayed   int   // messages re-run from the journal
 	answered   int   // side effects answered from the journal during replay
-	outcomes   map[string]journal.Kind
+	outcomes   map[string]outcome
 	pending    map[string]*progress
+	// broken is why the history cannot be replayed: the same on every
+	// try, unlike a journal that cannot be read. Replay stops running the
+	// handler there but goes on collecting outcomes and progress.
+	broken error
 }
 
-// rebuild loads addr's newest checkpoint at or before until and replays the
-// journal after it up to until.
-func rebuild(ctx context.Context, j journal.Journal, typ actorType, addr channel.Address, until int64, useCheckpoint bool) (*history, error) {
-	key := addr.String()
+// rebuild loads the newest checkpoint of actor key (at addr) at or before
+// until and replays the journal after it up to until. An error means the
+// journal could not be read; a history that does not replay comes back
+// with broken set.
+func rebuild(ctx context.Context, j journal.Journal, typ actorType, key string, addr channel.Address, until int64, useCheckpoint bool) (*history, error) {
 	h := &history{
 		state:    typ.newState(),
-		outcomes: map[string]journal.Kind{},
+		outcomes: map[string]outcome{},
 		pending:  map[string]*progress{},
 	}
 	if useCheckpoint {
@@ -45,11 +52,12 @@ func rebuild(ctx context.Context, j journal.Journal, typ actorType, addr channel
 			return nil, fmt.Errorf("load checkpoint of %s: %w", key, err)
 		}
 		if ok {
-			st, err := typ.decode(cp.State)
-			if err != nil {
-				return nil, err
+			h.seq, h.checkpoint = cp.Seq, cp.Seq
+			if st, err := typ.decode(cp.State); err != nil {
+				h.broken = fmt.Errorf("checkpoint at seq %d does not decode: %w", cp.Seq, err)
+			} else {
+				h.state = st
 			}
-			h.state, h.seq, h.checkpoint = st, cp.Seq, cp.Seq
 		}
 	}
 	stop := errors.New("until reached")
@@ -58,15 +66,23 @@ func rebuild(ctx context.Context, j journal.Journal, typ actorType, addr channel
 			return stop
 		}
 		if e.Seq != h.seq+1 && h.seq != 0 {
-			return fmt.Errorf("journal of %s jumps from seq %d to %d: entries were compacted away; replay from a checkpoint instead", key, h.seq, e.Seq)
+			h.breakOn(fmt.Errorf("journal of %s jumps from seq %d to %d: entries were compacted away; replay from a checkpoint instead", key, h.seq, e.Seq))
 		}
 		h.seq = e.Seq
-		return h.apply(ctx, typ, addr, e)
+		h.apply(ctx, typ, addr, e)
+		return ctx.Err() // a handler that saw ctx end did not diverge
 	})
 	if err != nil && !errors.Is(err, stop) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// breakOn records the first reason the history does not replay.
+func (h *history) breakOn(err error) {
+	if h.broken == nil {
+		h.broken = err
+	}
 }
 
 func (h *history) progressOf(msgID string) *progress {
@@ -78,22 +94,28 @@ func (h *history) progressOf(msgID string) *progress {
 	return p
 }
 
-func (h *history) apply(ctx context.Context, typ actorType, addr channel.Address, e journal.Entry) error {
+func (h *history) apply(ctx context.Context, typ actorType, addr channel.Address, e journal.Entry) {
+	corrupt := func(err error) { h.breakOn(fmt.Errorf("journal of %s seq %d: %w", e.Actor, e.Seq, err)) }
 	switch e.Kind {
 	case journal.KindAttempt:
 		d, err := entry.DecodeAttempt(e.Data)
 		if err != nil {
-			return fmt.Errorf("journal of %s seq %d: %w", addr, e.Seq, err)
+			corrupt(err)
+			return
 		}
 		p := h.progressOf(e.MsgID)
 		p.attempts = max(p.attempts, d.N)
-		if d.Error != "" {
+		switch {
+		case d.DeadLetter != "":
+			p.deadLetter = &d
+		case d.Error != "":
 			p.errors = append(p.errors, d)
 		}
 	case journal.KindEffect:
 		d, err := entry.DecodeEffect(e.Data)
 		if err != nil {
-			return fmt.Errorf("journal of %s seq %d: %w", addr, e.Seq, err)
+			corrupt(err)
+			return
 		}
 		p := h.progressOf(e.MsgID)
 		if p.effects == nil {
@@ -101,15 +123,23 @@ func (h *history) apply(ctx context.Context, typ actorType, addr channel.Address
 		}
 		p.effects[d.Index] = effectRecord{name: d.Name, result: d.Result}
 	case journal.KindComplete:
+		h.outcomes[e.MsgID] = outcome{kind: e.Kind}
+		p := h.pending[e.MsgID]
+		delete(h.pending, e.MsgID)
+		if h.broken != nil {
+			return // the state is unknown from here on; outcomes still count
+		}
 		if e.Data == nil {
-			return fmt.Errorf("journal of %s was compacted up to seq %d or beyond; replay from a checkpoint instead", addr, e.Seq)
+			h.breakOn(fmt.Errorf("journal of %s was compacted up to seq %d or beyond; replay from a checkpoint instead", e.Actor, e.Seq))
+			return
 		}
 		d, err := entry.DecodeComplete(e.Data)
 		if err != nil {
-			return fmt.Errorf("journal of %s seq %d: %w", addr, e.Seq, err)
+			corrupt(err)
+			return
 		}
 		var effects map[int]effectRecord
-		if p := h.pending[e.MsgID]; p != nil {
+		if p != nil {
 			effects = p.effects
 		}
 		c := &Context{
@@ -118,17 +148,17 @@ func (h *history) apply(ctx context.Context, typ actorType, addr channel.Address
 		}
 		msg := Message{ID: e.MsgID, Address: addr, Payload: d.Payload, Headers: d.Headers}
 		if err := runHandler(typ, c, h.state, msg); err != nil {
-			return fmt.Errorf("replay %s message %s (seq %d): %w", addr, e.MsgID, e.Seq, err)
+			if ctx.Err() == nil {
+				h.breakOn(fmt.Errorf("replay %s message %s (seq %d): %w", e.Actor, e.MsgID, e.Seq, err))
+			}
+			return
 		}
 		h.replayed++
 		h.answered += c.answered
-		h.outcomes[e.MsgID] = e.Kind
-		delete(h.pending, e.MsgID)
 	case journal.KindDeadLetter:
-		h.outcomes[e.MsgID] = e.Kind
+		h.outcomes[e.MsgID] = outcome{kind: e.Kind}
 		delete(h.pending, e.MsgID)
 	}
-	return nil
 }
 
 // runHandler calls the handler, turning a panic into a *PanicError.
@@ -176,9 +206,12 @@ func (r *Registry) Replay(ctx context.Context, j journal.Journal, addr channel.A
 		until = journal.MaxSeq
 	}
 	start := time.Now()
-	h, err := rebuild(ctx, j, typ, addr, until, !opts.IgnoreCheckpoints)
+	h, err := rebuild(ctx, j, typ, addr.String(), addr, until, !opts.IgnoreCheckpoints)
 	if err != nil {
 		return Replayed{}, err
+	}
+	if h.broken != nil {
+		return Replayed{}, fmt.Errorf("%w: %w", ErrBroken, h.broken)
 	}
 	elapsed := time.Since(start)
 	view, err := typ.view(h.state)

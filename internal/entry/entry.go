@@ -21,6 +21,10 @@ type Attempt struct {
 	N     int
 	Error string // empty: the attempt started
 	At    time.Time
+	// DeadLetter, when set, records the decision to dead-letter the message
+	// (the reason), journaled before the envelope is stored: a redelivery
+	// then finishes the dead letter instead of running the handler again.
+	DeadLetter string
 }
 
 // Effect is the data of a journal.KindEffect entry.
@@ -120,6 +124,9 @@ func start(data []byte) *reader {
 	return &reader{b: data[1:]}
 }
 
+// more reports whether optional trailing fields follow.
+func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
+
 func (r *reader) done(what string) error {
 	if r.err != nil {
 		return fmt.Errorf("%w (%s)", r.err, what)
@@ -136,6 +143,9 @@ func Encode(v any) []byte {
 		w.uint(uint64(d.N))
 		w.time(d.At)
 		w.string(d.Error)
+		if d.DeadLetter != "" {
+			w.string(d.DeadLetter) // optional: older entries end before it
+		}
 	case Effect:
 		w.uint(uint64(d.Index))
 		w.string(d.Name)
@@ -154,6 +164,18 @@ func Encode(v any) []byte {
 			w.string(k)
 			w.string(d.Headers[k])
 		}
+		// Optional: whether an empty payload or header map was non-nil, so
+		// replay hands the handler exactly what the live run saw.
+		var flags uint64
+		if d.Payload != nil && len(d.Payload) == 0 {
+			flags |= emptyPayload
+		}
+		if d.Headers != nil && len(d.Headers) == 0 {
+			flags |= emptyHeaders
+		}
+		if flags != 0 {
+			w.uint(flags)
+		}
 	case DeadLetter:
 		w.uint(uint64(d.N))
 		w.time(d.At)
@@ -165,10 +187,19 @@ func Encode(v any) []byte {
 	return w.b
 }
 
+// Flags of a Complete's optional trailing field.
+const (
+	emptyPayload = 1 << iota
+	emptyHeaders
+)
+
 // DecodeAttempt decodes an Attempt.
 func DecodeAttempt(data []byte) (Attempt, error) {
 	r := start(data)
 	d := Attempt{N: int(r.uint()), At: r.time(), Error: r.string()}
+	if r.more() {
+		d.DeadLetter = r.string()
+	}
 	return d, r.done("attempt")
 }
 
@@ -184,10 +215,25 @@ func DecodeComplete(data []byte) (Complete, error) {
 	r := start(data)
 	d := Complete{N: int(r.uint()), At: r.time(), Payload: r.bytes()}
 	if n := r.uint(); n > 0 && r.err == nil {
-		d.Headers = make(map[string]string, n)
-		for range n {
-			k := r.string()
-			d.Headers[k] = r.string()
+		// Each header takes at least two bytes: a corrupt count must not
+		// size the map.
+		if n > uint64(len(r.b))/2 {
+			r.err = ErrCorrupt
+		} else {
+			d.Headers = make(map[string]string, n)
+			for range n {
+				k := r.string()
+				d.Headers[k] = r.string()
+			}
+		}
+	}
+	if r.more() {
+		flags := r.uint()
+		if flags&emptyPayload != 0 && d.Payload == nil {
+			d.Payload = []byte{}
+		}
+		if flags&emptyHeaders != 0 && d.Headers == nil {
+			d.Headers = map[string]string{}
 		}
 	}
 	return d, r.done("complete")

@@ -33,3 +33,31 @@ func TestCorruptDataIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// Replay must hand a handler exactly what the live run did: an empty
+// payload or header map is not nil.
+func TestEmptyIsNotNil(t *testing.T) {
+	for _, c := range []Complete{
+		{N: 1},
+		{N: 1, Payload: []byte{}},
+		{N: 1, Headers: map[string]string{}},
+		{N: 1, Payload: []byte{}, Headers: map[string]string{}},
+		{N: 1, Payload: []byte("x"), Headers: map[string]string{"k": ""}},
+	} {
+		got, err := DecodeComplete(Encode(c))
+		if err != nil || !reflect.DeepEqual(got, c) || (got.Payload == nil) != (c.Payload == nil) || (got.Headers == nil) != (c.Headers == nil) {
+			t.Errorf("%#v came back as %#v (%v)", c, got, err)
+		}
+	}
+	a := Attempt{N: 2, DeadLetter: "permanent error", Error: "bad"}
+	if got, err := DecodeAttempt(Encode(a)); err != nil || got != a {
+		t.Errorf("dead-letter decision: %+v %v", got, err)
+	}
+}
+
+func TestHugeHeaderCountIsCorrupt(t *testing.T) {
+	data := []byte{version, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
+	if _, err := DecodeComplete(data); err == nil {
+		t.Error("a header count beyond the data was accepted")
+	}
+}
