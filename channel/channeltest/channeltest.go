@@ -83,6 +83,7 @@ func Run(t *testing.T, f Features, setup func(t *testing.T) Mailbox) {
 		{"ConsumersSplitPartitions", testConsumersSplitPartitions},
 		{"CancelEndsRun", testCancelEndsRun},
 		{"BadAddressRejectsBatch", testBadAddressRejectsBatch},
+		{"BadIdentifiersRejectBatch", testBadIdentifiersRejectBatch},
 		{"ClosedReturnsErrClosed", testClosedReturnsErrClosed},
 	}
 	for _, tc := range tests {
@@ -462,6 +463,68 @@ func testBadAddressRejectsBatch(t *testing.T, f Features, mb Mailbox) {
 	r.waitReceived(func(got []channel.Message) bool { return containsAll(got, markers) }, "a marker on every partition")
 	if indexOf(r.received(), "rejected-good", 0) >= 0 {
 		t.Errorf("a message of a rejected batch was stored")
+	}
+}
+
+// testBadIdentifiersRejectBatch checks the identifier limits of
+// channel.MaxIdentifierLen: a batch with one message whose ID or address
+// breaks them (a NUL, invalid UTF-8, 1025 bytes) is rejected whole, with
+// ErrBadMessageID or ErrBadAddress, and values right at the limit are
+// delivered byte-exact.
+func testBadIdentifiersRejectBatch(t *testing.T, f Features, mb Mailbox) {
+	ctx := t.Context()
+	long := func(n int) string { return string(bytes.Repeat([]byte("x"), n)) }
+	max := channel.MaxIdentifierLen
+	good := channel.Message{Address: channel.Address{Type: "good", ID: "1"}, Payload: []byte("rejected-good")}
+	for name, id := range map[string]string{
+		"NUL": "m\x00", "invalid UTF-8": "m\xff", "1025 bytes": long(max + 1),
+	} {
+		bad := channel.Message{ID: id, Address: channel.Address{Type: "good", ID: "2"}, Payload: []byte("rejected-bad")}
+		for _, batch := range [][]channel.Message{{good, bad}, {bad, good}} {
+			err := mb.Publisher.Publish(ctx, batch...)
+			if !errors.Is(err, channel.ErrBadMessageID) || errors.Is(err, channel.ErrBadAddress) {
+				t.Errorf("Publish with a message ID with %s: %v, want ErrBadMessageID", name, err)
+			}
+		}
+	}
+	for name, a := range map[string]channel.Address{
+		"NUL":           {Type: "bad", ID: "1\x00"},
+		"invalid UTF-8": {Type: "bad\xff", ID: "1"},
+		"1025 bytes":    {Type: "bad", ID: long(max - 3)},
+	} {
+		bad := channel.Message{Address: a, Payload: []byte("rejected-bad")}
+		for _, batch := range [][]channel.Message{{good, bad}, {bad, good}} {
+			err := mb.Publisher.Publish(ctx, batch...)
+			if !errors.Is(err, channel.ErrBadAddress) || errors.Is(err, channel.ErrBadMessageID) {
+				t.Errorf("Publish to an address with %s: %v, want ErrBadAddress", name, err)
+			}
+		}
+	}
+
+	// At the limit, with characters of 2 and 4 bytes, all is kept as sent.
+	edge := channel.Message{
+		ID:      "é" + long(max-6) + "😀",
+		Address: channel.Address{Type: "edge", ID: "ü" + long(max-7)},
+		Payload: []byte("edge"),
+	}
+	if len(edge.ID) != max || len(edge.Address.String()) != max {
+		t.Fatalf("test bug: edge ID %d bytes, address %d", len(edge.ID), len(edge.Address.String()))
+	}
+	publish(t, mb.Publisher, edge)
+
+	r := startConsumer(t, f, mb.NewConsumer(t), nil)
+	want := append(publishMarkers(t, mb, "after-bad-ids"), "edge")
+	r.waitReceived(func(got []channel.Message) bool { return containsAll(got, want) },
+		"the edge message and a marker on every partition")
+	got := r.received()
+	for _, rejected := range []string{"rejected-good", "rejected-bad"} {
+		if indexOf(got, rejected, 0) >= 0 {
+			t.Errorf("a message of a rejected batch (%s) was stored", rejected)
+		}
+	}
+	m := got[indexOf(got, "edge", 0)]
+	if m.ID != edge.ID || m.Address != edge.Address {
+		t.Errorf("message at the limits delivered as ID %q, address %q; want %q, %q", m.ID, m.Address, edge.ID, edge.Address)
 	}
 }
 

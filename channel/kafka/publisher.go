@@ -61,20 +61,30 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 // error some messages may have been written and others not; publishing them
 // again is safe, as the host dedups by ID.
 //
-// Publish returns channel.ErrBadAddress, before writing anything, if an
-// address is not a valid "type/id", and channel.ErrClosed after Close.
+// Publish returns channel.ErrBadAddress or channel.ErrBadMessageID, before
+// writing anything, if an address or an ID breaks the limits of
+// channel.MaxIdentifierLen, and channel.ErrClosed after Close.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return channel.ErrClosed
 	}
+	// Check every message before assigning any ID: a bad one rejects the
+	// whole call and leaves msgs as they were.
+	for i, m := range msgs {
+		if err := channel.CheckAddress(m.Address); err != nil {
+			return fmt.Errorf("kafka: publish message %d: %w", i, err)
+		}
+		if m.ID != "" {
+			if err := channel.CheckMessageID(m.ID); err != nil {
+				return fmt.Errorf("kafka: publish message %d: %w", i, err)
+			}
+		}
+	}
 	recs := make([]*kgo.Record, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
-		if a, err := channel.ParseAddress(m.Address.String()); err != nil || a != m.Address {
-			return fmt.Errorf("%w: %+v, want a type without '/' and a non-empty id", channel.ErrBadAddress, m.Address)
-		}
 		if m.ID == "" {
 			m.ID = channel.NewMessageID()
 		}

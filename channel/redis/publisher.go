@@ -24,13 +24,27 @@ var _ channel.Publisher = (*Publisher)(nil)
 // address, as an entry with the fields id, address, payload and h:<name>
 // per header. A message with an empty ID gets a random one; the caller's
 // slice is not modified. Publish returns once Redis applied the
-// transaction, which with appendfsync always means it is on disk.
+// transaction, which with appendfsync always means it is on disk. A message
+// whose address or ID breaks the limits of channel.MaxIdentifierLen fails
+// the whole call, before anything is sent, with channel.ErrBadAddress or
+// channel.ErrBadMessageID.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	if p.closed.Load() || p.m.isClosed() {
 		return fmt.Errorf("redis: publish: %w", channel.ErrClosed)
 	}
 	if len(msgs) == 0 {
 		return nil
+	}
+	// The identifier limits first: a bad message rejects the whole batch.
+	for i, msg := range msgs {
+		if err := channel.CheckAddress(msg.Address); err != nil {
+			return fmt.Errorf("redis: publish message %d: %w", i, err)
+		}
+		if msg.ID != "" {
+			if err := channel.CheckMessageID(msg.ID); err != nil {
+				return fmt.Errorf("redis: publish message %d: %w", i, err)
+			}
+		}
 	}
 	entries, err := prepareEntries(msgs, p.m.partitions)
 	if err != nil {

@@ -22,7 +22,10 @@ type Publisher struct {
 var _ channel.Publisher = (*Publisher)(nil)
 
 // Publish stores msgs in one transaction: all of them or none. Each goes to
-// the home partition of its address. A message with an empty ID gets a
+// the home partition of its address. A message whose address or ID breaks
+// the limits of channel.MaxIdentifierLen fails the whole call, before
+// anything is written, with channel.ErrBadAddress or
+// channel.ErrBadMessageID. A message with an empty ID gets a
 // random one; the caller's slice is not modified. Publish returns once the
 // messages are committed (durable on power loss with SyncFull).
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
@@ -65,11 +68,10 @@ func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 	rows := make([]row, len(msgs))
 	var ids []byte // random bytes for the messages without an ID, drawn at once
 	for i, msg := range msgs {
-		a := msg.Address
-		if a.Type == "" || a.ID == "" || strings.Contains(a.Type, "/") {
-			return nil, fmt.Errorf("sqlite: publish message %d: %w: %q, want TYPE/ID such as counter/7", i, channel.ErrBadAddress, a.String())
+		if err := checkMessage(msg); err != nil {
+			return nil, fmt.Errorf("sqlite: publish message %d: %w", i, err)
 		}
-		addr := a.String()
+		addr := msg.Address.String()
 		r := row{
 			partition: channel.HomePartition(addr, partitions),
 			msgID:     msg.ID,
@@ -94,6 +96,18 @@ func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 		rows[i] = r
 	}
 	return rows, nil
+}
+
+// checkMessage checks what Publish takes from the caller: the address, and
+// the ID unless it is empty (then Publish assigns one).
+func checkMessage(msg channel.Message) error {
+	if err := channel.CheckAddress(msg.Address); err != nil {
+		return err
+	}
+	if msg.ID != "" {
+		return channel.CheckMessageID(msg.ID)
+	}
+	return nil
 }
 
 // insertChunks are the row counts of the prepared INSERT statements, largest

@@ -117,9 +117,14 @@ func cmdSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	case 1:
 		return cli.Usagef("send %s: missing JSON payload, e.g. producer send %s '{\"add\":1}'", pos[0], pos[0])
 	case 2:
-		addr, err := channel.ParseAddress(pos[0])
+		addr, err := parseAddress(pos[0])
 		if err != nil {
 			return cli.Usagef("send: %v", err)
+		}
+		if *id != "" {
+			if err := channel.CheckMessageID(*id); err != nil {
+				return cli.Usagef("send: --id: %v", err)
+			}
 		}
 		if !json.Valid([]byte(pos[1])) {
 			return cli.Usagef("send %s: payload %q is not valid JSON", pos[0], pos[1])
@@ -140,12 +145,31 @@ func cmdSend(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	}
 }
 
+// parseAddress parses "type/id" and checks it against the identifier
+// limits every backend shares.
+func parseAddress(s string) (channel.Address, error) {
+	a, err := channel.ParseAddress(s)
+	if err == nil {
+		err = channel.CheckAddress(a)
+	}
+	return a, err
+}
+
+// publishError makes a publisher's refusal of an identifier a usage error
+// (exit status 2): the input is wrong, and retrying cannot help.
+func publishError(err error) error {
+	if errors.Is(err, channel.ErrBadAddress) || errors.Is(err, channel.ErrBadMessageID) {
+		return cli.Usagef("%v", err)
+	}
+	return err
+}
+
 // publishOne publishes msg, giving it an ID first so it can be printed.
 func publishOne(ctx context.Context, p channel.Publisher, msg *channel.Message) error {
 	if msg.ID == "" {
 		msg.ID = channel.NewMessageID()
 	}
-	return p.Publish(ctx, *msg)
+	return publishError(p.Publish(ctx, *msg))
 }
 
 // sendLines publishes NDJSON lines in batches. A bad line stops the run
@@ -161,7 +185,7 @@ func sendLines(ctx context.Context, p channel.Publisher, in io.Reader, stdout io
 			return nil
 		}
 		if err := p.Publish(ctx, batch...); err != nil {
-			return fmt.Errorf("publish (after %d messages were published): %w", published, err)
+			return publishError(fmt.Errorf("publish (after %d messages were published): %w", published, err))
 		}
 		published += len(batch)
 		batch = batch[:0]
@@ -177,9 +201,14 @@ func sendLines(ctx context.Context, p channel.Publisher, in io.Reader, stdout io
 		if err := json.Unmarshal([]byte(line), &l); err != nil {
 			return cli.Usagef("stdin line %d: not a JSON object like {\"actor\":\"counter/1\",\"data\":{\"add\":1}}: %v (%d messages before it were published)", lineNo, err, published)
 		}
-		addr, err := channel.ParseAddress(l.Actor)
+		addr, err := parseAddress(l.Actor)
 		if err != nil {
 			return cli.Usagef("stdin line %d: \"actor\": %v (%d messages before it were published)", lineNo, err, published)
+		}
+		if l.ID != "" {
+			if err := channel.CheckMessageID(l.ID); err != nil {
+				return cli.Usagef("stdin line %d: \"id\": %v (%d messages before it were published)", lineNo, err, published)
+			}
 		}
 		if len(l.Data) == 0 {
 			return cli.Usagef("stdin line %d: missing \"data\" (%d messages before it were published)", lineNo, published)
