@@ -1,0 +1,335 @@
+package memory
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// claimState is where a claim is in its life.
+type claimState uint8
+
+const (
+	// stateActive: Messages open, delivering.
+	stateActive claimState = iota
+	// stateDraining: Messages closed (rebalance, Revoke, Run stopping);
+	// acks still count until Release or Options.ReleaseTimeout.
+	stateDraining
+	// stateLost: Lost and Messages closed; acks ignored.
+	stateLost
+	// stateReleased: Release was called, or onClaim returned.
+	stateReleased
+)
+
+// errReleased is returned by Ack and Nack after Release.
+var errReleased = errors.New("memory: claim already released: its unacked messages go to the partition's next claim; ack before Release")
+
+// Claim is one partition owned by one Consumer for a while.
+//
+// Acks and nacks take effect at once: there is nothing to flush. Messages
+// is buffered (Options.Buffer): a message counts as delivered, and with
+// Options.CountDeliveries its Deliveries grows, when it enters the buffer,
+// as the SQLite backend counts it when its poll takes it.
+type Claim struct {
+	c    *Consumer
+	p    *partition
+	msgs chan channel.Message
+	lost chan struct{}
+
+	// Guarded by the mailbox's mu.
+	state      claimState
+	msgsClosed bool
+	inflight   int   // messages out with this claim
+	cursor     int64 // each message below this offset is acked, out with this claim, or in nacked
+	nacked     []*record
+	wake       *time.Timer // refills when a nacked message comes due
+	bound      *time.Timer // loses a draining claim not released in time
+	handoff    *time.Timer // ends the wait for onClaim to return after Release
+}
+
+var _ channel.Claim = (*Claim)(nil)
+
+func newClaim(c *Consumer, p *partition) *Claim {
+	return &Claim{
+		c:    c,
+		p:    p,
+		msgs: make(chan channel.Message, c.m.opts.Buffer),
+		lost: make(chan struct{}),
+	}
+}
+
+// Partition returns the claimed partition.
+func (cl *Claim) Partition() int32 { return cl.p.id }
+
+// Messages delivers the partition's messages in offset order: first the
+// unacked messages left by earlier claims, from the lowest offset, then new
+// ones as they are published. It is closed when the claim is stopping
+// (rebalance, Revoke, Run ending), released or lost. Messages already
+// buffered can still be read after it is closed.
+func (cl *Claim) Messages() <-chan channel.Message { return cl.msgs }
+
+// Lost is closed, before Messages, when ownership ended without warning
+// (Lose, Crash, or ReleaseTimeout passed after Messages closed). Acks after
+// that are ignored.
+func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
+
+// Ack acknowledges delivered messages of this claim, at once. Acks after
+// Lost are ignored, as are acks of messages not out with this claim
+// (already acked, nacked, or delivered by an earlier claim). After Release
+// Ack returns an error.
+func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
+	m := cl.c.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, msg := range msgs {
+		if msg.Partition != cl.p.id {
+			return fmt.Errorf("memory: ack of message %s of partition %d on the claim of partition %d: ack it on its own claim", msg.ID, msg.Partition, cl.p.id)
+		}
+	}
+	switch cl.state {
+	case stateLost:
+		return nil
+	case stateReleased:
+		return errReleased
+	}
+	for _, msg := range msgs {
+		if r := cl.p.find(msg.Offset); r != nil && r.holder == cl && r.msg.ID == msg.ID {
+			cl.p.ackLocked(r, m.opts.ForgetAcked)
+			cl.inflight--
+		}
+	}
+	cl.fillLocked()
+	return nil
+}
+
+// Nack hands msg back: it is delivered again once delay has passed, with
+// Deliveries one higher when counting, and the partition's later messages
+// of its address that are not out yet wait for it, also if the partition
+// changes hands meanwhile. Messages of that address already delivered are
+// not recalled. A nack after Lost, or of a message not out with this claim,
+// is ignored; after Release Nack returns an error.
+func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
+	m := cl.c.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if msg.Partition != cl.p.id {
+		return fmt.Errorf("memory: nack of message %s of partition %d on the claim of partition %d: nack it on its own claim", msg.ID, msg.Partition, cl.p.id)
+	}
+	switch cl.state {
+	case stateLost:
+		return nil
+	case stateReleased:
+		return errReleased
+	}
+	r := cl.p.find(msg.Offset)
+	if r == nil || r.holder != cl || r.msg.ID != msg.ID {
+		return nil
+	}
+	r.holder = nil
+	r.visibleAt = time.Now().Add(max(delay, 0))
+	cl.inflight--
+	if cl.state == stateActive && r.msg.Offset < cl.cursor {
+		i, _ := slices.BinarySearchFunc(cl.nacked, r.msg.Offset, func(n *record, off int64) int { return cmp.Compare(n.msg.Offset, off) })
+		cl.nacked = slices.Insert(cl.nacked, i, r)
+	}
+	cl.fillLocked()
+	return nil
+}
+
+// Release gives up the partition: Messages closes, and the partition is
+// claimed again, also when nothing asked for the Release, by whichever
+// consumer should own it now (this one, if nothing else changed), which
+// gets the unacked messages again. That happens as soon as this claim's
+// onClaim call returns, so that a graceful handoff never has two onClaim
+// calls working on one partition, or after Options.ReleaseTimeout if
+// onClaim keeps running. After Lost, Release does nothing. Release is
+// idempotent.
+func (cl *Claim) Release(_ context.Context) error {
+	m := cl.c.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cl.state == stateLost || cl.state == stateReleased {
+		return nil
+	}
+	cl.endLocked(stateReleased)
+	cl.p.handoff = cl
+	cl.handoff = time.AfterFunc(m.opts.ReleaseTimeout, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		cl.endHandoffLocked()
+	})
+	m.rebalanceLocked()
+	return nil
+}
+
+// endHandoffLocked lets the partition of a released claim be claimed
+// again: its onClaim returned, its consumer crashed, or the wait timed out.
+func (cl *Claim) endHandoffLocked() {
+	if cl.p.handoff != cl {
+		return
+	}
+	cl.p.handoff = nil
+	cl.handoff.Stop()
+	cl.c.m.rebalanceLocked()
+}
+
+// drainLocked asks the owner to stop: Messages closes, and the claim is
+// lost if it is not released within Options.ReleaseTimeout.
+func (cl *Claim) drainLocked() {
+	cl.state = stateDraining
+	cl.closeMessagesLocked()
+	cl.nacked = nil
+	if cl.wake != nil {
+		cl.wake.Stop()
+	}
+	cl.bound = time.AfterFunc(cl.c.m.opts.ReleaseTimeout, func() {
+		m := cl.c.m
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if cl.state == stateDraining {
+			cl.endLocked(stateLost)
+			m.rebalanceLocked()
+		}
+	})
+}
+
+// endLocked ends the claim as released or lost and frees its partition.
+// The caller rebalances.
+func (cl *Claim) endLocked(state claimState) {
+	cl.state = state
+	if state == stateLost {
+		close(cl.lost) // before Messages: a reader that sees Messages closed can tell
+	}
+	cl.closeMessagesLocked()
+	for _, t := range []*time.Timer{cl.wake, cl.bound} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	for _, r := range cl.p.log {
+		if r.holder == cl {
+			r.holder = nil
+		}
+	}
+	cl.inflight, cl.nacked = 0, nil
+	if cl.p.owner == cl {
+		cl.p.owner = nil
+	}
+}
+
+func (cl *Claim) closeMessagesLocked() {
+	if !cl.msgsClosed {
+		cl.msgsClosed = true
+		close(cl.msgs)
+	}
+}
+
+// fillLocked hands out deliverable messages, in offset order, until the
+// buffer is full. A message nacked with a delay not yet passed holds back
+// every later message of its address; the others pass it. When something
+// is held back, a timer fills again when it comes due.
+func (cl *Claim) fillLocked() {
+	if cl.state != stateActive {
+		return
+	}
+	now := time.Now()
+	var (
+		blocked map[string]bool
+		due     time.Time
+	)
+	// held reports whether r must wait, noting its address as blocked.
+	held := func(r *record) bool {
+		wait := r.visibleAt.After(now)
+		if !wait && !blocked[r.key] {
+			return false
+		}
+		if blocked == nil {
+			blocked = make(map[string]bool)
+		}
+		blocked[r.key] = true
+		if wait && (due.IsZero() || r.visibleAt.Before(due)) {
+			due = r.visibleAt
+		}
+		return true
+	}
+
+	// Nacked messages below the cursor precede everything after it.
+	full := false
+	rest := cl.nacked[:0]
+	for i, r := range cl.nacked {
+		if held(r) {
+			rest = append(rest, r)
+			continue
+		}
+		if !cl.sendLocked(r) {
+			rest = append(rest, cl.nacked[i:]...)
+			full = true
+			break
+		}
+	}
+	clear(cl.nacked[len(rest):])
+	cl.nacked = rest
+
+	log := cl.p.log
+	i, _ := slices.BinarySearchFunc(log, cl.cursor, func(r *record, off int64) int { return cmp.Compare(r.msg.Offset, off) })
+	advance := true // the cursor moves over the prefix that needs no more look
+	for ; !full && i < len(log); i++ {
+		r := log[i]
+		switch {
+		case r.acked || r.holder == cl:
+		case held(r):
+			advance = false
+		case !cl.sendLocked(r):
+			full = true
+			continue
+		}
+		if advance {
+			cl.cursor = r.msg.Offset + 1
+		}
+	}
+
+	// A full claim fills again on the acks that make room.
+	if !full && !due.IsZero() {
+		d := due.Sub(now)
+		if cl.wake == nil {
+			cl.wake = time.AfterFunc(d, func() {
+				m := cl.c.m
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				cl.fillLocked()
+			})
+		} else {
+			cl.wake.Reset(d)
+		}
+	}
+}
+
+// sendLocked puts r in the buffer, or reports that it is full.
+func (cl *Claim) sendLocked(r *record) bool {
+	if cl.inflight >= cap(cl.msgs) {
+		return false
+	}
+	msg := r.msg
+	msg.Payload = bytes.Clone(msg.Payload)
+	msg.Headers = maps.Clone(msg.Headers)
+	if cl.c.m.opts.CountDeliveries {
+		msg.Deliveries = r.deliveries + 1
+	}
+	select {
+	case cl.msgs <- msg:
+	default: // only when messages not yet received were acked
+		return false
+	}
+	r.deliveries++
+	r.holder = cl
+	r.visibleAt = time.Time{}
+	cl.inflight++
+	return true
+}

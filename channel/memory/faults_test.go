@@ -1,0 +1,799 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/memory"
+)
+
+// These tests run in synctest bubbles: synctest.Wait returns once every
+// goroutine is blocked, so the state they check has settled, and time
+// moves only when everything waits for it.
+
+// worker runs a consumer as a host does: each claim is read until Messages
+// closes (then released) or Lost closes (then abandoned), and every
+// delivery is recorded and passed to handle.
+type worker struct {
+	t      *testing.T
+	name   string
+	handle func(cl channel.Claim, m channel.Message)
+	// noRelease: after Messages closes, wait for Lost instead of releasing.
+	noRelease bool
+
+	cancel context.CancelFunc
+	done   chan error
+
+	mu      sync.Mutex
+	got     []delivery
+	claims  []channel.Claim
+	current map[int32]channel.Claim
+}
+
+type delivery struct {
+	channel.Message
+	claim channel.Claim
+	at    time.Time
+}
+
+// ackAll is the default handling: ack at once.
+func ackAll(cl channel.Claim, m channel.Message) { _ = cl.Ack(context.Background(), m) }
+
+// ackNone leaves every message unacked.
+func ackNone(channel.Claim, channel.Message) {}
+
+func startWorker(t *testing.T, c *memory.Consumer, name string, handle func(channel.Claim, channel.Message)) *worker {
+	w := &worker{t: t, name: name, handle: handle, done: make(chan error, 1), current: make(map[int32]channel.Claim)}
+	return w.start(c)
+}
+
+func (w *worker) start(c *memory.Consumer) *worker {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() { w.done <- c.Run(ctx, w.onClaim) }()
+	return w
+}
+
+func (w *worker) onClaim(cl channel.Claim) {
+	w.mu.Lock()
+	w.claims = append(w.claims, cl)
+	w.current[cl.Partition()] = cl
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		if w.current[cl.Partition()] == cl {
+			delete(w.current, cl.Partition())
+		}
+		w.mu.Unlock()
+	}()
+	for {
+		select {
+		case m, ok := <-cl.Messages():
+			if !ok {
+				select {
+				case <-cl.Lost():
+					return
+				default:
+				}
+				if w.noRelease {
+					<-cl.Lost()
+					return
+				}
+				if err := cl.Release(context.Background()); err != nil {
+					w.t.Errorf("%s: release: %v", w.name, err)
+				}
+				return
+			}
+			w.mu.Lock()
+			w.got = append(w.got, delivery{Message: m, claim: cl, at: time.Now()})
+			w.mu.Unlock()
+			w.handle(cl, m)
+		case <-cl.Lost():
+			return
+		}
+	}
+}
+
+// received returns the deliveries so far, optionally only those of claim
+// cl.
+func (w *worker) received(cl channel.Claim) []delivery {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []delivery
+	for _, d := range w.got {
+		if cl == nil || d.claim == cl {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (w *worker) claimsSeen() []channel.Claim {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.claims)
+}
+
+// owned returns the partitions the worker is working on, ascending.
+func (w *worker) owned() []int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ps []int32
+	for p := range w.current {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// stop cancels Run and returns its result.
+func (w *worker) stop() error {
+	w.cancel()
+	return <-w.done
+}
+
+// addressOn returns an address of type typ whose home partition is p.
+func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Address {
+	t.Helper()
+	for i := range 100000 {
+		a := channel.Address{Type: typ, ID: fmt.Sprint(i)}
+		if channel.HomePartition(a.String(), partitions) == p {
+			return a
+		}
+	}
+	t.Fatalf("no address of type %s on partition %d", typ, p)
+	return channel.Address{}
+}
+
+func publishN(t *testing.T, mb *memory.Mailbox, p int32, n int, prefix string) []channel.Message {
+	t.Helper()
+	var msgs []channel.Message
+	for i := range n {
+		msgs = append(msgs, channel.Message{
+			Address: addressOn(t, fmt.Sprintf("%s%d", prefix, i%3), p, mb.Partitions()),
+			Payload: fmt.Appendf(nil, "%s-%d", prefix, i),
+		})
+	}
+	pub := mb.Publisher()
+	if err := pub.Publish(context.Background(), msgs...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return msgs
+}
+
+func messages(ds []delivery) []channel.Message {
+	out := make([]channel.Message, len(ds))
+	for i, d := range ds {
+		out[i] = d.Message
+	}
+	return out
+}
+
+func offsets(ds []delivery) []int64 {
+	out := make([]int64, len(ds))
+	for i, d := range ds {
+		out[i] = d.Offset
+	}
+	return out
+}
+
+func deliveries(ds []delivery) []int {
+	out := make([]int, len(ds))
+	for i, d := range ds {
+		out[i] = d.Deliveries
+	}
+	return out
+}
+
+func ids(ds []delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.ID
+	}
+	return out
+}
+
+// want returns n copies of v.
+func want(n, v int) []int { return slices.Repeat([]int{v}, n) }
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// counted is the Deliveries a delivery numbered n reports.
+func counted(count bool, n int) int {
+	if count {
+		return n
+	}
+	return 0
+}
+
+func TestRevokeRedeliversFromLowestUnacked(t *testing.T) {
+	for _, count := range []bool{true, false} {
+		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: count})
+				defer mb.Close()
+				// Ack offsets 1 and 2 only, as a host whose watermark
+				// stuck at 3.
+				w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+					if m.Offset <= 2 {
+						ackAll(cl, m)
+					}
+				})
+				publishN(t, mb, 0, 5, "rev")
+				synctest.Wait()
+
+				first := w.received(nil)
+				if got := offsets(first); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
+					t.Fatalf("first claim got offsets %v, want 1..5", got)
+				}
+				if got := deliveries(first); !slices.Equal(got, want(5, counted(count, 1))) {
+					t.Errorf("first deliveries %v, want %v", got, want(5, counted(count, 1)))
+				}
+				if got, wantIDs := mb.Acked(0), ids(first[:2]); !slices.Equal(got, wantIDs) {
+					t.Errorf("Acked(0) = %v, want %v", got, wantIDs)
+				}
+				if mb.Pending() != 3 {
+					t.Errorf("Pending = %d, want 3", mb.Pending())
+				}
+
+				old := w.claimsSeen()[0]
+				if !mb.Revoke(0) {
+					t.Fatal("Revoke(0) = false with an active claim")
+				}
+				synctest.Wait()
+				if isClosed(old.Lost()) {
+					t.Error("a revoked claim that was released is marked lost")
+				}
+				cls := w.claimsSeen()
+				if len(cls) != 2 {
+					t.Fatalf("%d claims after Revoke and Release, want 2", len(cls))
+				}
+				again := w.received(cls[1])
+				if got := offsets(again); !slices.Equal(got, []int64{3, 4, 5}) {
+					t.Fatalf("second claim got offsets %v, want the unacked 3, 4, 5 in order", got)
+				}
+				if got := ids(again); !slices.Equal(got, ids(first[2:])) {
+					t.Errorf("redelivered IDs %v, want %v", got, ids(first[2:]))
+				}
+				if got := deliveries(again); !slices.Equal(got, want(3, counted(count, 2))) {
+					t.Errorf("redeliveries %v, want %v", got, want(3, counted(count, 2)))
+				}
+				if err := w.stop(); err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+		})
+	}
+}
+
+func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true, ReleaseTimeout: 5 * time.Second})
+		defer mb.Close()
+		w := startWorker(t, mb.Consumer(), "w", ackNone)
+		w.noRelease = true
+		publishN(t, mb, 0, 2, "slow")
+		synctest.Wait()
+		old := w.claimsSeen()[0]
+		mb.Revoke(0)
+		time.Sleep(5*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if isClosed(old.Lost()) || len(w.claimsSeen()) != 1 {
+			t.Fatalf("claim lost or partition moved before ReleaseTimeout")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if !isClosed(old.Lost()) {
+			t.Fatal("a revoked claim not released within ReleaseTimeout is not lost")
+		}
+		cls := w.claimsSeen()
+		if len(cls) != 2 {
+			t.Fatalf("%d claims, want the partition claimed again", len(cls))
+		}
+		if got := deliveries(w.received(cls[1])); !slices.Equal(got, []int{2, 2}) {
+			t.Errorf("redeliveries %v, want [2 2]", got)
+		}
+		if err := old.Ack(context.Background(), w.received(old)[0].Message); err != nil {
+			t.Errorf("ack after Lost: %v, want it ignored without error", err)
+		}
+		if mb.Pending() != 2 || len(mb.Acked(0)) != 0 {
+			t.Errorf("after an ack on a lost claim: Pending %d, Acked %v; want 2 and none", mb.Pending(), mb.Acked(0))
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func TestLoseIgnoresLaterAcks(t *testing.T) {
+	for _, count := range []bool{true, false} {
+		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mb := memory.New(memory.Options{Partitions: 2, CountDeliveries: count})
+				defer mb.Close()
+				w := startWorker(t, mb.Consumer(), "w", ackNone)
+				publishN(t, mb, 1, 4, "lose")
+				synctest.Wait()
+				old := w.claimsSeen()[1]
+				if old.Partition() != 1 {
+					old = w.claimsSeen()[0]
+				}
+				first := w.received(old)
+				if err := old.Ack(context.Background(), first[0].Message); err != nil {
+					t.Fatal(err)
+				}
+
+				if !mb.Lose(1) {
+					t.Fatal("Lose(1) = false with a claim")
+				}
+				// At once, before anyone reacts.
+				if !isClosed(old.Lost()) {
+					t.Fatal("Lost not closed by Lose")
+				}
+				if _, ok := <-old.Messages(); ok {
+					t.Error("Messages still open after Lose")
+				}
+				if err := old.Ack(context.Background(), messages(first[1:])...); err != nil {
+					t.Errorf("ack after Lost: %v, want it ignored without error", err)
+				}
+				if got := mb.Acked(1); !slices.Equal(got, ids(first[:1])) {
+					t.Errorf("Acked(1) = %v, want only the ack before Lose %v", got, ids(first[:1]))
+				}
+				synctest.Wait()
+
+				var again []delivery
+				for _, cl := range w.claimsSeen() {
+					if cl.Partition() == 1 && cl != old {
+						again = w.received(cl)
+					}
+				}
+				if got := offsets(again); !slices.Equal(got, []int64{2, 3, 4}) {
+					t.Fatalf("new claim got offsets %v, want 2, 3, 4: from the lowest unacked", got)
+				}
+				if got := deliveries(again); !slices.Equal(got, want(3, counted(count, 2))) {
+					t.Errorf("redeliveries %v, want %v", got, want(3, counted(count, 2)))
+				}
+				if err := again[0].claim.Ack(context.Background(), again[0].Message); err != nil {
+					t.Fatal(err)
+				}
+				if got := mb.Acked(1); !slices.Equal(got, ids(first[:2])) {
+					t.Errorf("Acked(1) = %v, want %v", got, ids(first[:2]))
+				}
+				if err := old.Release(context.Background()); err != nil {
+					t.Errorf("Release after Lost: %v, want nil", err)
+				}
+				if err := w.stop(); err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+		})
+	}
+}
+
+func TestCrashMovesPartitionsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 4, CountDeliveries: true})
+		defer mb.Close()
+		a := startWorker(t, mb.Consumer(), "A", ackAll)
+		synctest.Wait()
+		bc := mb.Consumer()
+		b := startWorker(t, bc, "B", ackNone)
+		synctest.Wait()
+		if got, got2 := a.owned(), b.owned(); !slices.Equal(got, []int32{0, 1}) || !slices.Equal(got2, []int32{2, 3}) {
+			t.Fatalf("A owns %v and B %v, want [0 1] and [2 3]", got, got2)
+		}
+		for p := range int32(4) {
+			publishN(t, mb, p, 3, fmt.Sprintf("crash%d-", p))
+		}
+		synctest.Wait()
+		bGot := b.received(nil)
+		if len(bGot) != 6 {
+			t.Fatalf("B received %d messages, want 6", len(bGot))
+		}
+		bClaims := b.claimsSeen()
+
+		bc.Crash()
+		for _, cl := range bClaims {
+			if !isClosed(cl.Lost()) {
+				t.Errorf("partition %d: B's claim not lost at once on Crash", cl.Partition())
+			}
+		}
+		// B's late acks, as from a process that died mid-flight.
+		for _, d := range bGot {
+			if err := d.claim.Ack(context.Background(), d.Message); err != nil {
+				t.Errorf("ack on a crashed consumer's claim: %v, want it ignored", err)
+			}
+		}
+		synctest.Wait()
+		if err := <-b.done; !errors.Is(err, memory.ErrCrashed) {
+			t.Errorf("crashed consumer's Run = %v, want ErrCrashed", err)
+		}
+		if got := a.owned(); !slices.Equal(got, []int32{0, 1, 2, 3}) {
+			t.Errorf("after B crashed A owns %v, want all", got)
+		}
+		if len(b.claimsSeen()) != len(bClaims) {
+			t.Errorf("B got claims after it crashed")
+		}
+		for p := int32(2); p < 4; p++ {
+			var got []delivery
+			for _, d := range a.received(nil) {
+				if d.Partition == p {
+					got = append(got, d)
+				}
+			}
+			if o := offsets(got); !slices.Equal(o, []int64{1, 2, 3}) {
+				t.Errorf("partition %d: A got offsets %v after the crash, want 1, 2, 3", p, o)
+			}
+			if dl := deliveries(got); !slices.Equal(dl, []int{2, 2, 2}) {
+				t.Errorf("partition %d: Deliveries %v, want 2 each", p, dl)
+			}
+			if acked := mb.Acked(p); !slices.Equal(acked, ids(got)) {
+				t.Errorf("partition %d: Acked %v, want A's acks only %v", p, acked, ids(got))
+			}
+		}
+		if mb.Pending() != 0 {
+			t.Errorf("Pending = %d, want 0", mb.Pending())
+		}
+		if err := a.stop(); err != nil {
+			t.Errorf("A's Run: %v", err)
+		}
+	})
+}
+
+func TestReleaseWithoutRevokeReclaims(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true})
+		defer mb.Close()
+		w := startWorker(t, mb.Consumer(), "w", ackNone)
+		publishN(t, mb, 0, 3, "rel")
+		synctest.Wait()
+		old := w.claimsSeen()[0]
+		if err := old.Ack(context.Background(), w.received(old)[0].Message); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Release(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		cls := w.claimsSeen()
+		if len(cls) != 2 {
+			t.Fatalf("%d claims after a Release nothing asked for, want the partition claimed again", len(cls))
+		}
+		if got := offsets(w.received(cls[1])); !slices.Equal(got, []int64{2, 3}) {
+			t.Errorf("new claim got offsets %v, want 2, 3", got)
+		}
+		if err := old.Ack(context.Background(), w.received(old)[1].Message); err == nil {
+			t.Error("ack after Release: nil, want an error")
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// TestNackDelayInVirtualTime checks the Nack delay to the nanosecond, and
+// that Close leaves no goroutine behind: the bubble would not end.
+func TestNackDelayInVirtualTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true})
+		const delay = 10 * time.Second
+		nacked := false
+		w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+			if string(m.Payload) == "a1" && !nacked {
+				nacked = true
+				if err := cl.Nack(context.Background(), m, delay); err != nil {
+					t.Errorf("nack: %v", err)
+				}
+				return
+			}
+			if string(m.Payload) != "a3" { // nacked by the test below
+				ackAll(cl, m)
+			}
+		})
+		pub := mb.Publisher()
+		a := channel.Address{Type: "a", ID: "1"}
+		b := channel.Address{Type: "b", ID: "1"}
+		if err := pub.Publish(context.Background(), channel.Message{Address: a, Payload: []byte("a1")}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		nackAt := time.Now()
+		if err := pub.Publish(context.Background(),
+			channel.Message{Address: a, Payload: []byte("a2")},
+			channel.Message{Address: b, Payload: []byte("b1")}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		payloads := func() []string {
+			var out []string
+			for _, d := range w.received(nil) {
+				out = append(out, string(d.Payload))
+			}
+			return out
+		}
+		if got := payloads(); !slices.Equal(got, []string{"a1", "b1"}) {
+			t.Fatalf("deliveries %v, want a1, then b1 past the held-back a2", got)
+		}
+		time.Sleep(delay - time.Nanosecond)
+		synctest.Wait()
+		if got := payloads(); len(got) != 2 {
+			t.Fatalf("deliveries %v before the delay passed", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		got := w.received(nil)
+		if p := payloads(); !slices.Equal(p, []string{"a1", "b1", "a1", "a2"}) {
+			t.Fatalf("deliveries %v, want a1, b1, a1, a2", p)
+		}
+		if again := got[2]; again.at.Sub(nackAt) != delay || again.Deliveries != 2 || again.ID != got[0].ID {
+			t.Errorf("a1 came back after %v with Deliveries %d, ID %s; want %v, 2, %s", again.at.Sub(nackAt), again.Deliveries, again.ID, delay, got[0].ID)
+		}
+		if mb.Pending() != 0 {
+			t.Errorf("Pending = %d, want 0", mb.Pending())
+		}
+
+		// A nack whose delay outlives the mailbox: Close stops its timer
+		// along with everything else.
+		if err := pub.Publish(context.Background(), channel.Message{Address: a, Payload: []byte("a3")}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		d := w.received(nil)[4]
+		if err := d.claim.Nack(context.Background(), d.Message, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := mb.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-w.done; err != nil {
+			t.Errorf("Run after Close: %v", err)
+		}
+		if mb.Pending() != 1 {
+			t.Errorf("Pending after Close = %d, want the nacked a3", mb.Pending())
+		}
+	})
+}
+
+// TestSplitIsStickyAndDeterministic pins down the assignment: shares by
+// creation order, partitions staying where they are when they can.
+func TestSplitIsStickyAndDeterministic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 8})
+		defer mb.Close()
+		a := startWorker(t, mb.Consumer(), "A", ackAll)
+		synctest.Wait()
+		b := startWorker(t, mb.Consumer(), "B", ackAll)
+		synctest.Wait()
+		c := startWorker(t, mb.Consumer(), "C", ackAll)
+		synctest.Wait()
+		check := func(when string, ws []*worker, want [][]int32) {
+			t.Helper()
+			for i, w := range ws {
+				if got := w.owned(); !slices.Equal(got, want[i]) {
+					t.Errorf("%s: %s owns %v, want %v", when, w.name, got, want[i])
+				}
+			}
+		}
+		check("three consumers", []*worker{a, b, c}, [][]int32{{0, 1, 2}, {4, 5, 6}, {3, 7}})
+		if err := a.stop(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		check("A stopped", []*worker{b, c}, [][]int32{{0, 4, 5, 6}, {1, 2, 3, 7}})
+	})
+}
+
+func TestBufferBoundsUnacked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 1, Buffer: 2})
+		defer mb.Close()
+		w := startWorker(t, mb.Consumer(), "w", ackNone)
+		publishN(t, mb, 0, 5, "buf")
+		synctest.Wait()
+		got := w.received(nil)
+		if len(got) != 2 {
+			t.Fatalf("%d delivered with Buffer 2 and no acks, want 2", len(got))
+		}
+		if err := got[0].claim.Ack(context.Background(), got[0].Message); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got := offsets(w.received(nil)); !slices.Equal(got, []int64{1, 2, 3}) {
+			t.Errorf("after one ack delivered %v, want 1, 2, 3", got)
+		}
+	})
+}
+
+func TestPublishAssignsPositionsAndCopies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Name: "box", Partitions: 2, CountDeliveries: true})
+		defer mb.Close()
+		a0 := addressOn(t, "pos", 0, 2)
+		a1 := addressOn(t, "pos", 1, 2)
+		payload := []byte("original")
+		headers := map[string]string{"k": "v"}
+		pub := mb.Publisher()
+		err := pub.Publish(context.Background(),
+			channel.Message{Address: a0, Payload: payload, Headers: headers},
+			channel.Message{Address: a1, ID: "given"},
+			channel.Message{Address: a0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(payload, "mutated!")
+		headers["k"] = "changed"
+
+		w := startWorker(t, mb.Consumer(), "w", ackAll)
+		synctest.Wait()
+		byID := make(map[string]delivery)
+		for _, d := range w.received(nil) {
+			byID[d.ID] = d
+		}
+		for id, want := range map[string]struct {
+			p   int32
+			off int64
+		}{"box/0/1": {0, 1}, "given": {1, 1}, "box/0/2": {0, 2}} {
+			d, ok := byID[id]
+			if !ok {
+				t.Errorf("no message with ID %s (got %v)", id, ids(w.received(nil)))
+				continue
+			}
+			if d.Partition != want.p || d.Offset != want.off || d.Mailbox != "box" || !d.PublishedAt.Equal(time.Now()) {
+				t.Errorf("%s at partition %d offset %d of %q published %v, want %d, %d, box, now", id, d.Partition, d.Offset, d.Mailbox, d.PublishedAt, want.p, want.off)
+			}
+		}
+		if d := byID["box/0/1"]; string(d.Payload) != "original" || d.Headers["k"] != "v" {
+			t.Errorf("delivered %q %v, want the payload and headers as published", d.Payload, d.Headers)
+		}
+
+		bad := []channel.Message{{Address: a0, Payload: []byte("x")}, {Address: a1, ID: "bad\x00id"}}
+		if err := pub.Publish(context.Background(), bad...); !errors.Is(err, channel.ErrBadMessageID) {
+			t.Errorf("Publish with a NUL in an ID: %v, want ErrBadMessageID", err)
+		}
+		if err := pub.Publish(context.Background(), channel.Message{Address: channel.Address{Type: "a/b", ID: "c"}}); !errors.Is(err, channel.ErrBadAddress) {
+			t.Errorf("Publish to a type with a slash: %v, want ErrBadAddress", err)
+		}
+		synctest.Wait()
+		if n := len(w.received(nil)); n != 3 || mb.Pending() != 0 {
+			t.Errorf("after rejected batches: %d delivered, %d pending; want 3 and 0", n, mb.Pending())
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func TestAckOnAnotherPartitionFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 2})
+		defer mb.Close()
+		w := startWorker(t, mb.Consumer(), "w", ackNone)
+		publishN(t, mb, 0, 1, "p0")
+		synctest.Wait()
+		d := w.received(nil)[0]
+		var other channel.Claim
+		for _, cl := range w.claimsSeen() {
+			if cl.Partition() != d.Partition {
+				other = cl
+			}
+		}
+		if err := other.Ack(context.Background(), d.Message); err == nil {
+			t.Error("ack on the claim of another partition: nil, want an error")
+		}
+		if err := other.Nack(context.Background(), d.Message, 0); err == nil {
+			t.Error("nack on the claim of another partition: nil, want an error")
+		}
+	})
+}
+
+// TestAcksBehindAStuckMessage acks everything but the first message, so
+// that acked records pile up behind it and are swept out of the log, and
+// checks that only the stuck one comes back.
+func TestAcksBehindAStuckMessage(t *testing.T) {
+	for _, forget := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ForgetAcked=%v", forget), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true, ForgetAcked: forget})
+				defer mb.Close()
+				w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+					if m.Offset != 1 && m.Deliveries == 1 {
+						ackAll(cl, m)
+					}
+				})
+				publishN(t, mb, 0, 300, "stuck")
+				synctest.Wait()
+				if mb.Pending() != 1 {
+					t.Fatalf("Pending = %d, want 1", mb.Pending())
+				}
+				if n := len(mb.Acked(0)); (forget && n != 0) || (!forget && n != 299) {
+					t.Errorf("Acked(0) holds %d IDs, want %d", n, map[bool]int{false: 299, true: 0}[forget])
+				}
+				mb.Revoke(0)
+				synctest.Wait()
+				cls := w.claimsSeen()
+				if got := offsets(w.received(cls[len(cls)-1])); !slices.Equal(got, []int64{1}) {
+					t.Errorf("after Revoke the new claim got offsets %v, want only the stuck 1", got)
+				}
+				publishN(t, mb, 0, 1, "after")
+				synctest.Wait()
+				if got := offsets(w.received(cls[len(cls)-1])); !slices.Equal(got, []int64{1, 301}) {
+					t.Errorf("then offsets %v, want 1, 301", got)
+				}
+			})
+		})
+	}
+}
+
+// TestReleasedPartitionWaitsForOnClaim checks the handoff after a Release:
+// the partition is claimed again when the released claim's onClaim
+// returns, or after ReleaseTimeout if it keeps running.
+func TestReleasedPartitionWaitsForOnClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 5 * time.Second
+		mb := memory.New(memory.Options{Partitions: 1, ReleaseTimeout: timeout})
+		defer mb.Close()
+		holds := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
+		var (
+			mu     sync.Mutex
+			claims []channel.Claim
+		)
+		seen := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(claims)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- mb.Consumer().Run(ctx, func(cl channel.Claim) {
+				mu.Lock()
+				claims = append(claims, cl)
+				hold := holds[min(len(claims), len(holds))-1]
+				mu.Unlock()
+				if err := cl.Release(context.Background()); err != nil {
+					t.Errorf("release: %v", err)
+				}
+				<-hold
+			})
+		}()
+		synctest.Wait()
+		if n := seen(); n != 1 {
+			t.Fatalf("%d claims while the released claim's onClaim runs, want 1", n)
+		}
+		close(holds[0])
+		synctest.Wait()
+		if n := seen(); n != 2 {
+			t.Fatalf("%d claims after the released claim's onClaim returned, want 2", n)
+		}
+		time.Sleep(timeout - time.Nanosecond)
+		synctest.Wait()
+		if n := seen(); n != 2 {
+			t.Fatalf("%d claims before ReleaseTimeout, want 2", n)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if n := seen(); n != 3 {
+			t.Fatalf("%d claims after ReleaseTimeout with onClaim still running, want 3", n)
+		}
+		cancel()
+		close(holds[1])
+		close(holds[2])
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
