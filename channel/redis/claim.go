@@ -316,11 +316,18 @@ func (cl *Claim) nextDueLocked(now time.Time) time.Duration {
 // read is the claim's reader: it first claims and delivers the shard's
 // pending entries, then reads new entries, and redelivers nacked ones when
 // their delay has passed. It returns when the claim is no longer active.
+//
+// Every call may have run on the server although its reply was lost (or
+// ran twice, when the client retried it), so each is safe to repeat: a
+// claim page is asked for again from the same cursor, a redelivery claims
+// again, acks are sent again, and a read first serves the owner's pending
+// entries after the last entry the claim got (after), which are exactly
+// those a lost reply held.
 func (cl *Claim) read(ctx context.Context) {
 	defer cl.c.readers.Done()
 	opts := cl.c.opts
 	cursor, scanning := "0-0", true
-	caughtUp, last := false, ""
+	caughtUp, last, after := false, "", "0-0"
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		err := cl.redeliverDue(ctx)
@@ -336,16 +343,22 @@ func (cl *Claim) read(ctx context.Context) {
 		if err == nil && room > 0 && !caughtUp {
 			limit := min(room, opts.BatchSize)
 			if scanning {
-				cursor, err = cl.claimPending(ctx, cursor, limit)
+				var seen string
+				cursor, seen, err = cl.claimPending(ctx, cursor, limit)
 				scanning = err != nil || cursor != "0-0"
 				if err == nil {
+					after = laterID(after, seen)
 					backoff = 0
 					continue
 				}
 			} else {
-				var n int
-				n, last, err = cl.readNew(ctx, limit)
+				var (
+					n    int
+					seen string
+				)
+				n, seen, last, err = cl.readNew(ctx, limit, after)
 				if err == nil {
+					after = laterID(after, seen)
 					backoff = 0
 					caughtUp = n < limit
 					continue
@@ -420,79 +433,102 @@ func (cl *Claim) restoreAcks(acks []string, nacks []nackHint) {
 	}
 }
 
-// readNew sends the buffered acks and nacks and reads up to limit new
-// entries. It returns how many it read and, when fewer than limit, the ID
-// after which to wait for more.
-func (cl *Claim) readNew(ctx context.Context, limit int) (int, string, error) {
+// readNew sends the buffered acks and nacks and reads up to limit
+// entries: the owner's pending entries after the entry ID after (read by a
+// call whose reply was lost), then new ones. It returns how many it looked
+// at, the ID of the last of them ("" when none), and, when fewer than
+// limit, the ID after which to wait for more.
+func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
 	cl.flushMu.Lock()
 	defer cl.flushMu.Unlock()
 	cl.mu.Lock()
 	if cl.state != stateActive {
 		cl.mu.Unlock()
-		return 0, "", nil
+		return 0, "", "", nil
 	}
 	acks, nacks := cl.takeAcksLocked()
 	cl.mu.Unlock()
-	args := make([]any, 0, 6+len(acks)+2*len(nacks))
-	args = append(args, cl.lease, group, cl.c.opts.Owner, limit)
+	args := make([]any, 0, 7+len(acks)+2*len(nacks))
+	args = append(args, cl.lease, group, cl.c.opts.Owner, limit, after)
 	args = appendSettle(args, acks, nacks)
 	res, err := readScript.Run(ctx, cl.c.m.client, cl.keys, args...).Result()
 	if err != nil {
+		// The script may have run: its acks are sent again (harmless),
+		// and what it read is served by the next read, from after.
 		cl.restoreAcks(acks, nacks)
-		return 0, "", cl.c.m.failed(err)
+		return 0, "", "", cl.c.m.failed(err)
 	}
 	reply, ok := res.([]any)
 	if !ok {
-		return 0, "", errLost
+		return 0, "", "", errLost
 	}
-	if len(reply) < 2 {
-		return 0, "", nil
+	if len(reply) < 5 {
+		return 0, "", "", nil
 	}
 	raw := toSlice(reply[1])
 	entries := make([]got, 0, len(raw))
-	last := ""
 	for _, r := range raw {
-		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition, 1)
-		last = id
+		deliveries := 1
+		if e := toSlice(r); len(e) == 3 {
+			deliveries = int(toInt(e[2]))
+		}
+		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition, deliveries)
 		if err != nil {
-			continue // not a message of a Publisher: left pending
+			return 0, "", "", fmt.Errorf("read shard %d: %w", cl.partition, err)
 		}
 		entries = append(entries, got{msg: msg, entryID: id})
 	}
-	if len(reply) >= 3 {
-		last, _ = reply[2].(string)
-	}
+	seen, _ = reply[3].(string)
+	last, _ = reply[4].(string)
 	cl.dispatch(entries)
-	return len(raw), last, nil
+	return int(toInt(reply[2])), seen, last, nil
+}
+
+// laterID returns the later of two stream entry IDs; "" counts as none.
+func laterID(a, b string) string {
+	ams, aseq, aerr := parseEntryID(a)
+	bms, bseq, berr := parseEntryID(b)
+	switch {
+	case berr != nil:
+		return a
+	case aerr != nil:
+		return b
+	case bms > ams || bms == ams && bseq > aseq:
+		return b
+	}
+	return a
 }
 
 // claimPending claims one page of the shard's pending entries from cursor
-// and hands them out. It returns the next cursor, "0-0" when done.
-func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (string, error) {
+// and hands them out. It returns the next cursor, "0-0" when done, and the
+// ID of the last entry it handed out ("" when none). When the reply is
+// lost, the same cursor claims the same page again.
+func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (next, seen string, err error) {
 	res, err := claimScript.Run(ctx, cl.c.m.client, cl.keys, cl.lease, group, cl.c.opts.Owner, cursor, limit).Result()
 	if err != nil {
-		return cursor, cl.c.m.failed(err)
+		return cursor, "", cl.c.m.failed(err)
 	}
 	reply, ok := res.([]any)
 	if !ok || len(reply) != 2 {
-		return cursor, errLost
+		return cursor, "", errLost
 	}
-	next, _ := reply[0].(string)
+	next, _ = reply[0].(string)
 	raw := toSlice(reply[1])
 	entries := make([]got, 0, len(raw))
 	for _, r := range raw {
 		e := toSlice(r)
 		if len(e) != 4 {
-			return cursor, fmt.Errorf("claim pending entries: unexpected reply %v", r)
+			return cursor, "", fmt.Errorf("claim pending entries: unexpected reply %v", r)
 		}
 		msg, id, err := decodeEntry(e, cl.c.m.name, cl.partition, int(toInt(e[2])))
 		if err != nil {
-			continue
+			return cursor, "", fmt.Errorf("claim pending entries of shard %d: %w", cl.partition, err)
 		}
 		entries = append(entries, got{msg: msg, entryID: id, wait: time.Duration(toInt(e[3])) * time.Millisecond})
+		seen = id
 	}
 	cl.dispatch(entries)
-	return next, nil
+	return next, seen, nil
 }
 
 // redeliverDue hands out held messages that may go, claiming nacked ones

@@ -20,6 +20,14 @@ const (
 	headerPrefix = "h:"
 )
 
+// HeaderBadAddress carries the address field of a delivered entry that is
+// not a "type/id" address ("" when the entry has none): such a message has
+// the zero Address, and the host dead-letters it ("no actor address"). It
+// is the header channel/kafka sets for a record key that is not an
+// address. It replaces an entry's own header of that name; an entry with
+// a valid address keeps its headers as they are.
+const HeaderBadAddress = "postbox-bad-address"
+
 // seqBits is how many low bits of an Offset hold the entry ID's sequence
 // number; the millisecond time takes the bits above.
 const seqBits = 20
@@ -81,7 +89,11 @@ func offsetOf(ms, seq uint64) int64 {
 }
 
 // decodeEntry builds a delivered message from a stream entry as a script
-// returns it: {id, {field, value, …}}.
+// returns it: {id, {field, value, …}, …}. Any entry is delivered, whatever
+// its fields: one whose address field is missing or not "type/id" gets the
+// zero Address and the field in HeaderBadAddress, so that the host
+// dead-letters it rather than it staying pending forever. It fails only
+// on a reply that is not a stream entry.
 func decodeEntry(raw any, mailbox string, partition int32, deliveries int) (channel.Message, string, error) {
 	e, ok := raw.([]any)
 	if !ok || len(e) < 2 {
@@ -123,11 +135,14 @@ func decodeEntry(raw any, mailbox string, partition int32, deliveries int) (chan
 		// stable and unique within the mailbox.
 		msg.ID = fmt.Sprintf("%s/%d/%s", mailbox, partition, id)
 	}
-	a, err := channel.ParseAddress(addr)
-	if err != nil {
-		return msg, id, fmt.Errorf("entry %s of shard %d: %w", id, partition, err)
+	if a, err := channel.ParseAddress(addr); err == nil {
+		msg.Address = a
+	} else {
+		if msg.Headers == nil {
+			msg.Headers = make(map[string]string, 1)
+		}
+		msg.Headers[HeaderBadAddress] = addr
 	}
-	msg.Address = a
 	if msg.Payload == nil {
 		msg.Payload = []byte{}
 	}

@@ -25,8 +25,16 @@
 //
 // An entry written to a shard stream by something other than a Publisher
 // is delivered with the ID "<mailbox>/<shard>/<entry ID>" when it has no id
-// field; one without a valid address field cannot be routed, and is left
-// pending, never delivered.
+// field. One whose address field is missing or not "type/id" is delivered
+// too, with the zero Address and the field in the header HeaderBadAddress
+// (as channel/kafka delivers a record key that is not an address): the
+// host dead-letters it. Addresses and IDs are delivered as found, whatever
+// their bytes and length.
+//
+// A call whose reply is lost (a timeout or a dropped connection after
+// Redis ran it, or a client retry that runs it twice) loses nothing and
+// reorders nothing: every read first serves the consumer's own pending
+// entries beyond the last entry it got, before any new one.
 //
 // Every command that moves entries into a consumer's pending list or acks
 // them runs in a Lua script that first checks the shard's lease: a zombie

@@ -124,35 +124,72 @@ return {live, lost, taken}
 `)
 
 // readScript applies buffered nacks and acks and reads the shard's next
-// new entries into the owner's pending list.
+// entries into the owner's pending list: first the owner's own pending
+// entries after a given ID, then new ones.
 //
 // KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer,
-// count, then the nacks and acks as settle takes them.
+// count, after, then the nacks and acks as settle takes them. after is the
+// ID of the last entry the claim got from a reply: an own pending entry
+// beyond it was read by a call whose reply was lost (or by the first run of
+// a call the client retried), and comes before anything new, so that no
+// later entry of the shard overtakes it. Without such a loss there is none,
+// and the extra XREADGROUP finds nothing.
 //
 // It returns 0 when the lease is not the caller's; {1} when count is 0;
-// {1, entries} when it read some, each {id, {field, value, ...}}, all with
-// delivery count 1; and {1, {}, last} when there was nothing new, last
-// being the ID of the stream's newest entry ("0-0" when empty), from which
-// to wait for the next one.
+// else {1, entries, n, seen, last}: the entries in ID order, each {id,
+// {field, value, ...}} when new (delivery count 1) or {id, {field, value,
+// ...}, deliveries} when read again; n how many entries it looked at,
+// counting pending ones deleted from the stream (acked and left out);
+// seen the ID of the last of them ("" when none), after which the next
+// call reads; and, when n < count, last the ID of the stream's newest
+// entry ("0-0" when empty), from which to wait for the next one.
 var readScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
-settle(KEYS[2], KEYS[3], ARGV[2], 5)
+settle(KEYS[2], KEYS[3], ARGV[2], 6)
 local count = tonumber(ARGV[4])
 if count <= 0 then
 	return {1}
 end
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', count, 'STREAMS', KEYS[2], '>')
-if r and r[1] and #r[1][2] > 0 then
-	return {1, r[1][2]}
+local out, n, seen = {}, 0, ''
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', count, 'STREAMS', KEYS[2], ARGV[5])
+if r and r[1] then
+	for _, e in ipairs(r[1][2]) do
+		n = n + 1
+		seen = e[1]
+		if e[2] then
+			out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
+		else
+			-- Deleted from the stream while pending: nothing to deliver.
+			redis.call('XACK', KEYS[2], ARGV[2], e[1])
+		end
+	end
 end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if last[1] then
-	id = last[1][1]
+if n < count then
+	r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', count - n, 'STREAMS', KEYS[2], '>')
+	if r and r[1] and #r[1][2] > 0 then
+		local new = r[1][2]
+		if n == 0 then
+			out = new
+		else
+			for _, e in ipairs(new) do
+				out[#out + 1] = e
+			end
+		end
+		n = n + #new
+		seen = new[#new][1]
+	end
 end
-return {1, {}, id}
+local last = seen
+if n < count then
+	local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+	last = '0-0'
+	if newest[1] then
+		last = newest[1][1]
+	end
+end
+return {1, out, n, seen, last}
 `)
 
 // claimScript claims one page of the shard's pending entries, whoever
