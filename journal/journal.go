@@ -6,14 +6,21 @@
 // journal refuses an append whose first sequence is not the actor's next
 // one. Writes are fenced by partition epochs: a worker takes a partition's
 // epoch with CompareAndSetEpoch, stamps its batches with it, and a batch
-// whose epoch is no longer current is refused with ErrFenced. Backends live
-// in sub-packages and all pass journal/journaltest.
+// whose epoch is no longer current is refused with ErrFenced. A message has
+// at most one outcome (completion or dead letter): a second one is refused
+// with ErrDuplicateOutcome. Actors and message IDs keep the identifier
+// limits of the channel package (at most 1024 bytes of UTF-8 without
+// control characters; see Validate): what breaks them is refused with
+// ErrInvalid. Backends live in sub-packages and all pass
+// journal/journaltest.
 package journal
 
 import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/postbox-dev/postbox/internal/ident"
 )
 
 // Kind says what an entry records.
@@ -51,8 +58,10 @@ func (k Kind) IsOutcome() bool { return k == KindComplete || k == KindDeadLetter
 
 // Entry is one record of an actor's history. Data is opaque to the journal.
 type Entry struct {
-	Actor string // the actor's address, "type/id"
-	Seq   int64  // 1-based, contiguous per actor
+	// Actor is the actor's address, "type/id", or a key of the host's own
+	// starting with "$" (such as "$horizon:mailbox/3").
+	Actor string
+	Seq   int64 // 1-based, contiguous per actor
 	Kind  Kind
 	MsgID string
 	Data  []byte
@@ -80,9 +89,16 @@ type Batch struct {
 type Journal interface {
 	// Append writes batches durably. Batches whose epoch is current are
 	// written all together, in one commit where the backend allows it.
+	// Entries of one actor must be in sequence order.
+	//
 	// Batches whose epoch is stale are skipped and reported by a returned
-	// *FencedError; the others are still written. Any other error means
-	// nothing was written. Entries of one actor must be in sequence order.
+	// *FencedError; the others are still written. An error matching
+	// ErrInvalid, ErrSequence or ErrDuplicateOutcome means nothing of the
+	// call was written, nor will be if it is retried: IsPermanent says so.
+	// Any other error (ErrClosed, ctx's, the store's) means nothing was
+	// written and a retry may succeed, except where the backend says the
+	// outcome is unknown (a reply lost while committing); retrying the same
+	// call is then safe too, and fails with ErrSequence if the first got in.
 	Append(ctx context.Context, batches ...Batch) error
 
 	// Read calls fn for the entries of actor with Seq >= from, in order,
@@ -123,7 +139,67 @@ var (
 	ErrSequence = errors.New("journal: sequence conflict")
 	// ErrClosed is returned by calls on a closed journal.
 	ErrClosed = errors.New("journal: closed")
+	// ErrInvalid means Append was given an entry or checkpoint no journal
+	// can store: its actor or message ID breaks the identifier limits (see
+	// Validate), or its kind is unknown. Nothing of that Append is written;
+	// the error names the entry. Retrying cannot help: leave the message
+	// out, for example by dead-lettering it.
+	ErrInvalid = errors.New("journal: invalid entry")
+	// ErrDuplicateOutcome means Append was given an outcome (KindComplete
+	// or KindDeadLetter) for an actor's message that already has one, in
+	// the store or earlier in the same call. Nothing of that Append is
+	// written, so a bug that would apply a message twice stays visible
+	// instead of being recorded. Look up the outcome with Journal.Outcome
+	// and treat the message as done.
+	ErrDuplicateOutcome = errors.New("journal: message already has an outcome")
 )
+
+// IsPermanent reports whether err is one that retrying the same Append
+// can never cure: ErrInvalid, ErrDuplicateOutcome, ErrSequence or
+// ErrFenced. Other errors of Append (a connection lost, a timeout, a
+// server out of memory) may pass.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrDuplicateOutcome) ||
+		errors.Is(err, ErrSequence) || errors.Is(err, ErrFenced)
+}
+
+// Validate reports the first entry or checkpoint of batches that no journal
+// can store, with an error matching ErrInvalid, or ErrSequence for a
+// sequence below its start. Every backend runs it before Append writes
+// anything.
+//
+// An entry's or checkpoint's Actor is an address "type/id" or a key
+// starting with "$"; it and an entry's MsgID are each 1 to 1024 bytes of
+// valid UTF-8 without control characters (U+0000–U+001F, U+007F–U+009F),
+// the limits channel.CheckAddress and channel.CheckMessageID apply: every
+// backend's store holds such values as they are.
+func Validate(batches ...Batch) error {
+	for _, b := range batches {
+		for _, e := range b.Entries {
+			if err := ident.CheckActorKey(e.Actor); err != nil {
+				return fmt.Errorf("%w: partition %q entry seq %d: %w; nothing of this Append was written", ErrInvalid, b.Partition, e.Seq, err)
+			}
+			if e.Seq < 1 {
+				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", ErrSequence, e.Actor, e.Seq)
+			}
+			if e.Kind < KindAttempt || e.Kind > KindDeadLetter {
+				return fmt.Errorf("%w: actor %q entry seq %d has unknown kind %d; nothing of this Append was written", ErrInvalid, e.Actor, e.Seq, e.Kind)
+			}
+			if err := ident.CheckMessageID(e.MsgID); err != nil {
+				return fmt.Errorf("%w: actor %q entry seq %d: %w; nothing of this Append was written", ErrInvalid, e.Actor, e.Seq, err)
+			}
+		}
+		for _, cp := range b.Checkpoints {
+			if err := ident.CheckActorKey(cp.Actor); err != nil {
+				return fmt.Errorf("%w: partition %q checkpoint seq %d: %w; nothing of this Append was written", ErrInvalid, b.Partition, cp.Seq, err)
+			}
+			if cp.Seq < 0 {
+				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", ErrSequence, cp.Actor, cp.Seq)
+			}
+		}
+	}
+	return nil
+}
 
 // FencedError lists the partitions whose batches Append refused.
 type FencedError struct {

@@ -37,7 +37,7 @@ type Journal struct {
 // history is one actor's entries, indexed by Seq-1, plus what lookups need.
 type history struct {
 	entries     []journal.Entry
-	outcomes    map[string]int       // msgID -> index of its first outcome entry
+	outcomes    map[string]int       // msgID -> index of its outcome entry
 	checkpoints []journal.Checkpoint // ascending Seq
 }
 
@@ -56,11 +56,11 @@ func New(opts Options) *Journal {
 	}
 }
 
-// Append implements journal.Journal. It validates the whole call before
+// Append implements journal.Journal. It checks the whole call before
 // changing anything, so an error other than *journal.FencedError means
 // nothing was written.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := validate(batches); err != nil {
+	if err := journal.Validate(batches...); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -118,6 +118,9 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 			}
 		}
 	}
+	if err := j.checkOutcomes(batches, current); err != nil {
+		return err
+	}
 
 	for i, b := range batches {
 		if !current[i] {
@@ -127,9 +130,7 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 			h := j.history(e.Actor)
 			e.Data = clone(e.Data)
 			if e.Kind.IsOutcome() {
-				if _, ok := h.outcomes[e.MsgID]; !ok {
-					h.outcomes[e.MsgID] = len(h.entries)
-				}
+				h.outcomes[e.MsgID] = len(h.entries) // the only one: checkOutcomes saw to it
 			}
 			h.entries = append(h.entries, e)
 		}
@@ -141,6 +142,41 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return &journal.FencedError{Partitions: fenced}
 	}
 	return nil
+}
+
+// checkOutcomes refuses a second outcome of one message of an actor, in
+// the store or in the call. j.mu must be held.
+func (j *Journal) checkOutcomes(batches []journal.Batch, current []bool) error {
+	var inCall map[[2]string]int64 // (actor, msgID) -> seq, made at the first outcome
+	for i, b := range batches {
+		if !current[i] {
+			continue
+		}
+		for _, e := range b.Entries {
+			if !e.Kind.IsOutcome() {
+				continue
+			}
+			if h := j.actors[e.Actor]; h != nil {
+				if k, ok := h.outcomes[e.MsgID]; ok {
+					return duplicateOutcome(e, h.entries[k].Seq)
+				}
+			}
+			if inCall == nil {
+				inCall = make(map[[2]string]int64)
+			}
+			key := [2]string{e.Actor, e.MsgID}
+			if seq, ok := inCall[key]; ok {
+				return duplicateOutcome(e, seq)
+			}
+			inCall[key] = e.Seq
+		}
+	}
+	return nil
+}
+
+func duplicateOutcome(e journal.Entry, first int64) error {
+	return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d is its outcome already; nothing of this Append was written",
+		journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, first)
 }
 
 func (j *Journal) history(actor string) *history {
@@ -167,29 +203,6 @@ func (h *history) saveCheckpoint(cp journal.Checkpoint, keep int) {
 	if keep > 0 && len(h.checkpoints) > keep {
 		h.checkpoints = slices.Delete(h.checkpoints, 0, len(h.checkpoints)-keep)
 	}
-}
-
-// validate rejects input no store could hold, before anything is written.
-func validate(batches []journal.Batch) error {
-	for _, b := range batches {
-		for _, e := range b.Entries {
-			if e.Actor == "" {
-				return fmt.Errorf("journal/memory: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
-			}
-			if e.Seq < 1 {
-				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
-			}
-		}
-		for _, cp := range b.Checkpoints {
-			if cp.Actor == "" {
-				return fmt.Errorf("journal/memory: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
-			}
-			if cp.Seq < 0 {
-				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
-			}
-		}
-	}
-	return nil
 }
 
 // Read implements journal.Journal. fn runs without the journal's lock

@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS journal_entries (
 	data   BLOB,
 	PRIMARY KEY (actor, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS journal_entries_outcome
+CREATE UNIQUE INDEX IF NOT EXISTS journal_entries_outcome
 	ON journal_entries (actor, msg_id) WHERE kind IN (3, 4);
 CREATE TABLE IF NOT EXISTS journal_checkpoints (
 	actor TEXT    NOT NULL,
@@ -235,9 +235,11 @@ func (j *Journal) failed(err error) error {
 	return err
 }
 
-// Append implements journal.Journal, in one write transaction.
+// Append implements journal.Journal, in one write transaction. The unique
+// outcome index refuses a second outcome of a message, as
+// journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := validate(batches); err != nil {
+	if err := journal.Validate(batches...); err != nil {
 		return err
 	}
 	if j.closed.Load() {
@@ -256,6 +258,9 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return err
 	}
 	fenced, err := w.append(ctx, batches, j.keep, j.compact)
+	if err != nil && isUniqueViolation(err) {
+		return j.duplicateOutcome(ctx, batches, w.current, err)
+	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			// database/sql rolled the transaction back; say why.
@@ -269,27 +274,46 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	return nil
 }
 
-// validate rejects input no store could hold, before anything is written.
-func validate(batches []journal.Batch) error {
-	for _, b := range batches {
-		for _, e := range b.Entries {
-			if e.Actor == "" {
-				return fmt.Errorf("journal/sqlite: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
-			}
-			if e.Seq < 1 {
-				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
-			}
+// sqliteUniqueViolation is SQLITE_CONSTRAINT_UNIQUE: in journal_entries
+// only the outcome index raises it (the primary key raises
+// SQLITE_CONSTRAINT_PRIMARYKEY, and the sequence check comes first).
+const sqliteUniqueViolation = 2067
+
+func isUniqueViolation(err error) bool {
+	var coded interface{ Code() int }
+	return errors.As(err, &coded) && coded.Code() == sqliteUniqueViolation
+}
+
+// duplicateOutcome names the outcome entry the unique index refused, found
+// again once the transaction is rolled back: one repeated within the call,
+// or one whose message has an outcome in the file.
+func (j *Journal) duplicateOutcome(ctx context.Context, batches []journal.Batch, current []bool, cause error) error {
+	seen := make(map[[2]string]int64)
+	var outcomes []journal.Entry
+	for i, b := range batches {
+		if i < len(current) && !current[i] {
+			continue
 		}
-		for _, cp := range b.Checkpoints {
-			if cp.Actor == "" {
-				return fmt.Errorf("journal/sqlite: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
+		for _, e := range b.Entries {
+			if !e.Kind.IsOutcome() {
+				continue
 			}
-			if cp.Seq < 0 {
-				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
+			key := [2]string{e.Actor, e.MsgID}
+			if first, ok := seen[key]; ok {
+				return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d of the same Append is its outcome already; nothing of this Append was written",
+					journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, first)
 			}
+			seen[key] = e.Seq
+			outcomes = append(outcomes, e)
 		}
 	}
-	return nil
+	for _, e := range outcomes {
+		if o, ok, err := j.Outcome(ctx, e.Actor, e.MsgID); err == nil && ok {
+			return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d is its outcome already; nothing of this Append was written",
+				journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, o.Seq)
+		}
+	}
+	return fmt.Errorf("%w: nothing of this Append was written: %w", journal.ErrDuplicateOutcome, cause)
 }
 
 // Read implements journal.Journal. Data of a compacted outcome is nil.

@@ -313,3 +313,50 @@ func TestQueriesUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// A file made before outcomes were unique has a plain outcome index: Open
+// makes it unique, under the same name, or says what to do when the file
+// already holds a message with two outcomes.
+func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
+	ctx := testContext(t)
+	oldFile := func(t *testing.T, dup bool) string {
+		path := filepath.Join(t.TempDir(), "j.db")
+		j := mustOpen(t, path, sqlite.Options{})
+		appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: []journal.Entry{
+			entry("a/1", 1, journal.KindComplete, "m"), entry("a/1", 2, journal.KindAttempt, "m"),
+		}})
+		j.Close()
+		db := rawDB(t, path)
+		stmts := []string{`DROP INDEX journal_entries_outcome`,
+			`CREATE INDEX journal_entries_outcome ON journal_entries (actor, msg_id) WHERE kind IN (3, 4)`}
+		if dup {
+			stmts = append(stmts, `UPDATE journal_entries SET kind = 3 WHERE seq = 2`)
+		}
+		for _, q := range stmts {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		db.Close()
+		return path
+	}
+
+	path := oldFile(t, false)
+	j := mustOpen(t, path, sqlite.Options{})
+	var sqlText string
+	if err := rawDB(t, path).QueryRow(`SELECT sql FROM sqlite_master WHERE name = 'journal_entries_outcome'`).Scan(&sqlText); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(sqlText, "CREATE UNIQUE INDEX") {
+		t.Fatalf("outcome index after Open: %s, want a unique one", sqlText)
+	}
+	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("a/1", 3, journal.KindDeadLetter, "m")}})
+	if !errors.Is(err, journal.ErrDuplicateOutcome) {
+		t.Fatalf("a second outcome after the upgrade: %v, want ErrDuplicateOutcome", err)
+	}
+
+	_, err = sqlite.Open(oldFile(t, true), sqlite.Options{})
+	if err == nil || !strings.Contains(err.Error(), "more than one outcome") {
+		t.Fatalf("Open of a file with a message of two outcomes: %v, want an error saying so", err)
+	}
+}

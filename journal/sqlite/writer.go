@@ -68,15 +68,15 @@ type partitionEpoch struct {
 	epoch     int64
 }
 
-func newWriter(ctx context.Context, db *sql.DB) (w *writer, err error) {
+func newWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	w = &writer{conn: conn, next: make(map[string]int64)}
+	w := &writer{conn: conn, next: make(map[string]int64)}
 	defer func() {
 		if err != nil {
-			w.close()
+			w.close() // w itself, not the nil the error return set
 		}
 	}()
 	for _, pragma := range []string{
@@ -125,8 +125,37 @@ func createSchema(ctx context.Context, conn *sql.Conn) error {
 	if _, err := tx.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create tables: %w", err)
 	}
+	if err := uniqueOutcomes(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("create tables: %w", err)
+	}
+	return nil
+}
+
+// uniqueOutcomes makes the outcome index of a file created before outcomes
+// were unique a unique one, under the same name: processes of the older
+// version on the file keep finding it.
+func uniqueOutcomes(ctx context.Context, tx *sql.Tx) error {
+	var unique bool
+	err := tx.QueryRowContext(ctx, `SELECT "unique" FROM pragma_index_list('journal_entries')
+		WHERE name = 'journal_entries_outcome'`).Scan(&unique)
+	if err != nil {
+		return fmt.Errorf("look up the outcome index: %w", err)
+	}
+	if unique {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `DROP INDEX journal_entries_outcome;
+		CREATE UNIQUE INDEX journal_entries_outcome ON journal_entries (actor, msg_id) WHERE kind IN (3, 4);`)
+	if isUniqueViolation(err) {
+		return errors.New("make the outcome index unique: the file holds messages with more than one outcome " +
+			"(list them with SELECT actor, msg_id FROM journal_entries WHERE kind IN (3, 4) GROUP BY 1, 2 HAVING count(*) > 1); " +
+			"open it with the previous version, or repair a copy by hand, keeping each message's first outcome")
+	}
+	if err != nil {
+		return fmt.Errorf("make the outcome index unique: %w", err)
 	}
 	return nil
 }
