@@ -12,7 +12,9 @@ import (
 )
 
 // Append implements journal.Journal, as one script call: every batch of
-// the call is checked, and the current ones written, atomically.
+// the call is checked, and the current ones written, atomically. A second
+// outcome of a message is refused in the script, as
+// journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	if err := validate(batches); err != nil {
 		return err
@@ -113,36 +115,39 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		}
 		return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
 			journal.ErrSequence, a, seq, want)
+	case 4:
+		if len(res) != 4 {
+			return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+		}
+		k, _ := res[1].(int64)
+		seq, _ := res[2].(int64)
+		member, _ := res[3].(string)
+		var a string
+		if k > 0 && int(k) < len(actors) {
+			a = actors[k]
+		}
+		first, err := decodeEntry(a, member)
+		if err != nil {
+			return fmt.Errorf("%w: actor %q: outcome at seq %d: its message has one already; nothing of this Append was written",
+				journal.ErrDuplicateOutcome, a, seq)
+		}
+		return fmt.Errorf("%w: actor %q message %q: outcome at seq %d, but seq %d is its outcome already; nothing of this Append was written",
+			journal.ErrDuplicateOutcome, a, first.MsgID, seq, first.Seq)
 	}
 	return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
 }
 
-// validate rejects input no store could hold, before anything is written.
+// validate rejects input no store could hold, before anything is sent:
+// journal.Validate's limits, and sequences past what a score holds exactly.
 func validate(batches []journal.Batch) error {
+	if err := journal.Validate(batches...); err != nil {
+		return err
+	}
 	for _, b := range batches {
 		for _, e := range b.Entries {
-			if e.Actor == "" {
-				return fmt.Errorf("journal/redis: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
-			}
-			if e.Seq < 1 {
-				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
-			}
 			if e.Seq > maxExact {
-				return fmt.Errorf("journal/redis: actor %q: entry seq %d is past 2^53, the largest a Redis score holds exactly", e.Actor, e.Seq)
-			}
-			if e.Kind < journal.KindAttempt || e.Kind > journal.KindDeadLetter {
-				return fmt.Errorf("journal/redis: actor %q entry seq %d has unknown kind %d", e.Actor, e.Seq, e.Kind)
-			}
-			if len(e.MsgID) > 0xffff {
-				return fmt.Errorf("journal/redis: actor %q entry seq %d: message ID of %d bytes, at most 65535 fit", e.Actor, e.Seq, len(e.MsgID))
-			}
-		}
-		for _, cp := range b.Checkpoints {
-			if cp.Actor == "" {
-				return fmt.Errorf("journal/redis: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
-			}
-			if cp.Seq < 0 {
-				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
+				return fmt.Errorf("%w: actor %q: entry seq %d is past 2^53, the largest a Redis score holds exactly; nothing of this Append was written",
+					journal.ErrInvalid, e.Actor, e.Seq)
 			}
 		}
 	}

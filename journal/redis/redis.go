@@ -45,8 +45,10 @@
 //
 // # Limits
 //
-// Sequences and epochs are exact up to 2^53 (Redis scores are doubles); a
-// message ID is at most 65535 bytes. Needs Redis 7.0 or newer (or a
+// Sequences and epochs are exact up to 2^53 (Redis scores are doubles).
+// Actors and message IDs keep the limits every journal has (see
+// journal.Validate): at most 1024 bytes of UTF-8 without control
+// characters. Needs Redis 7.0 or newer (or a
 // compatible server such as Valkey). Compaction of a long history runs in
 // one script call and blocks the server while it runs.
 package redis

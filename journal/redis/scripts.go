@@ -19,8 +19,10 @@ import "github.com/redis/go-redis/v9"
 // member.
 //
 // It returns {1, fenced partitions...} when it wrote the current batches,
-// {2, k, seq, want} for an entry out of sequence and {3, k, seq, last} for
-// a checkpoint past its actor's last entry; these two write nothing.
+// {2, k, seq, want} for an entry out of sequence, {3, k, seq, last} for a
+// checkpoint past its actor's last entry, and {4, k, seq, member} for an
+// outcome of a message that has one (member) already, in the store or
+// earlier in the call; these three write nothing.
 var appendScript = redis.NewScript(`#!lua
 local keep = tonumber(ARGV[1])
 local compact = ARGV[2] == '1'
@@ -89,17 +91,39 @@ for b = 1, nb do
 	end
 end
 
--- Entries, and the first outcome of each message.
+-- Outcomes, before anything else is written: a message has at most one.
+-- HSETNX checks and writes in one command; on a refusal the fields this
+-- call set are deleted again, so the call writes nothing.
+local set = {}
+for b = 1, nb do
+	if current[b] then
+		local j = at[b]
+		for _ = 1, ne[b] do
+			local kind = ARGV[j + 2]
+			if kind == '3' or kind == '4' then
+				local okey = KEYS[3 * tonumber(ARGV[j])]
+				if redis.call('HSETNX', okey, ARGV[j + 3], ARGV[j + 4]) == 0 then
+					local first = redis.call('HGET', okey, ARGV[j + 3])
+					for n = 1, #set, 2 do
+						redis.call('HDEL', set[n], set[n + 1])
+					end
+					return {4, tonumber(ARGV[j]), tonumber(ARGV[j + 1]), first}
+				end
+				set[#set + 1] = okey
+				set[#set + 1] = ARGV[j + 3]
+			end
+			j = j + 5
+		end
+	end
+end
+
+-- Entries.
 for b = 1, nb do
 	if current[b] then
 		local j = at[b]
 		for _ = 1, ne[b] do
 			local k = tonumber(ARGV[j])
 			redis.call('ZADD', KEYS[3 * k - 1], ARGV[j + 1], ARGV[j + 4])
-			local kind = ARGV[j + 2]
-			if kind == '3' or kind == '4' then
-				redis.call('HSETNX', KEYS[3 * k], ARGV[j + 3], ARGV[j + 4])
-			end
 			j = j + 5
 		end
 	end
