@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/internal/payload"
 )
 
 // Type is the actor type counters register under.
@@ -48,8 +49,8 @@ func Register(reg *actorhost.Registry, sink Sink) error {
 func Handler(sink Sink) actorhost.Handler[State] {
 	return func(ctx *actorhost.Context, s *State, msg actorhost.Message) error {
 		var p Payload
-		if err := json.Unmarshal(msg.Payload, &p); err != nil || p.Add == nil {
-			return actorhost.Permanent(fmt.Errorf("counter: payload %.100q is not {\"add\": <int>}", msg.Payload))
+		if err := payload.Decode(Type, msg.Payload, &p, &p.Add); err != nil {
+			return err
 		}
 		s.Value += *p.Add
 		s.Applied++
