@@ -21,7 +21,9 @@ import (
 // a pooled connection turned out dead before anything was sent.
 const maxAttempts = 3
 
-// Append implements journal.Journal, in one transaction.
+// Append implements journal.Journal, in one transaction. The unique outcome
+// index refuses a second outcome of a message, as
+// journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	if err := validate(batches); err != nil {
 		return err
@@ -36,6 +38,7 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return nil
 	}
 	call := newAppendCall(batches)
+	recheck := true
 	for attempt := 1; ; attempt++ {
 		fenced, err := j.append(ctx, call)
 		if err == nil {
@@ -47,53 +50,31 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		if attempt < maxAttempts && retryable(err) && ctx.Err() == nil && !j.closed.Load() {
 			continue
 		}
+		if recheck && errors.Is(err, journal.ErrDuplicateOutcome) && ctx.Err() == nil && !j.closed.Load() {
+			// Checked against cached heads, the call may break a sequence
+			// too, which the caller must learn first: run it once more
+			// against the database's.
+			recheck = false
+			j.heads.forget(call.actors)
+			continue
+		}
 		j.heads.forget(call.actors)
 		return j.failed(err)
 	}
 }
 
-// validate rejects input no store could hold, before anything is written.
+// validate rejects input no store could hold, before anything is written:
+// journal.Validate's limits (which PostgreSQL text meets), and partition
+// names that text cannot hold.
 func validate(batches []journal.Batch) error {
-	for _, b := range batches {
-		if err := checkText("partition", b.Partition); err != nil {
-			return err
-		}
-		for _, e := range b.Entries {
-			if e.Actor == "" {
-				return fmt.Errorf("journal/postgres: entry seq %d in partition %q has no Actor: set it to the actor's address", e.Seq, b.Partition)
-			}
-			if e.Seq < 1 {
-				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", journal.ErrSequence, e.Actor, e.Seq)
-			}
-			if e.Kind < journal.KindAttempt || e.Kind > journal.KindDeadLetter {
-				return fmt.Errorf("journal/postgres: actor %q entry seq %d has unknown kind %d", e.Actor, e.Seq, e.Kind)
-			}
-			if err := checkText("actor", e.Actor); err != nil {
-				return err
-			}
-			if err := checkText("message ID", e.MsgID); err != nil {
-				return err
-			}
-		}
-		for _, cp := range b.Checkpoints {
-			if cp.Actor == "" {
-				return fmt.Errorf("journal/postgres: checkpoint seq %d in partition %q has no Actor: set it to the actor's address", cp.Seq, b.Partition)
-			}
-			if cp.Seq < 0 {
-				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", journal.ErrSequence, cp.Actor, cp.Seq)
-			}
-			if err := checkText("actor", cp.Actor); err != nil {
-				return err
-			}
-		}
+	if err := journal.Validate(batches...); err != nil {
+		return err
 	}
-	return nil
-}
-
-// checkText rejects what a PostgreSQL text column refuses.
-func checkText(what, s string) error {
-	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
-		return fmt.Errorf("journal/postgres: %s %q is not UTF-8 text without NUL bytes, which PostgreSQL text requires", what, s)
+	for _, b := range batches {
+		if !utf8.ValidString(b.Partition) || strings.IndexByte(b.Partition, 0) >= 0 {
+			return fmt.Errorf("%w: partition %q is not UTF-8 text without NUL bytes, which PostgreSQL text requires; nothing of this Append was written",
+				journal.ErrInvalid, b.Partition)
+		}
 	}
 	return nil
 }
@@ -295,6 +276,10 @@ func lockEpochs(b *pgx.Batch, sql string, partitions []string, epochs map[string
 func (j *Journal) writeError(step string, ctx context.Context, err error, commits bool) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		if pgErr.Code == "23505" && pgErr.SchemaName == j.t.schemaName && pgErr.ConstraintName == j.t.prefix+"entries_outcome_unique" {
+			return fmt.Errorf("%w: %s (in the journal or earlier in this Append); nothing of this Append was written",
+				journal.ErrDuplicateOutcome, strings.TrimSuffix(pgErr.Detail, "."))
+		}
 		if pgErr.Code == "23505" && pgErr.SchemaName == j.t.schemaName && pgErr.TableName == j.t.prefix+"entries" {
 			return fmt.Errorf("%w: %s: another writer extended the actor's history first; reload it before appending (%s)",
 				journal.ErrSequence, pgErr.Detail, pgErr.ConstraintName)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -114,6 +116,12 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, t tables) error {
 		// No arguments: pgx sends the file with the simple protocol, which
 		// runs several statements.
 		if _, err := tx.Exec(ctx, t.expand(m.sql)); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+				// Rows the new constraint refuses: say which, and where the fix is.
+				return fmt.Errorf("migration %s: %w: %s; the comment at the top of migrations/%s.sql says what to do",
+					m.name, err, pgErr.Detail, m.name)
+			}
 			return fmt.Errorf("migration %s: %w", m.name, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO `+t.migrations+` (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {

@@ -98,37 +98,80 @@ func TestOpenConcurrentMigratesOnce(t *testing.T) {
 			t.Fatalf("Open %d: %v", i, err)
 		}
 	}
-	got := query(t, `SELECT version::text || ' ' || name FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize())
-	if len(got) != 1 || got[0] != "1 0001_init" {
-		t.Fatalf("schema_migrations = %q, want one row for 0001_init", got)
+	got := query(t, `SELECT version::text || ' ' || name FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()+` ORDER BY version`)
+	if strings.Join(got, ", ") != "1 0001_init, 2 0002_unique_outcomes" {
+		t.Fatalf("schema_migrations = %q, want one row for each migration", got)
 	}
 	// Opening again changes nothing.
 	mustOpen(t, opts).Close()
-	if got := query(t, `SELECT version::text FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()); len(got) != 1 {
+	if got := query(t, `SELECT version::text FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()); len(got) != 2 {
 		t.Fatalf("after reopening, schema_migrations = %q", got)
 	}
 }
 
-func TestOutcomeIndexIsPartial(t *testing.T) {
+func TestOutcomeIndexIsPartialAndUnique(t *testing.T) {
 	schema := freshSchema(t)
 	mustOpen(t, postgres.Options{Schema: schema}).Close()
-	defs := query(t, `SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = 'journal_entries_outcome'`, schema)
-	if len(defs) != 1 || !strings.Contains(defs[0], "(actor, msg_id) WHERE (kind = ANY") {
-		t.Fatalf("outcome index = %q, want a partial index on (actor, msg_id) for kinds 3 and 4", defs)
+	defs := query(t, `SELECT indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE 'journal_entries_outcome%'`, schema)
+	if len(defs) != 1 || !strings.HasPrefix(defs[0], "journal_entries_outcome_unique: CREATE UNIQUE INDEX") ||
+		!strings.Contains(defs[0], "(actor, msg_id) WHERE (kind = ANY") {
+		t.Fatalf("outcome indexes = %q, want one unique partial index on (actor, msg_id) for kinds 3 and 4", defs)
+	}
+}
+
+// A journal made before outcomes were unique gets the unique index on
+// Open; one whose messages already have two outcomes is not opened, and
+// the error says why.
+func TestMigrationMakesOutcomesUnique(t *testing.T) {
+	ctx := testContext(t)
+	asVersion1 := func(t *testing.T, dup bool) string {
+		schema := freshSchema(t)
+		j := mustOpen(t, postgres.Options{Schema: schema})
+		err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{
+			entry("a/1", 1, journal.KindComplete, "m"), entry("a/1", 2, journal.KindAttempt, "m"),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.Close()
+		q := pgx.Identifier{schema}.Sanitize()
+		admin(t, `DROP INDEX `+q+`.journal_entries_outcome_unique`)
+		admin(t, `CREATE INDEX journal_entries_outcome ON `+q+`.journal_entries (actor, msg_id) WHERE kind IN (3, 4)`)
+		admin(t, `DELETE FROM `+q+`.journal_schema_migrations WHERE version = 2`)
+		if dup {
+			admin(t, `UPDATE `+q+`.journal_entries SET kind = 4 WHERE seq = 2`)
+		}
+		return schema
+	}
+
+	schema := asVersion1(t, false)
+	j := mustOpen(t, postgres.Options{Schema: schema})
+	if got := query(t, `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE 'journal_entries_outcome%'`, schema); strings.Join(got, " ") != "journal_entries_outcome_unique" {
+		t.Fatalf("outcome indexes after the migration: %q", got)
+	}
+	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("a/1", 3, journal.KindDeadLetter, "m")}})
+	if !errors.Is(err, journal.ErrDuplicateOutcome) {
+		t.Fatalf("a second outcome after the migration: %v, want ErrDuplicateOutcome", err)
+	}
+
+	_, err = postgres.Open(ctx, testenv.Postgres(t), postgres.Options{Schema: asVersion1(t, true)})
+	if err == nil || !strings.Contains(err.Error(), "0002_unique_outcomes") || !strings.Contains(err.Error(), "is duplicated") {
+		t.Fatalf("Open of a journal with a message of two outcomes: %v, want the migration's error", err)
 	}
 }
 
 func TestRejectsTextPostgresCannotHold(t *testing.T) {
 	j := mustOpen(t, postgres.Options{Schema: freshSchema(t)})
 	ctx := testContext(t)
-	for _, e := range []journal.Entry{
-		{Actor: "a/\x00", Seq: 1, Kind: journal.KindAttempt},
-		{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "\xff"},
-		{Actor: "a/1", Seq: 1, Kind: 9},
+	for _, b := range []journal.Batch{
+		{Partition: "p0", Entries: []journal.Entry{{Actor: "a/\x00", Seq: 1, Kind: journal.KindAttempt, MsgID: "m"}}},
+		{Partition: "p0", Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "\xff"}}},
+		{Partition: "p0", Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: 9, MsgID: "m"}}},
+		{Partition: "p\x00", Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "m"}}},
 	} {
-		err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{e}})
-		if err == nil || errors.Is(err, journal.ErrSequence) {
-			t.Errorf("Append(%+v): err = %v, want a validation error", e, err)
+		err := j.Append(ctx, b)
+		if !errors.Is(err, journal.ErrInvalid) || !journal.IsPermanent(err) {
+			t.Errorf("Append(%+v): err = %v, want ErrInvalid", b, err)
 		}
 	}
 }
