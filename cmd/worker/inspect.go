@@ -11,6 +11,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/cli"
@@ -22,6 +23,9 @@ func builtinRegistry() *actorhost.Registry {
 	reg := actorhost.NewRegistry()
 	if err := counter.Register(reg, nil); err != nil {
 		panic(err) // a fixed, valid registration
+	}
+	if err := tally.Register(reg); err != nil {
+		panic(err)
 	}
 	return reg
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/cli"
 	"github.com/postbox-dev/postbox/journal"
@@ -101,6 +102,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	reg := actorhost.NewRegistry()
 	if err := counter.Register(reg, sink); err != nil {
+		return err
+	}
+	if err := tally.Register(reg); err != nil {
 		return err
 	}
 	prom := prometheus.NewRegistry()
