@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/cli"
@@ -25,9 +26,13 @@ const usage = `producer publishes messages to a postbox mailbox.
 Usage:
   producer send TYPE/ID JSON           publish one message
   producer send < lines.ndjson         publish {"actor":"counter/1","data":{…}} lines
-  producer load --actors N --count M [--seed S] [--rate R] [--expect FILE]
+  producer load --actors N --count M [--type NAME] [--seed S] [--rate R] [--expect FILE]
+                [--poison-every K] [--fail-every K] [--duplicate-every K]
+                                       publish {"add": <int>} messages to NAME/0 … NAME/N-1
 
 Both take --mailbox URL (default sqlite:postbox.db, or $POSTBOX_MAILBOX).
+Every flag falls back to POSTBOX_<FLAG>. Run "producer CMD -h" for the
+flags of one command.
 `
 
 func main() {
@@ -233,13 +238,15 @@ func sendLines(ctx context.Context, p channel.Publisher, in io.Reader, stdout io
 func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("load", "")
 	mf := addMailboxFlags(fs)
-	actors := fs.Int("actors", 0, "number of counter actors (counter/0 … counter/N-1)")
-	count := fs.Int("count", 0, "number of messages")
+	typ := fs.String("type", counter.Type, "actor type: counter, tally, or any type that takes {\"add\": <int>}")
+	actors := fs.Int("actors", 0, "number of actors (TYPE/0 … TYPE/N-1)")
+	count := fs.Int("count", 0, "number of distinct messages")
 	seed := fs.Uint64("seed", 1, "workload seed: the same seed gives the same messages and IDs")
 	rate := fs.Float64("rate", 0, "messages per second (0: as fast as possible)")
 	expect := fs.String("expect", "", "write each actor's expected final state to FILE as JSON")
 	poisonEvery := fs.Int("poison-every", 0, "make every K-th message invalid (dead-lettered)")
-	failEvery := fs.Int("fail-every", 0, "make every K-th message fail its first attempt")
+	failEvery := fs.Int("fail-every", 0, "make every K-th message fail its first attempt (counter only)")
+	duplicateEvery := fs.Int("duplicate-every", 0, "publish every K-th message again later in the run, with the same ID (counted once in --expect)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.As(err, new(*cli.HelpRequested)) {
@@ -253,10 +260,21 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *actors < 1 || *count < 1 {
 		return cli.Usagef("load: --actors and --count must both be at least 1 (got %d and %d)", *actors, *count)
 	}
-	if *rate < 0 || *poisonEvery < 0 || *failEvery < 0 {
-		return cli.Usagef("load: --rate, --poison-every and --fail-every cannot be negative")
+	if *rate < 0 || *poisonEvery < 0 || *failEvery < 0 || *duplicateEvery < 0 {
+		return cli.Usagef("load: --rate, --poison-every, --fail-every and --duplicate-every cannot be negative")
 	}
-	spec := workload.Spec{Actors: *actors, Count: *count, Seed: *seed, PoisonEvery: *poisonEvery, FailEvery: *failEvery}
+	if *typ == "" || strings.Contains(*typ, "/") {
+		return cli.Usagef("load: --type %q: want an actor type with no slash, such as counter or tally", *typ)
+	}
+	if _, err := parseAddress(*typ + "/0"); err != nil {
+		return cli.Usagef("load: --type %q: %v", *typ, err)
+	}
+	if *failEvery > 0 && *typ != counter.Type {
+		return cli.Usagef("load: --fail-every needs --type counter: only the counter fails on request (\"failTimes\"); %s would apply those messages at once", *typ)
+	}
+	spec := workload.Spec{Type: *typ, Actors: *actors, Count: *count, Seed: *seed, PoisonEvery: *poisonEvery,
+		FailEvery: *failEvery, DuplicateEvery: *duplicateEvery}
+	total := spec.Total()
 	if *expect != "" {
 		// Write the expectation first: it must exist even if the load is
 		// interrupted and resumed.
@@ -275,7 +293,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *rate > 0 {
 		batchSize = max(1, min(500, int(*rate/50)))
 	}
-	bar := newProgress(stderr, *count, *quiet)
+	bar := newProgress(stderr, total, *quiet)
 	start := time.Now()
 	var batch []channel.Message
 	sent := 0
@@ -284,7 +302,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		}
 		if err := mb.Publisher.Publish(ctx, batch...); err != nil {
-			return fmt.Errorf("publish (after %d of %d messages): %w", sent, *count, err)
+			return fmt.Errorf("publish (after %d of %d messages): %w", sent, total, err)
 		}
 		sent += len(batch)
 		batch = batch[:0]
@@ -314,7 +332,12 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(stdout, "published %d messages to %d actors in %s (%.0f msg/s)\n", sent, *actors, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds())
+	dups := ""
+	if n := spec.Duplicates(); n > 0 {
+		dups = fmt.Sprintf(" (%d of them duplicates)", n)
+	}
+	fmt.Fprintf(stdout, "published %d messages%s to %d actors in %s (%.0f msg/s)\n",
+		sent, dups, *actors, elapsed.Round(time.Millisecond), float64(sent)/elapsed.Seconds())
 	return nil
 }
 
