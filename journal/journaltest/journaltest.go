@@ -65,6 +65,10 @@ func Run(t *testing.T, f Features, open func(t *testing.T) journal.Journal) {
 		{"AppendCopiesData", s.testAppendCopiesData},
 		{"EmptyAppend", s.testEmptyAppend},
 		{"InvalidInput", s.testInvalidInput},
+		{"InvalidIdentifiers", s.testInvalidIdentifiers},
+		{"IdentifiersAtTheLimit", s.testIdentifiersAtTheLimit},
+		{"DuplicateOutcome", s.testDuplicateOutcome},
+		{"DuplicateOutcomeInOneAppend", s.testDuplicateOutcomeInOneAppend},
 		{"SequenceGap", s.testSequenceGap},
 		{"SequenceDuplicate", s.testSequenceDuplicate},
 		{"SequenceWithinBatch", s.testSequenceWithinBatch},
@@ -431,14 +435,222 @@ func (s *suite) testInvalidInput(t *testing.T) {
 	j, ctx := s.setup(t)
 	good := run("counter/1", 1, 2)
 	bad := []journal.Entry{{Actor: "", Seq: 1, Kind: journal.KindAttempt, MsgID: "m"}}
-	if err := j.Append(ctx, batch("p0", 0, good), batch("p0", 0, bad)); err == nil {
-		t.Fatal("Append accepted an entry without an actor")
-	}
+	wantInvalid(t, j.Append(ctx, batch("p0", 0, good), batch("p0", 0, bad)), "an entry without an actor")
 	badCP := journal.Checkpoint{Actor: "", Seq: 1}
-	if err := j.Append(ctx, batch("p0", 0, good, badCP)); err == nil {
-		t.Fatal("Append accepted a checkpoint without an actor")
+	wantInvalid(t, j.Append(ctx, batch("p0", 0, good, badCP)), "a checkpoint without an actor")
+	for _, k := range []journal.Kind{0, 5} {
+		bad := []journal.Entry{{Actor: "counter/2", Seq: 1, Kind: k, MsgID: "m"}}
+		wantInvalid(t, j.Append(ctx, batch("p0", 0, good), batch("p0", 0, bad)), fmt.Sprintf("an entry of kind %d", k))
 	}
 	wantLastSeq(t, ctx, j, "counter/1", 0)
+	wantLastSeq(t, ctx, j, "counter/2", 0)
+}
+
+// wantInvalid checks that err is a permanent ErrInvalid, and no other
+// refusal.
+func wantInvalid(t *testing.T, err error, what string) {
+	t.Helper()
+	if !errors.Is(err, journal.ErrInvalid) {
+		t.Fatalf("Append with %s: err = %v, want ErrInvalid", what, err)
+	}
+	if errors.Is(err, journal.ErrSequence) || errors.Is(err, journal.ErrFenced) || errors.Is(err, journal.ErrDuplicateOutcome) {
+		t.Fatalf("Append with %s: err = %v also matches another refusal", what, err)
+	}
+	if !journal.IsPermanent(err) {
+		t.Fatalf("Append with %s: IsPermanent(%v) = false", what, err)
+	}
+}
+
+// wantDuplicateOutcome checks that err is a permanent ErrDuplicateOutcome,
+// and no other refusal.
+func wantDuplicateOutcome(t *testing.T, err error, what string) {
+	t.Helper()
+	if !errors.Is(err, journal.ErrDuplicateOutcome) {
+		t.Fatalf("%s: err = %v, want ErrDuplicateOutcome", what, err)
+	}
+	if errors.Is(err, journal.ErrSequence) || errors.Is(err, journal.ErrFenced) || errors.Is(err, journal.ErrInvalid) {
+		t.Fatalf("%s: err = %v also matches another refusal", what, err)
+	}
+	if !journal.IsPermanent(err) {
+		t.Fatalf("%s: IsPermanent(%v) = false", what, err)
+	}
+}
+
+// Actors and message IDs that break the identifier limits (1..1024 bytes
+// of UTF-8 without control characters) are refused with ErrInvalid: none
+// of the call is written, and the journal goes on taking other calls.
+func (s *suite) testInvalidIdentifiers(t *testing.T) {
+	j, ctx := s.setup(t)
+	long := string(bytes.Repeat([]byte("m"), 1025))
+	entry := func(actor, msgID string) journal.Entry {
+		return journal.Entry{Actor: actor, Seq: 1, Kind: journal.KindComplete, MsgID: msgID, Data: []byte("bad")}
+	}
+	for i, tc := range []struct {
+		what string
+		b    journal.Batch
+	}{
+		{"a 1025-byte message ID", batch("p1", 0, []journal.Entry{entry("counter/bad", long)})},
+		{"a NUL in the actor", batch("p1", 0, []journal.Entry{entry("counter/\x00", "m")})},
+		{"invalid UTF-8 in the message ID", batch("p1", 0, []journal.Entry{entry("counter/bad", "m\xff")})},
+		{"a newline in the message ID", batch("p1", 0, []journal.Entry{entry("counter/bad", "m\n")})},
+		{"an empty message ID", batch("p1", 0, []journal.Entry{entry("counter/bad", "")})},
+		{"invalid UTF-8 in the actor", batch("p1", 0, []journal.Entry{entry("counter/\xc3", "m")})},
+		{"a 1025-byte actor", batch("p1", 0, []journal.Entry{entry("counter/"+long[:1017], "m")})},
+		{"an actor that is not type/id", batch("p1", 0, []journal.Entry{entry("counter", "m")})},
+		{"a host key with a control character", batch("p1", 0, []journal.Entry{entry("$horizon:\x1b[2J", "m")})},
+		{"a checkpoint of an actor with a NUL", batch("p1", 0, run("counter/bad", 1, 1), journal.Checkpoint{Actor: "counter/bad\x00", Seq: 1})},
+	} {
+		// A good batch before the bad one, and a good actor in the bad batch.
+		good := fmt.Sprintf("counter/good-%d", i)
+		tc.b.Entries = append(run(good+"-b", 1, 1), tc.b.Entries...)
+		wantInvalid(t, j.Append(ctx, batch("p0", 0, run(good, 1, 3), checkpoint(good, 3)), tc.b), tc.what)
+		wantLastSeq(t, ctx, j, good, 0)
+		wantLastSeq(t, ctx, j, good+"-b", 0)
+		wantLastSeq(t, ctx, j, "counter/bad", 0)
+		wantCheckpoint(t, ctx, j, good, journal.MaxSeq, 0)
+	}
+	// Later calls go through; so do the host's own "$" keys.
+	mustAppend(t, ctx, j, batch("p0", 0, run("counter/good-0", 1, 3), checkpoint("counter/good-0", 3)),
+		batch("p1", 0, run("$horizon:mailbox/3", 1, 2)))
+	wantLastSeq(t, ctx, j, "counter/good-0", 3)
+	checkEntries(t, readAll(t, ctx, j, "$horizon:mailbox/3", 1), run("$horizon:mailbox/3", 1, 2))
+}
+
+// Identifiers right at the limits, with characters of two, three and four
+// bytes and characters some stores treat specially, come back byte-exact.
+func (s *suite) testIdentifiersAtTheLimit(t *testing.T) {
+	j, ctx := s.setup(t)
+	fill := func(prefix string, n int) string {
+		return prefix + string(bytes.Repeat([]byte("x"), n-len(prefix)-len("€😀"))) + "€😀"
+	}
+	actor := fill("tÿpe/{id}:e:%'\"\\é", 1024)
+	msgs := []string{fill("m-1-ü'\"%_*?[", 1024), fill("m-2-{o}", 1024)}
+	if len(actor) != 1024 || len(msgs[0]) != 1024 || len(msgs[1]) != 1024 {
+		t.Fatalf("test bug: %d, %d, %d bytes", len(actor), len(msgs[0]), len(msgs[1]))
+	}
+	es := []journal.Entry{
+		{Actor: actor, Seq: 1, Kind: journal.KindAttempt, MsgID: msgs[0], Data: []byte("try")},
+		{Actor: actor, Seq: 2, Kind: journal.KindEffect, MsgID: msgs[0], Data: []byte("effect")},
+		{Actor: actor, Seq: 3, Kind: journal.KindComplete, MsgID: msgs[0], Data: []byte("done")},
+		{Actor: actor, Seq: 4, Kind: journal.KindDeadLetter, MsgID: msgs[1], Data: []byte("dlq")},
+	}
+	cp := journal.Checkpoint{Actor: actor, Seq: 4, State: []byte("state")}
+	mustAppend(t, ctx, j, batch("p0", 0, es, cp))
+	s.checkHistory(t, readAll(t, ctx, j, actor, 1), es, 4)
+	wantLastSeq(t, ctx, j, actor, 4)
+	for i, want := range []journal.Entry{es[2], es[3]} {
+		got, ok, err := j.Outcome(ctx, actor, msgs[i])
+		if err != nil || !ok || got.Actor != actor || got.MsgID != msgs[i] || got.Seq != want.Seq || got.Kind != want.Kind {
+			t.Fatalf("Outcome of message %d = %+v, %v, %v; want seq %d", i, got, ok, err, want.Seq)
+		}
+	}
+	got, ok, err := j.LoadCheckpoint(ctx, actor, journal.MaxSeq)
+	if err != nil || !ok || got.Actor != actor || got.Seq != 4 || string(got.State) != "state" {
+		t.Fatalf("LoadCheckpoint = %+v, %v, %v", got, ok, err)
+	}
+	// A second outcome of either message is refused at the limit too.
+	wantDuplicateOutcome(t, j.Append(ctx, batch("p0", 0, []journal.Entry{
+		{Actor: actor, Seq: 5, Kind: journal.KindComplete, MsgID: msgs[1]},
+	})), "a second outcome of a 1024-byte message ID")
+}
+
+// A message has at most one outcome: a second completion or dead letter
+// of it is refused with ErrDuplicateOutcome, whole calls at a time, while
+// attempts and effects of it, and outcomes of the same ID for another
+// actor, are fine.
+func (s *suite) testDuplicateOutcome(t *testing.T) {
+	j, ctx := s.setup(t)
+	const a = "counter/1"
+	first := []journal.Entry{
+		{Actor: a, Seq: 1, Kind: journal.KindAttempt, MsgID: "m1", Data: []byte("try")},
+		{Actor: a, Seq: 2, Kind: journal.KindEffect, MsgID: "m1", Data: []byte("effect")},
+		{Actor: a, Seq: 3, Kind: journal.KindComplete, MsgID: "m1", Data: []byte("first")},
+	}
+	mustAppend(t, ctx, j, batch("p0", 0, first))
+	wantOutcome := func(msgID string, want journal.Entry) {
+		t.Helper()
+		got, ok, err := j.Outcome(ctx, a, msgID)
+		if err != nil || !ok || !sameEntry(got, want) {
+			t.Fatalf("Outcome(%q) = %+v, %v, %v; want %+v", msgID, got, ok, err, want)
+		}
+	}
+
+	again := journal.Entry{Actor: a, Seq: 4, Kind: journal.KindComplete, MsgID: "m1", Data: []byte("second")}
+	wantDuplicateOutcome(t, j.Append(ctx, batch("p0", 0, []journal.Entry{again})), "a second Complete in a later Append")
+	dead := again
+	dead.Kind = journal.KindDeadLetter
+	// With other actors' batches and a checkpoint in the call: none of it lands.
+	wantDuplicateOutcome(t, j.Append(ctx,
+		batch("p1", 0, run("counter/2", 1, 3), checkpoint("counter/2", 3)),
+		batch("p0", 0, []journal.Entry{dead}, checkpoint(a, 3)),
+	), "a DeadLetter after a Complete, among other batches")
+	wantLastSeq(t, ctx, j, a, 3)
+	wantLastSeq(t, ctx, j, "counter/2", 0)
+	wantCheckpoint(t, ctx, j, a, journal.MaxSeq, 0)
+	wantCheckpoint(t, ctx, j, "counter/2", journal.MaxSeq, 0)
+	checkEntries(t, readAll(t, ctx, j, a, 1), first)
+	wantOutcome("m1", first[2])
+
+	// Attempts and effects of a message with an outcome are not outcomes;
+	// the same ID of another actor is another message.
+	more := []journal.Entry{
+		{Actor: a, Seq: 4, Kind: journal.KindAttempt, MsgID: "m1"},
+		{Actor: a, Seq: 5, Kind: journal.KindEffect, MsgID: "m1"},
+		{Actor: a, Seq: 6, Kind: journal.KindDeadLetter, MsgID: "m2", Data: []byte("dlq")},
+	}
+	mustAppend(t, ctx, j, batch("p0", 0, more), batch("p1", 0, []journal.Entry{
+		{Actor: "counter/2", Seq: 1, Kind: journal.KindComplete, MsgID: "m1"},
+	}))
+	wantOutcome("m1", first[2])
+	wantOutcome("m2", more[2])
+
+	// A Complete after a DeadLetter is refused as well.
+	wantDuplicateOutcome(t, j.Append(ctx, batch("p0", 0, []journal.Entry{
+		{Actor: a, Seq: 7, Kind: journal.KindComplete, MsgID: "m2"},
+	})), "a Complete after a DeadLetter")
+	wantLastSeq(t, ctx, j, a, 6)
+	wantOutcome("m2", more[2])
+
+	// A sequence conflict is still reported as one, duplicate or not: a
+	// retry of a call that got in learns that it did.
+	wantSequenceError(t, j.Append(ctx, batch("p0", 0, more)), "the same call again")
+	mustAppend(t, ctx, j, batch("p0", 0, run(a, 7, 7)))
+}
+
+// Two outcomes of one message within one Append, in one batch or in two,
+// are refused as well, and the call writes nothing.
+func (s *suite) testDuplicateOutcomeInOneAppend(t *testing.T) {
+	j, ctx := s.setup(t)
+	const a = "counter/1"
+	mustAppend(t, ctx, j, batch("p0", 0, run(a, 1, 3)))
+	twice := []journal.Entry{
+		{Actor: a, Seq: 4, Kind: journal.KindAttempt, MsgID: "m"},
+		{Actor: a, Seq: 5, Kind: journal.KindComplete, MsgID: "m", Data: []byte("once")},
+		{Actor: a, Seq: 6, Kind: journal.KindComplete, MsgID: "m", Data: []byte("twice")},
+	}
+	wantDuplicateOutcome(t, j.Append(ctx, batch("p1", 0, run("counter/2", 1, 2)), batch("p0", 0, twice)),
+		"two Completes in one batch")
+	wantDuplicateOutcome(t, j.Append(ctx,
+		batch("p0", 0, twice[:2]),
+		batch("p1", 0, run("counter/2", 1, 2)),
+		batch("p0", 0, []journal.Entry{{Actor: a, Seq: 6, Kind: journal.KindDeadLetter, MsgID: "m"}}, checkpoint(a, 6)),
+	), "a Complete and a DeadLetter in two batches of one call")
+	wantLastSeq(t, ctx, j, a, 3)
+	wantLastSeq(t, ctx, j, "counter/2", 0)
+	wantCheckpoint(t, ctx, j, a, journal.MaxSeq, 0)
+	if o, ok, err := j.Outcome(ctx, a, "m"); err != nil || ok {
+		t.Fatalf("Outcome(m) = %+v, %v, %v after refused calls; want none", o, ok, err)
+	}
+
+	// One outcome per message, many messages, in one call: fine.
+	mustAppend(t, ctx, j, batch("p0", 0, twice[:2]), batch("p0", 0, []journal.Entry{
+		{Actor: a, Seq: 6, Kind: journal.KindComplete, MsgID: "m-other"},
+	}))
+	wantLastSeq(t, ctx, j, a, 6)
+	o, ok, err := j.Outcome(ctx, a, "m")
+	if err != nil || !ok || o.Seq != 5 || string(o.Data) != "once" {
+		t.Fatalf("Outcome(m) = %+v, %v, %v; want seq 5", o, ok, err)
+	}
 }
 
 func (s *suite) testSequenceGap(t *testing.T) {
