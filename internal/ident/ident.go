@@ -31,18 +31,27 @@ const MaxLen = 1024
 // quoteMax is how many bytes of a bad value an error quotes.
 const quoteMax = 64
 
-// CheckAddress checks the address typ + "/" + id.
+// CheckAddress checks the address typ + "/" + id. It allocates only to
+// report an error.
 func CheckAddress(typ, id string) error {
-	s := typ + "/" + id
+	addr := func() string { return typ + "/" + id }
 	switch {
 	case typ == "":
-		return fmt.Errorf("address %s has an empty type: want TYPE/ID such as counter/7", quote(s))
+		return fmt.Errorf("address %s has an empty type: want TYPE/ID such as counter/7", quote(addr()))
 	case id == "":
-		return fmt.Errorf("address %s has an empty id: want TYPE/ID such as counter/7", quote(s))
+		return fmt.Errorf("address %s has an empty id: want TYPE/ID such as counter/7", quote(addr()))
 	case strings.Contains(typ, "/"):
 		return fmt.Errorf("address type %s contains \"/\": only the id may, as in TYPE/ID such as counter/7", quote(typ))
+	case len(typ)+1+len(id) > MaxLen:
+		return check("address", addr())
 	}
-	return check("address", s)
+	if i, _ := firstBad(typ); i >= 0 {
+		return check("address", addr())
+	}
+	if i, _ := firstBad(id); i >= 0 {
+		return check("address", addr())
+	}
+	return nil
 }
 
 // CheckMessageID checks a message ID.
@@ -77,15 +86,40 @@ func check(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("%s is empty", what)
 	}
-	for i, r := range s {
-		switch {
-		case r == utf8.RuneError && !validAt(s, i):
-			return fmt.Errorf("%s %s is not valid UTF-8 (byte %d): encode it as UTF-8", what, quote(s), i)
-		case r < 0x20 || (r >= 0x7f && r <= 0x9f):
-			return fmt.Errorf("%s %s has control character %U at byte %d: use printable characters only (encode binary values, for example as hex)", what, quote(s), r, i)
+	switch i, r := firstBad(s); {
+	case i < 0:
+		return nil
+	case r == utf8.RuneError:
+		return fmt.Errorf("%s %s is not valid UTF-8 (byte %d): encode it as UTF-8", what, quote(s), i)
+	default:
+		return fmt.Errorf("%s %s has control character %U at byte %d: use printable characters only (encode binary values, for example as hex)", what, quote(s), r, i)
+	}
+}
+
+// firstBad returns the byte index of the first invalid UTF-8 (with r
+// utf8.RuneError) or control character (r) in s, or -1.
+func firstBad(s string) (int, rune) {
+	// ASCII first, byte by byte: most identifiers are.
+	start := 0
+	for ; start < len(s); start++ {
+		c := s[start]
+		if c >= utf8.RuneSelf {
+			break
+		}
+		if c < 0x20 || c == 0x7f {
+			return start, rune(c)
 		}
 	}
-	return nil
+	for i, r := range s[start:] {
+		i += start
+		switch {
+		case r == utf8.RuneError && !validAt(s, i):
+			return i, r
+		case r < 0x20 || (r >= 0x7f && r <= 0x9f):
+			return i, r
+		}
+	}
+	return -1, 0
 }
 
 // validAt reports whether the U+FFFD that range decoded at s[i] was really

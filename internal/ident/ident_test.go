@@ -40,3 +40,17 @@ func TestErrorsQuoteLongValuesShort(t *testing.T) {
 		t.Fatalf("error %q: want a short quote, cut between characters", msg)
 	}
 }
+
+// The checks run on every journal entry: they must not allocate when all
+// is well.
+func TestChecksDoNotAllocate(t *testing.T) {
+	n := testing.AllocsPerRun(100, func() {
+		_ = CheckActorKey("counter/42")
+		_ = CheckActorKey("$horizon:mailbox/3")
+		_ = CheckAddress("counter", "42")
+		_ = CheckMessageID("kafka:orders/3/12345")
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per run of valid identifiers, want 0", n)
+	}
+}

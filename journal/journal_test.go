@@ -1,0 +1,65 @@
+package journal_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/postbox-dev/postbox/journal"
+)
+
+func TestIsPermanent(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("x: %w", journal.ErrInvalid), true},
+		{fmt.Errorf("x: %w", journal.ErrDuplicateOutcome), true},
+		{fmt.Errorf("x: %w", journal.ErrSequence), true},
+		{&journal.FencedError{Partitions: []string{"p0"}}, true},
+		{journal.ErrClosed, false},
+		{errors.New("connection reset"), false},
+		{nil, false},
+	} {
+		if got := journal.IsPermanent(tc.err); got != tc.want {
+			t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := journal.Entry{Actor: "counter/1", Seq: 1, Kind: journal.KindComplete, MsgID: "m"}
+	for _, tc := range []struct {
+		name string
+		b    journal.Batch
+		want error
+	}{
+		{"good", journal.Batch{Entries: []journal.Entry{ok, {Actor: "$horizon:p/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "horizon"}}}, nil},
+		{"empty message ID", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: journal.KindComplete}}}, journal.ErrInvalid},
+		{"unknown kind", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: 7, MsgID: "m"}}}, journal.ErrInvalid},
+		{"seq 0", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrSequence},
+		{"checkpoint actor", journal.Batch{Entries: []journal.Entry{ok}, Checkpoints: []journal.Checkpoint{{Actor: "counter", Seq: 1}}}, journal.ErrInvalid},
+		{"negative checkpoint", journal.Batch{Checkpoints: []journal.Checkpoint{{Actor: "counter/1", Seq: -1}}}, journal.ErrSequence},
+	} {
+		err := journal.Validate(tc.b)
+		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: Validate = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+// Validate runs on every Append; a host's group commit passes it about a
+// thousand entries at a time.
+func BenchmarkValidate(b *testing.B) {
+	batch := journal.Batch{Partition: "p0"}
+	for i := range 1000 {
+		batch.Entries = append(batch.Entries, journal.Entry{Actor: fmt.Sprintf("counter/%d", i), Seq: 7,
+			Kind: journal.KindComplete, MsgID: fmt.Sprintf("kafka:orders/3/%d", 1000000+i)})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := journal.Validate(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
