@@ -23,6 +23,7 @@ type flusher struct {
 
 	mu      sync.Mutex
 	cur     *flushGen
+	exited  bool // run returned: adds fail at once
 	kick    chan struct{}
 	stopped chan struct{}
 	stop    chan struct{}
@@ -77,6 +78,16 @@ func newFlusher(j journal.Journal, log *zap.Logger, m *metrics) *flusher {
 // an optional callback run once the write's outcome is known (see errFor).
 func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp *journal.Checkpoint, then func(*flushGen)) *flushGen {
 	f.mu.Lock()
+	if f.exited {
+		f.mu.Unlock()
+		g := newGen()
+		g.err, g.then = errStopped, []func(*flushGen){then}
+		if then == nil {
+			g.then = nil
+		}
+		f.finish(g)
+		return g
+	}
 	g := f.cur
 	if len(entries) > 0 || cp != nil {
 		// Batches are per partition AND epoch: a straggler of an ended claim
@@ -109,6 +120,7 @@ func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp
 // or ctx ends.
 func (f *flusher) run(ctx context.Context) {
 	defer close(f.stopped)
+	defer f.exit()
 	for {
 		select {
 		case <-f.kick:
@@ -122,6 +134,20 @@ func (f *flusher) run(ctx context.Context) {
 	}
 }
 
+// errStopped fails what is queued after the flusher has stopped.
+var errStopped = errors.New("actorhost: host stopped; journal write abandoned")
+
+// exit fails what is queued and all later adds, so that no one waits for
+// a write that will never come.
+func (f *flusher) exit() {
+	f.mu.Lock()
+	g := f.cur
+	f.exited = true
+	f.mu.Unlock()
+	g.err = errStopped
+	f.finish(g)
+}
+
 func (f *flusher) flushOnce(ctx context.Context) {
 	f.mu.Lock()
 	g := f.cur
@@ -130,6 +156,11 @@ func (f *flusher) flushOnce(ctx context.Context) {
 	if len(g.order) > 0 {
 		f.write(ctx, g)
 	}
+	f.finish(g)
+}
+
+// finish publishes g's outcome and runs its callbacks.
+func (f *flusher) finish(g *flushGen) {
 	close(g.done)
 	if len(g.then) > 0 {
 		// Acks run beside the next write, not before it.
@@ -163,12 +194,12 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 				}
 			}
 		}
-	case permanentJournalError(err):
+	case journal.IsPermanent(err):
 		// Nothing was written: write each batch alone, so one partition's
 		// refusal never holds up another's.
 		for _, b := range batches {
 			if err := f.append(ctx, []journal.Batch{b}); err != nil {
-				if !permanentJournalError(err) {
+				if !journal.IsPermanent(err) {
 					g.err = err
 					break
 				}
@@ -202,11 +233,19 @@ func (f *flusher) append(ctx context.Context, batches []journal.Batch) error {
 			return nil
 		case errors.Is(err, journal.ErrClosed), ctx.Err() != nil:
 			return err
-		case permanentJournalError(err):
-			if retry && !errors.Is(err, journal.ErrFenced) && f.landed(ctx, batches) {
-				return nil
+		case journal.IsPermanent(err):
+			if !retry || errors.Is(err, journal.ErrFenced) {
+				return err
 			}
-			return err
+			landed, rerr := f.landed(ctx, batches)
+			switch {
+			case rerr != nil:
+				err = rerr // cannot tell yet: try again
+			case landed:
+				return nil
+			default:
+				return err
+			}
 		}
 		f.log.Warn("journal append failed; retrying", zap.Error(err), zap.Duration("in", backoff))
 		retry = true
@@ -220,8 +259,9 @@ func (f *flusher) append(ctx context.Context, batches []journal.Batch) error {
 }
 
 // landed reports whether the journal holds every entry of batches exactly
-// (an earlier try of the same write committed); false when it cannot tell.
-func (f *flusher) landed(ctx context.Context, batches []journal.Batch) bool {
+// (an earlier try of the same write committed). An error means the journal
+// could not be read.
+func (f *flusher) landed(ctx context.Context, batches []journal.Batch) (bool, error) {
 	byActor := map[string][]journal.Entry{}
 	var actors []string
 	for _, b := range batches {
@@ -247,11 +287,16 @@ func (f *flusher) landed(ctx context.Context, batches []journal.Batch) bool {
 			i++
 			return nil
 		})
-		if (err != nil && !errors.Is(err, errEnough)) || i < len(want) {
-			return false
+		switch {
+		case errors.Is(err, errDiffer):
+			return false, nil
+		case err != nil && !errors.Is(err, errEnough):
+			return false, err
+		case i < len(want):
+			return false, nil
 		}
 	}
-	return len(actors) > 0
+	return len(actors) > 0, nil
 }
 
 // close writes what is queued and stops; bounded by ctx.

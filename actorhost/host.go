@@ -440,6 +440,12 @@ func (h *Host) route(cs *claimState, msg channel.Message, first bool) {
 	h.m.inFlight.Add(1)
 
 	h.mu.Lock()
+	if h.closed {
+		// The workers are gone (a hard stop): no one would take it.
+		h.mu.Unlock()
+		h.abandon(d)
+		return
+	}
 	a := h.actors[key]
 	if a == nil {
 		a = &actor{addr: msg.Address, key: key, typ: typ, claim: cs}

@@ -1,0 +1,193 @@
+package simulation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/journal"
+)
+
+// dice decides faults from the seed and what is being done, not from the
+// order calls happen in: the n-th call of one kind on one key gets the same
+// roll in every run of a seed, whatever the goroutine schedule.
+type dice struct {
+	seed  uint64
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newDice(seed uint64) *dice { return &dice{seed: seed, calls: map[string]int{}} }
+
+// roll returns a number in [0, 1) for the next call of what.
+func (d *dice) roll(what string) float64 {
+	d.mu.Lock()
+	n := d.calls[what]
+	d.calls[what]++
+	d.mu.Unlock()
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d|%s|%d", d.seed, what, n)
+	// FNV's high bits barely move with the last byte: mix them (splitmix64).
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / float64(1<<53)
+}
+
+// journalFaults are the journal's fault rates, per call.
+type journalFaults struct {
+	transient float64 // fail, nothing written
+	ambiguous float64 // write, then fail: the reply is lost
+	slow      float64 // take up to 20ms
+}
+
+var errInjected = errors.New("simulation: injected journal fault")
+
+// faultyJournal is one host incarnation's view of the shared journal. Once
+// killed it writes nothing more, as a dead process would not.
+type faultyJournal struct {
+	journal.Journal
+	dice   *dice
+	faults journalFaults
+	dead   atomic.Bool
+	stats  *runStats
+}
+
+func (j *faultyJournal) kill() { j.dead.Store(true) }
+
+// before decides the fault of one call; key names what it touches.
+func (j *faultyJournal) before(what, key string) (ambiguous bool, err error) {
+	if j.dead.Load() {
+		return false, journal.ErrClosed
+	}
+	r := j.dice.roll(what + "|" + key)
+	if r < j.faults.slow {
+		time.Sleep(time.Duration(r / j.faults.slow * float64(20*time.Millisecond)))
+	}
+	r = j.dice.roll("fault|" + what + "|" + key)
+	switch {
+	case r < j.faults.transient:
+		j.stats.journalFaults.Add(1)
+		return false, errInjected
+	case r < j.faults.transient+j.faults.ambiguous && what == "append":
+		j.stats.ambiguous.Add(1)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (j *faultyJournal) Append(ctx context.Context, batches ...journal.Batch) error {
+	key := ""
+	if len(batches) > 0 && len(batches[0].Entries) > 0 {
+		e := batches[0].Entries[0]
+		key = fmt.Sprintf("%s#%d", e.Actor, e.Seq)
+	}
+	ambiguous, err := j.before("append", key)
+	if err != nil {
+		return err
+	}
+	err = j.Journal.Append(ctx, batches...)
+	if ambiguous && err == nil {
+		return fmt.Errorf("%w: reply lost after the write landed", errInjected)
+	}
+	return err
+}
+
+func (j *faultyJournal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
+	if _, err := j.before("read", actor); err != nil {
+		return err
+	}
+	return j.Journal.Read(ctx, actor, from, fn)
+}
+
+func (j *faultyJournal) LastSeq(ctx context.Context, actor string) (int64, error) {
+	if _, err := j.before("lastseq", actor); err != nil {
+		return 0, err
+	}
+	return j.Journal.LastSeq(ctx, actor)
+}
+
+func (j *faultyJournal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
+	if _, err := j.before("outcome", actor+"|"+msgID); err != nil {
+		return journal.Entry{}, false, err
+	}
+	return j.Journal.Outcome(ctx, actor, msgID)
+}
+
+func (j *faultyJournal) LoadCheckpoint(ctx context.Context, actor string, at int64) (journal.Checkpoint, bool, error) {
+	if _, err := j.before("checkpoint", actor); err != nil {
+		return journal.Checkpoint{}, false, err
+	}
+	return j.Journal.LoadCheckpoint(ctx, actor, at)
+}
+
+func (j *faultyJournal) Epoch(ctx context.Context, partition string) (int64, error) {
+	if _, err := j.before("epoch", partition); err != nil {
+		return 0, err
+	}
+	return j.Journal.Epoch(ctx, partition)
+}
+
+func (j *faultyJournal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
+	if j.dead.Load() {
+		return false, journal.ErrClosed
+	}
+	ok, err := j.Journal.CompareAndSetEpoch(ctx, partition, old, next)
+	if err == nil && j.dice.roll("cas|"+partition) < j.faults.ambiguous {
+		// The epoch moved, the reply is lost.
+		j.stats.ambiguous.Add(1)
+		return false, errInjected
+	}
+	return ok, err
+}
+
+// Close leaves the shared journal open: it outlives the incarnation.
+func (j *faultyJournal) Close() error { return nil }
+
+// deadLetters is one incarnation's view of the shared DLQ.
+type deadLetters struct {
+	dlq.Writer
+	dead *atomic.Bool
+}
+
+func (d deadLetters) Put(ctx context.Context, env dlq.Envelope) error {
+	if d.dead.Load() {
+		return errors.New("simulation: process is dead")
+	}
+	return d.Writer.Put(ctx, env)
+}
+
+// checkedConsumer checks every ack against the journal: nothing is acked
+// before its outcome is durable.
+type checkedConsumer struct {
+	channel.Consumer
+	j     journal.Journal // the shared journal, no faults
+	fault func(string)
+}
+
+func (c checkedConsumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
+	return c.Consumer.Run(ctx, func(cl channel.Claim) { onClaim(checkedClaim{cl, c}) })
+}
+
+type checkedClaim struct {
+	channel.Claim
+	c checkedConsumer
+}
+
+func (cl checkedClaim) Ack(ctx context.Context, msgs ...channel.Message) error {
+	for _, m := range msgs {
+		if _, ok, err := cl.c.j.Outcome(context.Background(), m.Address.String(), m.ID); err != nil || !ok {
+			cl.c.fault(fmt.Sprintf("message %s of %s acked without a journaled outcome", m.ID, m.Address))
+		}
+	}
+	return cl.Claim.Ack(ctx, msgs...)
+}
