@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -36,6 +37,7 @@ const (
 	dlHeaderDeadLetteredAt  = "postbox-dead-lettered-at"
 	dlHeaderErrorPrefix     = "postbox-error-"
 	dlHeaderOrigPrefix      = "orig-"
+	dlHeaderOrigRawPrefix   = "postbox-orig-raw-"
 )
 
 // DeadLetters is the dead-letter queue of a mailbox topic, kept in the topic
@@ -60,6 +62,13 @@ const (
 //	postbox-dead-lettered-at  when, RFC 3339 with nanoseconds
 //	postbox-error-<n>         "<time of attempt n, RFC 3339> <error>", per attempt error
 //	orig-<name>               each header <name> of the original message
+//	postbox-orig-raw-<hex>    each header of the original message whose name
+//	                          is not valid UTF-8, its name in hex
+//
+// Values are bytes and kept as they are. Header names are strings to
+// Kafka, which Java clients and the broker's log cleaner decode as UTF-8
+// (replacing invalid bytes when the cleaner rewrites a batch), hence the
+// hex for names that are not UTF-8.
 //
 // Redrive and Purge remove a dead letter by writing a tombstone (its key
 // without a value); compaction then drops both. List, Get, Redrive and
@@ -74,6 +83,7 @@ type DeadLetters struct {
 	brokers  []string
 	opts     Options
 	cl       *kgo.Client
+	pub      *Publisher // of redriven copies, with every check Publish makes
 
 	mu     sync.RWMutex // held for reading by every call, for writing by Close
 	closed bool
@@ -106,12 +116,18 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: dead-letter queue of %s: %w", topic, err)
 	}
+	pub, err := OpenPublisher(brokers, topic, opts)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("kafka: dead-letter queue of %s: %w", topic, err)
+	}
 	return &DeadLetters{
 		topic:    topic,
 		dlqTopic: DLQTopic(topic),
 		brokers:  brokers,
 		opts:     opts,
 		cl:       cl,
+		pub:      pub,
 		parts:    make(map[string]int),
 	}, nil
 }
@@ -124,6 +140,7 @@ func (d *DeadLetters) Close() error {
 	if !d.closed {
 		d.closed = true
 		d.cl.Close()
+		d.pub.Close()
 	}
 	return nil
 }
@@ -205,9 +222,12 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 // published in the order of their source offsets, so one actor's messages
 // keep their original order, each to its address's home partition under
 // the ID dlq.RedriveID(original), with the original ID in header
-// dlq.HeaderRedriveOf, and its original headers. An unknown ID fails the
-// call with an error matching dlq.ErrNotFound before anything is
-// published.
+// dlq.HeaderRedriveOf, and its original headers, to exactly the address
+// bytes it holds. An unknown ID fails the call with an error matching
+// dlq.ErrNotFound before anything is published, and so does a dead letter
+// that cannot be redriven as it is (see dlq.RedriveMessage), with an error
+// naming it and matching channel.ErrBadAddress or channel.ErrBadMessageID;
+// it stays queued.
 //
 // Redrive is not atomic. If it fails after publishing, some messages may be
 // in the mailbox and still in the queue; redriving them again publishes
@@ -234,33 +254,24 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
 		)
 	})
-	n, err := d.partitionCount(ctx, d.topic)
-	if err != nil {
+	if _, err := d.partitionCount(ctx, d.topic); err != nil {
 		return 0, fmt.Errorf("kafka: redrive dead letters: %w", err)
 	}
-	recs := make([]*kgo.Record, len(letters))
+	msgs := make([]channel.Message, len(letters))
 	for i, l := range letters {
-		addr, err := channel.ParseAddress(l.env.Address)
+		m, err := dlq.RedriveMessage(l.env)
 		if err != nil {
-			return 0, fmt.Errorf("kafka: redrive dead letter %s: %w (nothing was redriven; purge it instead)", l.env.ID, err)
+			return 0, fmt.Errorf("kafka: %w", err)
 		}
-		headers := maps.Clone(l.env.Headers)
-		if headers == nil {
-			headers = make(map[string]string, 1)
-		}
-		headers[dlq.HeaderRedriveOf] = l.env.MessageID
-		r := record(channel.Message{
-			ID:      dlq.RedriveID(l.env.MessageID),
-			Address: addr,
-			Payload: l.env.Payload,
-			Headers: headers,
-		})
-		r.Topic, r.Partition = d.topic, channel.HomePartition(addr.String(), n)
-		recs[i] = r
+		msgs[i] = m
 	}
-	// One produce: records of one address go to one partition, where the
-	// idempotent producer keeps their order.
-	if err := d.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	// One Publish: it checks every message before writing any, and records
+	// of one address go to one partition, where the idempotent producer
+	// keeps their order.
+	if err := d.pub.Publish(ctx, msgs...); err != nil {
+		if errors.Is(err, channel.ErrBadAddress) || errors.Is(err, channel.ErrBadMessageID) {
+			return 0, fmt.Errorf("kafka: dead letters %s cannot be redriven: %w (nothing was redriven; purge the one refused, or fix it and publish it again by hand)", letterIDs(letters), err)
+		}
 		return 0, fmt.Errorf("kafka: redrive dead letters to %s: %w (some may have been published; redriving them again is safe, the copies keep their IDs)", d.topic, err)
 	}
 	if err := d.remove(ctx, letters); err != nil {
@@ -286,6 +297,20 @@ func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 		return 0, fmt.Errorf("kafka: purge dead letters: %w", err)
 	}
 	return len(letters), nil
+}
+
+// letterIDs lists the IDs of letters for an error, the first few of many.
+func letterIDs(letters []deadLetter) string {
+	const most = 8
+	ids := make([]string, 0, min(len(letters), most))
+	for _, l := range letters[:min(len(letters), most)] {
+		ids = append(ids, l.env.ID)
+	}
+	s := strings.Join(ids, ", ")
+	if len(letters) > most {
+		s += fmt.Sprintf(" and %d more", len(letters)-most)
+	}
+	return s
 }
 
 // deadLetter is a dead letter as read, with the partitions that hold it.
@@ -558,7 +583,11 @@ func envelopeRecord(env dlq.Envelope) *kgo.Record {
 		add(dlHeaderErrorPrefix+strconv.Itoa(n), e.At.Format(time.RFC3339Nano)+" "+e.Error)
 	}
 	for _, k := range slices.Sorted(maps.Keys(env.Headers)) {
-		add(dlHeaderOrigPrefix+k, env.Headers[k])
+		if utf8.ValidString(k) {
+			add(dlHeaderOrigPrefix+k, env.Headers[k])
+		} else {
+			add(dlHeaderOrigRawPrefix+hex.EncodeToString([]byte(k)), env.Headers[k])
+		}
 	}
 	return &kgo.Record{Key: []byte(env.ID), Value: value, Headers: hs}
 }
@@ -612,6 +641,15 @@ func recordEnvelope(id string, r *kgo.Record) dlq.Envelope {
 				env.Headers = make(map[string]string)
 			}
 			env.Headers[strings.TrimPrefix(h.Key, dlHeaderOrigPrefix)] = v
+		case strings.HasPrefix(h.Key, dlHeaderOrigRawPrefix):
+			k, err := hex.DecodeString(strings.TrimPrefix(h.Key, dlHeaderOrigRawPrefix))
+			if err != nil {
+				continue // not ours: nothing to restore
+			}
+			if env.Headers == nil {
+				env.Headers = make(map[string]string)
+			}
+			env.Headers[string(k)] = v
 		}
 	}
 	return env

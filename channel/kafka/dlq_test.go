@@ -191,6 +191,44 @@ func TestDLQPutListGet(t *testing.T) {
 	}
 }
 
+// A header name that is not UTF-8 is written as postbox-orig-raw-<hex>:
+// Kafka header names are strings, which the broker's log cleaner decodes
+// as UTF-8 when it rewrites a batch. Values stay raw bytes.
+func TestDLQHeaderNamesNotUTF8(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	topic := newTopic(t, brokers, 1)
+	d := openDLQ(t, brokers, topic)
+	env := deadLetterOf(topic, "m\xff", "counter/\xfe", 3, dlqBase)
+	env.Headers = map[string]string{"k\xff": "v\xfe\x00", "ok": "\x80"}
+	if err := d.Put(dlqCtx(t), env); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawDLQRecords(t, brokers, topic)
+	if len(raw) != 1 {
+		t.Fatalf("%d records in %s, want 1", len(raw), DLQTopic(topic))
+	}
+	hs := make(map[string]string)
+	for _, h := range raw[0].Headers {
+		hs[h.Key] = string(h.Value)
+	}
+	for k, v := range map[string]string{
+		"postbox-id": "m\xff", "postbox-address": "counter/\xfe",
+		"postbox-orig-raw-6bff": "v\xfe\x00", "orig-ok": "\x80",
+	} {
+		if got, ok := hs[k]; !ok || got != v {
+			t.Errorf("header %s = %+q (present %v), want %+q", k, got, ok, v)
+		}
+	}
+	got, err := d.Get(dlqCtx(t), deadLetterID(env.MessageID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Headers, env.Headers) {
+		t.Errorf("headers read back %+q, want %+q", got.Headers, env.Headers)
+	}
+}
+
 // rawDLQRecords reads every record of the dead-letter topic of topic.
 func rawDLQRecords(t *testing.T, brokers []string, topic string) []*kgo.Record {
 	t.Helper()

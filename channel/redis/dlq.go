@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -20,8 +18,10 @@ import (
 
 // DeadLetters is a mailbox's dead-letter queue: the stream
 // {postbox:<mailbox>}:dlq, one entry per dead letter with the fields id
-// (the dead letter's ID) and envelope (the dlq.Envelope as JSON), and the
-// hash {postbox:<mailbox>}:dlq:index from dead-letter ID to entry ID.
+// (the dead letter's ID) and envelope (the dlq.Envelope in the byte-exact
+// layout of its MarshalBinary; entries written as JSON by earlier versions
+// are still read, with what JSON already replaced), and the hash
+// {postbox:<mailbox>}:dlq:index from dead-letter ID to entry ID.
 //
 // A dead letter's ID is derived from its message ID ("dl-" and a hash of
 // it), so the index is in effect one from message ID to entry: putting the
@@ -64,7 +64,7 @@ func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	if env.DeadLetteredAt.IsZero() {
 		env.DeadLetteredAt = time.Now().UTC()
 	}
-	doc, err := json.Marshal(env)
+	doc, err := env.MarshalBinary() // not JSON: it would replace invalid UTF-8
 	if err != nil {
 		return fmt.Errorf("redis: put dead letter of message %s: encode: %w", env.MessageID, err)
 	}
@@ -114,9 +114,12 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 // redriven or none. They are re-published in the order of their source
 // offsets, so one actor's messages keep their original order, each under
 // the ID dlq.RedriveID(original) with the original ID in header
-// dlq.HeaderRedriveOf and the original headers. An unknown ID fails the
-// whole call with an error matching dlq.ErrNotFound. When dead letters are
-// put or removed meanwhile, Redrive starts over (WATCH).
+// dlq.HeaderRedriveOf and the original headers, to exactly the address
+// bytes it holds. An unknown ID fails the whole call with an error matching
+// dlq.ErrNotFound, and a dead letter that cannot be redriven as it is (see
+// dlq.RedriveMessage) with an error naming it and matching
+// channel.ErrBadAddress or channel.ErrBadMessageID; it stays queued. When
+// dead letters are put or removed meanwhile, Redrive starts over (WATCH).
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	if d.m.isClosed() {
 		return 0, fmt.Errorf("redis: redrive dead letters: %w", channel.ErrClosed)
@@ -174,29 +177,16 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
 		)
 	})
-	msgs := make([]channel.Message, len(letters))
-	for i, l := range letters {
-		addr, err := channel.ParseAddress(l.env.Address)
+	entries := make([]entry, 0, len(letters))
+	for _, l := range letters {
+		// One at a time, so that a refusal names its dead letter.
+		e, err := redriveEntry(l.env, d.m.partitions)
 		if err != nil {
-			return 0, fmt.Errorf("dead letter %s: %w (nothing was redriven; purge it instead)", l.env.ID, err)
+			return 0, err
 		}
-		headers := maps.Clone(l.env.Headers)
-		if headers == nil {
-			headers = make(map[string]string, 1)
-		}
-		headers[dlq.HeaderRedriveOf] = l.env.MessageID
-		msgs[i] = channel.Message{
-			ID:      dlq.RedriveID(l.env.MessageID),
-			Address: addr,
-			Payload: l.env.Payload,
-			Headers: headers,
-		}
+		entries = append(entries, e)
 	}
-	entries, err := prepareEntries(msgs, d.m.partitions)
-	if err != nil {
-		return 0, err
-	}
-	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: d.m.streamKey(e.partition), ID: "*", Values: e.values})
 		}
@@ -213,6 +203,21 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 		return 0, err
 	}
 	return len(letters), nil
+}
+
+// redriveEntry is the mailbox stream entry of the redriven copy of env, prepared as
+// Publish prepares one.
+func redriveEntry(env dlq.Envelope, partitions int) (entry, error) {
+	m, err := dlq.RedriveMessage(env)
+	if err != nil {
+		return entry{}, err
+	}
+	out, err := prepareEntries([]channel.Message{m}, partitions)
+	if err != nil {
+		return entry{}, fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
+			env.ID, env.MessageID, env.Address, err)
+	}
+	return out[0], nil
 }
 
 // Purge deletes the given dead letters, or all of them when ids is empty,
@@ -282,10 +287,10 @@ func (d *DeadLetters) get(ctx context.Context, c redis.Cmdable, id string) (lett
 }
 
 func decodeLetter(e redis.XMessage) (letter, error) {
-	doc, _ := e.Values["envelope"].(string)
+	doc, _ := e.Values["envelope"].(string) // go-redis hands bulk strings over byte for byte
 	var env dlq.Envelope
-	if err := json.Unmarshal([]byte(doc), &env); err != nil {
-		return letter{}, fmt.Errorf("decode dead letter at entry %s: %w", e.ID, err)
+	if err := env.UnmarshalBinary([]byte(doc)); err != nil {
+		return letter{}, fmt.Errorf("dead letter at entry %s: %w", e.ID, err)
 	}
 	if id, ok := e.Values["id"].(string); ok {
 		env.ID = id

@@ -6,10 +6,8 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -18,8 +16,10 @@ import (
 )
 
 // DeadLetters is a mailbox's dead-letter queue, the table
-// mailbox_dead_letters of its file. Each envelope is stored whole, as JSON,
-// next to indexed columns for lookups and ordering.
+// mailbox_dead_letters of its file. Each envelope is stored whole, in the
+// byte-exact layout of dlq.Envelope.MarshalBinary, next to indexed columns
+// for lookups and ordering. Rows written as JSON by earlier versions are
+// still read, with what JSON already replaced.
 type DeadLetters struct {
 	m *Mailbox
 }
@@ -41,7 +41,7 @@ func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	if env.DeadLetteredAt.IsZero() {
 		env.DeadLetteredAt = time.Now()
 	}
-	doc, err := json.Marshal(env)
+	doc, err := env.MarshalBinary() // not JSON: it would replace invalid UTF-8
 	if err != nil {
 		return fmt.Errorf("sqlite: put dead letter of message %s: encode: %w", env.MessageID, err)
 	}
@@ -112,8 +112,8 @@ func scanEnvelopes(rows *sql.Rows) ([]dlq.Envelope, error) {
 			return nil, err
 		}
 		var env dlq.Envelope
-		if err := json.Unmarshal(doc, &env); err != nil {
-			return nil, fmt.Errorf("decode dead letter %s: %w", id, err)
+		if err := env.UnmarshalBinary(doc); err != nil {
+			return nil, fmt.Errorf("dead letter %s: %w", id, err)
 		}
 		env.ID = id // a replacing Put keeps the first ID
 		envs = append(envs, env)
@@ -126,8 +126,11 @@ func scanEnvelopes(rows *sql.Rows) ([]dlq.Envelope, error) {
 // They are re-published in the order of their source offsets, so one
 // actor's messages keep their original order, each under the ID
 // dlq.RedriveID(original) with the original ID in header
-// dlq.HeaderRedriveOf. An unknown ID fails the whole call with an error
-// matching dlq.ErrNotFound.
+// dlq.HeaderRedriveOf, to exactly the address bytes it holds. An unknown
+// ID fails the whole call with an error matching dlq.ErrNotFound, and a
+// dead letter that cannot be redriven as it is (see dlq.RedriveMessage)
+// with an error naming it and matching channel.ErrBadAddress or
+// channel.ErrBadMessageID; it stays queued.
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	var n int
 	err := d.m.write(ctx, func(tx *sql.Tx) error {
@@ -142,27 +145,14 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 				a.DeadLetteredAt.Compare(b.DeadLetteredAt),
 			)
 		})
-		msgs := make([]channel.Message, len(envs))
-		for i, env := range envs {
-			addr, err := channel.ParseAddress(env.Address)
+		rows := make([]row, 0, len(envs))
+		for _, env := range envs {
+			// One at a time, so that a refusal names its dead letter.
+			r, err := redriveRow(env, d.m.partitions)
 			if err != nil {
-				return fmt.Errorf("dead letter %s: %w", env.ID, err)
+				return err
 			}
-			headers := maps.Clone(env.Headers)
-			if headers == nil {
-				headers = make(map[string]string, 1)
-			}
-			headers[dlq.HeaderRedriveOf] = env.MessageID
-			msgs[i] = channel.Message{
-				ID:      dlq.RedriveID(env.MessageID),
-				Address: addr,
-				Payload: env.Payload,
-				Headers: headers,
-			}
-		}
-		rows, err := prepareRows(msgs, d.m.partitions)
-		if err != nil {
-			return err
+			rows = append(rows, r)
 		}
 		if err := insertRows(ctx, d.m, tx, rows); err != nil {
 			return fmt.Errorf("re-publish: %w", err)
@@ -174,6 +164,21 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 		return 0, fmt.Errorf("sqlite: redrive dead letters: %w", err)
 	}
 	return n, nil
+}
+
+// redriveRow is the mailbox row of the redriven copy of env, prepared as
+// Publish prepares one.
+func redriveRow(env dlq.Envelope, partitions int) (row, error) {
+	m, err := dlq.RedriveMessage(env)
+	if err != nil {
+		return row{}, err
+	}
+	out, err := prepareRows([]channel.Message{m}, partitions)
+	if err != nil {
+		return row{}, fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
+			env.ID, env.MessageID, env.Address, err)
+	}
+	return out[0], nil
 }
 
 // Purge deletes the given dead letters, or all of them when ids is empty,

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,6 +63,11 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"RedriveKeepsOrderPerActor", testRedrive},
 		{"RedriveUnknownRedrivesNothing", testRedriveUnknown},
 		{"Purge", testPurge},
+		{"PutKeepsEveryByte", testBytes},
+		{"PutTwiceKeepsOneByteExact", testPutTwiceBytes},
+		{"RedriveKeepsAddressBytes", testRedriveBytes},
+		{"RedriveRefusesMalformedAddress", testRedriveMalformed},
+		{"RedriveRefusesBadIdentifiers", testRedriveBadIdentifiers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,7 +141,7 @@ func idOf(t *testing.T, envs []dlq.Envelope, msgID string) string {
 			return e.ID
 		}
 	}
-	t.Fatalf("no dead letter of %s in %s", msgID, messageIDs(envs))
+	t.Fatalf("no dead letter of %+q in %+q", msgID, messageIDs(envs))
 	return ""
 }
 
@@ -395,5 +402,303 @@ func testPurge(t *testing.T, h Harness) {
 	}
 	if envs := list(t, h.Store); len(envs) != 0 {
 		t.Fatalf("after purging all the queue holds %s", messageIDs(envs))
+	}
+}
+
+// exact describes how the bytes of got differ from want, or returns "": the
+// strings, payload and headers compare with reflect.DeepEqual and print
+// quoted, so that a replaced byte shows. The rest is left to diff.
+func exact(got, want dlq.Envelope) string {
+	var d []string
+	for _, f := range []struct {
+		name      string
+		got, want any
+	}{
+		{"MessageID", got.MessageID, want.MessageID},
+		{"Address", got.Address, want.Address},
+		{"Payload", got.Payload, want.Payload},
+		{"Headers", got.Headers, want.Headers},
+		{"Reason", got.Reason, want.Reason},
+		{"Worker", got.Worker, want.Worker},
+		{"Source.Backend", got.Source.Backend, want.Source.Backend},
+		{"Source.Mailbox", got.Source.Mailbox, want.Source.Mailbox},
+		{"Errors", errorTexts(got.Errors), errorTexts(want.Errors)},
+	} {
+		if !reflect.DeepEqual(f.got, f.want) {
+			d = append(d, fmt.Sprintf("%s %+q, want %+q", f.name, f.got, f.want))
+		}
+	}
+	if rest := diff(got, want); rest != "" {
+		d = append(d, rest)
+	}
+	return strings.Join(d, "; ")
+}
+
+func errorTexts(errs []dlq.AttemptError) []string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = strconv.Itoa(e.Attempt) + " " + e.Error
+	}
+	return out
+}
+
+// oddLetter is a dead letter whose strings, payload and headers hold
+// bytes that are not UTF-8: invalid bytes, lone continuation bytes, an
+// overlong encoding, an encoded surrogate, NUL. Such bytes come from any
+// producer that does not validate (kcat, a raw client), and JSON would
+// replace each with U+FFFD, so that redrive would publish to another actor.
+func (h Harness) oddLetter(msgID, addr string, age time.Duration) dlq.Envelope {
+	return dlq.Envelope{
+		MessageID: msgID,
+		Address:   addr,
+		Payload:   []byte("\xff\xfe\x00\x80 " + msgID),
+		Headers: map[string]string{
+			"trace":       msgID,
+			"k\xff\xfe":   "v\x80\xbf",
+			"nul\x00key":  "nul\x00value",
+			"\xc0\xaf":    "\xed\xa0\x80",
+			"empty\xfe":   "",
+			"plain":       "\xff",
+			"orig-\x80":   "looks like a backend's own prefix",
+			"\x00":        "\x00",
+			"utf8-ключ-🔑": "значение-🔑",
+		},
+		Source:   h.source(addr, 9),
+		Attempts: 2,
+		Errors: []dlq.AttemptError{
+			{Attempt: 1, Error: "boom \xff\xfe", At: base.Add(age - time.Second)},
+			{Attempt: 2, Error: "\x00 lone \x80 continuation\nsecond line \xc3", At: base.Add(age)},
+		},
+		Reason:         "permanent error \xff",
+		Worker:         "w\x00\xfe",
+		DeadLetteredAt: base.Add(age),
+	}
+}
+
+func testBytes(t *testing.T, h Harness) {
+	// Message IDs that JSON would make equal ("m\xff" and "m\xfe" both
+	// become "m\uFFFD"), and two that differ only after a NUL, which a C
+	// string would cut.
+	want := []dlq.Envelope{
+		h.oddLetter("m\xff", "counter/\xff\xfe", 0),
+		h.oddLetter("m\xfe", "counter/\x80\x00", time.Second),
+		h.oddLetter("n\x00a", "\xc3\x28/\xed\xa0\x80", 2*time.Second),
+		h.oddLetter("n\x00b", "nokey\xff", 3*time.Second),
+	}
+	put(t, h.Store, want...)
+	envs := list(t, h.Store)
+	if len(envs) != len(want) {
+		t.Fatalf("List = %d dead letters %+q, want %d: distinct bytes are distinct messages", len(envs), messageIDs(envs), len(want))
+	}
+	for i, w := range want {
+		if d := exact(envs[i], w); d != "" {
+			t.Errorf("List[%d]: dead letter of %+q did not keep its bytes: %s", i, w.MessageID, d)
+		}
+		got, err := h.Store.Get(t.Context(), envs[i].ID)
+		if err != nil {
+			t.Fatalf("Get(%s) of %+q: %v", envs[i].ID, w.MessageID, err)
+		}
+		if d := exact(got, w); d != "" {
+			t.Errorf("Get(%s): dead letter of %+q did not keep its bytes: %s", envs[i].ID, w.MessageID, d)
+		}
+	}
+}
+
+func testPutTwiceBytes(t *testing.T, h Harness) {
+	first := h.oddLetter("m\xff\x00", "counter/\xff", 0)
+	other := h.oddLetter("m\xfe\x00", "counter/\xfe", time.Second) // the same ID to JSON
+	put(t, h.Store, first, other)
+	firstID := idOf(t, list(t, h.Store), first.MessageID)
+
+	// The same message dead-lettered again, with other bytes everywhere
+	// but its ID: one dead letter, same ID, the new bytes.
+	again := h.oddLetter(first.MessageID, "counter/\xfe\xff", time.Hour)
+	again.Payload = []byte("\x00again\xff")
+	again.Headers = map[string]string{"k\xff\xfe": "other \x80", "new\xfe": "\x00"}
+	again.Reason, again.Worker = "attempts exhausted \xfe", "w2\xff"
+	again.Attempts = 5
+	again.Errors = append(again.Errors, dlq.AttemptError{Attempt: 5, Error: "boom \xc3", At: base.Add(time.Hour)})
+	put(t, h.Store, again)
+
+	envs := list(t, h.Store)
+	if got, want := messageIDs(envs), other.MessageID+","+again.MessageID; got != want {
+		t.Fatalf("List after a second Put = %+q, want %+q (one of each, the replaced one newest)", got, want)
+	}
+	if envs[1].ID != firstID {
+		t.Errorf("second Put of %+q changed its ID from %s to %s", again.MessageID, firstID, envs[1].ID)
+	}
+	if d := exact(envs[0], other); d != "" {
+		t.Errorf("second Put of %+q changed the dead letter of %+q: %s", again.MessageID, other.MessageID, d)
+	}
+	if d := exact(envs[1], again); d != "" {
+		t.Errorf("List: second Put of %+q did not replace the bytes: %s", again.MessageID, d)
+	}
+	got, err := h.Store.Get(t.Context(), firstID)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", firstID, err)
+	}
+	if d := exact(got, again); d != "" {
+		t.Errorf("Get(%s): second Put of %+q did not replace the bytes: %s", firstID, again.MessageID, d)
+	}
+}
+
+func testRedriveBytes(t *testing.T, h Harness) {
+	// Valid addresses, but each a trap for code that trims, splits at the
+	// last '/', normalises or truncates: the copy must go to the very
+	// bytes the dead letter holds.
+	long := "counter/" + strings.Repeat("x", channel.MaxIdentifierLen-len("counter/")) // the longest allowed
+	addrs := []string{"zähler/ä b/c", "counter/ 7 ", "Counter/7", "counter/7/", "🔑/%2F?#", long}
+	var envs []dlq.Envelope
+	for i, addr := range addrs {
+		e := h.letter("m"+strconv.Itoa(i), addr, int64(i), time.Duration(i)*time.Second)
+		e.Payload = []byte("\xff\x00\xfe" + strconv.Itoa(i))
+		envs = append(envs, e)
+	}
+	put(t, h.Store, envs...)
+	if n, err := h.Store.Redrive(t.Context()); err != nil || n != len(envs) {
+		t.Fatalf("Redrive() = %d, %v; want %d, nil", n, err, len(envs))
+	}
+	byID := make(map[string]dlq.Envelope, len(envs))
+	for _, e := range envs {
+		byID[dlq.RedriveID(e.MessageID)] = e
+	}
+	for _, m := range h.Next(t, len(envs)) {
+		e, ok := byID[m.ID]
+		if !ok {
+			t.Errorf("redriven an unexpected message %+q to %+q", m.ID, m.Address.String())
+			continue
+		}
+		delete(byID, m.ID)
+		typ, _, _ := strings.Cut(e.Address, "/")
+		if m.Address.String() != e.Address || m.Address.Type != typ {
+			t.Errorf("redriven %s to %+q (type %+q), want exactly %+q", m.ID, m.Address.String(), m.Address.Type, e.Address)
+		}
+		if !bytes.Equal(m.Payload, e.Payload) || m.Headers[dlq.HeaderRedriveOf] != e.MessageID {
+			t.Errorf("redriven %s: payload %+q, %s %+q; want %+q, %+q", m.ID, m.Payload, dlq.HeaderRedriveOf,
+				m.Headers[dlq.HeaderRedriveOf], e.Payload, e.MessageID)
+		}
+		if home := channel.HomePartition(e.Address, h.Partitions); m.Partition != home {
+			t.Errorf("redriven %s to partition %d, want the home partition %d of %+q", m.ID, m.Partition, home, e.Address)
+		}
+	}
+	if len(byID) > 0 {
+		t.Errorf("not redriven: %v", slices.Sorted(maps.Keys(byID)))
+	}
+}
+
+// refused checks that Redrive(ids...) refused the dead letter id without
+// redriving anything, with an error that names it and says what to do,
+// and that each of ids is still queued byte-exactly. It returns the error.
+func refused(t *testing.T, h Harness, id string, queued map[string]dlq.Envelope, ids ...string) error {
+	t.Helper()
+	n, err := h.Store.Redrive(t.Context(), ids...)
+	if err == nil || n != 0 {
+		t.Fatalf("Redrive of dead letter %s (address %+q) = %d, %v; want 0 and an error", id, queued[id].Address, n, err)
+	}
+	if !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "purge") {
+		t.Errorf("Redrive of dead letter %s: error %q does not name it and say to purge it (or republish it by hand)", id, err)
+	}
+	for _, k := range ids {
+		got, err := h.Store.Get(t.Context(), k)
+		if err != nil {
+			t.Fatalf("after a refused Redrive, Get(%s) = %v; want it still queued", k, err)
+		}
+		if d := exact(got, queued[k]); d != "" {
+			t.Errorf("after a refused Redrive, dead letter %s changed: %s", k, d)
+		}
+	}
+	return err
+}
+
+// queuedByID puts envs and returns them by dead-letter ID, and the IDs in
+// the order of envs.
+func queuedByID(t *testing.T, h Harness, envs ...dlq.Envelope) (map[string]dlq.Envelope, []string) {
+	t.Helper()
+	put(t, h.Store, envs...)
+	got := list(t, h.Store)
+	queued := make(map[string]dlq.Envelope, len(envs))
+	ids := make([]string, len(envs))
+	for i, e := range envs {
+		ids[i] = idOf(t, got, e.MessageID)
+		queued[ids[i]] = e
+	}
+	return queued, ids
+}
+
+func testRedriveMalformed(t *testing.T, h Harness) {
+	// Not "type/id": a record keyed by kcat, say. There is nowhere right to
+	// publish them, so Redrive must refuse, not guess.
+	good := h.letter("good", "counter/1", 1, 0)
+	envs := []dlq.Envelope{good}
+	for i, addr := range []string{"nokey", "/7", "counter/", "", "\xff\xfe"} {
+		e := h.oddLetter("bad"+strconv.Itoa(i), addr, time.Duration(i+1)*time.Second)
+		e.Source = h.source("counter/1", int64(i+2))
+		envs = append(envs, e)
+	}
+	queued, ids := queuedByID(t, h, envs...)
+	for _, id := range ids[1:] {
+		if err := refused(t, h, id, queued, id); !errors.Is(err, channel.ErrBadAddress) {
+			t.Errorf("Redrive of %s (address %+q): %v; want an error matching channel.ErrBadAddress", id, queued[id].Address, err)
+		}
+		// With a good one in the same call: nothing is redriven.
+		refused(t, h, id, queued, ids[0], id)
+	}
+	// All of them: refused too, naming a bad one (which one first depends
+	// on the backend's redrive order).
+	if n, err := h.Store.Redrive(t.Context()); err == nil || n != 0 ||
+		!slices.ContainsFunc(ids[1:], func(id string) bool { return strings.Contains(err.Error(), id) }) {
+		t.Fatalf("Redrive() of good and malformed dead letters = %d, %v; want 0 and an error naming a malformed one", n, err)
+	}
+	if n, err := h.Store.Redrive(t.Context(), ids[0]); err != nil || n != 1 {
+		t.Fatalf("Redrive of the good one = %d, %v; want 1, nil", n, err)
+	}
+	// Nothing of the refused calls was published before it.
+	if m := h.Next(t, 1)[0]; m.ID != dlq.RedriveID(good.MessageID) || m.Address.String() != good.Address {
+		t.Errorf("after refused redrives the mailbox delivered %+q to %+q, want only %s to %s",
+			m.ID, m.Address.String(), dlq.RedriveID(good.MessageID), good.Address)
+	}
+	if got := list(t, h.Store); len(got) != len(envs)-1 {
+		t.Errorf("the queue holds %d dead letters, want the %d refused ones", len(got), len(envs)-1)
+	}
+}
+
+func testRedriveBadIdentifiers(t *testing.T, h Harness) {
+	// A "type/id" that breaks the identifier limits (valid UTF-8, no
+	// control characters, at most channel.MaxIdentifierLen bytes), or a
+	// message ID whose redriven copy does. Every publisher refuses them;
+	// Redrive must say which dead letter and leave it queued.
+	over := strings.Repeat("x", channel.MaxIdentifierLen+1-len("counter/"))
+	good := h.letter("good", "counter/1", 1, 0)
+	envs := []dlq.Envelope{
+		good,
+		h.letter("a-invalid", "counter/\xff\xfe", 2, time.Second),
+		h.letter("a-lone", "\x80/7", 3, 2*time.Second),
+		h.letter("a-nul", "counter/a\x00b", 4, 3*time.Second),
+		h.letter("a-newline", "counter/a\nb", 5, 4*time.Second),
+		h.letter("a-long", "counter/"+over, 6, 5*time.Second),
+		h.letter("m\xff\xfe", "counter/1", 7, 6*time.Second),
+		h.letter("m\x00", "counter/1", 8, 7*time.Second),
+		// Fits, but its copy m….r1 does not.
+		h.letter(strings.Repeat("m", channel.MaxIdentifierLen-1), "counter/1", 9, 8*time.Second),
+	}
+	queued, ids := queuedByID(t, h, envs...)
+	for i, id := range ids[1:] {
+		err := refused(t, h, id, queued, id)
+		if want := channel.ErrBadAddress; i >= 5 {
+			want = channel.ErrBadMessageID
+			if !errors.Is(err, want) {
+				t.Errorf("Redrive of %s (message %+q): %v; want an error matching %v", id, envs[i+1].MessageID, err, want)
+			}
+		} else if !errors.Is(err, want) {
+			t.Errorf("Redrive of %s (address %+q): %v; want an error matching %v", id, envs[i+1].Address, err, want)
+		}
+		refused(t, h, id, queued, ids[0], id) // with a good one: nothing is redriven
+	}
+	if n, err := h.Store.Redrive(t.Context(), ids[0]); err != nil || n != 1 {
+		t.Fatalf("Redrive of the good one = %d, %v; want 1, nil", n, err)
+	}
+	if m := h.Next(t, 1)[0]; m.ID != dlq.RedriveID(good.MessageID) || m.Address.String() != good.Address {
+		t.Errorf("after refused redrives the mailbox delivered %+q to %+q, want only %s to %s",
+			m.ID, m.Address.String(), dlq.RedriveID(good.MessageID), good.Address)
 	}
 }
