@@ -79,6 +79,7 @@ func Run(t *testing.T, f Features, setup func(t *testing.T) Mailbox) {
 		{"DeliversInPublishOrder", testDeliversInPublishOrder},
 		{"AckedNotRedelivered", testAckedNotRedelivered},
 		{"UnackedRedelivered", testUnackedRedelivered},
+		{"ReleaseReclaims", testReleaseReclaims},
 		{"NackDelay", testNackDelay},
 		{"ConsumersSplitPartitions", testConsumersSplitPartitions},
 		{"CancelEndsRun", testCancelEndsRun},
@@ -269,6 +270,145 @@ func testUnackedRedelivered(t *testing.T, f Features, mb Mailbox) {
 		last[m.Partition] = m.Offset
 		if f.CountsDeliveries && m.Deliveries != was.Deliveries+1 {
 			t.Errorf("message %d redelivered with Deliveries %d, want %d", i, m.Deliveries, was.Deliveries+1)
+		}
+	}
+}
+
+// testReleaseReclaims checks a Release that nothing asked for (the host
+// gives a partition up when its journal refuses it): while the consumer
+// still runs, the partition is claimed again, after Release returned, and
+// delivers every unacked message again in offset order and none of the
+// acked ones. Without this a partition can stay owned but idle.
+func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
+	const n, delivered, acked = 30, 15, 10
+	var msgs []channel.Message
+	for i := range n {
+		a := addressOn(t, fmt.Sprintf("reclaim%d", i%4), 0, mb.Partitions)
+		msgs = append(msgs, channel.Message{Address: a, Payload: payload(i)})
+	}
+	publish(t, mb.Publisher, msgs...)
+
+	var (
+		mu                  sync.Mutex
+		old                 channel.Claim
+		oldGot              []channel.Message // delivered on old before its Release
+		again               = make(map[channel.Claim][]channel.Message)
+		releasing, returned bool
+		errs                []string
+	)
+	ack := func(cl channel.Claim, ms ...channel.Message) error {
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout())
+		defer cancel()
+		return cl.Ack(ctx, ms...)
+	}
+	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{handle: func(cl channel.Claim, m channel.Message) {
+		mu.Lock()
+		if old == nil {
+			old = cl
+		}
+		switch {
+		case cl == old && releasing:
+			// Handed out around Release: unacked, so it must come back.
+			mu.Unlock()
+			return
+		case cl == old:
+			oldGot = append(oldGot, m)
+			if len(oldGot) < delivered {
+				mu.Unlock()
+				return
+			}
+			releasing = true
+			mu.Unlock()
+			err := ack(cl, oldGot[:acked]...)
+			ctx, cancel := context.WithTimeout(context.Background(), f.timeout())
+			if err == nil {
+				err = cl.Release(ctx)
+			}
+			cancel()
+			mu.Lock()
+			returned = true
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("ack and Release of partition %d: %v", cl.Partition(), err))
+			}
+			mu.Unlock()
+			return
+		}
+		if !returned {
+			errs = append(errs, fmt.Sprintf("message %s delivered on a new claim of partition %d before the old claim's Release returned", m.ID, m.Partition))
+		}
+		again[cl] = append(again[cl], m)
+		mu.Unlock()
+		if err := ack(cl, m); err != nil {
+			mu.Lock()
+			errs = append(errs, fmt.Sprintf("ack on the new claim of partition %d: %v", m.Partition, err))
+			mu.Unlock()
+		}
+	}})
+
+	isAcked := make(map[string]bool)
+	var unacked []string
+	waitFor(t, f.timeout(), fmt.Sprintf("%d deliveries, %d acks and the Release of partition 0", delivered, acked), func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return returned
+	})
+	mu.Lock()
+	for _, m := range oldGot[:acked] {
+		isAcked[string(m.Payload)] = true
+	}
+	mu.Unlock()
+	for _, m := range msgs {
+		if !isAcked[string(m.Payload)] {
+			unacked = append(unacked, string(m.Payload))
+		}
+	}
+	redelivered := func() []channel.Message {
+		mu.Lock()
+		defer mu.Unlock()
+		var all []channel.Message
+		for _, ms := range again {
+			all = append(all, ms...)
+		}
+		return all
+	}
+	waitFor(t, f.timeout(), fmt.Sprintf("partition 0 to be claimed again after a Release nothing asked for, and its %d unacked messages delivered again (the partition stays owned but idle?)", len(unacked)), func() bool {
+		return containsAll(redelivered(), unacked)
+	})
+	// The new claim keeps flowing.
+	marker := channel.Message{Address: addressOn(t, "reclaim0", 0, mb.Partitions), Payload: []byte("reclaim-marker")}
+	publish(t, mb.Publisher, marker)
+	waitFor(t, f.timeout(), "a message published after the reclaim", func() bool {
+		return indexOf(redelivered(), "reclaim-marker", 0) >= 0
+	})
+	r.stop()
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range errs {
+		t.Error(e)
+	}
+	first := make(map[string]channel.Message)
+	for _, m := range oldGot {
+		first[string(m.Payload)] = m
+	}
+	for cl, ms := range again {
+		for k, m := range ms {
+			if isAcked[string(m.Payload)] {
+				t.Errorf("message %s (offset %d) was acked before Release but delivered again on the new claim", m.Payload, m.Offset)
+			}
+			if k > 0 && m.Offset <= ms[k-1].Offset {
+				t.Errorf("new claim of partition %d delivered offset %d after %d, want increasing offsets", cl.Partition(), m.Offset, ms[k-1].Offset)
+			}
+			was, ok := first[string(m.Payload)]
+			if !ok {
+				continue
+			}
+			if m.ID != was.ID {
+				t.Errorf("message %s redelivered with ID %q, want the same %q", m.Payload, m.ID, was.ID)
+			}
+			if f.CountsDeliveries && m.Deliveries != was.Deliveries+1 {
+				t.Errorf("message %s redelivered with Deliveries %d, want %d", m.Payload, m.Deliveries, was.Deliveries+1)
+			}
 		}
 	}
 }

@@ -77,6 +77,9 @@ type claim struct {
 	fwdOpen  []int64 // offsets of fetched foreign records not yet forwarded
 	first    int64   // offset of the first fetched record; -1 if none
 	fetched  int64   // offset after the last fetched record; -1 if none
+	// dropped is the offset of the first record fetched after delivery
+	// stopped, which the claim dropped; -1 if none.
+	dropped int64
 }
 
 // retry is a nacked message and when to hand it out again.
@@ -111,6 +114,7 @@ func newClaim(s *session, cl *kgo.Client, partition int32) *claim {
 		committed: -1,
 		first:     -1,
 		fetched:   -1,
+		dropped:   -1,
 	}
 }
 
@@ -124,6 +128,13 @@ func (c *claim) Lost() <-chan struct{}            { return c.lostCh }
 func (c *claim) push(msgs []channel.Message, foreign []*kgo.Record) {
 	c.mu.Lock()
 	if c.state != stateActive || c.stopped {
+		if c.dropped < 0 {
+			for _, off := range []int64{firstOffset(msgs), firstRecordOffset(foreign)} {
+				if off >= 0 && (c.dropped < 0 || off < c.dropped) {
+					c.dropped = off
+				}
+			}
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -153,6 +164,20 @@ func (c *claim) push(msgs []channel.Message, foreign []*kgo.Record) {
 		default:
 		}
 	}
+}
+
+func firstOffset(msgs []channel.Message) int64 {
+	if len(msgs) == 0 {
+		return -1
+	}
+	return msgs[0].Offset
+}
+
+func firstRecordOffset(rs []*kgo.Record) int64 {
+	if len(rs) == 0 {
+		return -1
+	}
+	return rs[0].Offset
 }
 
 // fetchedLocked records that the record at off was fetched.
@@ -355,6 +380,20 @@ func (c *claim) toCommit() (int64, bool) {
 	return p, p > c.committed && p > c.first
 }
 
+// restartAt is the offset a new claim of the partition starts from once
+// this one was released while the partition stayed assigned: the commit
+// point, below which everything was acked or forwarded, or else the first
+// record dropped since. ok is false when the claim has seen no record: the
+// fetch position is then where the claim began.
+func (c *claim) restartAt() (off int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first >= 0 {
+		return c.commitPointLocked(), true
+	}
+	return c.dropped, c.dropped >= 0
+}
+
 func (c *claim) committedUpTo(off int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -424,9 +463,10 @@ func (c *claim) Nack(_ context.Context, msg channel.Message, delay time.Duration
 // finish, commits what was acked and forwarded and gives the claim up. If
 // the commit fails (ctx ended, broker unreachable) Release returns the
 // error and may be called again; the revocation that follows retries the
-// commit too. Released before a revocation, the partition stays assigned to
-// this consumer, undelivered, until the next rebalance. Release is
-// idempotent.
+// commit too. Released while the partition is still assigned (the owner gave
+// it up on its own), the consumer claims the partition again: a new claim
+// goes to onClaim and delivers again, from the first message that is not
+// acked. Release is idempotent.
 func (c *claim) Release(ctx context.Context) error {
 	c.releaseMu.Lock()
 	defer c.releaseMu.Unlock()
@@ -439,6 +479,9 @@ func (c *claim) Release(ctx context.Context) error {
 	c.s.commitMu.Lock()
 	err := c.s.commitLocked(ctx, []*claim{c})
 	c.s.commitMu.Unlock()
-	c.releaseOnce.Do(func() { close(c.released) })
+	c.releaseOnce.Do(func() {
+		close(c.released)
+		c.s.reclaimLater(c)
+	})
 	return err
 }

@@ -185,12 +185,29 @@ type session struct {
 	// committed a partition and let it go, no commit of it is in flight
 	// or issued later.
 	commitMu sync.Mutex
+
+	// Claims released while their partitions stay assigned, for the poll
+	// loop to claim again: only it may move a partition's fetch position
+	// without racing a fetch in hand.
+	reclaimMu sync.Mutex
+	reclaims  []*claim
+	wakePoll  context.CancelFunc // ends the poll in progress
 }
 
 // poll fetches records and hands them to their claims until ctx ends.
 func (s *session) poll(ctx context.Context) {
 	for {
-		fetches := s.cl.PollRecords(ctx, s.opts.BufferSize)
+		s.reclaimMu.Lock()
+		if len(s.reclaims) > 0 {
+			s.reclaimMu.Unlock()
+			s.reclaimReleased()
+			continue
+		}
+		pollCtx, wake := context.WithCancel(ctx)
+		s.wakePoll = wake
+		s.reclaimMu.Unlock()
+		fetches := s.cl.PollRecords(pollCtx, s.opts.BufferSize)
+		wake()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
@@ -225,6 +242,52 @@ func (s *session) poll(ctx context.Context) {
 			}
 			c.push(msgs, foreigners)
 		})
+	}
+}
+
+// reclaimLater asks the poll loop to claim c's partition again, if it is
+// still assigned once c is released.
+func (s *session) reclaimLater(c *claim) {
+	s.reclaimMu.Lock()
+	s.reclaims = append(s.reclaims, c)
+	wake := s.wakePoll
+	s.reclaimMu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// reclaimReleased gives each partition whose claim was released while it
+// stayed assigned a new claim, delivering again from the released claim's
+// commit point. It runs on the poll goroutine, between polls: setting the
+// fetch position drops the fetches buffered for the old one, and no fetch
+// of it can be in hand.
+func (s *session) reclaimReleased() {
+	s.reclaimMu.Lock()
+	released := s.reclaims
+	s.reclaims = nil
+	s.reclaimMu.Unlock()
+	for _, old := range released {
+		p := old.partition
+		s.mu.Lock()
+		if s.claims[p] != old {
+			s.mu.Unlock()
+			continue // revoked, lost or ended meanwhile
+		}
+		c := newClaim(s, old.cl, p)
+		s.claims[p] = c
+		s.mu.Unlock()
+		old.setState(stateGone)
+		at, ok := old.restartAt()
+		if ok {
+			old.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{s.topic: {p: {Epoch: -1, Offset: at}}})
+		}
+		old.cl.ResumeFetchPartitions(map[string][]int32{s.topic: {p}})
+		s.log.Info("kafka: a claim was released while its partition stayed assigned; claiming it again",
+			"partition", p, "from_offset", at)
+		go c.pump()
+		s.forwarders.Go(c.forward)
+		go s.onClaim(c)
 	}
 }
 
