@@ -365,16 +365,6 @@ func openJournal(t *testing.T, url string) journal.Journal {
 	return j
 }
 
-// counterRegistry knows the counter actor, without a sink: replays run no
-// side effect anyway.
-func counterRegistry(t *testing.T) *actorhost.Registry {
-	reg := actorhost.NewRegistry()
-	if err := counter.Register(reg, nil); err != nil {
-		t.Fatal(err)
-	}
-	return reg
-}
-
 // wrongCounters replays every counter of want from j and returns how many
 // differ from it, with one example.
 func wrongCounters(reg *actorhost.Registry, j journal.Journal, want map[string]counter.State) (int, string) {

@@ -60,11 +60,8 @@ func newLoadRun(spec workload.Spec, rate int) loadRun {
 // into dir.
 func (l loadRun) start(t *testing.T, dir, mailbox string) *process {
 	t.Helper()
-	return startProcess(t, dir, "producer", producerBin, "load", "--mailbox", mailbox,
-		"--actors", strconv.Itoa(l.spec.Actors), "--count", strconv.Itoa(l.spec.Count),
-		"--seed", strconv.FormatUint(l.spec.Seed, 10), "--rate", strconv.Itoa(l.rate),
-		"--poison-every", strconv.Itoa(l.spec.PoisonEvery), "--fail-every", strconv.Itoa(l.spec.FailEvery),
-		"--expect", filepath.Join(dir, "expect.json"), "--quiet")
+	return startProcess(t, dir, "producer", producerBin, append([]string{"load", "--mailbox", mailbox,
+		"--expect", filepath.Join(dir, "expect.json")}, loadArgs(l.spec, l.rate)...)...)
 }
 
 // finish waits for the producer to publish everything, and checks that its
@@ -249,7 +246,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string) {
 	l.finish(t, dir, load, 3*time.Minute)
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
@@ -395,7 +392,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	t.Logf("%s: worker-a rejoined with partitions %s", elapsed(), partitionList(a.owned()))
 
 	l.finish(t, dir, load, 3*time.Minute)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
@@ -507,7 +504,7 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 	t.Logf("SIGKILLed worker-1 after %d side effects", sinkLines(sink))
 	w2 := startWorker(t, dir, "worker-2", w)
 	j := openJournal(t, journalURL)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	waitEvery(t, 3*time.Minute, time.Second, "every counter exact", func() bool {
 		n, _ := wrongCounters(reg, j, want)
 		return n == 0
@@ -654,7 +651,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	l.finish(t, dir, load, 3*time.Minute)
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
@@ -745,7 +742,7 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 		return len(dlqList(t, mailbox)) >= wantDead
 	})
 	j := openJournal(t, journalURL)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	before := map[string]counter.State{"counter/1": {Value: 4, Applied: 2}, "counter/2": {Value: 4, Applied: 2}, "counter/3": {Value: 4, Applied: 2}}
 	waitEvery(t, time.Minute, 500*time.Millisecond, "the valid messages applied", func() bool {
 		n, _ := wrongCounters(reg, j, before)
@@ -1057,7 +1054,7 @@ func TestKafkaForwardsOldRecords(t *testing.T) {
 	age := time.Since(published).Round(time.Second)
 	w := startWorker(t, dir, "worker", workerArgs{mailbox: mailbox, journal: journalURL, concurrency: 4})
 	j := openJournal(t, journalURL)
-	reg := counterRegistry(t)
+	reg := actorRegistry(t)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		n, ex := wrongCounters(reg, j, want)

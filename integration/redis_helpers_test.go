@@ -244,7 +244,8 @@ func svcWorker(t *testing.T, dir, name, mailbox, journalURL, sink string, extra 
 	return svcStart(t, dir, name, workerBin, append(args, extra...)...)
 }
 
-// svcLoad is a counter workload and the rate the producer publishes it at.
+// svcLoad is a counter (or tally) workload and the rate the producer
+// publishes it at.
 type svcLoad struct {
 	spec workload.Spec
 	rate int // messages per second; 0: as fast as possible
@@ -253,33 +254,37 @@ type svcLoad struct {
 // start runs `producer load` for the workload in the background.
 func (l svcLoad) start(t *testing.T, dir, name, mailbox string) *svcProc {
 	t.Helper()
-	s := l.spec
-	return svcStart(t, dir, name, producerBin, "load", "--mailbox", mailbox, "--quiet",
-		"--actors", strconv.Itoa(s.Actors), "--count", strconv.Itoa(s.Count), "--seed", strconv.FormatUint(s.Seed, 10),
-		"--rate", strconv.Itoa(l.rate), "--poison-every", strconv.Itoa(s.PoisonEvery), "--fail-every", strconv.Itoa(s.FailEvery))
+	return svcStart(t, dir, name, producerBin, append([]string{"load", "--mailbox", mailbox}, loadArgs(l.spec, l.rate)...)...)
 }
 
 // svcExpect is what workloads must leave behind.
 type svcExpect struct {
-	states map[string]counter.State
-	valid  map[string]bool // IDs of the messages that must be applied
-	poison map[string]bool // IDs of the messages that must be dead-lettered
+	states  map[string]counter.State
+	valid   map[string]bool // IDs of the messages that must be applied
+	effects map[string]bool // IDs of the valid messages that make a side effect: the counter's
+	poison  map[string]bool // IDs of the messages that must be dead-lettered
+	dups    int             // messages published twice
 }
 
 // svcExpected adds up what specs, all published, must produce. A message
-// is poison when the counter refuses its payload (no integer "add").
+// is poison when the actor refuses its payload (no integer "add").
 func svcExpected(specs ...workload.Spec) svcExpect {
-	e := svcExpect{states: map[string]counter.State{}, valid: map[string]bool{}, poison: map[string]bool{}}
+	e := svcExpect{states: map[string]counter.State{}, valid: map[string]bool{}, effects: map[string]bool{}, poison: map[string]bool{}}
 	for _, s := range specs {
 		exp, _ := s.Generate(func(m channel.Message) error {
 			var p counter.Payload
-			if json.Unmarshal(m.Payload, &p) != nil || p.Add == nil {
+			switch {
+			case json.Unmarshal(m.Payload, &p) != nil || p.Add == nil:
 				e.poison[m.ID] = true
-			} else {
+			case m.Address.Type == counter.Type:
+				e.effects[m.ID] = true
+				fallthrough
+			default:
 				e.valid[m.ID] = true
 			}
 			return nil
 		})
+		e.dups += exp.Duplicates
 		for a, st := range exp.States {
 			sum := e.states[a]
 			sum.Value += st.Value
@@ -306,62 +311,30 @@ func svcNewChecker(t *testing.T, journalURL string, mb *backends.Mailbox, want s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { j.Close() })
-	reg := actorhost.NewRegistry()
-	if err := counter.Register(reg, nil); err != nil {
-		t.Fatal(err)
-	}
-	return &svcChecker{reg: reg, j: j, mb: mb, want: want}
+	return &svcChecker{reg: actorRegistry(t), j: j, mb: mb, want: want}
 }
 
-// wrong replays every counter from the journal, in this process, and
-// returns how many differ from the expectation (value or applied count),
-// and the address of one of them with what is wrong.
-func (c *svcChecker) wrong(ctx context.Context) (n int, addr, why string) {
-	for a, want := range c.want.states {
-		parsed, _ := channel.ParseAddress(a)
-		r, err := c.reg.Replay(ctx, c.j, parsed, actorhost.ReplayOptions{})
-		var got counter.State
-		if err == nil {
-			err = json.Unmarshal(r.State, &got)
-		}
-		if err != nil || got != want {
-			n++
-			addr, why = a, fmt.Sprintf("%+v (err %v), want %+v", got, err, want)
-		}
-	}
-	return n, addr, why
-}
-
-// journalTail describes the last entries of actor's journal and its newest
-// checkpoint, for failure messages.
-func (c *svcChecker) journalTail(ctx context.Context, actor string, n int) string {
-	var lines []string
-	err := c.j.Read(ctx, actor, 1, func(e journal.Entry) error {
-		lines = append(lines, fmt.Sprintf("  seq %d %s %s", e.Seq, e.Kind, e.MsgID))
-		return nil
-	})
-	cp, ok, cpErr := c.j.LoadCheckpoint(ctx, actor, journal.MaxSeq)
-	return fmt.Sprintf("journal of %s (read err %v; newest checkpoint at seq %d, found %v, err %v), last %d entries:\n%s",
-		actor, err, cp.Seq, ok, cpErr, min(n, len(lines)), strings.Join(lines[max(0, len(lines)-n):], "\n"))
-}
-
-// waitExact waits until every counter is exact and the dead-letter queue
+// waitExact waits until every actor is exact and the dead-letter queue
 // holds as many letters as there are poison messages. The error says what
-// was still wrong at the deadline.
+// was still wrong at the deadline, or at once that a message was applied
+// twice: no waiting undoes that.
 func (c *svcChecker) waitExact(timeout time.Duration) error {
 	ctx := context.Background()
 	deadline := time.Now().Add(timeout)
 	for {
-		n, addr, why := c.wrong(ctx)
+		d := diffStates(ctx, c.reg, c.j, c.want.states)
 		envs, err := c.mb.DLQ.List(ctx)
-		if n == 0 && err == nil && len(envs) >= len(c.want.poison) {
+		if d.wrong == 0 && err == nil && len(envs) >= len(c.want.poison) {
 			return nil
 		}
+		if d.over > 0 {
+			return fmt.Errorf("of %d actors, %s\n%s", len(c.want.states), d, journalTail(ctx, c.j, d.addr, 12))
+		}
 		if time.Now().After(deadline) {
-			msg := fmt.Sprintf("after %s: %d of %d counters wrong; %d dead letters (err %v) of %d poison messages",
-				timeout, n, len(c.want.states), len(envs), err, len(c.want.poison))
-			if n > 0 {
-				msg += fmt.Sprintf("\ne.g. %s = %s\n%s", addr, why, c.journalTail(ctx, addr, 12))
+			msg := fmt.Sprintf("after %s: of %d actors, %d wrong; %d dead letters (err %v) of %d poison messages",
+				timeout, len(c.want.states), d.wrong, len(envs), err, len(c.want.poison))
+			if d.wrong > 0 {
+				msg += fmt.Sprintf("\n%s\n%s", d, journalTail(ctx, c.j, d.addr, 12))
 			}
 			return errors.New(msg)
 		}
@@ -369,18 +342,18 @@ func (c *svcChecker) waitExact(timeout time.Duration) error {
 	}
 }
 
-// final checks, once every worker has stopped: every counter exact; the
+// final checks, once every worker has stopped: every actor exact; the
 // dead-letter queue holds exactly the poison messages, from backend, each
 // dead-lettered on a permanent error after 1 to maxAttempts counted
 // attempts (an attempt counted durably before a crash or a fence counts
-// too); every valid message made its side effect, under its own key, and no
-// other key appears; and effects ran twice at most bound times. It returns
-// how many ran twice.
+// too); every valid counter message made its side effect, under its own
+// key, and no other key appears (a tally makes none); and effects ran twice
+// at most bound times. It returns how many ran twice.
 func (c *svcChecker) final(t *testing.T, backend, sinkPath string, bound, maxAttempts int) int {
 	t.Helper()
 	ctx := context.Background()
-	if n, addr, why := c.wrong(ctx); n != 0 {
-		t.Errorf("after the workers stopped, %d counters wrong, e.g. %s = %s\n%s", n, addr, why, c.journalTail(ctx, addr, 12))
+	if d := diffStates(ctx, c.reg, c.j, c.want.states); d.wrong != 0 {
+		t.Errorf("after the workers stopped, of %d actors, %s\n%s", len(c.want.states), d, journalTail(ctx, c.j, d.addr, 12))
 	}
 	envs, err := c.mb.DLQ.List(ctx)
 	if err != nil {
@@ -409,20 +382,20 @@ func (c *svcChecker) final(t *testing.T, backend, sinkPath string, bound, maxAtt
 	}
 	keys := map[string]bool{}
 	for _, l := range lines {
-		if id, ok := strings.CutSuffix(l.Key, "#0"); !ok || !c.want.valid[id] {
-			t.Errorf("side effect with key %q (%s) is not the effect of a valid message", l.Key, l.Actor)
+		if id, ok := strings.CutSuffix(l.Key, "#0"); !ok || !c.want.effects[id] {
+			t.Errorf("side effect with key %q (%s) is not the effect of a valid counter message", l.Key, l.Actor)
 		}
 		keys[l.Key] = true
 	}
 	missing := 0
-	for id := range c.want.valid {
+	for id := range c.want.effects {
 		if !keys[actorhost.EffectKey(id, 0)] {
 			missing++
 		}
 	}
 	extra := len(lines) - len(keys)
-	if missing > 0 || len(keys) != len(c.want.valid) {
-		t.Errorf("%d distinct effect keys, want one per valid message: %d (%d missing)", len(keys), len(c.want.valid), missing)
+	if missing > 0 || len(keys) != len(c.want.effects) {
+		t.Errorf("%d distinct effect keys, want one per valid counter message: %d (%d missing)", len(keys), len(c.want.effects), missing)
 	}
 	if extra > bound {
 		t.Errorf("%d side effects ran twice; at most %d may", extra, bound)
