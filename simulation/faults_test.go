@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,10 +168,12 @@ func (d deadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 }
 
 // checkedConsumer checks every ack against the journal: nothing is acked
-// before its outcome is durable.
+// before its outcome is durable. It also loses acks on their way.
 type checkedConsumer struct {
 	channel.Consumer
 	j     journal.Journal // the shared journal, no faults
+	dlq   dlq.Store
+	lost  *lostAcks
 	fault func(string)
 }
 
@@ -185,9 +188,102 @@ type checkedClaim struct {
 
 func (cl checkedClaim) Ack(ctx context.Context, msgs ...channel.Message) error {
 	for _, m := range msgs {
+		if checkIdentity(m) != nil {
+			// Its outcome is under a key of the host's own.
+			if !inDLQ(cl.c.dlq, m.ID) {
+				cl.c.fault(fmt.Sprintf("message %q (address %+v) acked before it reached the DLQ", m.ID, m.Address))
+			}
+			continue
+		}
 		if _, ok, err := cl.c.j.Outcome(context.Background(), m.Address.String(), m.ID); err != nil || !ok {
 			cl.c.fault(fmt.Sprintf("message %s of %s acked without a journaled outcome", m.ID, m.Address))
 		}
 	}
+	if len(msgs) > 0 {
+		if lost, lands := cl.c.lost.lose(cl.Partition(), msgs[0].ID); lost {
+			if lands {
+				cl.Claim.Ack(ctx, msgs...)
+			}
+			return errLostAck
+		}
+	}
 	return cl.Claim.Ack(ctx, msgs...)
+}
+
+var errLostAck = errors.New("simulation: ack lost on its way")
+
+// lostAcks loses a share of the acks: some never reach the mailbox, some
+// land and lose their reply. It remembers the partitions that lost one.
+type lostAcks struct {
+	dice  *dice
+	rate  float64
+	count atomic.Int64
+
+	mu    sync.Mutex
+	parts map[int32]bool
+}
+
+func (l *lostAcks) lose(p int32, firstID string) (lost, lands bool) {
+	if l.rate == 0 {
+		return false, false
+	}
+	r := l.dice.roll(fmt.Sprintf("ack|%d|%s", p, firstID))
+	if r >= l.rate {
+		return false, false
+	}
+	l.count.Add(1)
+	l.mu.Lock()
+	l.parts[p] = true
+	l.mu.Unlock()
+	return true, r < l.rate/2
+}
+
+// take returns the partitions that lost acks since the last take.
+func (l *lostAcks) take() []int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ps []int32
+	for p := range l.parts {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	clear(l.parts)
+	return ps
+}
+
+// checkIdentity reports whether m breaks the identifier limits.
+func checkIdentity(m channel.Message) error {
+	if err := channel.CheckAddress(m.Address); err != nil {
+		return err
+	}
+	return channel.CheckMessageID(m.ID)
+}
+
+func inDLQ(store dlq.Store, msgID string) bool {
+	envs, _ := store.List(context.Background())
+	for _, e := range envs {
+		if e.MessageID == msgID {
+			return true
+		}
+	}
+	return false
+}
+
+// corrupt writes journals that do not replay for brokenActors, as a bad
+// disk or a buggy older version could leave them: one with an entry that
+// does not decode, one with a checkpoint that does not.
+func corrupt(j journal.Journal, partitions int) error {
+	for i, a := range brokenActors {
+		b := journal.Batch{
+			Partition: fmt.Sprintf("sim/%d", channel.HomePartition(a.String(), partitions)),
+			Entries:   []journal.Entry{{Actor: a.String(), Seq: 1, Kind: journal.KindAttempt, MsgID: "before", Data: []byte{0xff, 0xfe, 0xfd}}},
+		}
+		if i == 1 {
+			b.Checkpoints = []journal.Checkpoint{{Actor: a.String(), Seq: 1, State: []byte("not json")}}
+		}
+		if err := j.Append(context.Background(), b); err != nil {
+			return fmt.Errorf("corrupt %s: %w", a, err)
+		}
+	}
+	return nil
 }

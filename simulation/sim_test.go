@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"bytes"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -61,7 +62,7 @@ func TestSimulation(t *testing.T) {
 		runs.Add(1)
 		lifecycles.Add(st.published.Load())
 		crashes.Add(st.crashes.Load())
-		faults.Add(st.journalFaults.Load() + st.ambiguous.Load() + st.revokes.Load() + st.losses.Load())
+		faults.Add(st.journalFaults.Load() + st.ambiguous.Load() + st.revokes.Load() + st.losses.Load() + st.lostAcks.Load())
 		if t.Failed() {
 			break
 		}
@@ -73,7 +74,7 @@ func TestSimulation(t *testing.T) {
 // runStats counts what one run did.
 type runStats struct {
 	published, crashes, revokes, losses atomic.Int64
-	journalFaults, ambiguous            atomic.Int64
+	journalFaults, ambiguous, lostAcks  atomic.Int64
 }
 
 // order is a message's instructions to the simulated actors.
@@ -148,12 +149,46 @@ func registry(svc *service) *actorhost.Registry {
 // plan is one seed's inputs and settings, all drawn before anything runs.
 type plan struct {
 	partitions, concurrency, checkpointEvery, maxAttempts int
+	maxActors, keepCheckpoints                            int
+	idleTimeout                                           time.Duration
 	countDeliveries                                       bool
 	faults                                                journalFaults
+	lostAcks                                              float64 // per Ack call
 	msgs                                                  []channel.Message
 	orders                                                map[string]order
-	dups                                                  map[int]bool // indexes published again later
-	events                                                []event
+	// deadAs is the dead-letter reason of the messages no handler may run:
+	// an unknown type, an actor whose journal does not replay, an address
+	// or ID that breaks the identifier limits (injected past the
+	// Publisher's checks, as kcat or XADD would write them).
+	deadAs map[string]string
+	dups   map[int]bool // indexes published again later
+	events []event
+}
+
+// The actors whose journals are corrupted before the run starts.
+var brokenActors = []channel.Address{{Type: "pure", ID: "broken"}, {Type: "effect", ID: "broken"}}
+
+// envelopeAddress is a's form in a dead letter: "" for no address.
+func envelopeAddress(a channel.Address) string {
+	if a == (channel.Address{}) {
+		return ""
+	}
+	return a.String()
+}
+
+// badIdentity is a message that breaks the identifier limits, and the
+// reason the host must dead-letter it with.
+func badIdentity(rng *rand.Rand, id string, a channel.Address) (channel.Message, string) {
+	switch rng.IntN(4) {
+	case 0:
+		return channel.Message{ID: id}, "no actor address"
+	case 1:
+		a.ID += "\x00nul"
+		return channel.Message{ID: id, Address: a}, "invalid address"
+	case 2:
+		return channel.Message{ID: id + strings.Repeat("x", channel.MaxIdentifierLen), Address: a}, "invalid message ID"
+	}
+	return channel.Message{ID: id + "\xff", Address: a}, "invalid message ID"
 }
 
 type event struct {
@@ -167,11 +202,21 @@ func newPlan(seed uint64) plan {
 	pl := plan{
 		partitions: 1 + rng.IntN(4), concurrency: 1 + rng.IntN(8),
 		checkpointEvery: 1 + rng.IntN(10), maxAttempts: 4 + rng.IntN(4),
+		keepCheckpoints: 1 + rng.IntN(3),
 		countDeliveries: rng.IntN(2) == 0,
-		orders:          map[string]order{}, dups: map[int]bool{},
+		orders:          map[string]order{}, deadAs: map[string]string{}, dups: map[int]bool{},
+	}
+	// Passivation pressure: actors dropped from memory while idle, or
+	// beyond a small cap, and activated again from the journal.
+	pl.idleTimeout = []time.Duration{20 * time.Millisecond, 300 * time.Millisecond, 5 * time.Second, time.Hour}[rng.IntN(4)]
+	if rng.IntN(2) == 0 {
+		pl.maxActors = 1 + rng.IntN(6)
 	}
 	if rng.IntN(4) > 0 {
 		pl.faults = journalFaults{transient: rng.Float64() * 0.05, ambiguous: rng.Float64() * 0.03, slow: rng.Float64() * 0.2}
+	}
+	if rng.IntN(3) == 0 {
+		pl.lostAcks = rng.Float64() * 0.05
 	}
 	actors := 1 + rng.IntN(8)
 	count := 200 + rng.IntN(1600)
@@ -181,6 +226,24 @@ func newPlan(seed uint64) plan {
 			typ = "effect"
 		}
 		a := channel.Address{Type: typ, ID: fmt.Sprintf("a%d", rng.IntN(actors))}
+		id := fmt.Sprintf("m%d", i)
+		switch rng.IntN(100) {
+		case 0:
+			a.Type = "ghost" // registered nowhere
+			pl.deadAs[id] = "unknown actor type"
+		case 1:
+			a = brokenActors[rng.IntN(len(brokenActors))]
+			pl.deadAs[id] = "actor cannot be activated"
+		case 2:
+			m, reason := badIdentity(rng, id, a)
+			m.Payload = []byte("{}")
+			pl.msgs = append(pl.msgs, m)
+			pl.deadAs[m.ID] = reason
+			if rng.IntN(3) == 0 {
+				pl.dups[i] = true
+			}
+			continue
+		}
 		var o order
 		switch r := rng.IntN(40); {
 		case r == 0:
@@ -190,7 +253,6 @@ func newPlan(seed uint64) plan {
 		case r < 4:
 			o.Fail = 1 + rng.IntN(pl.maxAttempts+1) // sometimes beyond MaxAttempts
 		}
-		id := fmt.Sprintf("m%d", i)
 		payload, _ := json.Marshal(o)
 		pl.msgs = append(pl.msgs, channel.Message{ID: id, Address: a, Payload: payload})
 		pl.orders[id] = o
@@ -226,9 +288,13 @@ func run(seed uint64, st *runStats) []string {
 	d := newDice(seed)
 	mb := memory.New(memory.Options{Name: "sim", Partitions: pl.partitions, CountDeliveries: pl.countDeliveries})
 	defer mb.Close()
-	shared := jmemory.New(jmemory.Options{})
+	shared := jmemory.New(jmemory.Options{KeepCheckpoints: pl.keepCheckpoints})
 	svc := &service{runs: map[string]int{}}
 	reg := registry(svc)
+	if err := corrupt(shared, pl.partitions); err != nil {
+		return []string{err.Error()}
+	}
+	acks := &lostAcks{dice: d, rate: pl.lostAcks, parts: map[int32]bool{}}
 
 	var pmu sync.Mutex
 	var problems []string
@@ -242,9 +308,10 @@ func run(seed uint64, st *runStats) []string {
 			j: &faultyJournal{Journal: shared, dice: d, faults: pl.faults, stats: st}}
 		h, err := actorhost.New(actorhost.Config{
 			Registry: reg, Journal: inc.j, Mailbox: "sim", Logger: logger(),
-			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, fault: problem},
+			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, dlq: mb.DLQ(), lost: acks, fault: problem},
 			DeadLetters: deadLetters{Writer: mb.DLQ(), dead: &inc.j.dead},
 			Concurrency: pl.concurrency, CheckpointEvery: pl.checkpointEvery, MaxAttempts: pl.maxAttempts,
+			IdleTimeout: pl.idleTimeout, MaxActors: pl.maxActors,
 			BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Second, DrainTimeout: time.Second,
 		})
 		if err != nil {
@@ -265,18 +332,26 @@ func run(seed uint64, st *runStats) []string {
 
 	// Publish over the first seconds; duplicates again later.
 	pub := mb.Publisher()
+	send := func(m channel.Message) {
+		var err error
+		if _, bad := pl.deadAs[m.ID]; bad && checkIdentity(m) != nil {
+			err = mb.Inject(m)
+		} else {
+			err = pub.Publish(context.Background(), m)
+		}
+		if err != nil {
+			problem(fmt.Sprintf("publish %q: %v", m.ID, err))
+		}
+		st.published.Add(1)
+	}
 	go func() {
 		for i, m := range pl.msgs {
-			if err := pub.Publish(context.Background(), m); err != nil {
-				problem(fmt.Sprintf("publish %s: %v", m.ID, err))
-			}
-			st.published.Add(1)
+			send(m)
 			time.Sleep(time.Duration(i%7) * time.Millisecond)
 		}
 		for i, m := range pl.msgs {
 			if pl.dups[i] {
-				pub.Publish(context.Background(), m)
-				st.published.Add(1)
+				send(m)
 			}
 		}
 	}()
@@ -300,9 +375,22 @@ func run(seed uint64, st *runStats) []string {
 	}
 
 	// Liveness: everything settles within bounded virtual time.
+	// An ack lost on its way leaves its message to the partition's next
+	// claim, as a restart or a lease expiry would bring: once nothing else
+	// moves, the partitions that lost acks are handed over.
 	want := len(pl.msgs) + len(pl.dups)
 	deadline := time.Now().Add(10 * time.Minute)
+	lastPending, quietSince := -1, time.Now()
 	for st.published.Load() < int64(want) || mb.Pending() > 0 {
+		if n := mb.Pending(); n != lastPending {
+			lastPending, quietSince = n, time.Now()
+		} else if time.Since(quietSince) > 5*time.Second {
+			for _, p := range acks.take() {
+				st.revokes.Add(1)
+				mb.Revoke(p)
+			}
+			quietSince = time.Now()
+		}
 		if time.Now().After(deadline) {
 			problem(fmt.Sprintf("not settled after 10 minutes: %d messages unacked", mb.Pending()))
 			if *verbose {
@@ -321,6 +409,7 @@ func run(seed uint64, st *runStats) []string {
 		cancel()
 	}
 	disruptions := int(st.crashes.Load() + st.revokes.Load() + st.losses.Load())
+	st.lostAcks.Add(acks.count.Load())
 	problems = append(problems, check(pl, reg, shared, mb, svc, disruptions)...)
 	return problems
 }
@@ -332,7 +421,12 @@ func logger() *zap.Logger {
 	return nil
 }
 
-// check holds the stores after a run against the model.
+// check holds the stores after a run against the model: every message is
+// applied exactly once, in per-actor publish order, or dead-lettered
+// exactly once with the reason its orders call for, never both; each has
+// one outcome in the journal; dead letters keep the message byte-exact;
+// and each side effect of an applied message ran at least once and at most
+// once more per disruption (crash, revoked or lost claim).
 func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailbox, svc *service, disruptions int) []string {
 	ctx := context.Background()
 	var problems []string
@@ -343,14 +437,32 @@ func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailb
 		return []string{err.Error()}
 	}
 	dead := map[string]string{}
+	published := map[string]channel.Message{}
+	for _, m := range pl.msgs {
+		published[m.ID] = m
+	}
 	for _, e := range envs {
 		if _, dup := dead[e.MessageID]; dup {
-			bad("%s is in the DLQ twice", e.MessageID)
+			bad("%q is in the DLQ twice", e.MessageID)
 		}
 		dead[e.MessageID] = e.Reason
+		m, ok := published[e.MessageID]
+		switch {
+		case !ok:
+			bad("the DLQ holds %q, which was never published", e.MessageID)
+		case e.Address != envelopeAddress(m.Address) || !bytes.Equal(e.Payload, m.Payload):
+			bad("%q dead-lettered as %q with payload %q, published to %+v with %q", e.MessageID, e.Address, e.Payload, m.Address, m.Payload)
+		}
 	}
 	byActor := map[channel.Address][]string{}
 	for _, m := range pl.msgs {
+		if checkIdentity(m) != nil {
+			// Journaled under a key of the host's own: only the DLQ shows it.
+			if reason := dead[m.ID]; reason != pl.deadAs[m.ID] {
+				bad("%q (address %+v) dead-lettered with reason %q, want %q", m.ID, m.Address, reason, pl.deadAs[m.ID])
+			}
+			continue
+		}
 		byActor[m.Address] = append(byActor[m.Address], m.ID)
 	}
 	for addr, ids := range byActor {
@@ -362,13 +474,13 @@ func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailb
 			}
 			return nil
 		})
-		r, err := reg.Replay(ctx, j, addr, actorhost.ReplayOptions{})
-		if err != nil {
+		var s seen
+		if r, err := reg.Replay(ctx, j, addr, actorhost.ReplayOptions{}); err == nil {
+			json.Unmarshal(r.State, &s)
+		} else if addr.Type != "ghost" && !slices.Contains(brokenActors, addr) {
 			bad("%s does not replay: %v", addr, err)
 			continue
 		}
-		var s seen
-		json.Unmarshal(r.State, &s)
 		var want []string
 		for _, id := range ids {
 			o := pl.orders[id]
@@ -376,7 +488,11 @@ func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailb
 			if outcomes[id] != 1 {
 				bad("%s of %s has %d outcomes in the journal, want 1", id, addr, outcomes[id])
 			}
-			switch {
+			switch expected, ok := pl.deadAs[id]; {
+			case ok:
+				if reason != expected {
+					bad("%s of %s dead-lettered with reason %q, want %q", id, addr, reason, expected)
+				}
 			case o.Perm:
 				if reason != "permanent error" {
 					bad("%s of %s: permanent error, but dead-lettered %q", id, addr, reason)

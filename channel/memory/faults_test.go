@@ -677,6 +677,35 @@ func TestPublishAssignsPositionsAndCopies(t *testing.T) {
 	})
 }
 
+func TestInjectSkipsTheChecks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Name: "box", Partitions: 1})
+		defer mb.Close()
+		raw := []channel.Message{
+			{ID: "no-address", Payload: []byte("p")},
+			{ID: "bad\xffid", Address: channel.Address{Type: "t", ID: "a\x00b"}},
+			{Address: channel.Address{Type: "t", ID: "x"}},
+		}
+		if err := mb.Inject(raw...); err != nil {
+			t.Fatal(err)
+		}
+		w := startWorker(t, mb.Consumer(), "w", ackAll)
+		synctest.Wait()
+		got := w.received(nil)
+		if len(got) != 3 || got[0].ID != raw[0].ID || got[0].Address != (channel.Address{}) ||
+			got[1].ID != raw[1].ID || got[1].Address != raw[1].Address || got[2].ID != "box/0/3" {
+			t.Errorf("injected %+v, delivered %+v", raw, got)
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		mb.Close()
+		if err := mb.Inject(raw[0]); !errors.Is(err, channel.ErrClosed) {
+			t.Errorf("Inject after Close: %v, want ErrClosed", err)
+		}
+	})
+}
+
 func TestAckOnAnotherPartitionFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb := memory.New(memory.Options{Partitions: 2})

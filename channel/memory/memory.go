@@ -301,6 +301,21 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
+// Inject appends msgs as they are, without the checks Publish makes: an
+// address or message ID that breaks the identifier limits, or no address at
+// all, as a client other than a Publisher may write them to a real mailbox
+// (kcat, XADD). It is for tests of what consumes such messages. An empty ID
+// is assigned, as by Publish.
+func (m *Mailbox) Inject(msgs ...channel.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("memory: inject: %w", channel.ErrClosed)
+	}
+	m.appendLocked(msgs)
+	return nil
+}
+
 // checkMessage checks what Publish takes from the caller: the address, and
 // the ID unless it is empty (then Publish assigns one).
 func checkMessage(msg channel.Message) error {
@@ -313,7 +328,7 @@ func checkMessage(msg channel.Message) error {
 	return nil
 }
 
-// appendLocked stores validated msgs and hands them to the claims that
+// appendLocked stores msgs and hands them to the claims that
 // own their partitions.
 func (m *Mailbox) appendLocked(msgs []channel.Message) {
 	now := time.Now()
