@@ -61,6 +61,9 @@ type faultyJournal struct {
 	faults journalFaults
 	dead   atomic.Bool
 	stats  *runStats
+	// crashAt reports whether the process dies right after a step, and
+	// if so has killed it.
+	crashAt func(step, key string) bool
 }
 
 func (j *faultyJournal) kill() { j.dead.Store(true) }
@@ -97,6 +100,9 @@ func (j *faultyJournal) Append(ctx context.Context, batches ...journal.Batch) er
 		return err
 	}
 	err = j.Journal.Append(ctx, batches...)
+	if err == nil && j.crashAt(stepAppend, key) {
+		return journal.ErrClosed
+	}
 	if ambiguous && err == nil {
 		return fmt.Errorf("%w: reply lost after the write landed", errInjected)
 	}
@@ -157,24 +163,32 @@ func (j *faultyJournal) Close() error { return nil }
 // deadLetters is one incarnation's view of the shared DLQ.
 type deadLetters struct {
 	dlq.Writer
-	dead *atomic.Bool
+	dead    *atomic.Bool
+	crashAt func(step, key string) bool
 }
 
 func (d deadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	if d.dead.Load() {
-		return errors.New("simulation: process is dead")
+		return errProcessDead
 	}
-	return d.Writer.Put(ctx, env)
+	err := d.Writer.Put(ctx, env)
+	if err == nil && d.crashAt(stepDeadLetter, env.MessageID) {
+		return errProcessDead
+	}
+	return err
 }
+
+var errProcessDead = errors.New("simulation: process is dead")
 
 // checkedConsumer checks every ack against the journal: nothing is acked
 // before its outcome is durable. It also loses acks on their way.
 type checkedConsumer struct {
 	channel.Consumer
-	j     journal.Journal // the shared journal, no faults
-	dlq   dlq.Store
-	lost  *lostAcks
-	fault func(string)
+	j       journal.Journal // the shared journal, no faults
+	dlq     dlq.Store
+	lost    *lostAcks
+	crashAt func(step, key string) bool
+	fault   func(string)
 }
 
 func (c checkedConsumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
@@ -200,6 +214,9 @@ func (cl checkedClaim) Ack(ctx context.Context, msgs ...channel.Message) error {
 		}
 	}
 	if len(msgs) > 0 {
+		if cl.c.crashAt(stepAck, fmt.Sprintf("%d|%s", cl.Partition(), msgs[0].ID)) {
+			return errProcessDead
+		}
 		if lost, lands := cl.c.lost.lose(cl.Partition(), msgs[0].ID); lost {
 			if lands {
 				cl.Claim.Ack(ctx, msgs...)

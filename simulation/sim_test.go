@@ -1,12 +1,12 @@
 package simulation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"bytes"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -82,6 +82,13 @@ type order struct {
 	Fail  int  `json:"fail,omitempty"`  // fail attempts 1..Fail (retryably)
 	Panic bool `json:"panic,omitempty"` // panic on attempt 1
 	Perm  bool `json:"perm,omitempty"`  // a permanent error
+	// Until fails every attempt made before this time (Unix ms): an outage
+	// of something the handler needs. Whether the message outlives its
+	// attempts depends on timing, so either outcome is right, but not both.
+	Until int64 `json:"until,omitempty"`
+	// UntilPerm makes the outage's failures permanent errors: a refusal
+	// from outside that a later try may not meet.
+	UntilPerm bool `json:"until_perm,omitempty"`
 }
 
 // seen is every simulated actor's state: the messages it applied, in order.
@@ -113,6 +120,10 @@ func behave(c *actorhost.Context, m actorhost.Message) (order, error) {
 		panic("by design")
 	case c.Attempt() <= o.Fail:
 		return o, fmt.Errorf("failure %d by design", c.Attempt())
+	case time.Now().UnixMilli() < o.Until && o.UntilPerm:
+		return o, actorhost.Permanent(errors.New("refused during an outage by design"))
+	case time.Now().UnixMilli() < o.Until:
+		return o, errors.New("outage by design")
 	}
 	return o, nil
 }
@@ -154,8 +165,12 @@ type plan struct {
 	countDeliveries                                       bool
 	faults                                                journalFaults
 	lostAcks                                              float64 // per Ack call
-	msgs                                                  []channel.Message
-	orders                                                map[string]order
+	// stepCrashes is the chance, per step of a given kind, that the host
+	// dies right after it (or before an ack), at most crashSteps times.
+	stepCrashes map[string]float64
+	crashSteps  int
+	msgs        []channel.Message
+	orders      map[string]order
 	// deadAs is the dead-letter reason of the messages no handler may run:
 	// an unknown type, an actor whose journal does not replay, an address
 	// or ID that breaks the identifier limits (injected past the
@@ -167,6 +182,13 @@ type plan struct {
 
 // The actors whose journals are corrupted before the run starts.
 var brokenActors = []channel.Address{{Type: "pure", ID: "broken"}, {Type: "effect", ID: "broken"}}
+
+// publishedAt is when the i-th message is first published, from the
+// start of the run.
+func publishedAt(i int) time.Duration {
+	// The publisher pauses 0, 1, … 6 ms in turn after each message.
+	return time.Duration(i/7*21+(i%7)*(i%7-1)/2) * time.Millisecond
+}
 
 // envelopeAddress is a's form in a dead letter: "" for no address.
 func envelopeAddress(a channel.Address) string {
@@ -199,6 +221,7 @@ type event struct {
 
 func newPlan(seed uint64) plan {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	began := time.Now() // the same in every bubble
 	pl := plan{
 		partitions: 1 + rng.IntN(4), concurrency: 1 + rng.IntN(8),
 		checkpointEvery: 1 + rng.IntN(10), maxAttempts: 4 + rng.IntN(4),
@@ -218,6 +241,16 @@ func newPlan(seed uint64) plan {
 	if rng.IntN(3) == 0 {
 		pl.lostAcks = rng.Float64() * 0.05
 	}
+	pl.stepCrashes = map[string]float64{}
+	for _, c := range []struct {
+		step string
+		rate float64
+	}{{stepDeadLetter, 0.3}, {stepAppend, 0.003}, {stepAck, 0.003}} {
+		if rng.IntN(2) == 0 {
+			pl.stepCrashes[c.step] = c.rate
+		}
+	}
+	pl.crashSteps = rng.IntN(4)
 	actors := 1 + rng.IntN(8)
 	count := 200 + rng.IntN(1600)
 	for i := range count {
@@ -252,6 +285,15 @@ func newPlan(seed uint64) plan {
 			o.Panic = true
 		case r < 4:
 			o.Fail = 1 + rng.IntN(pl.maxAttempts+1) // sometimes beyond MaxAttempts
+		case r < 5:
+			// From before it is published to when it has likely run out
+			// of attempts, and a crash after that runs it again.
+			o.Until = began.Add(time.Duration(500+rng.IntN(6000)) * time.Millisecond).UnixMilli()
+		case r < 6:
+			// Refused for good on its first attempt or so; a try a little
+			// later would succeed.
+			o.Until = began.Add(publishedAt(i) + time.Duration(1+rng.IntN(40))*time.Millisecond).UnixMilli()
+			o.UntilPerm = true
 		}
 		payload, _ := json.Marshal(o)
 		pl.msgs = append(pl.msgs, channel.Message{ID: id, Address: a, Payload: payload})
@@ -282,6 +324,13 @@ type incarnation struct {
 	j        *faultyJournal
 }
 
+// The steps a host may die right after (before, for an ack).
+const (
+	stepDeadLetter = "dead-letter stored"
+	stepAppend     = "append landed"
+	stepAck        = "ack"
+)
+
 // run runs one seed and returns what broke the promise.
 func run(seed uint64, st *runStats) []string {
 	pl := newPlan(seed)
@@ -303,13 +352,67 @@ func run(seed uint64, st *runStats) []string {
 		problems = append(problems, s)
 		pmu.Unlock()
 	}
-	start := func() *incarnation {
+	// A host dies at a step at once (its stores refuse it from then on);
+	// the reaper then stops it as a crash would, and starts another.
+	var (
+		crashMu     sync.Mutex
+		crashesLeft = pl.crashSteps
+		reap        = make(chan *incarnation, pl.crashSteps)
+		reaping     int
+		hostsMu     sync.Mutex
+		hosts       []*incarnation
+		start       func() *incarnation
+		kill        func(*incarnation)
+		stepCrashAt func(inc *incarnation) func(step, key string) bool
+		replaceHost = func(old *incarnation) {
+			hostsMu.Lock()
+			defer hostsMu.Unlock()
+			for i, inc := range hosts {
+				if inc == old {
+					hosts[i] = start()
+				}
+			}
+		}
+	)
+	stepCrashAt = func(inc *incarnation) func(step, key string) bool {
+		return func(step, key string) bool {
+			rate := pl.stepCrashes[step]
+			if rate == 0 || inc.j.dead.Load() || d.roll("crash|"+step+"|"+key) >= rate {
+				return false
+			}
+			crashMu.Lock()
+			defer crashMu.Unlock()
+			if crashesLeft <= 0 || inc.j.dead.Load() {
+				return false
+			}
+			crashesLeft--
+			reaping++
+			inc.j.kill()
+			reap <- inc
+			return true
+		}
+	}
+	go func() {
+		for inc := range reap {
+			st.crashes.Add(1)
+			kill(inc)
+			time.Sleep(100 * time.Millisecond)
+			replaceHost(inc)
+			crashMu.Lock()
+			reaping--
+			crashMu.Unlock()
+		}
+	}()
+	defer close(reap)
+	start = func() *incarnation {
 		inc := &incarnation{consumer: mb.Consumer(),
 			j: &faultyJournal{Journal: shared, dice: d, faults: pl.faults, stats: st}}
+		crashAt := stepCrashAt(inc)
+		inc.j.crashAt = crashAt
 		h, err := actorhost.New(actorhost.Config{
 			Registry: reg, Journal: inc.j, Mailbox: "sim", Logger: logger(),
-			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, dlq: mb.DLQ(), lost: acks, fault: problem},
-			DeadLetters: deadLetters{Writer: mb.DLQ(), dead: &inc.j.dead},
+			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, dlq: mb.DLQ(), lost: acks, crashAt: crashAt, fault: problem},
+			DeadLetters: deadLetters{Writer: mb.DLQ(), dead: &inc.j.dead, crashAt: crashAt},
 			Concurrency: pl.concurrency, CheckpointEvery: pl.checkpointEvery, MaxAttempts: pl.maxAttempts,
 			IdleTimeout: pl.idleTimeout, MaxActors: pl.maxActors,
 			BackoffInitial: 10 * time.Millisecond, BackoffMax: time.Second, DrainTimeout: time.Second,
@@ -321,14 +424,14 @@ func run(seed uint64, st *runStats) []string {
 		inc.host = h
 		return inc
 	}
-	kill := func(inc *incarnation) {
+	kill = func(inc *incarnation) {
 		inc.j.kill()
 		inc.consumer.Crash()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // abandoned, not stopped: nothing more is written or acked
 		inc.host.Stop(ctx)
 	}
-	hosts := []*incarnation{start(), start()}
+	hosts = []*incarnation{start(), start()}
 
 	// Publish over the first seconds; duplicates again later.
 	pub := mb.Publisher()
@@ -347,7 +450,7 @@ func run(seed uint64, st *runStats) []string {
 	go func() {
 		for i, m := range pl.msgs {
 			send(m)
-			time.Sleep(time.Duration(i%7) * time.Millisecond)
+			time.Sleep(publishedAt(i+1) - publishedAt(i))
 		}
 		for i, m := range pl.msgs {
 			if pl.dups[i] {
@@ -360,11 +463,19 @@ func run(seed uint64, st *runStats) []string {
 		time.Sleep(max(ev.at-time.Since(began), 0))
 		switch ev.kind {
 		case "crash":
-			st.crashes.Add(1)
-			i := int(d.roll("victim") * float64(len(hosts)))
-			kill(hosts[i])
-			time.Sleep(100 * time.Millisecond)
-			hosts[i] = start()
+			hostsMu.Lock()
+			victim := hosts[int(d.roll("victim")*float64(len(hosts)))]
+			hostsMu.Unlock()
+			crashMu.Lock()
+			dead := victim.j.dead.Load() // died at a step: the reaper has it
+			victim.j.kill()
+			crashMu.Unlock()
+			if !dead {
+				st.crashes.Add(1)
+				kill(victim)
+				time.Sleep(100 * time.Millisecond)
+				replaceHost(victim)
+			}
 		case "revoke":
 			st.revokes.Add(1)
 			mb.Revoke(ev.p)
@@ -400,6 +511,19 @@ func run(seed uint64, st *runStats) []string {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// No more crashes; let the reaper finish.
+	crashMu.Lock()
+	crashesLeft = 0
+	crashMu.Unlock()
+	for {
+		crashMu.Lock()
+		n := reaping
+		crashMu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	for _, inc := range hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -500,6 +624,10 @@ func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailb
 			case o.Fail >= pl.maxAttempts:
 				if reason != "attempts exhausted" {
 					bad("%s of %s fails every attempt, but dead-lettered %q", id, addr, reason)
+				}
+			case o.Until != 0:
+				if isDead && reason != "attempts exhausted" && reason != "permanent error" {
+					bad("%s of %s fails during an outage, but dead-lettered %q", id, addr, reason)
 				}
 			case isDead && disruptions == 0:
 				bad("%s of %s dead-lettered (%q) in a run without crashes or lost claims", id, addr, reason)
