@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -29,7 +30,8 @@ type Host struct {
 	actors   map[string]*actor
 	claims   map[int32]*claimState
 	started  bool
-	stopOnce sync.Once
+	stopping atomic.Bool // Stop has begun
+	stopErr  error       // what the first Stop returned; set before stopped closes
 
 	runCancel     context.CancelFunc // ends consumer.Run
 	hardCtx       context.Context    // ends everything at once
@@ -156,10 +158,21 @@ func (h *Host) Start(ctx context.Context) error {
 // Stop stops consuming, lets in-flight messages finish, abandons queued
 // ones (they are delivered again later), writes the journal, acks what is
 // done and releases the partitions. If ctx ends first, in-flight work is
-// abandoned and Stop returns ctx's error.
+// abandoned and Stop returns ctx's error. A Stop while another is under
+// way waits for that one, or for its own ctx, whichever ends first.
 func (h *Host) Stop(ctx context.Context) error {
+	if h.stopping.Swap(true) {
+		// Not on a mutex: under testing/synctest a goroutine blocked on
+		// one would hold virtual time still.
+		select {
+		case <-h.stopped:
+			return h.stopErr
+		case <-ctx.Done():
+			return fmt.Errorf("actorhost: stop: %w", ctx.Err())
+		}
+	}
 	var result error
-	h.stopOnce.Do(func() {
+	func() {
 		defer close(h.stopped)
 		if h.runCancel == nil {
 			return
@@ -206,7 +219,8 @@ func (h *Host) Stop(ctx context.Context) error {
 		}
 		h.hardCancel()
 		closeReady()
-	})
+		h.stopErr = result
+	}()
 	return result
 }
 

@@ -431,3 +431,54 @@ func TestMaxInFlightBoundsWhatIsTakenFromThePartition(t *testing.T) {
 		t.Fatal("never saw a message in flight")
 	}
 }
+
+// A Stop while another is under way returns when its own ctx ends, not
+// when the first one's does, and a later one gets the first's result.
+func TestStopWhileStoppingHonoursItsOwnContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	var runs atomic.Int64
+	err := actorhost.Register(b.reg, "slow", func(ctx *actorhost.Context, s *struct{ N int }, m actorhost.Message) error {
+		if runs.Add(1) == 1 {
+			<-release
+		}
+		s.N++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.publish(channel.Message{ID: "s1", Address: channel.Address{Type: "slow", ID: "1"}, Payload: []byte(`{}`)})
+	cfg := b.config()
+	cfg.DrainTimeout = time.Minute
+	h, err := actorhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Start(context.Background())
+	waitFor(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		first <- h.Stop(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond) // let the first Stop begin
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := h.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second Stop: %v, want its own deadline", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second Stop took %s with a 100ms deadline", d)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first Stop: %v", err)
+	}
+	if err := h.Stop(context.Background()); err != nil {
+		t.Errorf("Stop after Stop: %v, want the first's nil", err)
+	}
+}

@@ -420,8 +420,8 @@ func run(seed uint64, st *runStats) []string {
 		if err != nil {
 			panic(err)
 		}
+		inc.host = h // before Start: the host may die at a step at once
 		h.Start(context.Background())
-		inc.host = h
 		return inc
 	}
 	kill = func(inc *incarnation) {
