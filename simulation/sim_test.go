@@ -89,6 +89,9 @@ type order struct {
 	// UntilPerm makes the outage's failures permanent errors: a refusal
 	// from outside that a later try may not meet.
 	UntilPerm bool `json:"until_perm,omitempty"`
+	// Kill kills the process running the handler, on every attempt: it
+	// must end in the DLQ after MaxAttempts counted attempts.
+	Kill bool `json:"kill,omitempty"`
 }
 
 // seen is every simulated actor's state: the messages it applied, in order.
@@ -108,12 +111,16 @@ func (s *service) call(key string) {
 	s.mu.Unlock()
 }
 
-func behave(c *actorhost.Context, m actorhost.Message) (order, error) {
+// behave follows m's orders; die kills the process running the handler.
+func behave(c *actorhost.Context, m actorhost.Message, die func()) (order, error) {
 	var o order
 	if err := json.Unmarshal(m.Payload, &o); err != nil {
 		return o, actorhost.Permanent(err)
 	}
 	switch {
+	case o.Kill:
+		die()
+		return o, errors.New("the process died by design")
 	case o.Perm:
 		return o, actorhost.Permanent(errors.New("refused by design"))
 	case o.Panic && c.Attempt() == 1:
@@ -128,11 +135,13 @@ func behave(c *actorhost.Context, m actorhost.Message) (order, error) {
 	return o, nil
 }
 
-func registry(svc *service) *actorhost.Registry {
+// registry registers the simulated actors; die kills the process whose
+// host runs them (nil: replays for the checker, which never meet a Kill).
+func registry(svc *service, die func()) *actorhost.Registry {
 	reg := actorhost.NewRegistry()
 	// pure: no side effect; nothing it does waits for the journal.
 	actorhost.Register(reg, "pure", func(c *actorhost.Context, s *seen, m actorhost.Message) error {
-		if _, err := behave(c, m); err != nil {
+		if _, err := behave(c, m, die); err != nil {
 			return err
 		}
 		s.Applied = append(s.Applied, m.ID)
@@ -148,7 +157,7 @@ func registry(svc *service) *actorhost.Registry {
 				return err
 			}
 		}
-		if _, err := behave(c, m); err != nil {
+		if _, err := behave(c, m, die); err != nil {
 			return err
 		}
 		s.Applied = append(s.Applied, m.ID)
@@ -163,6 +172,7 @@ type plan struct {
 	maxActors, keepCheckpoints                            int
 	idleTimeout                                           time.Duration
 	countDeliveries                                       bool
+	crashLoops                                            bool // some messages kill their process every time
 	faults                                                journalFaults
 	lostAcks                                              float64 // per Ack call
 	// stepCrashes is the chance, per step of a given kind, that the host
@@ -251,6 +261,7 @@ func newPlan(seed uint64) plan {
 		}
 	}
 	pl.crashSteps = rng.IntN(4)
+	pl.crashLoops = rng.IntN(4) == 0
 	actors := 1 + rng.IntN(8)
 	count := 200 + rng.IntN(1600)
 	for i := range count {
@@ -278,6 +289,9 @@ func newPlan(seed uint64) plan {
 			continue
 		}
 		var o order
+		if pl.crashLoops && rng.IntN(300) == 0 {
+			o.Kill = true
+		}
 		switch r := rng.IntN(40); {
 		case r == 0:
 			o.Perm = true
@@ -339,7 +353,7 @@ func run(seed uint64, st *runStats) []string {
 	defer mb.Close()
 	shared := jmemory.New(jmemory.Options{KeepCheckpoints: pl.keepCheckpoints})
 	svc := &service{runs: map[string]int{}}
-	reg := registry(svc)
+	reg := registry(svc, nil)
 	if err := corrupt(shared, pl.partitions); err != nil {
 		return []string{err.Error()}
 	}
@@ -357,7 +371,8 @@ func run(seed uint64, st *runStats) []string {
 	var (
 		crashMu     sync.Mutex
 		crashesLeft = pl.crashSteps
-		reap        = make(chan *incarnation, pl.crashSteps)
+		crashesOver bool // the run is ending: nobody dies any more
+		reap        = make(chan *incarnation)
 		reaping     int
 		hostsMu     sync.Mutex
 		hosts       []*incarnation
@@ -381,16 +396,30 @@ func run(seed uint64, st *runStats) []string {
 				return false
 			}
 			crashMu.Lock()
-			defer crashMu.Unlock()
 			if crashesLeft <= 0 || inc.j.dead.Load() {
+				crashMu.Unlock()
 				return false
 			}
 			crashesLeft--
 			reaping++
 			inc.j.kill()
-			reap <- inc
+			crashMu.Unlock()
+			go func() { reap <- inc }() // never block the step: it may hold a host's lock
 			return true
 		}
+	}
+	// die kills inc at once, whatever the budget: a message that kills
+	// its process on every attempt.
+	die := func(inc *incarnation) {
+		crashMu.Lock()
+		if inc.j.dead.Load() || crashesOver {
+			crashMu.Unlock()
+			return
+		}
+		reaping++
+		inc.j.kill()
+		crashMu.Unlock()
+		go func() { reap <- inc }()
 	}
 	go func() {
 		for inc := range reap {
@@ -403,14 +432,13 @@ func run(seed uint64, st *runStats) []string {
 			crashMu.Unlock()
 		}
 	}()
-	defer close(reap)
 	start = func() *incarnation {
 		inc := &incarnation{consumer: mb.Consumer(),
 			j: &faultyJournal{Journal: shared, dice: d, faults: pl.faults, stats: st}}
 		crashAt := stepCrashAt(inc)
 		inc.j.crashAt = crashAt
 		h, err := actorhost.New(actorhost.Config{
-			Registry: reg, Journal: inc.j, Mailbox: "sim", Logger: logger(),
+			Registry: registry(svc, func() { die(inc) }), Journal: inc.j, Mailbox: "sim", Logger: logger(),
 			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, dlq: mb.DLQ(), lost: acks, crashAt: crashAt, fault: problem},
 			DeadLetters: deadLetters{Writer: mb.DLQ(), dead: &inc.j.dead, crashAt: crashAt},
 			Concurrency: pl.concurrency, CheckpointEvery: pl.checkpointEvery, MaxAttempts: pl.maxAttempts,
@@ -514,7 +542,7 @@ func run(seed uint64, st *runStats) []string {
 	}
 	// No more crashes; let the reaper finish.
 	crashMu.Lock()
-	crashesLeft = 0
+	crashesLeft, crashesOver = 0, true
 	crashMu.Unlock()
 	for {
 		crashMu.Lock()
@@ -525,6 +553,7 @@ func run(seed uint64, st *runStats) []string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	close(reap)
 	for _, inc := range hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if err := inc.host.Stop(ctx); err != nil {
@@ -616,6 +645,10 @@ func check(pl plan, reg *actorhost.Registry, j journal.Journal, mb *memory.Mailb
 			case ok:
 				if reason != expected {
 					bad("%s of %s dead-lettered with reason %q, want %q", id, addr, reason, expected)
+				}
+			case o.Kill:
+				if reason != "attempts exhausted" {
+					bad("%s of %s kills its process every time, but dead-lettered %q", id, addr, reason)
 				}
 			case o.Perm:
 				if reason != "permanent error" {
