@@ -15,8 +15,8 @@ import (
 
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/actors/tally"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -60,7 +60,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 		DuplicateEvery: c.duplicateEvery}
 
 	// Create the mailbox before the producer and workers race to.
-	mb, err := backends.OpenMailbox(db, backends.MailboxOptions{})
+	mb, err := backend.OpenMailbox(context.Background(), db, backend.MailboxOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 
 	final := startWorker("worker-final")
 	defer final.Process.Kill()
-	j, err := backends.OpenJournal(db, backends.JournalOptions{})
+	j, err := backend.OpenJournal(context.Background(), db, backend.JournalOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

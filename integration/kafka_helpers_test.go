@@ -23,9 +23,9 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -357,7 +357,7 @@ func postgresJournal(t *testing.T) string {
 // openJournal opens a journal URL in-process, closed when the test ends.
 func openJournal(t *testing.T, url string) journal.Journal {
 	t.Helper()
-	j, err := backends.OpenJournal(url, backends.JournalOptions{})
+	j, err := backend.OpenJournal(context.Background(), url, backend.JournalOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func dlqList(t *testing.T, mailbox string) []dlqRow {
 // print message IDs.
 func dlqEnvelopes(t *testing.T, mailbox string) []dlq.Envelope {
 	t.Helper()
-	mb, err := backends.OpenMailbox(mailbox, backends.MailboxOptions{})
+	mb, err := backend.OpenMailbox(context.Background(), mailbox, backend.MailboxOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

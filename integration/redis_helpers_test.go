@@ -26,8 +26,8 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -300,13 +300,13 @@ func svcExpected(specs ...workload.Spec) svcExpect {
 type svcChecker struct {
 	reg  *actorhost.Registry
 	j    journal.Journal
-	mb   *backends.Mailbox
+	mb   *backend.Mailbox
 	want svcExpect
 }
 
-func svcNewChecker(t *testing.T, journalURL string, mb *backends.Mailbox, want svcExpect) *svcChecker {
+func svcNewChecker(t *testing.T, journalURL string, mb *backend.Mailbox, want svcExpect) *svcChecker {
 	t.Helper()
-	j, err := backends.OpenJournal(journalURL, backends.JournalOptions{})
+	j, err := backend.OpenJournal(context.Background(), journalURL, backend.JournalOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +421,7 @@ type svcCrash struct {
 func svcScaleAndCrash(t *testing.T, c svcCrash) {
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
-	mb, err := backends.OpenMailbox(c.mailbox, backends.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
+	mb, err := backend.OpenMailbox(context.Background(), c.mailbox, backend.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,7 +604,7 @@ type svcRestart struct {
 func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
-	mb, err := backends.OpenMailbox(r.mailbox, backends.MailboxOptions{Partitions: r.partitions})
+	mb, err := backend.OpenMailbox(context.Background(), r.mailbox, backend.MailboxOptions{Partitions: r.partitions})
 	if err != nil {
 		t.Fatal(err)
 	}

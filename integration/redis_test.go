@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/actors/tally"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
@@ -71,7 +71,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	sink := filepath.Join(dir, "sink.ndjson")
 	ctx := context.Background()
 
-	mb, err := backends.OpenMailbox(mbURL, backends.MailboxOptions{Partitions: partitions})
+	mb, err := backend.OpenMailbox(context.Background(), mbURL, backend.MailboxOptions{Partitions: partitions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	store := []string{"--mailbox", mbURL, "--journal", jURL}
 	const partitions = 8
 
-	mb, err := backends.OpenMailbox(mbURL, backends.MailboxOptions{Partitions: partitions})
+	mb, err := backend.OpenMailbox(context.Background(), mbURL, backend.MailboxOptions{Partitions: partitions})
 	if err != nil {
 		t.Fatal(err)
 	}

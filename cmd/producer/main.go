@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/cli"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
@@ -71,14 +71,16 @@ func addMailboxFlags(fs interface {
 	IntVar(*int, string, int, string)
 }) *mailboxFlags {
 	m := &mailboxFlags{}
-	fs.StringVar(&m.url, "mailbox", backends.DefaultURL, "mailbox URL: "+backends.MailboxForms)
+	fs.StringVar(&m.url, "mailbox", backend.DefaultURL, "mailbox URL: "+backend.MailboxForms)
 	fs.StringVar(&m.synchronous, "synchronous", "FULL", "SQLite durability: FULL or NORMAL")
 	fs.IntVar(&m.partitions, "partitions", 0, "partitions of a new SQLite mailbox (0: 8); Kafka topics are created by worker run")
 	return m
 }
 
-func (m *mailboxFlags) open() (*backends.Mailbox, error) {
-	return backends.OpenMailbox(m.url, backends.MailboxOptions{Synchronous: m.synchronous, Partitions: m.partitions})
+func (m *mailboxFlags) open() (*backend.Mailbox, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return backend.OpenMailbox(ctx, m.url, backend.MailboxOptions{Synchronous: m.synchronous, Partitions: m.partitions})
 }
 
 // sendLine is one NDJSON input line.

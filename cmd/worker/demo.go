@@ -16,9 +16,9 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
-	"github.com/postbox-dev/postbox/internal/backends"
 	"github.com/postbox-dev/postbox/internal/cli"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
@@ -32,8 +32,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	count := fs.Int("count", 4000, "messages")
 	concurrency := fs.Int("concurrency", 8, "worker --concurrency")
 	keep := fs.Bool("keep", false, "keep the temporary directory and print its path")
-	mailbox := fs.String("mailbox", "", "mailbox URL to run on instead of a SQLite file in the temporary directory: "+backends.MailboxForms)
-	journalURL := fs.String("journal", "", "journal URL to run on instead of that SQLite file: "+backends.JournalForms)
+	mailbox := fs.String("mailbox", "", "mailbox URL to run on instead of a SQLite file in the temporary directory: "+backend.MailboxForms)
+	journalURL := fs.String("journal", "", "journal URL to run on instead of that SQLite file: "+backend.JournalForms)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.As(err, new(*cli.HelpRequested)) {
 			fmt.Fprintf(stdout, "worker demo [flags]\n\n%s", cli.FlagHelp(fs))
@@ -95,7 +95,7 @@ func (d *demo) check(ok bool, format string, args ...any) {
 
 func (d *demo) run(spec workload.Spec) error {
 	ctx := context.Background()
-	mb, err := backends.OpenMailbox(d.mailbox, backends.MailboxOptions{CreateTopics: true})
+	mb, err := backend.OpenMailbox(context.Background(), d.mailbox, backend.MailboxOptions{CreateTopics: true})
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (d *demo) run(spec workload.Spec) error {
 	d.say("killed worker 1 (pid %d) with SIGKILL after %d side effects", w1.Process.Pid, killedAfter)
 
 	// Second worker recovers and finishes.
-	j, err := backends.OpenJournal(d.journal, backends.JournalOptions{})
+	j, err := backend.OpenJournal(context.Background(), d.journal, backend.JournalOptions{})
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"log/slog"
 	"os"
 	"time"
 
-	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/journal"
 )
 
@@ -25,19 +26,26 @@ type storeFlags struct {
 
 func addStoreFlags(fs *flag.FlagSet) *storeFlags {
 	s := &storeFlags{}
-	fs.StringVar(&s.mailbox, "mailbox", backends.DefaultURL, "mailbox URL: "+backends.MailboxForms)
-	fs.StringVar(&s.journal, "journal", backends.DefaultURL, "journal URL: "+backends.JournalForms)
+	fs.StringVar(&s.mailbox, "mailbox", backend.DefaultURL, "mailbox URL: "+backend.MailboxForms)
+	fs.StringVar(&s.journal, "journal", backend.DefaultURL, "journal URL: "+backend.JournalForms)
 	fs.StringVar(&s.synchronous, "synchronous", "FULL", "SQLite durability: FULL (survives power loss) or NORMAL")
 	return s
 }
 
+// openTimeout bounds connecting to a store and creating topics.
+const openTimeout = time.Minute
+
 func (s *storeFlags) openJournal(mustExist bool) (journal.Journal, error) {
-	return backends.OpenJournal(s.journal, backends.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist,
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return backend.OpenJournal(ctx, s.journal, backend.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist,
 		KeepCheckpoints: s.keepCheckpoints, Compact: s.compact})
 }
 
-func (s *storeFlags) openMailbox(mustExist bool, partitions int) (*backends.Mailbox, error) {
-	return backends.OpenMailbox(s.mailbox, backends.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
+func (s *storeFlags) openMailbox(mustExist bool, partitions int) (*backend.Mailbox, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	return backend.OpenMailbox(ctx, s.mailbox, backend.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
 		Partitions: partitions, LeaseTTL: s.leaseTTL, CreateTopics: s.createTopics, Replication: s.replication,
 		SessionTimeout: s.sessionTimeout,
 		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})

@@ -11,7 +11,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/postbox-dev/postbox/internal/backends"
+	"github.com/postbox-dev/postbox/backend"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -23,9 +23,15 @@ const (
 	ExitUsage   = 2 // the command line was wrong
 )
 
+// UsageError is bad input from the command line: the message names the
+// flag and what it accepts. Commands exit with ExitUsage on it.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
 // Usagef returns an error that makes the command exit with ExitUsage.
 func Usagef(format string, args ...any) error {
-	return &backends.UsageError{Msg: fmt.Sprintf(format, args...)}
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // NewFlagSet returns a flag set that reports errors instead of exiting.
@@ -93,8 +99,14 @@ func Exit(prog string, err error, stderr io.Writer) int {
 		return ExitOK
 	case errors.As(err, new(*HelpRequested)):
 		return ExitOK
-	case backends.IsUsage(err):
+	case errors.As(err, new(*UsageError)):
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return ExitUsage
+	case errors.As(err, new(*backend.URLError)):
+		// Named by the flag that took the URL.
+		var u *backend.URLError
+		errors.As(err, &u)
+		fmt.Fprintf(stderr, "%s: --%s %q: %s\n", prog, u.Role, u.URL, u.Why)
 		return ExitUsage
 	default:
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)

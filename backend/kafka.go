@@ -1,4 +1,4 @@
-package backends
+package backend
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/kafka"
@@ -15,7 +14,7 @@ import (
 // parseKafkaURL splits kafka://HOST:PORT[,HOST:PORT]/TOPIC.
 func parseKafkaURL(url, rest string) (brokers []string, topic string, err error) {
 	bad := func(why string) error {
-		return usagef("--mailbox %q: %s; use kafka://HOST:PORT[,HOST:PORT]/TOPIC", url, why)
+		return badURL("mailbox", url, "%s; use kafka://HOST:PORT[,HOST:PORT]/TOPIC", why)
 	}
 	if !strings.HasPrefix(rest, "//") {
 		return nil, "", bad("missing // after kafka:")
@@ -33,7 +32,7 @@ func parseKafkaURL(url, rest string) (brokers []string, topic string, err error)
 	return brokers, topic, nil
 }
 
-func openKafka(url, rest string, opts MailboxOptions) (*Mailbox, error) {
+func openKafka(ctx context.Context, url, rest string, opts MailboxOptions) (*Mailbox, error) {
 	brokers, topic, err := parseKafkaURL(url, rest)
 	if err != nil {
 		return nil, err
@@ -48,20 +47,18 @@ func openKafka(url, rest string, opts MailboxOptions) (*Mailbox, error) {
 		if replication == 0 {
 			replication = kafka.DefaultReplication
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
 		if err := kafka.EnsureTopics(ctx, brokers, topic, int32(partitions), int16(replication)); err != nil {
-			return nil, fmt.Errorf("--mailbox %s: cannot create topics %s and %s: %w", url, topic, kafka.DLQTopic(topic), err)
+			return nil, fmt.Errorf("mailbox %s: cannot create topics %s and %s: %w", url, topic, kafka.DLQTopic(topic), err)
 		}
 	}
 	pub, err := kafka.OpenPublisher(brokers, topic, kopts)
 	if err != nil {
-		return nil, fmt.Errorf("--mailbox %s: %w", url, err)
+		return nil, fmt.Errorf("mailbox %s: %w", url, err)
 	}
 	dl, err := kafka.OpenDLQ(brokers, topic, kopts)
 	if err != nil {
 		pub.Close()
-		return nil, fmt.Errorf("--mailbox %s: %w", url, err)
+		return nil, fmt.Errorf("mailbox %s: %w", url, err)
 	}
 	var consumers []*kafka.Consumer
 	return &Mailbox{

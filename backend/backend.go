@@ -1,6 +1,16 @@
-// Package backends turns --mailbox and --journal URLs into concrete
-// backends. Only cmd/ and tests use it: the rest of postbox sees contracts.
-package backends
+// Package backend opens a mailbox or a journal from a URL, the forms the
+// command line takes, and returns the contracts: a publisher, a consumer
+// factory and a dead-letter store for a mailbox (see channel and dlq), a
+// journal.Journal for a journal. A program that only publishes uses
+// OpenMailbox(...).Publisher; a worker uses all of it.
+//
+//	mailbox: sqlite:PATH, kafka://HOST:PORT[,HOST:PORT]/TOPIC, redis://HOST:PORT/MAILBOX
+//	journal: sqlite:PATH, postgres://USER@HOST:PORT/DB?…, redis://HOST:PORT/NAMESPACE, memory:
+//
+// A URL that is not one of these gets a *URLError that says what is
+// accepted; a backend that cannot be reached, an error that wraps the
+// backend's. Only programs pick backends: actorhost sees contracts.
+package backend
 
 import (
 	"context"
@@ -33,35 +43,41 @@ const (
 	JournalForms = "sqlite:PATH, postgres://USER@HOST:PORT/DB, redis://HOST:PORT/NAMESPACE or memory:"
 )
 
-// UsageError is bad input from the command line: the message names the
-// flag and what it accepts. Commands exit with status 2 on it.
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-// IsUsage reports whether err is (or wraps) a *UsageError.
-func IsUsage(err error) bool {
-	var u *UsageError
-	return errors.As(err, &u)
+// URLError is a mailbox or journal URL that cannot be used as given: not
+// one of the accepted forms, or a SQLite path that cannot be opened. Why
+// says what to do instead.
+type URLError struct {
+	Role string // "mailbox" or "journal"
+	URL  string // as given, with any password hidden
+	Why  string
 }
 
-func usagef(format string, args ...any) error {
-	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+func (e *URLError) Error() string { return fmt.Sprintf("%s URL %q: %s", e.Role, e.URL, e.Why) }
+
+func badURL(role, url, format string, args ...any) error {
+	return &URLError{Role: role, URL: url, Why: fmt.Sprintf(format, args...)}
 }
 
 // Mailbox is an opened mailbox: publish to it, consume it, inspect its DLQ.
 type Mailbox struct {
-	// Name identifies the mailbox in journal partition keys.
-	Name        string
-	Backend     string
-	Partitions  int
-	Publisher   channel.Publisher
+	// Name identifies the mailbox: the same for every process that opens
+	// it, whatever URL spelling they use for its store, so that hosts on
+	// one mailbox fence each other (actorhost.Config.Mailbox).
+	Name string
+	// Backend is "sqlite", "kafka" or "redis".
+	Backend string
+	// Partitions is the mailbox's partition count.
+	Partitions int
+	// Publisher publishes to the mailbox. Close closes it.
+	Publisher channel.Publisher
+	// NewConsumer returns a new consumer of the mailbox, for one host.
 	NewConsumer func() channel.Consumer
-	DLQ         dlq.Store
-	close       func() error
+	// DLQ is the mailbox's dead-letter store.
+	DLQ   dlq.Store
+	close func() error
 }
 
-// Close closes the mailbox.
+// Close closes the mailbox, its publisher and the consumers it made.
 func (m *Mailbox) Close() error { return m.close() }
 
 // MailboxOptions tune how a mailbox is opened.
@@ -87,18 +103,20 @@ type MailboxOptions struct {
 	Logger *slog.Logger
 }
 
-// OpenMailbox opens the mailbox a --mailbox URL names.
-func OpenMailbox(url string, opts MailboxOptions) (*Mailbox, error) {
+// OpenMailbox opens the mailbox url names, creating it if it does not
+// exist (unless opts.MustExist). ctx bounds connecting to a server and
+// creating topics.
+func OpenMailbox(ctx context.Context, url string, opts MailboxOptions) (*Mailbox, error) {
 	scheme, rest := splitURL(url)
 	switch scheme {
 	case "sqlite":
-		path, err := sqlitePath("--mailbox", url, rest, opts.MustExist)
+		path, err := sqlitePath("mailbox", url, rest, opts.MustExist)
 		if err != nil {
 			return nil, err
 		}
 		mb, err := chsqlite.Open(path, chsqlite.Options{Partitions: opts.Partitions, Synchronous: chsqlite.Synchronous(strings.ToUpper(opts.Synchronous))})
 		if err != nil {
-			return nil, fmt.Errorf("--mailbox %s: %w", url, err)
+			return nil, fmt.Errorf("mailbox %s: %w", url, err)
 		}
 		return &Mailbox{
 			Name: "sqlite:" + filepath.Base(path), Backend: "sqlite", Partitions: mb.Partitions(),
@@ -108,29 +126,35 @@ func OpenMailbox(url string, opts MailboxOptions) (*Mailbox, error) {
 			close:       mb.Close,
 		}, nil
 	case "kafka":
-		return openKafka(url, rest, opts)
+		return openKafka(ctx, url, rest, opts)
 	case "redis":
-		return openRedis(url, rest, opts)
+		return openRedis(ctx, url, rest, opts)
 	case "memory":
-		return nil, usagef("--mailbox %q: memory: is accepted for --journal only (a mailbox must outlive the worker); use %s", url, MailboxForms)
+		return nil, badURL("mailbox", url, "memory: is accepted for a journal only (a mailbox must outlive the worker); use %s", MailboxForms)
 	}
-	return nil, usagef("--mailbox %q: unknown form; use %s", url, MailboxForms)
+	return nil, badURL("mailbox", url, "unknown form; use %s", MailboxForms)
 }
 
 // JournalOptions tune how a journal is opened.
 type JournalOptions struct {
-	Synchronous     string
+	// Synchronous is "FULL" (default) or "NORMAL" for SQLite.
+	Synchronous string
+	// KeepCheckpoints is how many checkpoints are kept per actor (0: 3).
 	KeepCheckpoints int
-	Compact         bool
-	MustExist       bool
+	// Compact deletes attempt and effect entries older than the oldest
+	// kept checkpoint.
+	Compact bool
+	// MustExist refuses to create a new SQLite journal (for inspection).
+	MustExist bool
 }
 
-// OpenJournal opens the journal a --journal URL names.
-func OpenJournal(url string, opts JournalOptions) (journal.Journal, error) {
+// OpenJournal opens the journal url names, creating its schema if needed
+// (unless opts.MustExist). ctx bounds connecting and migrating.
+func OpenJournal(ctx context.Context, url string, opts JournalOptions) (journal.Journal, error) {
 	scheme, rest := splitURL(url)
 	switch scheme {
 	case "sqlite":
-		path, err := sqlitePath("--journal", url, rest, opts.MustExist)
+		path, err := sqlitePath("journal", url, rest, opts.MustExist)
 		if err != nil {
 			return nil, err
 		}
@@ -139,36 +163,32 @@ func OpenJournal(url string, opts JournalOptions) (journal.Journal, error) {
 			KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("--journal %s: %w", url, err)
+			return nil, fmt.Errorf("journal %s: %w", url, err)
 		}
 		return j, nil
 	case "memory":
 		if rest != "" {
-			return nil, usagef("--journal %q: memory: takes no path; use %s", url, JournalForms)
+			return nil, badURL("journal", url, "memory: takes no path; use %s", JournalForms)
 		}
-		return memory.New(memory.Options{}), nil
+		return memory.New(memory.Options{KeepCheckpoints: opts.KeepCheckpoints}), nil
 	case "postgres", "postgresql":
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		j, err := postgres.Open(ctx, url, postgres.Options{KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact})
 		if err != nil {
-			return nil, fmt.Errorf("--journal %s: %w", redactDSN(url), err)
+			return nil, fmt.Errorf("journal %s: %w", redactDSN(url), err)
 		}
 		return j, nil
 	case "redis":
 		addr, ns, ok := strings.Cut(strings.TrimPrefix(rest, "//"), "/")
 		if !strings.HasPrefix(rest, "//") || addr == "" || !ok || ns == "" || strings.ContainsAny(ns, "{}/") {
-			return nil, usagef("--journal %q: want redis://HOST:PORT/NAMESPACE (a namespace without braces or slashes)", url)
+			return nil, badURL("journal", url, "want redis://HOST:PORT/NAMESPACE (a namespace without braces or slashes)")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		j, err := jredis.Open(ctx, addr, jredis.Options{Namespace: ns, KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact})
 		if err != nil {
-			return nil, fmt.Errorf("--journal %s: %w", url, err)
+			return nil, fmt.Errorf("journal %s: %w", url, err)
 		}
 		return j, nil
 	}
-	return nil, usagef("--journal %q: unknown form; use %s", url, JournalForms)
+	return nil, badURL("journal", redactDSN(url), "unknown form; use %s", JournalForms)
 }
 
 func splitURL(url string) (scheme, rest string) {
@@ -181,31 +201,31 @@ func splitURL(url string) (scheme, rest string) {
 
 // sqlitePath checks that PATH in sqlite:PATH can be opened, so that a typo
 // gets a clear error instead of a new empty database somewhere.
-func sqlitePath(flag, url, path string, mustExist bool) (string, error) {
+func sqlitePath(role, url, path string, mustExist bool) (string, error) {
 	path = strings.TrimPrefix(path, "//")
 	if path == "" {
-		return "", usagef("%s %q: missing path; use sqlite:PATH, e.g. sqlite:postbox.db", flag, url)
+		return "", badURL(role, url, "missing path; use sqlite:PATH, e.g. sqlite:postbox.db")
 	}
 	info, err := os.Stat(path)
 	switch {
 	case err == nil && info.IsDir():
-		return "", usagef("%s %q: %s is a directory; use sqlite:PATH to a database file", flag, url, path)
+		return "", badURL(role, url, "%s is a directory; use sqlite:PATH to a database file", path)
 	case err == nil:
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
-			return "", usagef("%s %q: cannot open %s for reading and writing: %v", flag, url, path, err)
+			return "", badURL(role, url, "cannot open %s for reading and writing: %v", path, err)
 		}
 		f.Close()
 	case errors.Is(err, os.ErrNotExist):
 		if mustExist {
-			return "", usagef("%s %q: %s does not exist; point it at the database the worker uses", flag, url, path)
+			return "", badURL(role, url, "%s does not exist; point it at the database the worker uses", path)
 		}
 		dir := filepath.Dir(path)
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return "", usagef("%s %q: directory %s does not exist; create it or use another path", flag, url, dir)
+			return "", badURL(role, url, "directory %s does not exist; create it or use another path", dir)
 		}
 	default:
-		return "", usagef("%s %q: cannot read %s: %v", flag, url, path, err)
+		return "", badURL(role, url, "cannot read %s: %v", path, err)
 	}
 	return path, nil
 }
