@@ -55,7 +55,7 @@ const DefaultKeepCheckpoints = 3
 // DefaultTablePrefix is what Options.TablePrefix "" means.
 const DefaultTablePrefix = "journal_"
 
-// Options tune Open. The zero value is ready to use.
+// Options tune Open and New. The zero value is ready to use.
 type Options struct {
 	// Schema is the PostgreSQL schema that holds the journal's tables; Open
 	// creates it if it is missing. Defaults to the connection's current
@@ -113,6 +113,7 @@ const readPage = 256
 // tables.
 type Journal struct {
 	pool    *pgxpool.Pool
+	ownPool bool // opened by Open, so closed by Close
 	t       tables
 	keep    int // <= 0 keeps every checkpoint
 	compact bool
@@ -140,12 +141,24 @@ func Open(ctx context.Context, dsn string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal/postgres: %w", err)
 	}
-	j, err := open(ctx, pool, opts)
+	j, err := New(ctx, pool, opts)
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
+	j.ownPool = true
 	return j, nil
+}
+
+// New returns a journal on a pool the caller made and keeps: its tables
+// are created or migrated as by Open, and Close leaves the pool open. ctx
+// bounds the migration.
+func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Journal, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, pool, opts)
 }
 
 func open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Journal, error) {
@@ -326,12 +339,15 @@ func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old,
 	return set, nil
 }
 
-// Close closes the journal's connections, waiting for calls in progress.
+// Close closes the journal: the pool too if Open made it, not one given to
+// New. It waits for calls in progress.
 // Later calls return journal.ErrClosed; closing again is a no-op.
 func (j *Journal) Close() error {
 	if !j.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	j.pool.Close()
+	if j.ownPool {
+		j.pool.Close()
+	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
@@ -196,5 +197,39 @@ func TestCompactionRows(t *testing.T) {
 	want := []string{"2:3:NULL", "4:3:NULL", "6:3:NULL", "8:3:NULL", "9:1:a/1#9"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("rows after compaction = %q, want %q", got, want)
+	}
+}
+
+// New runs on the caller's pool, migrates as Open does, and leaves the
+// pool open on Close.
+func TestNewUsesTheCallersPool(t *testing.T) {
+	ctx := testContext(t)
+	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	j, err := postgres.New(ctx, pool, postgres.Options{Schema: freshSchema(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("t/1", 1, journal.KindComplete, "m1")}}
+	if err := j.Append(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := j.Outcome(ctx, "t/1", "m1"); err != nil || !ok {
+		t.Fatalf("outcome: %v, %v", ok, err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.LastSeq(ctx, "t/1"); !errors.Is(err, journal.ErrClosed) {
+		t.Errorf("LastSeq after Close: %v, want ErrClosed", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		t.Errorf("the caller's pool after the journal closed: %v", err)
+	}
+	if _, err := postgres.New(ctx, pool, postgres.Options{TablePrefix: "Bad"}); err == nil || !strings.Contains(err.Error(), "Options.TablePrefix") {
+		t.Errorf("New with a bad table prefix: %v, want an error naming it", err)
 	}
 }
