@@ -72,7 +72,7 @@ func Register[S any](r *Registry, typ string, h Handler[S], opts ...TypeOption) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.types[typ]; dup {
-		return fmt.Errorf("actorhost: actor type %q registered twice", typ)
+		return fmt.Errorf("actorhost: actor type %q registered twice: register each type once, with one handler", typ)
 	}
 	r.types[typ] = &typedActor[S]{name: typ, handler: h, codec: o.codec}
 	return nil

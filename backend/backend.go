@@ -174,7 +174,7 @@ func OpenJournal(ctx context.Context, url string, opts JournalOptions) (journal.
 	case "postgres", "postgresql":
 		j, err := postgres.Open(ctx, url, postgres.Options{KeepCheckpoints: opts.KeepCheckpoints, Compact: opts.Compact})
 		if err != nil {
-			return nil, fmt.Errorf("journal %s: %w", redactDSN(url), err)
+			return nil, fmt.Errorf("journal %s: %w", Redact(url), err)
 		}
 		return j, nil
 	case "redis":
@@ -188,7 +188,7 @@ func OpenJournal(ctx context.Context, url string, opts JournalOptions) (journal.
 		}
 		return j, nil
 	}
-	return nil, badURL("journal", redactDSN(url), "unknown form; use %s", JournalForms)
+	return nil, badURL("journal", Redact(url), "unknown form; use %s", JournalForms)
 }
 
 func splitURL(url string) (scheme, rest string) {
@@ -230,11 +230,11 @@ func sqlitePath(role, url, path string, mustExist bool) (string, error) {
 	return path, nil
 }
 
-// redactDSN hides a password in a postgres:// URL for error messages.
-func redactDSN(dsn string) string {
-	u, err := neturl.Parse(dsn)
+// Redact returns url with any password in it hidden, for logs and errors.
+func Redact(url string) string {
+	u, err := neturl.Parse(url)
 	if err != nil {
-		return "postgres://…"
+		return "(a URL that does not parse)"
 	}
 	return u.Redacted()
 }

@@ -30,7 +30,7 @@ func TestBadInputGetsOneLineErrorAndStatus2(t *testing.T) {
 		{workerBin, []string{"run", "--mailbox", "sqlite:"}, "missing path"},
 		{workerBin, []string{"run", "--mailbox", "sqlite:" + filepath.Join(dir, "no/such/dir/x.db")}, "does not exist"},
 		{workerBin, []string{"run", "--mailbox", "sqlite:" + dir}, "is a directory"},
-		{workerBin, []string{"run", "--mailbox", "memory:"}, "--journal only"},
+		{workerBin, []string{"run", "--mailbox", "memory:"}, "for a journal only"},
 		{workerBin, []string{"run", "--concurrency", "0"}, "--concurrency"},
 		{workerBin, []string{"run", "--backoff-initial", "soon"}, "backoff-initial"},
 		{workerBin, []string{"state", "counter/1", "--journal", missing}, "does not exist"},

@@ -1,55 +1,71 @@
-// Command worker runs postbox actors and inspects their mailbox, journal
-// and dead letters.
+// Command worker runs the built-in postbox actors (counter, tally) and
+// inspects their mailbox, journal and dead letters: worker.Main over the
+// built-in registry, plus the demo.
 package main
 
 import (
-	"fmt"
-	"io"
+	"context"
+	"flag"
 	"os"
 
-	"github.com/postbox-dev/postbox/internal/cli"
+	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/counter"
+	"github.com/postbox-dev/postbox/actors/tally"
+	"github.com/postbox-dev/postbox/worker"
 )
 
-const usage = `worker runs postbox actors.
-
-Usage:
-  worker run     [flags]               consume the mailbox until SIGINT/SIGTERM
-  worker demo                          crash a worker mid-run, recover, prove the results
-  worker state   TYPE/ID [flags]       print an actor's state as JSON
-  worker journal TYPE/ID [--until SEQ] print an actor's journal, or its state at SEQ
-  worker dlq list|show ID|redrive ID…|purge [ID…]
-
-Every command takes --mailbox URL and --journal URL (default sqlite:postbox.db;
-also settable as POSTBOX_MAILBOX and POSTBOX_JOURNAL). Run "worker CMD -h"
-for the flags of one command.
-`
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	sink := &fileSink{}
+	reg := actorhost.NewRegistry()
+	if err := counter.Register(reg, sink); err != nil {
+		panic(err) // a fixed, valid registration
+	}
+	if err := tally.Register(reg); err != nil {
+		panic(err)
+	}
+	os.Exit(worker.Main(reg,
+		worker.WithCommand("demo", "crash a worker mid-run, recover, prove the results", cmdDemo),
+		worker.WithRunFlags(func(fs *flag.FlagSet) {
+			fs.StringVar(&sink.path, "counter-sink", "", "append one JSON line per counter notify side effect to PATH")
+		}),
+		worker.WithRunHook(sink.open),
+	))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return cli.ExitUsage
-		}
-		return cli.ExitOK
+// builtinRegistry knows the actor types this binary runs, without a sink:
+// for replays, which run no side effect.
+func builtinRegistry() *actorhost.Registry {
+	reg := actorhost.NewRegistry()
+	if err := counter.Register(reg, nil); err != nil {
+		panic(err)
 	}
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(args[1:], stdout, stderr)
-	case "demo":
-		err = cmdDemo(args[1:], stdout, stderr)
-	case "state":
-		err = cmdState(args[1:], stdout)
-	case "journal":
-		err = cmdJournal(args[1:], stdout)
-	case "dlq":
-		err = cmdDLQ(args[1:], stdout)
-	default:
-		err = cli.Usagef("unknown command %q; want run, demo, state, journal or dlq", args[0])
+	if err := tally.Register(reg); err != nil {
+		panic(err)
 	}
-	return cli.Exit("worker", err, stderr)
+	return reg
+}
+
+// fileSink is the counter's sink: the file --counter-sink names, if any.
+type fileSink struct {
+	path string
+	f    *counter.FileSink
+}
+
+func (s *fileSink) open(context.Context) (func(), error) {
+	if s.path == "" {
+		return nil, nil
+	}
+	f, err := counter.OpenFileSink(s.path)
+	if err != nil {
+		return nil, worker.Usagef("--counter-sink %q: %v", s.path, err)
+	}
+	s.f = f
+	return func() { f.Close() }, nil
+}
+
+func (s *fileSink) Notify(ctx context.Context, key, actor string, value int64) error {
+	if s.f == nil {
+		return nil
+	}
+	return s.f.Notify(ctx, key, actor, value)
 }

@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"context"
@@ -35,18 +35,26 @@ func addStoreFlags(fs *flag.FlagSet) *storeFlags {
 // openTimeout bounds connecting to a store and creating topics.
 const openTimeout = time.Minute
 
+func (s *storeFlags) journalOptions(mustExist bool) backend.JournalOptions {
+	return backend.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist,
+		KeepCheckpoints: s.keepCheckpoints, Compact: s.compact}
+}
+
+func (s *storeFlags) mailboxOptions(mustExist bool, partitions int) backend.MailboxOptions {
+	return backend.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
+		Partitions: partitions, LeaseTTL: s.leaseTTL, CreateTopics: s.createTopics, Replication: s.replication,
+		SessionTimeout: s.sessionTimeout,
+		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+}
+
 func (s *storeFlags) openJournal(mustExist bool) (journal.Journal, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
-	return backend.OpenJournal(ctx, s.journal, backend.JournalOptions{Synchronous: s.synchronous, MustExist: mustExist,
-		KeepCheckpoints: s.keepCheckpoints, Compact: s.compact})
+	return backend.OpenJournal(ctx, s.journal, s.journalOptions(mustExist))
 }
 
 func (s *storeFlags) openMailbox(mustExist bool, partitions int) (*backend.Mailbox, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
-	return backend.OpenMailbox(ctx, s.mailbox, backend.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
-		Partitions: partitions, LeaseTTL: s.leaseTTL, CreateTopics: s.createTopics, Replication: s.replication,
-		SessionTimeout: s.sessionTimeout,
-		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	return backend.OpenMailbox(ctx, s.mailbox, s.mailboxOptions(mustExist, partitions))
 }

@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"context"
@@ -10,25 +10,11 @@ import (
 	"strings"
 
 	"github.com/postbox-dev/postbox/actorhost"
-	"github.com/postbox-dev/postbox/actors/counter"
-	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/cli"
 	"github.com/postbox-dev/postbox/journal"
 )
-
-// builtinRegistry knows the actor types this worker binary runs.
-func builtinRegistry() *actorhost.Registry {
-	reg := actorhost.NewRegistry()
-	if err := counter.Register(reg, nil); err != nil {
-		panic(err) // a fixed, valid registration
-	}
-	if err := tally.Register(reg); err != nil {
-		panic(err)
-	}
-	return reg
-}
 
 // parseFlagsAround parses flags that may come before or after positional
 // arguments (worker state counter/1 --journal …).
@@ -51,16 +37,16 @@ func parseFlagsAround(fsParse func([]string) error, args []string) ([]string, er
 
 func parseAddressArg(cmd string, pos []string) (channel.Address, error) {
 	if len(pos) != 1 {
-		return channel.Address{}, cli.Usagef("%s: want exactly one TYPE/ID, e.g. counter/7", cmd)
+		return channel.Address{}, Usagef("%s: want exactly one TYPE/ID, e.g. order/7", cmd)
 	}
 	addr, err := channel.ParseAddress(pos[0])
 	if err != nil {
-		return channel.Address{}, cli.Usagef("%s: %v", cmd, err)
+		return channel.Address{}, Usagef("%s: %v", cmd, err)
 	}
 	return addr, nil
 }
 
-func cmdState(args []string, stdout io.Writer) error {
+func cmdState(reg *actorhost.Registry, args []string, stdout io.Writer) error {
 	fs := cli.NewFlagSet("state", "")
 	store := addStoreFlags(fs)
 	pos, err := parseFlagsAround(func(a []string) error { return cli.Parse(fs, a) }, args)
@@ -71,7 +57,6 @@ func cmdState(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg := builtinRegistry()
 	j, err := store.openJournal(true)
 	if err != nil {
 		return err
@@ -79,7 +64,7 @@ func cmdState(args []string, stdout io.Writer) error {
 	defer j.Close()
 	st, err := reg.Replay(context.Background(), j, addr, actorhost.ReplayOptions{})
 	if errors.Is(err, actorhost.ErrUnknownActorType) {
-		return cli.Usagef("state: %v", err)
+		return Usagef("state: %v", err)
 	}
 	if err != nil {
 		return err
@@ -87,7 +72,7 @@ func cmdState(args []string, stdout io.Writer) error {
 	return printJSON(stdout, st.State)
 }
 
-func cmdJournal(args []string, stdout io.Writer) error {
+func cmdJournal(reg *actorhost.Registry, args []string, stdout io.Writer) error {
 	fs := cli.NewFlagSet("journal", "")
 	store := addStoreFlags(fs)
 	until := fs.Int64("until", 0, "print the state replayed up to this sequence instead of the entries")
@@ -100,7 +85,7 @@ func cmdJournal(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *until < 0 {
-		return cli.Usagef("--until %d: want a sequence of 1 or more", *until)
+		return Usagef("--until %d: want a sequence of 1 or more", *until)
 	}
 	j, err := store.openJournal(true)
 	if err != nil {
@@ -109,10 +94,9 @@ func cmdJournal(args []string, stdout io.Writer) error {
 	defer j.Close()
 	ctx := context.Background()
 	if *until > 0 {
-		reg := builtinRegistry()
 		st, err := reg.Replay(ctx, j, addr, actorhost.ReplayOptions{Until: *until})
 		if errors.Is(err, actorhost.ErrUnknownActorType) {
-			return cli.Usagef("journal: %v", err)
+			return Usagef("journal: %v", err)
 		}
 		if err != nil {
 			return err
@@ -142,25 +126,25 @@ func cmdDLQ(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) == 0 {
-		return cli.Usagef("dlq: want list, show ID, redrive ID… or purge [ID…]")
+		return Usagef("dlq: want list, show ID, redrive ID… or purge [ID…]")
 	}
 	verb, ids := pos[0], pos[1:]
 	switch verb {
 	case "list":
 		if len(ids) > 0 {
-			return cli.Usagef("dlq list takes no arguments")
+			return Usagef("dlq list takes no arguments")
 		}
 	case "show":
 		if len(ids) != 1 {
-			return cli.Usagef("dlq show: want exactly one dead-letter ID (see dlq list)")
+			return Usagef("dlq show: want exactly one dead-letter ID (see dlq list)")
 		}
 	case "redrive":
 		if len(ids) == 0 {
-			return cli.Usagef("dlq redrive: want one or more dead-letter IDs (see dlq list)")
+			return Usagef("dlq redrive: want one or more dead-letter IDs (see dlq list)")
 		}
 	case "purge":
 	default:
-		return cli.Usagef("dlq: unknown action %q; want list, show, redrive or purge", verb)
+		return Usagef("dlq: unknown action %q; want list, show, redrive or purge", verb)
 	}
 	mb, err := store.openMailbox(true, 0)
 	if err != nil {
@@ -180,7 +164,7 @@ func cmdDLQ(args []string, stdout io.Writer) error {
 	case "show":
 		env, err := mb.DLQ.Get(ctx, ids[0])
 		if errors.Is(err, dlq.ErrNotFound) {
-			return cli.Usagef("dlq show: no dead letter %q (see dlq list)", ids[0])
+			return Usagef("dlq show: no dead letter %q (see dlq list)", ids[0])
 		}
 		if err != nil {
 			return err
@@ -189,7 +173,7 @@ func cmdDLQ(args []string, stdout io.Writer) error {
 	case "redrive":
 		n, err := mb.DLQ.Redrive(ctx, ids...)
 		if errors.Is(err, dlq.ErrNotFound) {
-			return cli.Usagef("dlq redrive: %v (see dlq list)", err)
+			return Usagef("dlq redrive: %v (see dlq list)", err)
 		}
 		if err != nil {
 			return err
