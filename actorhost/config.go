@@ -32,6 +32,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Metrics, when set, gets the host's Prometheus collectors.
 	Metrics prometheus.Registerer
+	// MetricLabels are constant labels on every one of the host's metrics.
+	// Two hosts may share one Metrics registry when their labels differ
+	// (for example {"mailbox": "orders"} and {"mailbox": "payments"}).
+	MetricLabels prometheus.Labels
 
 	// Concurrency is how many actors run handlers at once. Defaults to 64.
 	Concurrency int

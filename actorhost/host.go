@@ -101,9 +101,9 @@ func New(cfg Config) (*Host, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Metrics)
+	m, err := newMetrics(cfg.Metrics, cfg.MetricLabels)
 	if err != nil {
-		return nil, fmt.Errorf("actorhost: register metrics: %w", err)
+		return nil, err
 	}
 	h := &Host{
 		cfg: cfg, log: cfg.Logger, m: m,

@@ -1,6 +1,8 @@
 package actorhost
 
 import (
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -31,34 +33,34 @@ type metrics struct {
 	inFlight, activeActors, brokenActors           atomic.Int64
 	refused                                        atomic.Int64
 
-	handlerSeconds prometheus.Histogram
+	handlerSeconds *prometheus.HistogramVec // by actor type
 	flushEntries   prometheus.Histogram
 	flushSeconds   prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*metrics, error) {
 	m := &metrics{
-		handlerSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "postbox_handler_duration_seconds", Help: "Time spent in actor handlers, per attempt.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
-		}),
+		handlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "postbox_handler_duration_seconds", Help: "Time spent in actor handlers, per attempt, by actor type.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), ConstLabels: labels,
+		}, []string{"type"}),
 		flushEntries: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "postbox_journal_flush_entries", Help: "Journal entries written per group commit.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8), ConstLabels: labels,
 		}),
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "postbox_journal_flush_duration_seconds", Help: "Time to write one group commit durably.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), ConstLabels: labels,
 		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return float64(v.Load()) })
 	}
 	gauge := func(name, help string, v *atomic.Int64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return float64(v.Load()) })
 	}
 	for _, c := range []prometheus.Collector{
 		counter("postbox_messages_processed_total", "Messages handled successfully.", &m.processed),
@@ -76,7 +78,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.handlerSeconds, m.flushEntries, m.flushSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			if errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+				return nil, fmt.Errorf("actorhost: metrics: another host with the same labels (%v) is registered on Config.Metrics; give each host its own Config.MetricLabels, e.g. {\"mailbox\": \"orders\"}: %w", labels, err)
+			}
+			return nil, fmt.Errorf("actorhost: register metrics: %w", err)
 		}
 	}
 	return m, nil

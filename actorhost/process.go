@@ -188,7 +188,7 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 	}
 	start := time.Now()
 	err := runHandler(a.typ, c, a.state, Message{ID: msg.ID, Address: msg.Address, Payload: msg.Payload, Headers: msg.Headers})
-	h.m.handlerSeconds.Observe(time.Since(start).Seconds())
+	h.m.handlerSeconds.WithLabelValues(a.addr.Type).Observe(time.Since(start).Seconds())
 	h.m.effectsExecuted.Add(int64(c.executed))
 	h.m.effectsAnswered.Add(int64(c.answered))
 	if err != nil {
