@@ -16,12 +16,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/postbox-dev/postbox/channel"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
@@ -100,7 +101,7 @@ type MailboxOptions struct {
 	// that stopped heartbeating before moving its partitions. 0: 45s.
 	SessionTimeout time.Duration
 	// Logger receives backend client warnings (Kafka). Nil discards them.
-	Logger *slog.Logger
+	Logger *zap.Logger
 }
 
 // OpenMailbox opens the mailbox url names, creating it if it does not

@@ -184,8 +184,9 @@ type logEntry struct {
 	Executed     int64 `json:"effects_executed"`
 }
 
-// logEntries returns the JSON lines of the process's log; other lines
-// (franz-go warnings go through slog, also JSON) are skipped.
+// logEntries returns the JSON lines of the process's log (the host's and
+// franz-go's, through one zap logger); other lines are skipped.
+
 func (p *process) logEntries() []logEntry {
 	f, err := os.Open(p.logPath)
 	if err != nil {

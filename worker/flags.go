@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"flag"
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/postbox-dev/postbox/backend"
@@ -43,8 +41,7 @@ func (s *storeFlags) journalOptions(mustExist bool) backend.JournalOptions {
 func (s *storeFlags) mailboxOptions(mustExist bool, partitions int) backend.MailboxOptions {
 	return backend.MailboxOptions{Synchronous: s.synchronous, MustExist: mustExist,
 		Partitions: partitions, LeaseTTL: s.leaseTTL, CreateTopics: s.createTopics, Replication: s.replication,
-		SessionTimeout: s.sessionTimeout,
-		Logger:         slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		SessionTimeout: s.sessionTimeout}
 }
 
 func (s *storeFlags) openJournal(mustExist bool) (journal.Journal, error) {

@@ -64,6 +64,9 @@ func run(ctx context.Context, reg *actorhost.Registry, cfg Config, o *options) e
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.Mailbox.Logger == nil {
+		cfg.Mailbox.Logger = log // one logger for every component
+	}
 	openCtx, cancelOpen := context.WithTimeout(ctx, openTimeout)
 	mb, err := backend.OpenMailbox(openCtx, cfg.MailboxURL, cfg.Mailbox)
 	if err != nil {

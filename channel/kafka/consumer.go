@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
 
 	"github.com/postbox-dev/postbox/channel"
 )
@@ -113,7 +113,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	s := &session{
 		topic:      c.topic,
 		opts:       c.opts,
-		log:        c.opts.Logger.With("topic", c.topic, "group", c.opts.Group),
+		log:        c.opts.Logger.Sugar().With("topic", c.topic, "group", c.opts.Group),
 		partitions: partitions,
 		onClaim:    onClaim,
 		claims:     make(map[int32]*claim),
@@ -171,7 +171,7 @@ func (c *Consumer) Close() error {
 type session struct {
 	topic      string
 	opts       Options
-	log        *slog.Logger
+	log        *zap.SugaredLogger
 	partitions int // the topic's partition count when Run started
 	onClaim    func(channel.Claim)
 	cl         *kgo.Client
@@ -213,7 +213,7 @@ func (s *session) poll(ctx context.Context) {
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.Canceled) {
-				s.log.Warn("kafka: fetch failed; retrying", "partition", partition, "err", err)
+				s.log.Warnw("kafka: fetch failed; retrying", "partition", partition, "err", err)
 			}
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -233,7 +233,7 @@ func (s *session) poll(ctx context.Context) {
 				case !foreign(r, s.partitions):
 					msgs = append(msgs, message(r))
 				case forwardedBefore(r):
-					s.log.Warn("kafka: a record forwarded once is off its home partition again: consumers count the topic's partitions differently (did it grow? restart them); delivering it here",
+					s.log.Warnw("kafka: a record forwarded once is off its home partition again: consumers count the topic's partitions differently (did it grow? restart them); delivering it here",
 						"partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "partitions", s.partitions)
 					msgs = append(msgs, message(r))
 				default:
@@ -283,7 +283,7 @@ func (s *session) reclaimReleased() {
 			old.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{s.topic: {p: {Epoch: -1, Offset: at}}})
 		}
 		old.cl.ResumeFetchPartitions(map[string][]int32{s.topic: {p}})
-		s.log.Info("kafka: a claim was released while its partition stayed assigned; claiming it again",
+		s.log.Infow("kafka: a claim was released while its partition stayed assigned; claiming it again",
 			"partition", p, "from_offset", at)
 		go c.pump()
 		s.forwarders.Go(c.forward)
@@ -345,7 +345,7 @@ wait:
 			select {
 			case <-ch:
 			case <-deadline.C:
-				s.log.Warn("kafka: revoked claims were not released in time; committing what was acked and forwarded", "timeout", s.opts.RevokeTimeout)
+				s.log.Warnw("kafka: revoked claims were not released in time; committing what was acked and forwarded", "timeout", s.opts.RevokeTimeout)
 				break wait
 			}
 		}
@@ -356,7 +356,7 @@ wait:
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	if err := s.commitLocked(ctx, cs); err != nil {
-		s.log.Warn("kafka: commit of revoked partitions failed; their unacked messages will be redelivered", "err", err)
+		s.log.Warnw("kafka: commit of revoked partitions failed; their unacked messages will be redelivered", "err", err)
 	}
 	for _, c := range cs {
 		c.setState(stateGone)
@@ -377,7 +377,7 @@ func (s *session) lost(_ context.Context, cl *kgo.Client, tps map[string][]int32
 		c.stopDelivery()
 	}
 	if len(cs) > 0 {
-		s.log.Warn("kafka: partitions lost; their claims end without committing", "count", len(cs))
+		s.log.Warnw("kafka: partitions lost; their claims end without committing", "count", len(cs))
 	}
 	cl.ResumeFetchPartitions(map[string][]int32{s.topic: tps[s.topic]})
 }
@@ -405,7 +405,7 @@ func (s *session) commitLoop(ctx context.Context) {
 		cancel()
 		s.commitMu.Unlock()
 		if err != nil && ctx.Err() == nil {
-			s.log.Warn("kafka: background commit failed; retrying", "err", err)
+			s.log.Warnw("kafka: background commit failed; retrying", "err", err)
 		}
 	}
 }
@@ -460,7 +460,7 @@ func (s *session) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RevokeTimeout+2*commitTimeout)
 	defer cancel()
 	if err := s.cl.LeaveGroupContext(ctx); err != nil {
-		s.log.Warn("kafka: leaving the group failed; its partitions move on after the session timeout", "err", err)
+		s.log.Warnw("kafka: leaving the group failed; its partitions move on after the session timeout", "err", err)
 	}
 	s.cl.Close()
 	// Leaving revoked every claim; end any that slipped through.

@@ -44,7 +44,7 @@ func (c *claim) forward() {
 			if c.fwdCtx.Err() != nil || c.isStopped() {
 				return
 			}
-			c.s.log.Warn("kafka: forwarding records to their home partitions failed; retrying",
+			c.s.log.Warnw("kafka: forwarding records to their home partitions failed; retrying",
 				"partition", c.partition, "offset", batch[0].Offset, "records", len(batch), "backoff", backoff, "err", err)
 			t := time.NewTimer(backoff)
 			select {

@@ -41,12 +41,12 @@
 package kafka
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/postbox-dev/postbox/channel"
 )
@@ -189,20 +189,27 @@ func forwardRecord(r *kgo.Record, partitions int) *kgo.Record {
 	}
 }
 
-// kgoLogger passes franz-go's warnings and errors to a slog.Logger.
-type kgoLogger struct{ l *slog.Logger }
+// kgoLogger passes franz-go's log to a zap logger: warnings and errors,
+// and its info lines too when the logger is at debug level (franz-go's own
+// debug lines are too many to be of use).
+type kgoLogger struct{ l *zap.Logger }
 
-func (kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+func (k kgoLogger) Level() kgo.LogLevel {
+	if k.l.Core().Enabled(zapcore.DebugLevel) {
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
 
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lvl := slog.LevelInfo
+	l := k.l.Sugar()
+	msg = "kafka: " + msg
 	switch level {
 	case kgo.LogLevelError:
-		lvl = slog.LevelError
+		l.Errorw(msg, keyvals...)
 	case kgo.LogLevelWarn:
-		lvl = slog.LevelWarn
-	case kgo.LogLevelDebug:
-		lvl = slog.LevelDebug
+		l.Warnw(msg, keyvals...)
+	default:
+		l.Debugw(msg, keyvals...)
 	}
-	k.l.Log(context.Background(), lvl, "kafka: "+msg, keyvals...)
 }

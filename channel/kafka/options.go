@@ -3,8 +3,9 @@ package kafka
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Options configures a Publisher, a Consumer or a DeadLetters queue. The
@@ -61,7 +62,7 @@ type Options struct {
 
 	// Logger receives the client's warnings and errors (lost connections,
 	// failed commits). Defaults to discarding them.
-	Logger *slog.Logger
+	Logger *zap.Logger
 }
 
 // WithDefaults returns a copy of o with every unset field set to its
@@ -92,7 +93,7 @@ func (o Options) WithDefaults() Options {
 		o.PublishTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = zap.NewNop()
 	}
 	return o
 }
