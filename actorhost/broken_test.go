@@ -33,7 +33,7 @@ func TestBrokenActorDeadLettersItsMessagesAndSaysWhy(t *testing.T) {
 	}
 	ctx := context.Background()
 	err := b.j.Append(ctx, journal.Batch{
-		Partition:   fmt.Sprintf("mailbox/%d", part),
+		Partition:   fmt.Sprintf("%s/%d", b.mb.Identity(), part),
 		Entries:     []journal.Entry{{Actor: broken.String(), Seq: 1, Kind: journal.KindAttempt, MsgID: "old", Data: []byte{0xff}}},
 		Checkpoints: []journal.Checkpoint{{Actor: broken.String(), Seq: 1, State: []byte("not json")}},
 	})

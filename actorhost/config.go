@@ -21,10 +21,6 @@ type Config struct {
 	Journal     journal.Journal
 	DeadLetters dlq.Writer
 
-	// Mailbox names the mailbox in journal partition keys
-	// ("<Mailbox>/<partition>"), so several mailboxes can share a journal.
-	// Defaults to "mailbox".
-	Mailbox string
 	// Worker identifies this process in dead letters. Defaults to
 	// "<hostname>:<pid>".
 	Worker string
@@ -71,9 +67,6 @@ type Config struct {
 
 // WithDefaults returns c with every unset field at its default.
 func (c Config) WithDefaults() Config {
-	if c.Mailbox == "" {
-		c.Mailbox = "mailbox"
-	}
 	if c.Worker == "" {
 		host, _ := os.Hostname()
 		c.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
@@ -118,6 +111,8 @@ func (c Config) validate() error {
 	}
 	if c.Consumer == nil {
 		errs = append(errs, errors.New("Consumer is required: open a channel backend, e.g. channel/sqlite"))
+	} else if c.Consumer.Mailbox() == "" {
+		errs = append(errs, errors.New("Consumer.Mailbox() is empty: a channel.Consumer must name its mailbox, the same in every process"))
 	}
 	if c.Journal == nil {
 		errs = append(errs, errors.New("Journal is required: open a journal backend, e.g. journal/sqlite"))

@@ -19,6 +19,7 @@ import (
 // New, then Start it; Stop ends it gracefully.
 type Host struct {
 	cfg     Config
+	mailbox string // the consumer's mailbox identity, in journal partition keys
 	log     *zap.Logger
 	m       *metrics
 	flusher *flusher
@@ -106,7 +107,7 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{
-		cfg: cfg, log: cfg.Logger, m: m,
+		cfg: cfg, log: cfg.Logger, m: m, mailbox: cfg.Consumer.Mailbox(),
 		actors: map[string]*actor{}, claims: map[int32]*claimState{},
 		consumerDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -282,7 +283,9 @@ func (cs *claimState) window() int {
 
 func (cs *claimState) beginStop() { cs.stopOnce.Do(func() { close(cs.stopping) }) }
 
-func (h *Host) partitionKey(p int32) string { return fmt.Sprintf("%s/%d", h.cfg.Mailbox, p) }
+// partitionKey names a partition in the journal: the mailbox's own
+// identity (channel.Consumer.Mailbox) and the partition number.
+func (h *Host) partitionKey(p int32) string { return fmt.Sprintf("%s/%d", h.mailbox, p) }
 
 func (h *Host) onClaim(c channel.Claim) {
 	// A counter under mu rather than a WaitGroup: consumers call onClaim

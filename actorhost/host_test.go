@@ -289,13 +289,12 @@ func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	cfg := b.config()
-	cfg.Mailbox = "m"
 	h := b.start(cfg)
 	b.publish(add("counter/f", "f1", 1))
 	waitFor(t, 10*time.Second, "first", func() bool { return h.Stats().Processed == 1 })
 
 	// Another owner takes the partition's epoch: this host is now a zombie.
-	part := fmt.Sprintf("m/%d", channel.HomePartition("counter/f", 4))
+	part := fmt.Sprintf("%s/%d", cfg.Consumer.Mailbox(), channel.HomePartition("counter/f", 4))
 	if _, err := journal.AcquireEpoch(context.Background(), b.j, part); err != nil {
 		t.Fatal(err)
 	}

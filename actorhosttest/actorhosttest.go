@@ -73,7 +73,7 @@ func New(t testing.TB, reg *actorhost.Registry, opts Options) *Kit {
 		j:  jmemory.New(jmemory.Options{}),
 	}
 	cfg := actorhost.Config{
-		Registry: reg, Consumer: k.mb.Consumer(), Journal: k.j, DeadLetters: k.mb.DLQ(), Mailbox: k.mb.Name(),
+		Registry: reg, Consumer: k.mb.Consumer(), Journal: k.j, DeadLetters: k.mb.DLQ(),
 		MaxAttempts: or(opts.MaxAttempts, 3), CheckpointEvery: or(opts.CheckpointEvery, 5), Concurrency: or(opts.Concurrency, 8),
 		BackoffInitial: time.Millisecond, BackoffMax: 10 * time.Millisecond,
 	}

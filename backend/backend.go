@@ -120,7 +120,7 @@ func OpenMailbox(ctx context.Context, url string, opts MailboxOptions) (*Mailbox
 			return nil, fmt.Errorf("mailbox %s: %w", url, err)
 		}
 		return &Mailbox{
-			Name: "sqlite:" + filepath.Base(path), Backend: "sqlite", Partitions: mb.Partitions(),
+			Name: mb.Identity(), Backend: "sqlite", Partitions: mb.Partitions(),
 			Publisher:   mb.Publisher(),
 			NewConsumer: func() channel.Consumer { return mb.Consumer(chsqlite.ConsumerOptions{LeaseTTL: opts.LeaseTTL}) },
 			DLQ:         mb.DLQ(),

@@ -158,6 +158,9 @@ func roundTrip(t *testing.T, ctx context.Context, mailboxURL, journalURL string,
 	if _, ok, err := j.Outcome(ctx, actor.String(), "m1"); err != nil || !ok {
 		t.Errorf("outcome after append: %v, %v", ok, err)
 	}
+	if name := mb.NewConsumer().Mailbox(); name != mb.Name {
+		t.Errorf("the consumer names the mailbox %q, the Mailbox %q: hosts would key the journal differently", name, mb.Name)
+	}
 	if mb.Name == "" || mb.Partitions < 1 || mb.DLQ == nil {
 		t.Errorf("mailbox %+v", mb)
 	}

@@ -67,7 +67,7 @@ func openKafka(ctx context.Context, url, rest string, opts MailboxOptions) (*Mai
 		NewConsumer: func() channel.Consumer {
 			c, err := kafka.OpenConsumer(brokers, topic, kopts)
 			if err != nil {
-				return failedConsumer{err: err}
+				return failedConsumer{err: err, mailbox: "kafka:" + topic}
 			}
 			consumers = append(consumers, c)
 			return c
@@ -84,8 +84,12 @@ func openKafka(ctx context.Context, url, rest string, opts MailboxOptions) (*Mai
 }
 
 // failedConsumer reports an error that opening a consumer hit, from Run.
-type failedConsumer struct{ err error }
+type failedConsumer struct {
+	err     error
+	mailbox string
+}
 
 func (f failedConsumer) Run(context.Context, func(channel.Claim)) error { return f.err }
 func (f failedConsumer) Backend() string                                { return "kafka" }
+func (f failedConsumer) Mailbox() string                                { return f.mailbox }
 func (f failedConsumer) Close() error                                   { return nil }

@@ -133,7 +133,7 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, shards int,
 	reg := actorhost.NewRegistry()
 	counter.Register(reg, nil)
 	cfg.Registry, cfg.Journal, cfg.DeadLetters = reg, cj, mb.DLQ()
-	cfg.Consumer, cfg.Mailbox = mb.Consumer(chredis.ConsumerOptions{}), "redis:"+name
+	cfg.Consumer = mb.Consumer(chredis.ConsumerOptions{})
 	h, err := actorhost.New(cfg)
 	if err != nil {
 		b.Fatal(err)

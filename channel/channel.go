@@ -86,6 +86,11 @@ type Consumer interface {
 	Run(ctx context.Context, onClaim func(Claim)) error
 	// Backend names the kind of channel ("sqlite", "kafka", …) for provenance.
 	Backend() string
+	// Mailbox identifies the mailbox consumed: the same for every consumer
+	// of it, in every process, and different for another mailbox. The
+	// host keys journal partitions by it, so hosts of one mailbox fence
+	// each other and mailboxes can share a journal.
+	Mailbox() string
 	Close() error
 }
 

@@ -186,7 +186,6 @@ type logEntry struct {
 
 // logEntries returns the JSON lines of the process's log (the host's and
 // franz-go's, through one zap logger); other lines are skipped.
-
 func (p *process) logEntries() []logEntry {
 	f, err := os.Open(p.logPath)
 	if err != nil {

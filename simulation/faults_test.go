@@ -292,7 +292,7 @@ func inDLQ(store dlq.Store, msgID string) bool {
 func corrupt(j journal.Journal, partitions int) error {
 	for i, a := range brokenActors {
 		b := journal.Batch{
-			Partition: fmt.Sprintf("sim/%d", channel.HomePartition(a.String(), partitions)),
+			Partition: fmt.Sprintf("memory:sim/%d", channel.HomePartition(a.String(), partitions)),
 			Entries:   []journal.Entry{{Actor: a.String(), Seq: 1, Kind: journal.KindAttempt, MsgID: "before", Data: []byte{0xff, 0xfe, 0xfd}}},
 		}
 		if i == 1 {

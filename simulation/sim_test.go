@@ -438,7 +438,7 @@ func run(seed uint64, st *runStats) []string {
 		crashAt := stepCrashAt(inc)
 		inc.j.crashAt = crashAt
 		h, err := actorhost.New(actorhost.Config{
-			Registry: registry(svc, func() { die(inc) }), Journal: inc.j, Mailbox: "sim", Logger: logger(),
+			Registry: registry(svc, func() { die(inc) }), Journal: inc.j, Logger: logger(),
 			Consumer:    checkedConsumer{Consumer: inc.consumer, j: shared, dlq: mb.DLQ(), lost: acks, crashAt: crashAt, fault: problem},
 			DeadLetters: deadLetters{Writer: mb.DLQ(), dead: &inc.j.dead, crashAt: crashAt},
 			Concurrency: pl.concurrency, CheckpointEvery: pl.checkpointEvery, MaxAttempts: pl.maxAttempts,

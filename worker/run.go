@@ -92,7 +92,7 @@ func run(ctx context.Context, reg *actorhost.Registry, cfg Config, o *options) e
 	}
 	hc := cfg.Host
 	hc.Registry, hc.Consumer, hc.Journal, hc.DeadLetters = reg, mb.NewConsumer(), j, mb.DLQ
-	hc.Mailbox, hc.Logger, hc.Metrics = mb.Name, log, metrics
+	hc.Logger, hc.Metrics = log, metrics
 	for _, adjust := range o.hostConfig {
 		adjust(&hc)
 	}

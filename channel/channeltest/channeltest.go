@@ -83,6 +83,7 @@ func Run(t *testing.T, f Features, setup func(t *testing.T) Mailbox) {
 		{"NackDelay", testNackDelay},
 		{"ConsumersSplitPartitions", testConsumersSplitPartitions},
 		{"CancelEndsRun", testCancelEndsRun},
+		{"NamesItsMailbox", testNamesItsMailbox},
 		{"BadAddressRejectsBatch", testBadAddressRejectsBatch},
 		{"BadIdentifiersRejectBatch", testBadIdentifiersRejectBatch},
 		{"ClosedReturnsErrClosed", testClosedReturnsErrClosed},
@@ -410,6 +411,15 @@ func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
 				t.Errorf("message %s redelivered with Deliveries %d, want %d", m.Payload, m.Deliveries, was.Deliveries+1)
 			}
 		}
+	}
+}
+
+// testNamesItsMailbox checks that consumers of one mailbox name it alike,
+// and not with the empty string: hosts key journal partitions by it.
+func testNamesItsMailbox(t *testing.T, f Features, mb Mailbox) {
+	a, b := mb.NewConsumer(t), mb.NewConsumer(t)
+	if a.Mailbox() == "" || a.Mailbox() != b.Mailbox() {
+		t.Errorf("two consumers of one mailbox name it %q and %q, want the same non-empty name", a.Mailbox(), b.Mailbox())
 	}
 }
 

@@ -65,6 +65,9 @@ func OpenConsumer(brokers []string, topic string, opts Options) (*Consumer, erro
 // Backend returns "kafka".
 func (c *Consumer) Backend() string { return backend }
 
+// Mailbox returns "kafka:" and the topic.
+func (c *Consumer) Mailbox() string { return "kafka:" + c.topic }
+
 // Partitions returns the topic's partition count as Run saw it when it
 // started: the count home partitions are judged and forwarded by. It is 0
 // until Run has looked it up.

@@ -47,6 +47,9 @@ var _ channel.Consumer = (*Consumer)(nil)
 // Backend returns "memory".
 func (c *Consumer) Backend() string { return Backend }
 
+// Mailbox returns "memory:" and the mailbox's name.
+func (c *Consumer) Mailbox() string { return "memory:" + c.m.Name() }
+
 // Run takes part in sharing the mailbox's partitions until ctx is
 // cancelled, the Consumer or its Mailbox is closed, or Crash is called. It
 // calls onClaim in a new goroutine for every partition the consumer comes

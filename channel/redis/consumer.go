@@ -61,6 +61,9 @@ func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 // Backend returns "redis".
 func (c *Consumer) Backend() string { return Backend }
 
+// Mailbox returns "redis:" and the mailbox's name.
+func (c *Consumer) Mailbox() string { return "redis:" + c.m.Name() }
+
 // Owner returns the name under which the consumer holds leases.
 func (c *Consumer) Owner() string { return c.opts.Owner }
 

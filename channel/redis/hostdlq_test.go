@@ -42,7 +42,6 @@ func TestHostDeadLettersGarbledEntries(t *testing.T) {
 	host, err := actorhost.New(actorhost.Config{
 		Registry: reg, Journal: memory.New(memory.Options{}), DeadLetters: mb.DLQ(),
 		Consumer: open(t, name, redis.Options{}).Consumer(testConsumerOptions),
-		Mailbox:  name,
 	})
 	if err != nil {
 		t.Fatal(err)

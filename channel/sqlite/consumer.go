@@ -66,6 +66,9 @@ func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 // Backend returns "sqlite".
 func (c *Consumer) Backend() string { return Backend }
 
+// Mailbox returns "sqlite:" and the database file's name.
+func (c *Consumer) Mailbox() string { return c.m.Identity() }
+
 // Owner returns the name under which the consumer holds leases.
 func (c *Consumer) Owner() string { return c.opts.Owner }
 

@@ -216,6 +216,10 @@ func (m *Mailbox) Partitions() int { return m.partitions }
 // absolute path of its file.
 func (m *Mailbox) Name() string { return m.name }
 
+// Identity is "sqlite:" and the database file's base name: what its
+// consumers report as their Mailbox, whatever path a process opened it by.
+func (m *Mailbox) Identity() string { return "sqlite:" + filepath.Base(m.name) }
+
 // Publisher returns a publisher for the mailbox. Closing it does not close
 // the Mailbox.
 func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
