@@ -175,7 +175,7 @@ func startKafkaHost(b *testing.B, brokers []string, topic, dir string, wrap func
 	kh := &kafkaHost{consumer: &stampConsumer{Consumer: kc, onDeliver: onDeliver}, prom: prometheus.NewRegistry()}
 	kh.h, err = actorhost.New(actorhost.Config{
 		Registry: reg, Consumer: kh.consumer, Journal: jj, DeadLetters: dl,
-		Metrics: kh.prom,
+		Metrics:         kh.prom,
 		Concurrency:     envInt(b, "POSTBOX_BENCH_CONCURRENCY", defaultKafkaConcurrency),
 		CheckpointEvery: 100, MaxActors: 2 * kafkaActors,
 	})
