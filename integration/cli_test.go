@@ -3,9 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 func TestBadInputGetsOneLineErrorAndStatus2(t *testing.T) {
@@ -69,25 +68,6 @@ func TestBadInputGetsOneLineErrorAndStatus2(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func httpGet(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func TestWorkerAndProducerCommands(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -105,7 +85,7 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 		t.Fatalf("send NDJSON: %+v", r)
 	}
 
-	admin := freePort(t)
+	admin := testenv.FreeAddr(t)
 	worker := exec.Command(workerBin, append([]string{"run", "--admin", admin, "--log-level", "warn"}, store...)...)
 	worker.Env = cleanEnv()
 	logf, _ := os.Create(filepath.Join(dir, "worker.log"))
@@ -116,20 +96,20 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 	defer worker.Process.Kill()
 	base := "http://" + admin
 	waitFor(t, 20*time.Second, "counter/7 = 7 over the admin API", func() bool {
-		code, body := httpGet(base + "/actors/counter/7")
+		code, body := testenv.Get(base + "/actors/counter/7")
 		return code == 200 && strings.Contains(body, `"value":7`)
 	})
-	if code, _ := httpGet(base + "/healthz"); code != 200 {
+	if code, _ := testenv.Get(base + "/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
 	}
-	if code, _ := httpGet(base + "/readyz"); code != 200 {
+	if code, _ := testenv.Get(base + "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d", code)
 	}
 	waitFor(t, 10*time.Second, "metrics", func() bool {
-		_, m := httpGet(base + "/metrics")
+		_, m := testenv.Get(base + "/metrics")
 		return strings.Contains(m, "postbox_messages_processed_total 3") && strings.Contains(m, "postbox_messages_dead_lettered_total 1")
 	})
-	_, m := httpGet(base + "/metrics")
+	_, m := testenv.Get(base + "/metrics")
 	for _, name := range []string{"postbox_messages_retried_total", "postbox_handler_duration_seconds_bucket",
 		"postbox_journal_flush_entries_bucket", "postbox_journal_flush_duration_seconds_bucket",
 		"postbox_messages_in_flight", "postbox_actors_active"} {
@@ -137,7 +117,7 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
-	if code, _ := httpGet(base + "/actors/nobody/1"); code != 404 {
+	if code, _ := testenv.Get(base + "/actors/nobody/1"); code != 404 {
 		t.Errorf("unknown actor type: %d, want 404", code)
 	}
 	worker.Process.Signal(syscall.SIGTERM)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // privateKafka is a broker of one test's own, run by scripts/kafka.sh on
@@ -34,7 +36,7 @@ func startPrivateKafka(t *testing.T, dir string) *privateKafka {
 		t.Skip("java is not installed: scripts/kafka.sh needs a JDK 17+ to run a broker of this test's own")
 	}
 	port := func() string {
-		_, p, _ := net.SplitHostPort(freePort(t))
+		_, p, _ := net.SplitHostPort(testenv.FreeAddr(t))
 		return p
 	}
 	client := port()

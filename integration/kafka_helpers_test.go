@@ -302,7 +302,7 @@ func startWorker(t *testing.T, dir, name string, w workerArgs) *process {
 
 // metric scrapes one unlabelled counter or gauge from a worker's /metrics.
 func metric(adminAddr, name string) (float64, bool) {
-	code, body := httpGet("http://" + adminAddr + "/metrics")
+	code, body := testenv.Get("http://" + adminAddr + "/metrics")
 	if code != 200 {
 		return 0, false
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/kafka"
 	"github.com/postbox-dev/postbox/dlq"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -232,7 +233,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 		return int(sum)
 	}
 	start := func(name string, w workerArgs) *process {
-		w.admin = freePort(t)
+		w.admin = testenv.FreeAddr(t)
 		p := startWorker(t, dir, name, w)
 		live = append(live, p)
 		admins[p] = w.admin
@@ -327,7 +328,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	elapsed := func() string { return time.Since(begin).Round(100 * time.Millisecond).String() }
 
 	const zombieConcurrency = 16
-	adminA, adminB := freePort(t), freePort(t)
+	adminA, adminB := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	a := startWorker(t, dir, "worker-a", workerArgs{mailbox: mailbox, journal: journalURL, sink: sink,
 		concurrency: zombieConcurrency, admin: adminA, extra: []string{"--partitions", "12"}})
 	a.waitRunning(t, time.Minute)

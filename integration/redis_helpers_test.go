@@ -28,6 +28,7 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -436,7 +437,7 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 	started := 0
 	startOne := func() {
 		started++
-		a := freePort(t)
+		a := testenv.FreeAddr(t)
 		w := svcWorker(t, dir, fmt.Sprintf("worker-%d", started), c.mailbox, c.journal, sink, slices.Concat(extra, []string{"--admin", a})...)
 		live = append(live, w)
 		admin[w] = a
@@ -494,7 +495,7 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 
 // svcMetric reads one unlabelled sample from a worker's /metrics.
 func svcMetric(admin, name string) (float64, bool) {
-	code, body := httpGet("http://" + admin + "/metrics")
+	code, body := testenv.Get("http://" + admin + "/metrics")
 	if code != 200 {
 		return 0, false
 	}
@@ -612,7 +613,7 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	check := svcNewChecker(t, r.journal, mb, svcExpected(r.before.spec, r.after.spec))
 	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
 
-	admins := []string{freePort(t), freePort(t)}
+	admins := []string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
 	var workers []*svcProc
 	for i, admin := range admins {
 		workers = append(workers, svcWorker(t, dir, fmt.Sprintf("worker-%d", i+1), r.mailbox, r.journal, sink,

@@ -81,7 +81,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	producer := load.start(t, dir, "load", mbURL)
 
 	const concurrency = 8
-	adminA, adminB := freePort(t), freePort(t)
+	adminA, adminB := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	flags := []string{"--lease-ttl", "1s", "--concurrency", strconv.Itoa(concurrency), "--log-level", "info"}
 	a := svcWorker(t, dir, "worker-a", mbURL, jURL, sink, append(flags, "--admin", adminA)...)
 	owned := func(w *svcProc) []int {

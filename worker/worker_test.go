@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/worker"
 )
@@ -81,7 +81,7 @@ func TestRunServesAUsersActor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mb.Close()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -98,7 +98,7 @@ func TestRunServesAUsersActor(t *testing.T) {
 	var got greeter
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, body := get("http://" + addr + "/actors/greeter/1")
+		code, body := testenv.Get("http://" + addr + "/actors/greeter/1")
 		if code == http.StatusOK && json.Unmarshal([]byte(body), &got) == nil && len(got.Greeted) == 3 {
 			break
 		}
@@ -111,11 +111,11 @@ func TestRunServesAUsersActor(t *testing.T) {
 		t.Errorf("greeted %v, in publish order", got.Greeted)
 	}
 	for path, want := range map[string]int{"/hello": 200, "/healthz": 200, "/readyz": 200, "/metrics": 200, "/actors/nobody/1": 404} {
-		if code, body := get("http://" + addr + path); code != want {
+		if code, body := testenv.Get("http://" + addr + path); code != want {
 			t.Errorf("GET %s: %d %s, want %d", path, code, body, want)
 		}
 	}
-	if _, body := get("http://" + addr + "/metrics"); !strings.Contains(body, "postbox_messages_processed_total 3") {
+	if _, body := testenv.Get("http://" + addr + "/metrics"); !strings.Contains(body, "postbox_messages_processed_total 3") {
 		t.Errorf("/metrics does not count 3 processed messages")
 	}
 	stop()
@@ -141,23 +141,4 @@ func TestRunServesAUsersActor(t *testing.T) {
 		!strings.Contains(out.String(), `"edsger"`) {
 		t.Errorf("state greeter/1: %d %s %s", code, out.String(), errOut.String())
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func get(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
