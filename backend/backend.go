@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -102,6 +103,9 @@ type MailboxOptions struct {
 	SessionTimeout time.Duration
 	// Logger receives backend client warnings (Kafka). Nil discards them.
 	Logger *zap.Logger
+	// KafkaClientOptions go to every Kafka client (TLS, SASL): see
+	// kafka.Options.ClientOptions.
+	KafkaClientOptions []kgo.Opt
 }
 
 // OpenMailbox opens the mailbox url names, creating it if it does not

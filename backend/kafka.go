@@ -37,7 +37,7 @@ func openKafka(ctx context.Context, url, rest string, opts MailboxOptions) (*Mai
 	if err != nil {
 		return nil, err
 	}
-	kopts := kafka.Options{Logger: opts.Logger, SessionTimeout: opts.SessionTimeout}
+	kopts := kafka.Options{Logger: opts.Logger, SessionTimeout: opts.SessionTimeout, ClientOptions: opts.KafkaClientOptions}
 	partitions := opts.Partitions
 	if partitions == 0 {
 		partitions = kafka.DefaultPartitions
@@ -47,7 +47,7 @@ func openKafka(ctx context.Context, url, rest string, opts MailboxOptions) (*Mai
 		if replication == 0 {
 			replication = kafka.DefaultReplication
 		}
-		if err := kafka.EnsureTopics(ctx, brokers, topic, int32(partitions), int16(replication)); err != nil {
+		if err := kafka.EnsureTopics(ctx, brokers, topic, int32(partitions), int16(replication), opts.KafkaClientOptions...); err != nil {
 			return nil, fmt.Errorf("mailbox %s: cannot create topics %s and %s: %w", url, topic, kafka.DLQTopic(topic), err)
 		}
 	}

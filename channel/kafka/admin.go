@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -25,7 +26,7 @@ const (
 // is eventually gone for good. Existing topics are left as they are,
 // whatever their partition count and configuration. ctx bounds the whole
 // call.
-func EnsureTopics(ctx context.Context, brokers []string, topic string, partitions int32, replication int16) error {
+func EnsureTopics(ctx context.Context, brokers []string, topic string, partitions int32, replication int16, clientOpts ...kgo.Opt) error {
 	if partitions <= 0 {
 		partitions = DefaultPartitions
 	}
@@ -40,7 +41,7 @@ func EnsureTopics(ctx context.Context, brokers []string, topic string, partition
 	}
 	// kadm answers from the client's metadata cache; a short minimum age
 	// lets the wait below see new topics at once.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(50*time.Millisecond))
+	cl, err := kgo.NewClient(append(slices.Clone(clientOpts), kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(50*time.Millisecond))...)
 	if err != nil {
 		return fmt.Errorf("kafka: EnsureTopics: %w", err)
 	}
@@ -122,7 +123,7 @@ func allLed(details kadm.TopicDetails, topics []string) bool {
 // topicPartitions returns how many partitions topic has, or an error that
 // says how to create it.
 func topicPartitions(ctx context.Context, brokers []string, topic string, opts Options) (int, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID(opts.ClientID))
+	cl, err := kgo.NewClient(opts.clientOpts(kgo.SeedBrokers(brokers...), kgo.ClientID(opts.ClientID))...)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: %w", err)
 	}

@@ -121,7 +121,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		onClaim:    onClaim,
 		claims:     make(map[int32]*claim),
 	}
-	s.cl, err = kgo.NewClient(
+	s.cl, err = kgo.NewClient(c.opts.clientOpts(
 		kgo.SeedBrokers(c.brokers...),
 		kgo.ClientID(c.opts.ClientID),
 		kgo.MetadataMinAge(metadataMinAge),
@@ -140,7 +140,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		// Forwarding foreign records: each copy names its partition.
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("kafka: consumer of %s: %w", c.topic, err)
 	}

@@ -104,7 +104,7 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 	if err := opts.validate(brokers, topic); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(opts.clientOpts(
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(opts.ClientID),
 		kgo.MetadataMinAge(metadataMinAge),
@@ -112,7 +112,7 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), // every record names its partition
 		kgo.RequiredAcks(kgo.AllISRAcks()),             // idempotent writes are the default
 		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: dead-letter queue of %s: %w", topic, err)
 	}
@@ -489,7 +489,7 @@ func (d *DeadLetters) startOffsets(ctx context.Context, adm *kadm.Client) (map[i
 // offset order per partition, until every partition has reached its
 // target.
 func (d *DeadLetters) fetch(ctx context.Context, adm *kadm.Client, from map[int32]kgo.Offset, target map[int32]int64, fn func(*kgo.Record)) error {
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(d.opts.clientOpts(
 		kgo.SeedBrokers(d.brokers...),
 		kgo.ClientID(d.opts.ClientID),
 		kgo.MetadataMinAge(metadataMinAge),
@@ -499,7 +499,7 @@ func (d *DeadLetters) fetch(ctx context.Context, adm *kadm.Client, from map[int3
 		// to know the end is reached.
 		kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{d.dlqTopic: from}),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", d.dlqTopic, err)
 	}

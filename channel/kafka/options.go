@@ -3,8 +3,10 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 )
 
@@ -63,6 +65,18 @@ type Options struct {
 	// Logger receives the client's warnings and errors (lost connections,
 	// failed commits). Defaults to discarding them.
 	Logger *zap.Logger
+
+	// ClientOptions go to every franz-go client the package makes: TLS
+	// (kgo.DialTLSConfig), SASL (kgo.SASL), a dialer, hooks. They come
+	// first, so the settings postbox's guarantees rest on (manual commits,
+	// read-committed fetches, acks from every in-sync replica, the
+	// cooperative balancer) are applied after them and win.
+	ClientOptions []kgo.Opt
+}
+
+// clientOpts is o.ClientOptions followed by own.
+func (o Options) clientOpts(own ...kgo.Opt) []kgo.Opt {
+	return append(slices.Clone(o.ClientOptions), own...)
 }
 
 // WithDefaults returns a copy of o with every unset field set to its

@@ -39,7 +39,7 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 	if err := opts.validate(brokers, topic); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(opts.clientOpts(
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(opts.ClientID),
 		kgo.MetadataMinAge(metadataMinAge),
@@ -48,7 +48,7 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotent writes are the default
 		kgo.RecordPartitioner(HomePartitioner()),
 		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: publisher to %s: %w", topic, err)
 	}
