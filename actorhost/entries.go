@@ -2,6 +2,7 @@ package actorhost
 
 import (
 	"encoding/json"
+
 	"github.com/postbox-dev/postbox/internal/entry"
 	"github.com/postbox-dev/postbox/journal"
 )

@@ -3,6 +3,7 @@ package actorhost
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -348,4 +349,16 @@ func addressOf(msg channel.Message) string {
 		return ""
 	}
 	return msg.Address.String()
+}
+
+// backoff is the delay before retry number n (n >= 1): exponential, capped,
+// with jitter over its upper half so retries of many actors spread out.
+func (h *Host) backoff(n int) time.Duration {
+	d := h.cfg.BackoffInitial
+	for i := 1; i < n && d < h.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, h.cfg.BackoffMax)
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1))
 }

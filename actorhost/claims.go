@@ -1,0 +1,270 @@
+// Claims: the host's side of a channel.Claim, from taking the partition
+// (its journal epoch) to giving it up, and the watermark: acks in offset
+// order, nothing past an unfinished message.
+
+package actorhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/journal"
+	"go.uber.org/zap"
+)
+
+// claimState is the host's side of one channel.Claim.
+type claimState struct {
+	claim    channel.Claim
+	key      string // journal partition
+	epoch    int64
+	ctx      context.Context // ends when lost, fenced or hard-stopped
+	cancel   context.CancelFunc
+	stopping chan struct{} // closed: abandon queued work
+	ended    chan struct{}
+
+	room     chan struct{} // signalled when the watermark moves
+	mu       sync.Mutex
+	inflight []*delivery // in offset order
+	fenced   bool
+	lost     bool
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	horizon  horizon
+}
+
+func (cs *claimState) isStopping() bool {
+	select {
+	case <-cs.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// window is how many messages are taken and not yet acked.
+func (cs *claimState) window() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.inflight)
+}
+
+func (cs *claimState) beginStop() { cs.stopOnce.Do(func() { close(cs.stopping) }) }
+
+// partitionKey names a partition in the journal: the mailbox's own
+// identity (channel.Consumer.Mailbox) and the partition number.
+func (h *Host) partitionKey(p int32) string { return fmt.Sprintf("%s/%d", h.mailbox, p) }
+
+func (h *Host) onClaim(c channel.Claim) {
+	// A counter under mu rather than a WaitGroup: consumers call onClaim
+	// from their own goroutines, possibly while Stop is waiting.
+	h.mu.Lock()
+	h.claimsRunning++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.claimsRunning--; h.claimsRunning == 0 {
+			h.claimsIdle.Broadcast()
+		}
+		h.mu.Unlock()
+	}()
+	ctx, cancel := context.WithCancel(h.hardCtx)
+	cs := &claimState{claim: c, key: h.partitionKey(c.Partition()), ctx: ctx, cancel: cancel,
+		stopping: make(chan struct{}), ended: make(chan struct{}), room: make(chan struct{}, 1)}
+	defer cancel()
+	log := h.log.With(zap.Int32("partition", c.Partition()))
+
+	h.mu.Lock()
+	prev := h.claims[c.Partition()]
+	h.claims[c.Partition()] = cs
+	h.mu.Unlock()
+	if prev != nil {
+		select {
+		case <-prev.ended:
+		case <-ctx.Done():
+		}
+	}
+	if err := h.acquire(cs, log); err != nil {
+		log.Warn("could not take the partition's epoch; giving the partition back", zap.Error(err))
+		h.endClaim(cs, log)
+		return
+	}
+	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
+	lose := func() {
+		cs.mu.Lock()
+		cs.lost = true
+		cs.mu.Unlock()
+		cs.cancel()
+		log.Warn("partition lost: abandoning its in-flight work")
+	}
+loop:
+	for {
+		if cs.window() >= h.cfg.MaxInFlight {
+			// Backpressure: take nothing more until the watermark moves.
+			select {
+			case <-cs.room:
+				continue
+			case <-c.Lost():
+				lose()
+				break loop
+			case <-ctx.Done():
+				break loop
+			}
+		}
+		select {
+		case msg, ok := <-c.Messages():
+			if !ok {
+				select {
+				case <-c.Lost(): // closed together with Messages: a loss, not a release
+					lose()
+				default:
+				}
+				break loop
+			}
+			first := msg.Deliveries == 1
+			if msg.Deliveries == 0 {
+				var err error
+				if first, err = h.firstDelivery(cs, msg.Offset); err != nil {
+					log.Warn("could not journal the partition's horizon; giving the partition back", zap.Error(err))
+					break loop
+				}
+			}
+			h.route(cs, msg, first)
+		case <-c.Lost():
+			lose()
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	h.endClaim(cs, log)
+}
+
+func (h *Host) acquire(cs *claimState, log *zap.Logger) error {
+	backoff := 100 * time.Millisecond
+	for {
+		epoch, err := journal.AcquireEpoch(cs.ctx, h.cfg.Journal, cs.key)
+		if err == nil {
+			cs.epoch = epoch
+			return nil
+		}
+		if cs.ctx.Err() != nil {
+			return err
+		}
+		log.Warn("taking partition epoch failed; retrying", zap.Error(err))
+		select {
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 5*time.Second)
+		case <-cs.ctx.Done():
+			return err
+		case <-cs.claim.Lost():
+			return err
+		}
+	}
+}
+
+// endClaim finishes in-flight work of the claim, abandons the rest, acks
+// and releases it, and drops its actors from memory.
+func (h *Host) endClaim(cs *claimState, log *zap.Logger) {
+	cs.beginStop()
+	done := chanOf(cs.wg.Wait)
+	drain := time.NewTimer(h.cfg.DrainTimeout)
+	defer drain.Stop()
+	select {
+	case <-done:
+	case <-cs.ctx.Done():
+		// Lost, fenced or hard stop: don't wait for the journal.
+	case <-drain.C:
+		log.Warn("in-flight messages did not finish in time; abandoning them", zap.Duration("drain_timeout", h.cfg.DrainTimeout))
+		cs.cancel()
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(h.hardCtx), 10*time.Second)
+	if err := cs.claim.Release(rctx); err != nil {
+		log.Warn("releasing partition failed", zap.Error(err))
+	}
+	cancel()
+	h.mu.Lock()
+	for key, a := range h.actors {
+		if a.claim == cs && !a.scheduled {
+			h.dropActor(key, a)
+		}
+	}
+	if h.claims[cs.claim.Partition()] == cs {
+		delete(h.claims, cs.claim.Partition())
+	}
+	h.mu.Unlock()
+	close(cs.ended)
+	log.Info("partition released")
+}
+
+// dropActor removes an actor from memory; h.mu is held.
+func (h *Host) dropActor(key string, a *actor) {
+	h.deactivate(a)
+	delete(h.actors, key)
+}
+
+// finish marks d done and acks every done delivery at the head of its
+// claim: the watermark.
+func (h *Host) finish(d *delivery) {
+	cs := d.claim
+	cs.mu.Lock()
+	if cs.fenced || cs.lost {
+		cs.mu.Unlock()
+		h.abandon(d)
+		return
+	}
+	d.done = true
+	n := 0
+	for n < len(cs.inflight) && cs.inflight[n].done {
+		n++
+	}
+	if n > 0 {
+		acks := make([]channel.Message, n)
+		for i := range n {
+			acks[i] = cs.inflight[i].msg
+			cs.inflight[i] = nil
+		}
+		cs.inflight = cs.inflight[n:]
+		if err := cs.claim.Ack(cs.ctx, acks...); err != nil {
+			h.log.Warn("ack failed; the messages will be delivered again and deduplicated", zap.Error(err))
+		}
+		select {
+		case cs.room <- struct{}{}:
+		default:
+		}
+	}
+	cs.mu.Unlock()
+	cs.wg.Done()
+	h.m.inFlight.Add(-1)
+}
+
+// abandon gives up d without acking it; it will be delivered again.
+func (h *Host) abandon(d *delivery) {
+	d.claim.wg.Done()
+	h.m.inFlight.Add(-1)
+}
+
+// giveUp ends a claim whose journal writes were refused: fenced by a
+// newer owner, or refused for good (a sequence conflict, say). It acks
+// nothing more; the channel delivers its unacked messages again, to a new
+// claim that rebuilds its actors from the journal.
+func (h *Host) giveUp(cs *claimState, err error) {
+	cs.mu.Lock()
+	already := cs.fenced
+	cs.fenced = true
+	cs.mu.Unlock()
+	if already {
+		return
+	}
+	if errors.Is(err, journal.ErrFenced) {
+		h.m.fenced.Add(1)
+		h.log.Warn("partition fenced by a newer owner: acking nothing more from it", zap.String("partition", cs.key))
+	} else {
+		h.log.Error("journal refused the partition's writes: giving the partition up; its messages are delivered again",
+			zap.String("partition", cs.key), zap.Error(err))
+	}
+	cs.cancel()
+}
