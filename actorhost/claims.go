@@ -93,6 +93,8 @@ func (h *Host) onClaim(c channel.Claim) {
 		return
 	}
 	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
+	h.m.claimed.Add(1)
+	defer h.m.claimed.Add(-1)
 	lose := func() {
 		cs.mu.Lock()
 		cs.lost = true

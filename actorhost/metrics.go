@@ -24,6 +24,7 @@ type Stats struct {
 	ActiveActors    int64
 	BrokenActors    int64 // actors in memory whose journal does not replay (see ErrBroken)
 	Refused         int64 // group commits of a partition the journal refused for good
+	Claimed         int64 // partitions held now, their journal epoch taken
 }
 
 type metrics struct {
@@ -31,6 +32,7 @@ type metrics struct {
 	effectsExecuted, effectsAnswered               atomic.Int64
 	activations, replayed, fenced                  atomic.Int64
 	inFlight, activeActors, brokenActors           atomic.Int64
+	claimed                                        atomic.Int64
 	refused                                        atomic.Int64
 
 	handlerSeconds *prometheus.HistogramVec // by actor type
@@ -74,6 +76,7 @@ func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*metrics, 
 		gauge("postbox_messages_in_flight", "Messages delivered and not yet acked or abandoned.", &m.inFlight),
 		counter("postbox_journal_refused_total", "Partition batches the journal refused for good (sequence conflicts, duplicate outcomes, invalid identifiers).", &m.refused),
 		gauge("postbox_actors_active", "Actors held in memory.", &m.activeActors),
+		gauge("postbox_partitions_claimed", "Partitions this host holds now, with their journal epoch taken.", &m.claimed),
 		gauge("postbox_actors_broken", "Actors in memory whose journal does not replay; their messages are dead-lettered (the log names each and why).", &m.brokenActors),
 		m.handlerSeconds, m.flushEntries, m.flushSeconds,
 	} {
@@ -98,6 +101,6 @@ func (m *metrics) snapshot() Stats {
 		Deduplicated: m.deduplicated.Load(), EffectsExecuted: m.effectsExecuted.Load(),
 		EffectsAnswered: m.effectsAnswered.Load(), Activations: m.activations.Load(),
 		Replayed: m.replayed.Load(), Fenced: m.fenced.Load(), InFlight: m.inFlight.Load(),
-		ActiveActors: m.activeActors.Load(), BrokenActors: m.brokenActors.Load(), Refused: m.refused.Load(),
+		ActiveActors: m.activeActors.Load(), BrokenActors: m.brokenActors.Load(), Refused: m.refused.Load(), Claimed: m.claimed.Load(),
 	}
 }

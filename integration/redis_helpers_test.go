@@ -611,14 +611,22 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	}
 	t.Cleanup(func() { mb.Close() })
 	check := svcNewChecker(t, r.journal, mb, svcExpected(r.before.spec, r.after.spec))
-	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
 
+	// Both workers hold partitions before the load comes, so that both are
+	// busy when the server restarts.
 	admins := []string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
 	var workers []*svcProc
 	for i, admin := range admins {
 		workers = append(workers, svcWorker(t, dir, fmt.Sprintf("worker-%d", i+1), r.mailbox, r.journal, sink,
 			slices.Concat([]string{"--admin", admin}, r.extra)...))
 	}
+	waitFor(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
+		svcAlive(t, workers...)
+		a, _ := svcMetric(admins[0], "postbox_partitions_claimed")
+		b, _ := svcMetric(admins[1], "postbox_partitions_claimed")
+		return a >= 1 && b >= 1 && int(a+b) == mb.Partitions
+	})
+	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
 	waitFor(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
 		svcAlive(t, workers...)
 		return svcProcessed(admins[0]) >= 100 && svcProcessed(admins[1]) >= 100 &&
