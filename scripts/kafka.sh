@@ -6,6 +6,7 @@
 #   scripts/kafka.sh start    fetch (once), format (once), start; prints KAFKA_BROKERS=...
 #   scripts/kafka.sh stop     stop the broker and wait until it is gone
 #   scripts/kafka.sh status   say whether it runs; exit 0 if it does, 3 if not
+#   scripts/kafka.sh fetch    fetch the jars (once); prints KAFKA_LIBS=...
 #
 # Environment:
 #   KAFKA_VERSION     broker version (default 4.1.1)
@@ -39,10 +40,10 @@ die() {
 	exit 1
 }
 
-# fetch copies kafka_2.13 and its runtime dependencies, plus a log4j2 SLF4J
-# binding, into $LIBS. It runs once per version; a partial fetch is discarded.
+# fetch copies kafka_2.13 and kafka-tools with their runtime dependencies,
+# plus a log4j2 SLF4J binding, into $LIBS. It runs once per version; a partial fetch is discarded.
 fetch() {
-	[[ -f $LIBS/.complete ]] && return 0
+	[[ -f $LIBS/.complete ]] && compgen -G "$LIBS/kafka-tools-[0-9]*.jar" >/dev/null && return 0
 	command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
 	command -v java >/dev/null || die "java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
 	say "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
@@ -58,6 +59,7 @@ fetch() {
   <packaging>pom</packaging>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
   </dependencies>
@@ -240,8 +242,12 @@ case ${1:-} in
 start) start ;;
 stop) stop ;;
 status) status ;;
+fetch)
+	fetch
+	echo "KAFKA_LIBS=$LIBS"
+	;;
 *)
-	echo "usage: $0 start|stop|status" >&2
+	echo "usage: $0 start|stop|status|fetch" >&2
 	exit 2
 	;;
 esac

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 
 	"github.com/moby/moby/api/types/container"
@@ -16,12 +17,20 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// The images match docker-compose.yml.
-const (
-	kafkaImage    = "apache/kafka:4.1.1"
-	redisImage    = "redis:7-alpine"
-	postgresImage = "postgres:17-alpine"
+// The images match docker-compose.yml, and the same variables name others
+// there: scripts/images.sh builds local equivalents and prints the names.
+var (
+	kafkaImage    = image("POSTBOX_KAFKA_IMAGE", "apache/kafka:4.1.1")
+	redisImage    = image("POSTBOX_REDIS_IMAGE", "redis:7-alpine")
+	postgresImage = image("POSTBOX_POSTGRES_IMAGE", "postgres:17-alpine")
 )
+
+func image(env, official string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	return official
+}
 
 // dockerRuns says why containers cannot be started, if they cannot.
 func dockerRuns(ctx context.Context) (err error) {
