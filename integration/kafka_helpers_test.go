@@ -162,10 +162,7 @@ func (p *process) output() string {
 	return string(b)
 }
 
-func (p *process) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(p.output(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+func (p *process) tail(n int) string { return lastLines(strings.TrimRight(p.output(), "\n"), n) }
 
 // logEntry is one JSON log line of a worker.
 type logEntry struct {
@@ -408,8 +405,14 @@ func dlqList(t *testing.T, mailbox string) []dlqRow {
 	if r.code != 0 {
 		t.Fatalf("worker dlq list: status %d: %s", r.code, r.stderr)
 	}
+	return parseDLQList(t, r.stdout)
+}
+
+// parseDLQList reads what `worker dlq list` prints.
+func parseDLQList(t *testing.T, stdout string) []dlqRow {
+	t.Helper()
 	var rows []dlqRow
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
 		if line == "" {
 			continue
 		}

@@ -119,16 +119,26 @@ func checkStateCLI(t *testing.T, journalURL string, want map[string]counter.Stat
 	t.Helper()
 	for _, addr := range sortedKeys(want)[:min(n, len(want))] {
 		r := run(t, "", workerBin, "state", addr, "--journal", journalURL)
-		var fields map[string]json.RawMessage
-		var got counter.State
-		err := json.Unmarshal([]byte(r.stdout), &fields)
-		if err == nil {
-			err = json.Unmarshal([]byte(r.stdout), &got)
-		}
-		if r.code != 0 || err != nil || len(fields) != 2 || fields["value"] == nil || fields["applied"] == nil || got != want[addr] {
+		got, err := parseState(r.stdout)
+		if r.code != 0 || err != nil || got != want[addr] {
 			t.Errorf("worker state %s: status %d, %s%s (%v); want %+v", addr, r.code, r.stdout, r.stderr, err, want[addr])
 		}
 	}
+}
+
+// parseState reads what `worker state` prints for a counter or a tally:
+// exactly {"value": …, "applied": …}.
+func parseState(stdout string) (counter.State, error) {
+	var fields map[string]json.RawMessage
+	var got counter.State
+	err := json.Unmarshal([]byte(stdout), &fields)
+	if err == nil {
+		err = json.Unmarshal([]byte(stdout), &got)
+	}
+	if err == nil && (len(fields) != 2 || fields["value"] == nil || fields["applied"] == nil) {
+		err = fmt.Errorf("want exactly the fields value and applied")
+	}
+	return got, err
 }
 
 // stateDiff is how far actors' states, replayed from a journal, are from
