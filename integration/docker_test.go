@@ -77,6 +77,15 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// containerLogs returns what a container wrote, standard output and error
+// interleaved; args are more flags of docker logs (such as --tail 20).
+func containerLogs(id string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "docker", append(append([]string{"logs"}, args...), id)...).CombinedOutput()
+	return string(out)
+}
+
 // containerRunning reports whether a container is up.
 func containerRunning(id string) bool {
 	out, err := tryDocker(30*time.Second, "docker", "inspect", "-f", "{{.State.Running}}", id)

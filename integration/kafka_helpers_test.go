@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -189,8 +190,13 @@ func (p *process) logEntries() []logEntry {
 		return nil
 	}
 	defer f.Close()
+	return parseLogEntries(f)
+}
+
+// parseLogEntries reads the JSON lines of a worker's log.
+func parseLogEntries(r io.Reader) []logEntry {
 	var out []logEntry
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
 	for sc.Scan() {
 		var e logEntry

@@ -1,0 +1,146 @@
+// Command testreport reads `go test -json` on standard input and prints
+// what plain `go test` prints (a line per package, the output of failed
+// tests), then how many tests ran, failed and skipped, and why they
+// skipped. scripts/test.sh runs every test through it, so that a run that
+// skipped the service tests says so at the end instead of passing quietly.
+//
+//	go test -json ./... | go run ./internal/tools/testreport -skips skipped.txt
+//
+// It exits 1 if a test or a package failed. With -skips, it writes the
+// number of skipped tests to that file.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// event is one line of test2json output.
+type event struct {
+	Action  string
+	Package string
+	Test    string
+	Elapsed float64
+	Output  string
+}
+
+type report struct {
+	out     io.Writer
+	output  map[string][]string // by package and test: lines not yet printed
+	passed  int
+	failed  []string
+	skipped map[string]int // by reason
+	skips   int
+	bad     bool // a package failed
+}
+
+func main() {
+	skipsFile := flag.String("skips", "", "write the number of skipped tests to this file")
+	flag.Parse()
+	r := &report{out: os.Stdout, output: map[string][]string{}, skipped: map[string]int{}}
+	if err := r.read(os.Stdin); err != nil {
+		fmt.Fprintln(os.Stderr, "testreport:", err)
+		os.Exit(2)
+	}
+	r.summary()
+	if *skipsFile != "" {
+		if err := os.WriteFile(*skipsFile, []byte(strconv.Itoa(r.skips)+"\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "testreport:", err)
+			os.Exit(2)
+		}
+	}
+	if r.bad || len(r.failed) > 0 {
+		os.Exit(1)
+	}
+}
+
+func (r *report) read(in io.Reader) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64*1024), 16<<20)
+	for sc.Scan() {
+		var e event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.Action == "" {
+			// Not test2json (a build error printed as is): pass it on.
+			fmt.Fprintln(r.out, sc.Text())
+			continue
+		}
+		r.event(e)
+	}
+	return sc.Err()
+}
+
+func (r *report) event(e event) {
+	key := e.Package + " " + e.Test
+	switch e.Action {
+	case "output":
+		r.output[key] = append(r.output[key], e.Output)
+	case "pass":
+		if e.Test == "" {
+			fmt.Fprintf(r.out, "ok  \t%s\t%.3fs\n", e.Package, e.Elapsed)
+		} else if !strings.Contains(e.Test, "/") {
+			r.passed++
+		}
+		delete(r.output, key)
+	case "skip":
+		if e.Test != "" && !strings.Contains(e.Test, "/") {
+			r.skips++
+			r.skipped[skipReason(r.output[key])]++
+		}
+		delete(r.output, key)
+	case "fail":
+		if e.Test == "" {
+			// The package's own lines: a panic, a build failure, "FAIL".
+			r.bad = true
+			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
+			fmt.Fprintf(r.out, "FAIL\t%s\t%.3fs\n", e.Package, e.Elapsed)
+		} else {
+			if !strings.Contains(e.Test, "/") {
+				r.failed = append(r.failed, e.Package+"."+e.Test)
+			}
+			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
+		}
+		delete(r.output, key)
+	}
+}
+
+var location = regexp.MustCompile(`^\s*\S+_test\.go:\d+: `)
+
+// skipReason is what a skipped test said last before "--- SKIP".
+func skipReason(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l == "" || strings.HasPrefix(l, "--- SKIP") || strings.HasPrefix(l, "=== ") {
+			continue
+		}
+		return strings.TrimSpace(location.ReplaceAllString(lines[i], ""))
+	}
+	return "(no reason given)"
+}
+
+func (r *report) summary() {
+	fmt.Fprintf(r.out, "\n%d tests passed, %d failed, %d skipped\n", r.passed, len(r.failed), r.skips)
+	for _, f := range r.failed {
+		fmt.Fprintf(r.out, "  failed: %s\n", f)
+	}
+	reasons := make([]string, 0, len(r.skipped))
+	for why := range r.skipped {
+		reasons = append(reasons, why)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if r.skipped[reasons[i]] != r.skipped[reasons[j]] {
+			return r.skipped[reasons[i]] > r.skipped[reasons[j]]
+		}
+		return reasons[i] < reasons[j]
+	})
+	for _, why := range reasons {
+		fmt.Fprintf(r.out, "  skipped %d: %s\n", r.skipped[why], why)
+	}
+}
