@@ -329,13 +329,7 @@ func containerMetric(id, name string) (float64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	for _, line := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
+	return sample(out, name)
 }
 
 // containerLog returns a worker container's JSON log entries.

@@ -309,7 +309,12 @@ func metric(adminAddr, name string) (float64, bool) {
 	if code != 200 {
 		return 0, false
 	}
-	for _, line := range strings.Split(body, "\n") {
+	return sample(body, name)
+}
+
+// sample finds one unlabelled sample in a Prometheus text page.
+func sample(page, name string) (float64, bool) {
+	for _, line := range strings.Split(page, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			return f, err == nil

@@ -493,27 +493,12 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 		time.Since(start).Round(time.Millisecond))
 }
 
-// svcMetric reads one unlabelled sample from a worker's /metrics.
-func svcMetric(admin, name string) (float64, bool) {
-	code, body := testenv.Get("http://" + admin + "/metrics")
-	if code != 200 {
-		return 0, false
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
-}
-
 // svcProcessed sums postbox_messages_processed_total over workers' admin
 // addresses (a worker that does not answer counts 0).
 func svcProcessed(admins ...string) float64 {
 	var sum float64
 	for _, a := range admins {
-		v, _ := svcMetric(a, "postbox_messages_processed_total")
+		v, _ := metric(a, "postbox_messages_processed_total")
 		sum += v
 	}
 	return sum
@@ -622,8 +607,8 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	}
 	waitFor(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
 		svcAlive(t, workers...)
-		a, _ := svcMetric(admins[0], "postbox_partitions_claimed")
-		b, _ := svcMetric(admins[1], "postbox_partitions_claimed")
+		a, _ := metric(admins[0], "postbox_partitions_claimed")
+		b, _ := metric(admins[1], "postbox_partitions_claimed")
 		return a >= 1 && b >= 1 && int(a+b) == mb.Partitions
 	})
 	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)

@@ -116,7 +116,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// Stop it with work in flight, so that it has journal writes to make
 	// when it resumes.
 	waitFor(t, 30*time.Second, "worker A to have messages in flight", func() bool {
-		n, _ := svcMetric(adminA, "postbox_messages_in_flight")
+		n, _ := metric(adminA, "postbox_messages_in_flight")
 		return n > 0
 	})
 	gaveUpBefore := a.logCount("partition fenced") + a.logCount("partition lost")
@@ -164,7 +164,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	}
 	var fenced float64
 	waitFor(t, 10*time.Second, "the fence metric to match the fence log lines", func() bool {
-		fenced, _ = svcMetric(adminA, "postbox_partitions_fenced_total")
+		fenced, _ = metric(adminA, "postbox_partitions_fenced_total")
 		return float64(a.logCount("partition fenced")) == fenced
 	})
 	t.Logf("zombie: postbox_partitions_fenced_total %v; %d \"partition fenced\", %d \"partition lost\" log lines",

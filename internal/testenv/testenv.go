@@ -2,7 +2,10 @@
 // PostgreSQL server. The environment names it (KAFKA_BROKERS, REDIS_ADDR,
 // POSTGRES_DSN; scripts/services.sh and scripts/kafka.sh print them).
 // Without it, where Docker runs, testcontainers-go starts the service once
-// per test binary (Ryuk removes the container when the binary exits).
+// per test binary (Ryuk removes the container when the binary exits), on
+// the images POSTBOX_KAFKA_IMAGE, POSTBOX_REDIS_IMAGE and
+// POSTBOX_POSTGRES_IMAGE name (scripts/images.sh builds local ones), else
+// on the official images.
 // With neither, the test is skipped, or fails under CI=true, where every
 // service test must run.
 package testenv

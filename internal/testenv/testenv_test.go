@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,23 +19,21 @@ func TestEnvironmentWins(t *testing.T) {
 }
 
 // helperEnv makes TestNoServiceHelper ask for Redis; only the test below
-// runs it, in a child process.
+// runs it, in a child process. Otherwise it does nothing.
 const helperEnv = "POSTBOX_TESTENV_HELPER"
 
 func TestNoServiceHelper(t *testing.T) {
-	if os.Getenv(helperEnv) == "" {
-		t.Skip("run by TestWithoutServiceOrDockerSkipsButFailsUnderCI")
+	if os.Getenv(helperEnv) != "" {
+		Redis(t)
 	}
-	Redis(t)
 }
 
+// The child finds neither REDIS_ADDR nor a Docker engine (DOCKER_HOST names
+// a socket that does not exist), whatever this machine has.
 func TestWithoutServiceOrDockerSkipsButFailsUnderCI(t *testing.T) {
-	if dockerRuns(context.Background()) == nil {
-		t.Skip("Docker runs here, so a container would be started")
-	}
 	for _, ci := range []string{"", "true"} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestNoServiceHelper$", "-test.v")
-		cmd.Env = append(os.Environ(), helperEnv+"=1", "REDIS_ADDR=", "CI="+ci)
+		cmd.Env = append(os.Environ(), helperEnv+"=1", "REDIS_ADDR=", "CI="+ci, "DOCKER_HOST=unix:///nonexistent/docker.sock")
 		out, err := cmd.CombinedOutput()
 		want, failed := "--- SKIP", false
 		if ci == "true" {

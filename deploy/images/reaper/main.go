@@ -6,8 +6,10 @@
 // A client connects on port 8080 and sends lines of label filters
 // ("label=k=v&label=k2=v2"), each answered "ACK". When the last client has
 // gone and none comes back within RYUK_RECONNECTION_TIMEOUT (10s), every
-// container, network, volume and image matching one of the filters is
-// removed and the reaper exits. It exits the same way when no client comes
+// container, network, volume and image matching one of the filters, and
+// created before the last client left, is removed and the reaper exits
+// (unless a client came back meanwhile: test binaries of one session share
+// a reaper, and one may start just as another ends). It exits the same way when no client comes
 // within RYUK_CONNECTION_TIMEOUT (60s), or on SIGTERM.
 package main
 
@@ -43,8 +45,7 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("Started on %s", l.Addr())
-	r.serve(ctx, l)
-	r.prune(context.Background())
+	r.run(ctx, l)
 }
 
 // reaper tracks clients and the filters they sent.
@@ -53,15 +54,38 @@ type reaper struct {
 	connectWait   time.Duration
 	reconnectWait time.Duration
 
-	mu      sync.Mutex
-	clients int
-	filters map[string][]string // one key per filter line, its label filters
-	idle    chan struct{}       // signalled when the client count changes
+	mu       sync.Mutex
+	clients  int
+	lastLeft time.Time           // when the client count last fell to 0
+	filters  map[string][]string // one key per filter line, its label filters
+	idle     chan struct{}       // signalled when the client count changes
 }
 
-// serve accepts clients until none is left (after the reconnection wait),
-// none came at all, or ctx ends.
-func (r *reaper) serve(ctx context.Context, l net.Listener) {
+// run serves clients on l and prunes once they have gone. A client that
+// comes back while the prune runs (a test binary of the same session
+// starting as another ended) is served again, and what it created after the
+// last client left is never pruned.
+func (r *reaper) run(ctx context.Context, l net.Listener) {
+	r.start(l)
+	defer l.Close()
+	for {
+		cutoff := r.serve(ctx)
+		if ctx.Err() != nil {
+			cutoff = time.Now()
+		}
+		r.prune(context.Background(), cutoff)
+		r.mu.Lock()
+		clients := r.clients
+		r.mu.Unlock()
+		if ctx.Err() != nil || clients == 0 {
+			return
+		}
+		log.Printf("a client came back during the prune; serving again")
+	}
+}
+
+// start accepts clients on l until it is closed.
+func (r *reaper) start(l net.Listener) {
 	r.filters = map[string][]string{}
 	r.idle = make(chan struct{}, 1)
 	go func() {
@@ -77,22 +101,32 @@ func (r *reaper) serve(ctx context.Context, l net.Listener) {
 			}()
 		}
 	}()
-	defer l.Close()
-	wait := r.connectWait
+}
+
+// serve returns once no client has been connected for the reconnection
+// wait (or, before the first, the connection wait), or ctx ends. It
+// returns when the last client left.
+func (r *reaper) serve(ctx context.Context) time.Time {
+	r.mu.Lock()
+	wait := r.reconnectWait
+	if r.lastLeft.IsZero() {
+		wait = r.connectWait
+	}
+	r.mu.Unlock()
 	for {
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return
+			return time.Now()
 		case <-r.idle:
 			timer.Stop()
 		case <-timer.C:
 			r.mu.Lock()
-			clients := r.clients
+			clients, left := r.clients, r.lastLeft
 			r.mu.Unlock()
 			if clients == 0 {
-				return
+				return left
 			}
 		}
 		r.mu.Lock()
@@ -108,6 +142,9 @@ func (r *reaper) serve(ctx context.Context, l net.Listener) {
 func (r *reaper) change(delta int) {
 	r.mu.Lock()
 	r.clients += delta
+	if r.clients == 0 {
+		r.lastLeft = time.Now()
+	}
 	r.mu.Unlock()
 	select {
 	case r.idle <- struct{}{}:
@@ -150,40 +187,65 @@ func parseFilters(line string) ([]string, error) {
 	return labels, nil
 }
 
-// prune removes what every filter matches: containers first, since a
-// network or volume in use cannot go.
-func (r *reaper) prune(ctx context.Context) {
+// prune removes what every filter matches and was created up to cutoff:
+// containers first, since a network or volume in use cannot go.
+func (r *reaper) prune(ctx context.Context, cutoff time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	filters := make([][]string, 0, len(r.filters))
 	for _, labels := range r.filters {
+		filters = append(filters, labels)
+	}
+	r.mu.Unlock()
+	for _, labels := range filters {
 		q, _ := json.Marshal(map[string][]string{"label": labels})
 		filter := "filters=" + url.QueryEscape(string(q))
-		for _, kind := range []struct{ list, id, remove string }{
-			{"/containers/json?all=true&" + filter, "Id", "/containers/%s?force=true&v=true"},
-			{"/networks?" + filter, "Id", "/networks/%s"},
-			{"/volumes?" + filter, "Name", "/volumes/%s?force=true"},
-			{"/images/json?" + filter, "Id", "/images/%s?force=true"},
+		for _, kind := range []struct{ list, id, created, remove string }{
+			{"/containers/json?all=true&" + filter, "Id", "Created", "/containers/%s?force=true&v=true"},
+			{"/networks?" + filter, "Id", "Created", "/networks/%s"},
+			{"/volumes?" + filter, "Name", "CreatedAt", "/volumes/%s?force=true"},
+			{"/images/json?" + filter, "Id", "Created", "/images/%s?force=true"},
 		} {
-			ids, err := r.list(ctx, kind.list, kind.id)
+			objects, err := r.list(ctx, kind.list)
 			if err != nil {
 				log.Printf("list %s: %v", kind.list, err)
 				continue
 			}
-			for _, id := range ids {
+			removed := 0
+			for _, o := range objects {
+				id, _ := o[kind.id].(string)
+				if id == "" || createdAfter(o[kind.created], cutoff) {
+					continue
+				}
 				if err := r.call(ctx, http.MethodDelete, fmt.Sprintf(kind.remove, id), nil); err != nil {
 					log.Printf("remove %s: %v", id, err)
+					continue
 				}
+				removed++
 			}
-			if len(ids) > 0 {
-				log.Printf("removed %d from %s", len(ids), strings.SplitN(kind.list, "?", 2)[0])
+			if removed > 0 {
+				log.Printf("removed %d from %s", removed, strings.SplitN(kind.list, "?", 2)[0])
 			}
 		}
 	}
 }
 
-// list returns the field named id of every object a list call returns.
-// Volumes come wrapped in {"Volumes": [...]}.
-func (r *reaper) list(ctx context.Context, path, id string) ([]string, error) {
+// createdAfter reads Docker's creation time, a Unix second (containers,
+// images) or an RFC 3339 time (networks, volumes). Unreadable counts as
+// old: the label says it is the session's.
+func createdAfter(v any, cutoff time.Time) bool {
+	switch c := v.(type) {
+	case float64:
+		return int64(c) > cutoff.Unix()
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, c)
+		return err == nil && t.After(cutoff)
+	}
+	return false
+}
+
+// list returns the objects a list call returns. Volumes come wrapped in
+// {"Volumes": [...]}.
+func (r *reaper) list(ctx context.Context, path string) ([]map[string]any, error) {
 	var raw json.RawMessage
 	if err := r.call(ctx, http.MethodGet, path, &raw); err != nil {
 		return nil, err
@@ -196,13 +258,7 @@ func (r *reaper) list(ctx context.Context, path, id string) ([]string, error) {
 		}
 		objects = wrapped.Volumes
 	}
-	var ids []string
-	for _, o := range objects {
-		if s, ok := o[id].(string); ok {
-			ids = append(ids, s)
-		}
-	}
-	return ids, nil
+	return objects, nil
 }
 
 func (r *reaper) call(ctx context.Context, method, path string, out any) error {

@@ -24,6 +24,28 @@ func TestParseFilters(t *testing.T) {
 	}
 }
 
+// What was created after the last client left belongs to a client still to
+// come, and is kept.
+func TestCreatedAfter(t *testing.T) {
+	cutoff := time.Unix(1_700_000_000, 0)
+	for _, c := range []struct {
+		v    any
+		want bool
+	}{
+		{float64(1_699_999_999), false},
+		{float64(1_700_000_000), false},
+		{float64(1_700_000_001), true},
+		{"2023-11-14T22:13:19.5Z", false},
+		{"2023-11-14T22:13:21Z", true},
+		{"not a time", false},
+		{nil, false},
+	} {
+		if got := createdAfter(c.v, cutoff); got != c.want {
+			t.Errorf("createdAfter(%v) = %v, want %v", c.v, got, c.want)
+		}
+	}
+}
+
 // The reaper acknowledges each filter line, keeps serving while a client is
 // connected, and ends once the last one has been gone for the reconnection
 // wait.
@@ -32,9 +54,9 @@ func TestServeEndsAfterTheLastClientLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &reaper{connectWait: 5 * time.Second, reconnectWait: 200 * time.Millisecond}
+	r := &reaper{docker: dockerClient("/nonexistent/docker.sock"), connectWait: 5 * time.Second, reconnectWait: 200 * time.Millisecond}
 	done := make(chan struct{})
-	go func() { r.serve(context.Background(), l); close(done) }()
+	go func() { r.run(context.Background(), l); close(done) }()
 
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
@@ -70,9 +92,9 @@ func TestServeEndsWhenNoClientComes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &reaper{connectWait: 100 * time.Millisecond, reconnectWait: time.Hour}
+	r := &reaper{docker: dockerClient("/nonexistent/docker.sock"), connectWait: 100 * time.Millisecond, reconnectWait: time.Hour}
 	done := make(chan struct{})
-	go func() { r.serve(context.Background(), l); close(done) }()
+	go func() { r.run(context.Background(), l); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
