@@ -218,7 +218,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 				ended++
 			case "partition claimed":
 				if ended < held {
-					t.Fatalf("worker-3 claimed partition %v after reconnecting before it gave up all %d it held", e.Partition, held)
+					t.Fatalf("worker-3 claimed partition %s after reconnecting before it gave up all %d it held", e.Partition, held)
 				}
 			}
 		}
