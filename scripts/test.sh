@@ -86,7 +86,9 @@ skipped=0
 report() {
 	local file
 	file=$(mktemp)
-	go test -json "$@" | go run ./internal/tools/testreport -skips "$file"
+	# The container tests' own lines say what they checked: always shown.
+	go test -json "$@" | go run ./internal/tools/testreport -skips "$file" \
+		-show '^(TestComposeDeploymentSurvivesAKill|TestKafkaClusterUnderFaults)$'
 	skipped=$((skipped + $(<"$file")))
 	rm -f "$file"
 }

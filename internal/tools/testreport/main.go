@@ -7,7 +7,8 @@
 //	go test -json ./... | go run ./internal/tools/testreport -skips skipped.txt
 //
 // It exits 1 if a test or a package failed. With -skips, it writes the
-// number of skipped tests to that file.
+// number of skipped tests to that file. With -show, the output of the tests
+// whose names match it is printed even when they pass: what they checked.
 package main
 
 import (
@@ -34,6 +35,7 @@ type event struct {
 
 type report struct {
 	out     io.Writer
+	show    *regexp.Regexp      // tests whose output is printed when they pass
 	output  map[string][]string // by package and test: lines not yet printed
 	passed  int
 	failed  []string
@@ -44,8 +46,17 @@ type report struct {
 
 func main() {
 	skipsFile := flag.String("skips", "", "write the number of skipped tests to this file")
+	show := flag.String("show", "", "print the output of the tests matching this regular expression when they pass too")
 	flag.Parse()
 	r := &report{out: os.Stdout, output: map[string][]string{}, skipped: map[string]int{}}
+	if *show != "" {
+		re, err := regexp.Compile(*show)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testreport: -show:", err)
+			os.Exit(2)
+		}
+		r.show = re
+	}
 	if err := r.read(os.Stdin); err != nil {
 		fmt.Fprintln(os.Stderr, "testreport:", err)
 		os.Exit(2)
@@ -87,6 +98,9 @@ func (r *report) event(e event) {
 			fmt.Fprintf(r.out, "ok  \t%s\t%.3fs\n", e.Package, e.Elapsed)
 		} else if !strings.Contains(e.Test, "/") {
 			r.passed++
+		}
+		if e.Test != "" && r.show != nil && r.show.MatchString(e.Test) {
+			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
 		}
 		delete(r.output, key)
 	case "skip":

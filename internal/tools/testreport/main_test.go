@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -50,5 +51,16 @@ func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 	}
 	if !r.bad || r.skips != 2 {
 		t.Errorf("bad %v, skips %d", r.bad, r.skips)
+	}
+}
+
+func TestShowPrintsWhatAPassingTestChecked(t *testing.T) {
+	var out bytes.Buffer
+	r := &report{out: &out, output: map[string][]string{}, skipped: map[string]int{}, show: regexp.MustCompile("^TestOK$")}
+	if err := r.read(strings.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "=== RUN   TestOK") {
+		t.Errorf("-show did not print the passing test's output:\n%s", out.String())
 	}
 }
