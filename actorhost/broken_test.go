@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 )
 
@@ -53,7 +54,7 @@ func TestBrokenActorDeadLettersItsMessagesAndSaysWhy(t *testing.T) {
 	cfg := b.config()
 	cfg.Logger = zap.New(core)
 	h := b.start(cfg)
-	waitFor(t, 20*time.Second, "every message handled or dead-lettered", func() bool {
+	waitfor.Until(t, 20*time.Second, "every message handled or dead-lettered", func() bool {
 		s := h.Stats()
 		return s.Processed == int64(4*len(healthy)) && s.DeadLettered == 4
 	})

@@ -7,6 +7,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // pure is an actor with no side effect: nothing it does waits for the
@@ -47,7 +48,7 @@ func TestDuplicateOfAnUnflushedOutcomeAcrossACheckpoint(t *testing.T) {
 	}
 	b.publish(msgs...)
 	h := b.start(cfg)
-	waitFor(t, 20*time.Second, "every message handled", func() bool {
+	waitfor.Until(t, 20*time.Second, "every message handled", func() bool {
 		st := h.Stats()
 		return st.Processed+st.Deduplicated >= 75
 	})

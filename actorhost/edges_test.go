@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 )
 
@@ -18,11 +19,13 @@ func TestTinyIdleTimeoutPassivatesWithoutPanicking(t *testing.T) {
 	cfg := b.config()
 	cfg.IdleTimeout = time.Nanosecond
 	h := b.start(cfg)
+	// One at a time, with idle gaps of several ticks between them, so that
+	// the janitor gets to run even on a loaded machine.
 	for i := range 20 {
 		b.publish(add("counter/idle", fmt.Sprint("i", i), 1))
-		time.Sleep(time.Millisecond)
+		waitfor.Until(t, 20*time.Second, fmt.Sprintf("message %d processed", i+1), func() bool { return h.Stats().Processed == int64(i+1) })
+		time.Sleep(5 * time.Millisecond)
 	}
-	waitFor(t, 20*time.Second, "20 messages processed", func() bool { return h.Stats().Processed == 20 })
 	if s := b.state("counter/idle"); s.Value != 20 || s.Applied != 20 {
 		t.Errorf("state %+v, want 20 from 20", s)
 	}
@@ -41,7 +44,7 @@ func TestActorThatOnlyDeadLettersCheckpoints(t *testing.T) {
 		b.publish(channel.Message{ID: fmt.Sprint("p", i), Address: a, Payload: []byte("not json")})
 	}
 	h := b.start(b.config()) // checkpoints every 5 outcomes
-	waitFor(t, 20*time.Second, "12 dead letters", func() bool { return h.Stats().DeadLettered == 12 })
+	waitfor.Until(t, 20*time.Second, "12 dead letters", func() bool { return h.Stats().DeadLettered == 12 })
 	stopHost(t, h)
 	cp, ok, err := b.j.LoadCheckpoint(context.Background(), a.String(), journal.MaxSeq)
 	if err != nil || !ok || cp.Seq == 0 {
@@ -57,9 +60,9 @@ func TestUnhandledMessagesAreJournaledAndDeduplicated(t *testing.T) {
 	ghost := channel.Message{ID: "g1", Address: channel.Address{Type: "nobody", ID: "1"}, Payload: []byte(`{}`)}
 	b.publish(ghost)
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "a dead letter", func() bool { return h.Stats().DeadLettered == 1 })
+	waitfor.Until(t, 10*time.Second, "a dead letter", func() bool { return h.Stats().DeadLettered == 1 })
 	b.publish(ghost)
-	waitFor(t, 10*time.Second, "the second publish deduplicated", func() bool { return h.Stats().Deduplicated == 1 })
+	waitfor.Until(t, 10*time.Second, "the second publish deduplicated", func() bool { return h.Stats().Deduplicated == 1 })
 	if _, ok, err := b.j.Outcome(context.Background(), "nobody/1", "g1"); err != nil || !ok {
 		t.Errorf("no journal outcome for the unknown type's message: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -26,7 +27,7 @@ func TestCounterWorkloadExactlyOnce(t *testing.T) {
 	b.publish(msgs...)
 	h := b.start(b.config())
 
-	waitFor(t, 30*time.Second, "every message handled", func() bool {
+	waitfor.Until(t, 30*time.Second, "every message handled", func() bool {
 		st := h.Stats()
 		return st.Processed == int64(exp.Valid) && st.DeadLettered == int64(exp.Poison)
 	})
@@ -58,7 +59,7 @@ func TestPermanentErrorDeadLettersAtOnceWithProvenance(t *testing.T) {
 	a, _ := channel.ParseAddress("counter/p")
 	b.publish(channel.Message{ID: "poison-1", Address: a, Payload: []byte(`not json`), Headers: map[string]string{"trace": "abc"}})
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
+	waitfor.Until(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
 
 	envs, err := b.mb.DLQ().List(context.Background())
 	if err != nil || len(envs) != 1 {
@@ -86,7 +87,7 @@ func TestRetriesUntilMaxAttemptsThenDeadLetters(t *testing.T) {
 	a, _ := channel.ParseAddress("counter/h")
 	b.publish(channel.Message{ID: "hopeless", Address: a, Payload: []byte(`{"add":5,"failTimes":100}`)}, add("counter/h", "after", 1))
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "dead letter and the next message", func() bool {
+	waitfor.Until(t, 10*time.Second, "dead letter and the next message", func() bool {
 		st := h.Stats()
 		return st.DeadLettered == 1 && st.Processed == 1
 	})
@@ -148,7 +149,7 @@ func TestPanicsAndFailuresRollBackState(t *testing.T) {
 		b.publish(channel.Message{ID: fmt.Sprint("f", i), Address: a, Payload: []byte(p)})
 	}
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "all five", func() bool { return h.Stats().Processed == 5 })
+	waitfor.Until(t, 10*time.Second, "all five", func() bool { return h.Stats().Processed == 5 })
 	r, err := b.reg.Replay(context.Background(), b.j, a, actorhost.ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -166,10 +167,10 @@ func TestRedeliveredCompletedMessageIsAckedWithoutRunning(t *testing.T) {
 	b := setup(t)
 	b.publish(add("counter/d", "once", 7))
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "first delivery", func() bool { return h.Stats().Processed == 1 })
+	waitfor.Until(t, 10*time.Second, "first delivery", func() bool { return h.Stats().Processed == 1 })
 	// The same message again (a producer retry, or a redelivery).
 	b.publish(add("counter/d", "once", 7), add("counter/d", "twice", 1))
-	waitFor(t, 10*time.Second, "dedup and next", func() bool {
+	waitfor.Until(t, 10*time.Second, "dedup and next", func() bool {
 		st := h.Stats()
 		return st.Deduplicated == 1 && st.Processed == 2
 	})
@@ -195,11 +196,11 @@ func TestDuplicatesAreCaughtBeforeAndAfterCheckpointsAndRestarts(t *testing.T) {
 		b.publish(add("counter/old", fmt.Sprintf("o%d", i), 1))
 	}
 	h := b.start(cfg)
-	waitFor(t, 10*time.Second, "first run", func() bool { return h.Stats().Processed == 9 })
+	waitfor.Until(t, 10*time.Second, "first run", func() bool { return h.Stats().Processed == 9 })
 
 	// Before the newest checkpoint (journal lookup) and after it (memory).
 	b.publish(add("counter/old", "o1", 1), add("counter/old", "o7", 1), add("counter/fresh", "f1", 1))
-	waitFor(t, 10*time.Second, "duplicates acked", func() bool { return h.Stats().Deduplicated == 3 })
+	waitfor.Until(t, 10*time.Second, "duplicates acked", func() bool { return h.Stats().Deduplicated == 3 })
 	stopHost(t, h)
 
 	// A new host rebuilds both actors: fresh from seq 1, old from its
@@ -207,7 +208,7 @@ func TestDuplicatesAreCaughtBeforeAndAfterCheckpointsAndRestarts(t *testing.T) {
 	cfg.Consumer = b.mb.Consumer(chsqlite.ConsumerOptions{PollInterval: 2 * time.Millisecond})
 	h2 := b.start(cfg)
 	b.publish(add("counter/fresh", "f2", 1), add("counter/old", "o2", 1), add("counter/old", "o7", 1), add("counter/fresh", "f3", 1))
-	waitFor(t, 10*time.Second, "second run", func() bool {
+	waitfor.Until(t, 10*time.Second, "second run", func() bool {
 		st := h2.Stats()
 		return st.Deduplicated == 3 && st.Processed == 1
 	})
@@ -252,7 +253,7 @@ func TestOrderPerActorUnderConcurrency(t *testing.T) {
 	cfg := b.config()
 	cfg.Concurrency = 32
 	h := b.start(cfg)
-	waitFor(t, 30*time.Second, "all messages", func() bool { return h.Stats().Processed == actors*per })
+	waitfor.Until(t, 30*time.Second, "all messages", func() bool { return h.Stats().Processed == actors*per })
 	if v := violations.Load(); v != 0 {
 		t.Fatalf("%d messages ran out of order", v)
 	}
@@ -272,8 +273,8 @@ func TestPassivatedActorsComeBackWithState(t *testing.T) {
 			msgs = append(msgs, add(fmt.Sprintf("counter/%d", a), fmt.Sprintf("r%d-%d", round, a), int64(round)))
 		}
 		b.publish(msgs...)
-		waitFor(t, 10*time.Second, "round handled", func() bool { return h.Stats().Processed == int64(round*actors) })
-		waitFor(t, 10*time.Second, "actors passivated", func() bool { return h.Stats().ActiveActors <= 5 })
+		waitfor.Until(t, 10*time.Second, "round handled", func() bool { return h.Stats().Processed == int64(round*actors) })
+		waitfor.Until(t, 10*time.Second, "actors passivated", func() bool { return h.Stats().ActiveActors <= 5 })
 	}
 	for a := range actors {
 		if got := b.state(fmt.Sprintf("counter/%d", a)); got != (counter.State{Value: 3, Applied: 2}) {
@@ -291,7 +292,7 @@ func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
 	cfg := b.config()
 	h := b.start(cfg)
 	b.publish(add("counter/f", "f1", 1))
-	waitFor(t, 10*time.Second, "first", func() bool { return h.Stats().Processed == 1 })
+	waitfor.Until(t, 10*time.Second, "first", func() bool { return h.Stats().Processed == 1 })
 
 	// Another owner takes the partition's epoch: this host is now a zombie.
 	part := fmt.Sprintf("%s/%d", cfg.Consumer.Mailbox(), channel.HomePartition("counter/f", 4))
@@ -299,12 +300,12 @@ func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.publish(add("counter/f", "f2", 10))
-	waitFor(t, 10*time.Second, "fencing", func() bool { return h.Stats().Fenced >= 1 })
+	waitfor.Until(t, 10*time.Second, "fencing", func() bool { return h.Stats().Fenced >= 1 })
 	if got := b.state("counter/f"); got.Applied != 1 {
 		t.Fatalf("zombie wrote to the journal: %+v", got)
 	}
 	// The partition comes back to a live owner: f2 is processed exactly once.
-	waitFor(t, 20*time.Second, "f2 after reclaim", func() bool { return b.state("counter/f").Applied == 2 })
+	waitfor.Until(t, 20*time.Second, "f2 after reclaim", func() bool { return b.state("counter/f").Applied == 2 })
 	if got := b.state("counter/f"); got != (counter.State{Value: 11, Applied: 2}) {
 		t.Errorf("state = %+v", got)
 	}
@@ -322,7 +323,7 @@ func TestStopDuringBackoffHandsMessageBack(t *testing.T) {
 	h1.Start(context.Background())
 	a, _ := channel.ParseAddress("counter/s")
 	b.publish(channel.Message{ID: "slow", Address: a, Payload: []byte(`{"add":2,"failTimes":1}`)})
-	waitFor(t, 10*time.Second, "first failure", func() bool { return h1.Stats().Retried == 1 })
+	waitfor.Until(t, 10*time.Second, "first failure", func() bool { return h1.Stats().Retried == 1 })
 	start := time.Now()
 	stopHost(t, h1)
 	if d := time.Since(start); d > time.Second {
@@ -330,7 +331,7 @@ func TestStopDuringBackoffHandsMessageBack(t *testing.T) {
 	}
 	cfg = b.config()
 	h2 := b.start(cfg)
-	waitFor(t, 20*time.Second, "processed after restart", func() bool { return h2.Stats().Processed == 1 })
+	waitfor.Until(t, 20*time.Second, "processed after restart", func() bool { return h2.Stats().Processed == 1 })
 	if got := b.state("counter/s"); got != (counter.State{Value: 2, Applied: 1}) {
 		t.Errorf("state = %+v", got)
 	}
@@ -344,7 +345,7 @@ func TestUnknownActorTypeIsDeadLettered(t *testing.T) {
 	b := setup(t)
 	b.publish(channel.Message{ID: "x", Address: channel.Address{Type: "nobody", ID: "1"}, Payload: []byte(`{}`)})
 	h := b.start(b.config())
-	waitFor(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
+	waitfor.Until(t, 10*time.Second, "dead letter", func() bool { return h.Stats().DeadLettered == 1 })
 	envs, _ := b.mb.DLQ().List(context.Background())
 	if len(envs) != 1 || envs[0].Reason != "unknown actor type" {
 		t.Fatalf("dlq = %+v", envs)
@@ -384,7 +385,7 @@ func TestStuckHandlerIsAbandonedAfterDrainTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	h1.Start(context.Background())
-	waitFor(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
+	waitfor.Until(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -395,7 +396,7 @@ func TestStuckHandlerIsAbandonedAfterDrainTimeout(t *testing.T) {
 		t.Fatalf("stop took %s despite a 100ms drain timeout", d)
 	}
 	h2 := b.start(b.config())
-	waitFor(t, 20*time.Second, "redelivered and handled", func() bool { return h2.Stats().Processed == 1 })
+	waitfor.Until(t, 20*time.Second, "redelivered and handled", func() bool { return h2.Stats().Processed == 1 })
 }
 
 func TestMaxInFlightBoundsWhatIsTakenFromThePartition(t *testing.T) {
@@ -418,7 +419,7 @@ func TestMaxInFlightBoundsWhatIsTakenFromThePartition(t *testing.T) {
 	cfg.MaxInFlight = 8
 	h := b.start(cfg)
 	peak := int64(0)
-	waitFor(t, 30*time.Second, "all handled", func() bool {
+	waitfor.Until(t, 30*time.Second, "all handled", func() bool {
 		st := h.Stats()
 		peak = max(peak, st.InFlight)
 		return st.Processed == 150
@@ -456,7 +457,7 @@ func TestStopWhileStoppingHonoursItsOwnContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Start(context.Background())
-	waitFor(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
+	waitfor.Until(t, 10*time.Second, "handler running", func() bool { return runs.Load() == 1 })
 	first := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // Two hosts share one registry when their constant labels differ; the
@@ -26,7 +27,7 @@ func TestTwoHostsOnOneMetricsRegistry(t *testing.T) {
 	hb := b.start(cfgB)
 	a.publish(add("counter/1", "a1", 1), add("counter/1", "a2", 1))
 	b.publish(add("counter/1", "b1", 1))
-	waitFor(t, 10*time.Second, "both hosts processed", func() bool {
+	waitfor.Until(t, 10*time.Second, "both hosts processed", func() bool {
 		return ha.Stats().Processed == 2 && hb.Stats().Processed == 1
 	})
 	want := `

@@ -11,6 +11,7 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/memory"
 )
@@ -40,7 +41,7 @@ func runOnce(t *testing.T, j journal.Journal, msgs []channel.Message) (actorhost
 		t.Fatal(err)
 	}
 	h.Start(context.Background())
-	waitFor(t, 20*time.Second, "all messages handled", func() bool {
+	waitfor.Until(t, 20*time.Second, "all messages handled", func() bool {
 		st := h.Stats()
 		return st.Processed+st.Deduplicated == int64(len(msgs))
 	})

@@ -116,17 +116,6 @@ func add(addr, id string, n int64) channel.Message {
 	return channel.Message{ID: id, Address: a, Payload: p}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // memSink records the counter's notify side effects.
 type memSink struct {
 	mu    sync.Mutex

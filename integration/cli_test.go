@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 func TestBadInputGetsOneLineErrorAndStatus2(t *testing.T) {
@@ -95,7 +96,7 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 	}
 	defer worker.Process.Kill()
 	base := "http://" + admin
-	waitFor(t, 20*time.Second, "counter/7 = 7 over the admin API", func() bool {
+	waitfor.Until(t, 20*time.Second, "counter/7 = 7 over the admin API", func() bool {
 		code, body := testenv.Get(base + "/actors/counter/7")
 		return code == 200 && strings.Contains(body, `"value":7`)
 	})
@@ -105,7 +106,7 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 	if code, _ := testenv.Get(base + "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d", code)
 	}
-	waitFor(t, 10*time.Second, "metrics", func() bool {
+	waitfor.Until(t, 10*time.Second, "metrics", func() bool {
 		_, m := testenv.Get(base + "/metrics")
 		return strings.Contains(m, "postbox_messages_processed_total 3") && strings.Contains(m, "postbox_messages_dead_lettered_total 1")
 	})
@@ -164,7 +165,7 @@ func TestWorkerAndProducerCommands(t *testing.T) {
 	worker.Env = cleanEnv()
 	worker.Start()
 	defer worker.Process.Kill()
-	waitFor(t, 20*time.Second, "redriven message dead-lettered again", func() bool {
+	waitfor.Until(t, 20*time.Second, "redriven message dead-lettered again", func() bool {
 		r := run(t, "", workerBin, append([]string{"dlq", "list"}, store...)...)
 		return strings.Contains(r.stdout, "counter/9")
 	})

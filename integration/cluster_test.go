@@ -14,6 +14,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -113,7 +114,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 		}
 		return true
 	}
-	waitEvery(t, 3*time.Minute, time.Second, "three brokers started", func() bool { return brokersUp(brokerIDs...) })
+	waitfor.Every(t, 3*time.Minute, time.Second, "three brokers started", func() bool { return brokersUp(brokerIDs...) })
 
 	// The topics, replicated three times, with two in sync for every write.
 	topics := func(args ...string) string {
@@ -151,7 +152,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 		}
 		return sum, each
 	}
-	waitEvery(t, 3*time.Minute, 500*time.Millisecond, "the 12 partitions spread over three workers", func() bool {
+	waitfor.Every(t, 3*time.Minute, 500*time.Millisecond, "the 12 partitions spread over three workers", func() bool {
 		sum, each := claimed("worker-1", "worker-2", "worker-3")
 		return sum == 12 && each[0] > 0 && each[1] > 0 && each[2] > 0
 	})
@@ -172,13 +173,13 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	}
 
 	// A broker dies and comes back.
-	waitEvery(t, 2*time.Minute, 500*time.Millisecond, "1,500 messages processed", func() bool { return processed() >= 1500 })
+	waitfor.Every(t, 2*time.Minute, 500*time.Millisecond, "1,500 messages processed", func() bool { return processed() >= 1500 })
 	docker(t, time.Minute, "docker", "kill", brokerIDs[1])
 	t.Logf("%s: docker kill kafka-2", elapsed())
 	time.Sleep(10 * time.Second)
 	restarted := time.Now().UTC().Format(time.RFC3339Nano)
 	docker(t, time.Minute, "docker", "start", brokerIDs[1])
-	waitEvery(t, 2*time.Minute, time.Second, "kafka-2 started again", func() bool {
+	waitfor.Every(t, 2*time.Minute, time.Second, "kafka-2 started again", func() bool {
 		return strings.Contains(containerLogs(brokerIDs[1], "--since", restarted), "Kafka Server started")
 	})
 	t.Logf("%s: kafka-2 back", elapsed())
@@ -192,7 +193,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	before, _ := containerMetric(w3, "postbox_messages_processed_total")
 	t.Logf("%s: worker-3 (holding %d partitions, %v processed) cut off", elapsed(), held, before)
 	var moved time.Duration
-	waitEvery(t, session+30*time.Second, 200*time.Millisecond, "worker-3's partitions to move to worker-1 and worker-2", func() bool {
+	waitfor.Every(t, session+30*time.Second, 200*time.Millisecond, "worker-3's partitions to move to worker-1 and worker-2", func() bool {
 		sum, _ := claimed("worker-1", "worker-2")
 		moved = time.Since(cut)
 		return sum == 12
@@ -210,7 +211,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	docker(t, time.Minute, "docker", "network", "connect", "--alias", "worker-3", net, w3)
 	t.Logf("%s: worker-3 reconnected after %s", elapsed(), time.Since(cut).Round(100*time.Millisecond))
 	// Back, it must end every claim it held before it claims anything.
-	waitEvery(t, time.Minute, 500*time.Millisecond, "worker-3 to give up the partitions it held", func() bool {
+	waitfor.Every(t, time.Minute, 500*time.Millisecond, "worker-3 to give up the partitions it held", func() bool {
 		ended := 0
 		for _, e := range containerLog(w3)[logsAtReconnect:] {
 			switch e.Msg {
@@ -238,7 +239,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	pgAddr := lastLine(docker(t, time.Minute, "docker", "port", pg, "5432/tcp")) // 127.0.0.1:port
 	j := openJournal(t, "postgres://postbox:postbox@"+pgAddr+"/postbox?sslmode=disable")
 	reg := actorRegistry(t)
-	waitEvery(t, 4*time.Minute, 2*time.Second, "every counter exact", func() bool {
+	waitfor.Every(t, 4*time.Minute, 2*time.Second, "every counter exact", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0
 	})

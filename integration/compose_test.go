@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -41,7 +42,7 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	compose(20*time.Minute, "up", "-d", "--build", "kafka", "postgres", "worker-1", "worker-2")
 	id := func(service string) string { return strings.TrimSpace(compose(time.Minute, "ps", "-q", service)) }
 	w1, w2 := id("worker-1"), id("worker-2")
-	waitEvery(t, 3*time.Minute, time.Second, "both workers healthy", func() bool {
+	waitfor.Every(t, 3*time.Minute, time.Second, "both workers healthy", func() bool {
 		return containerHealthy(w1) && containerHealthy(w2)
 	})
 	t.Logf("%s: Kafka, PostgreSQL and two workers up and healthy", elapsed())
@@ -56,15 +57,15 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	}()
 
 	// worker-1's admin port is published on 127.0.0.1:8081.
-	waitEvery(t, 2*time.Minute, 200*time.Millisecond, "worker-1 to process 300 messages", func() bool {
+	waitfor.Every(t, 2*time.Minute, 200*time.Millisecond, "worker-1 to process 300 messages", func() bool {
 		v, _ := metric("127.0.0.1:8081", "postbox_messages_processed_total")
 		return v >= 300
 	})
 	docker(t, time.Minute, "docker", "kill", w1)
 	t.Logf("%s: docker kill worker-1", elapsed())
-	waitEvery(t, time.Minute, 200*time.Millisecond, "worker-1 to be gone", func() bool { return !containerRunning(w1) })
+	waitfor.Every(t, time.Minute, 200*time.Millisecond, "worker-1 to be gone", func() bool { return !containerRunning(w1) })
 	docker(t, time.Minute, "docker", "start", w1)
-	waitEvery(t, 3*time.Minute, time.Second, "worker-1 healthy again", func() bool { return containerHealthy(w1) })
+	waitfor.Every(t, 3*time.Minute, time.Second, "worker-1 healthy again", func() bool { return containerHealthy(w1) })
 	t.Logf("%s: worker-1 started again and healthy", elapsed())
 
 	select {

@@ -28,6 +28,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 )
 
@@ -264,7 +265,7 @@ func (p *process) stats() (logEntry, bool) {
 // and its host has started.
 func (p *process) waitRunning(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, p.name+" running", func() bool {
+	waitfor.Until(t, timeout, p.name+" running", func() bool {
 		if p.exited() {
 			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.tail(10))
 		}
@@ -573,19 +574,6 @@ func journalOutcomes(t *testing.T, journalURL, addr string) []outcome {
 	return out
 }
 
-// waitEvery is waitFor for conditions that cost something (replaying
-// every actor, reading a topic): it checks every interval.
-func waitEvery(t *testing.T, timeout, interval time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(interval)
-	}
-}
-
 // stopAll sends SIGTERM to every process at once, then waits up to timeout
 // for each to exit, cleanly.
 func stopAll(t *testing.T, timeout time.Duration, ps ...*process) {
@@ -649,7 +637,7 @@ func stopBetweenJournalWrites(t *testing.T, p *process, journalPath string) int 
 		return false
 	}
 	for try := 1; try <= 200; try++ {
-		waitFor(t, 10*time.Second, p.name+" to write to the journal", holding)
+		waitfor.Until(t, 10*time.Second, p.name+" to write to the journal", holding)
 		deadline := time.Now().Add(10 * time.Second)
 		for holding() {
 			if time.Now().After(deadline) {
@@ -657,7 +645,7 @@ func stopBetweenJournalWrites(t *testing.T, p *process, journalPath string) int 
 			}
 		}
 		p.signal(t, syscall.SIGSTOP)
-		waitFor(t, 5*time.Second, p.name+" to stop", func() bool { return allThreadsStopped(p.cmd.Process.Pid) })
+		waitfor.Until(t, 5*time.Second, p.name+" to stop", func() bool { return allThreadsStopped(p.cmd.Process.Pid) })
 		if !holding() {
 			return try
 		}

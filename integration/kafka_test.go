@@ -25,6 +25,7 @@ import (
 	"github.com/postbox-dev/postbox/channel/kafka"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -250,27 +251,27 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	first.extra = []string{"--partitions", "12"}
 	w1 := start("worker-1", first)
 	w1.waitRunning(t, time.Minute)
-	waitFor(t, time.Minute, "worker-1 to own the 12 partitions", func() bool { return len(w1.owned()) == 12 })
+	waitfor.Until(t, time.Minute, "worker-1 to own the 12 partitions", func() bool { return len(w1.owned()) == 12 })
 	load := l.start(t, dir, mailbox)
 
 	// 1 → 3 workers.
-	waitFor(t, time.Minute, "3,000 messages processed", func() bool { return processed() >= 3000 })
+	waitfor.Until(t, time.Minute, "3,000 messages processed", func() bool { return processed() >= 3000 })
 	w2 := start("worker-2", w)
 	w3 := start("worker-3", w)
-	waitFor(t, 2*time.Minute, "the partitions to spread over three workers", func() bool {
+	waitfor.Until(t, 2*time.Minute, "the partitions to spread over three workers", func() bool {
 		a, b, c := len(w1.owned()), len(w2.owned()), len(w3.owned())
 		return a > 0 && b > 0 && c > 0 && a+b+c == 12
 	})
 	t.Logf("%s: three workers, partitions %s %s %s", elapsed(), partitionList(w1.owned()), partitionList(w2.owned()), partitionList(w3.owned()))
 
 	// SIGKILL one of them under load, and start a new one.
-	waitFor(t, time.Minute, "8,000 messages processed", func() bool { return processed() >= 8000 })
+	waitfor.Until(t, time.Minute, "8,000 messages processed", func() bool { return processed() >= 8000 })
 	w2.kill(t)
 	live = slices.DeleteFunc(live, func(p *process) bool { return p == w2 })
 	killed := time.Now()
 	t.Logf("%s: SIGKILLed worker-2 (it held %s), %d sink lines", elapsed(), partitionList(w2.owned()), sinkLines(sink))
 	w4 := start("worker-4", w)
-	waitFor(t, 2*time.Minute, "worker-4 to take partitions once worker-2's session has expired", func() bool {
+	waitfor.Until(t, 2*time.Minute, "worker-4 to take partitions once worker-2's session has expired", func() bool {
 		a, c, d := len(w1.owned()), len(w3.owned()), len(w4.owned())
 		return d > 0 && a+c+d == 12
 	})
@@ -279,7 +280,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	// 3 → 1 worker, gracefully.
 	loading := !load.exited()
 	stopAll(t, time.Minute, w3, w4)
-	waitFor(t, time.Minute, "worker-1 to own the 12 partitions again", func() bool { return len(w1.owned()) == 12 })
+	waitfor.Until(t, time.Minute, "worker-1 to own the 12 partitions again", func() bool { return len(w1.owned()) == 12 })
 	t.Logf("%s: back to one worker (load still running: %v)", elapsed(), loading)
 	if !loading {
 		t.Log("note: the load had finished before the scale-down; it happened on a backlog instead")
@@ -289,7 +290,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
-	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
+	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
 	})
@@ -339,14 +340,14 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 		concurrency: zombieConcurrency, admin: adminA, extra: []string{"--partitions", "12"}})
 	a.waitRunning(t, time.Minute)
 	load := l.start(t, dir, mailbox)
-	waitFor(t, time.Minute, "1,000 messages processed", func() bool { return sinkLines(sink) >= 1000 })
+	waitfor.Until(t, time.Minute, "1,000 messages processed", func() bool { return sinkLines(sink) >= 1000 })
 	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: mailbox, journal: journalURL, sink: sink,
 		concurrency: 16, admin: adminB})
-	waitFor(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
+	waitfor.Until(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
 		na, nb := len(a.owned()), len(b.owned())
 		return na > 0 && nb > 0 && na+nb == 12
 	})
-	waitEvery(t, time.Minute, 20*time.Millisecond, "worker-a to be busy", func() bool {
+	waitfor.Every(t, time.Minute, 20*time.Millisecond, "worker-a to be busy", func() bool {
 		v, _ := metric(adminA, "postbox_messages_in_flight")
 		return v >= 20
 	})
@@ -355,10 +356,10 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	tries := stopBetweenJournalWrites(t, a, journalPath)
 	stopped := time.Now()
 	t.Logf("%s: SIGSTOPped worker-a (partitions %s) at try %d", elapsed(), partitionList(aParts), tries)
-	waitFor(t, 2*time.Minute, "worker-b to claim worker-a's partitions", func() bool { return len(b.owned()) == 12 })
+	waitfor.Until(t, 2*time.Minute, "worker-b to claim worker-a's partitions", func() bool { return len(b.owned()) == 12 })
 	t.Logf("%s: worker-b owns every partition, %s after the stop", elapsed(), time.Since(stopped).Round(time.Second))
 	progress := sinkLines(sink)
-	waitFor(t, time.Minute, "worker-b to make progress", func() bool { return sinkLines(sink) >= progress+200 })
+	waitfor.Until(t, time.Minute, "worker-b to make progress", func() bool { return sinkLines(sink) >= progress+200 })
 
 	// The zombie's epochs no longer write: a batch stamped with one is
 	// refused. (The probe's actor is not a counter; were it written, the
@@ -402,7 +403,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 		return fenced, lost
 	}
 	var fenced, lost map[int32]bool
-	waitEvery(t, time.Minute, 50*time.Millisecond, "worker-a to give up its old partitions", func() bool {
+	waitfor.Every(t, time.Minute, 50*time.Millisecond, "worker-a to give up its old partitions", func() bool {
 		fenced, lost = gaveUp()
 		for p := range aParts {
 			if !fenced[p] && !lost[p] {
@@ -417,7 +418,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	// A write refused after the loss is still counted, a moment later: the
 	// metric and the log lines must come to agree.
 	var lines int
-	waitEvery(t, 10*time.Second, 50*time.Millisecond, "the fence metric to match the fence log lines", func() bool {
+	waitfor.Every(t, 10*time.Second, 50*time.Millisecond, "the fence metric to match the fence log lines", func() bool {
 		metricFenced, _ = metric(adminA, "postbox_partitions_fenced_total")
 		lines = fenceLines()
 		return float64(lines) == metricFenced
@@ -428,14 +429,14 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	if len(fenced) == 0 {
 		t.Log("note: worker-a learned it lost its partitions before it learned of a refused write")
 	}
-	waitFor(t, 2*time.Minute, "worker-a to rejoin and claim partitions again", func() bool {
+	waitfor.Until(t, 2*time.Minute, "worker-a to rejoin and claim partitions again", func() bool {
 		return a.count("partition claimed") > claimsBefore && len(a.owned()) > 0 && len(a.owned())+len(b.owned()) == 12
 	})
 	t.Logf("%s: worker-a rejoined with partitions %s", elapsed(), partitionList(a.owned()))
 
 	l.finish(t, dir, load, 3*time.Minute)
 	reg := actorRegistry(t)
-	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
+	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
 	})
@@ -541,13 +542,13 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 
 	w := workerArgs{mailbox: mailbox, journal: journalURL, sink: sink, concurrency: 2}
 	w1 := startWorker(t, dir, "worker-1", w)
-	waitFor(t, 2*time.Minute, "a third of the records processed", func() bool { return sinkLines(sink) >= len(recs)/3 })
+	waitfor.Until(t, 2*time.Minute, "a third of the records processed", func() bool { return sinkLines(sink) >= len(recs)/3 })
 	w1.kill(t)
 	t.Logf("SIGKILLed worker-1 after %d side effects", sinkLines(sink))
 	w2 := startWorker(t, dir, "worker-2", w)
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
-	waitEvery(t, 3*time.Minute, time.Second, "every counter exact", func() bool {
+	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact", func() bool {
 		n, _ := wrongCounters(reg, j, want)
 		return n == 0
 	})
@@ -659,12 +660,12 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	w1 := startWorker(t, dir, "worker-1", first)
 	w1.waitRunning(t, time.Minute)
 	w2 := startWorker(t, dir, "worker-2", w)
-	waitFor(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
+	waitfor.Until(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
 		a, b := len(w1.owned()), len(w2.owned())
 		return a > 0 && b > 0 && a+b == 12
 	})
 	load := l.start(t, dir, mailbox)
-	waitFor(t, time.Minute, "3,000 messages processed", func() bool { return sinkLines(sink) >= 3000 })
+	waitfor.Until(t, time.Minute, "3,000 messages processed", func() bool { return sinkLines(sink) >= 3000 })
 
 	took := k.stop(t)
 	down := sinkLines(sink)
@@ -684,7 +685,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 		republish()
 	}
 	back := sinkLines(sink)
-	waitFor(t, 2*time.Minute, "the workers to process messages again", func() bool { return sinkLines(sink) >= back+1000 })
+	waitfor.Until(t, 2*time.Minute, "the workers to process messages again", func() bool { return sinkLines(sink) >= back+1000 })
 	t.Logf("%s: the workers are processing again", elapsed())
 
 	if load.wait(3*time.Minute) && load.err != nil {
@@ -694,7 +695,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
-	waitEvery(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
+	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
 		n, _ := wrongCounters(reg, j, l.exp.States)
 		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
 	})
@@ -780,13 +781,13 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 		}
 	}
 	wantDead := len(poison) + 2
-	waitEvery(t, 2*time.Minute, 500*time.Millisecond, fmt.Sprintf("%d dead letters", wantDead), func() bool {
+	waitfor.Every(t, 2*time.Minute, 500*time.Millisecond, fmt.Sprintf("%d dead letters", wantDead), func() bool {
 		return len(dlqList(t, mailbox)) >= wantDead
 	})
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
 	before := map[string]counter.State{"counter/1": {Value: 4, Applied: 2}, "counter/2": {Value: 4, Applied: 2}, "counter/3": {Value: 4, Applied: 2}}
-	waitEvery(t, time.Minute, 500*time.Millisecond, "the valid messages applied", func() bool {
+	waitfor.Every(t, time.Minute, 500*time.Millisecond, "the valid messages applied", func() bool {
 		n, _ := wrongCounters(reg, j, before)
 		return n == 0
 	})
@@ -924,7 +925,7 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 		t.Fatalf("worker dlq redrive: status %d: %s%s", r.code, r.stdout, r.stderr)
 	}
 	after := map[string]counter.State{"counter/1": {Value: 11, Applied: 4}, "counter/2": {Value: 11, Applied: 4}, "counter/3": {Value: 11, Applied: 4}}
-	waitEvery(t, 2*time.Minute, 500*time.Millisecond, "the redriven messages applied", func() bool {
+	waitfor.Every(t, 2*time.Minute, 500*time.Millisecond, "the redriven messages applied", func() bool {
 		n, _ := wrongCounters(reg, j, after)
 		return n == 0
 	})
@@ -937,7 +938,7 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 		}
 	}
 	var envs []string
-	waitEvery(t, time.Minute, 500*time.Millisecond, "the invalid redriven messages dead-lettered again", func() bool {
+	waitfor.Every(t, time.Minute, 500*time.Millisecond, "the invalid redriven messages dead-lettered again", func() bool {
 		envs = envs[:0]
 		for _, e := range dlqEnvelopes(t, mailbox) {
 			envs = append(envs, e.MessageID)

@@ -85,17 +85,6 @@ func cleanEnv() []string {
 	return env
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // actorRegistry knows the built-in actors, as the worker binary does,
 // without a counter sink: replays run no side effect anyway. A tally's state
 // has the counter's shape (both are contracts), so the tests read either

@@ -29,6 +29,7 @@ import (
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
 )
@@ -453,7 +454,7 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 		// The victim: a worker busy processing right now, so that the kill
 		// lands on work in flight.
 		i := -1
-		waitFor(t, time.Minute, "a busy worker to kill", func() bool {
+		waitfor.Until(t, time.Minute, "a busy worker to kill", func() bool {
 			svcAlive(t, live...)
 			k := rng.IntN(len(live))
 			before := svcProcessed(admin[live[k]])
@@ -605,14 +606,14 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 		workers = append(workers, svcWorker(t, dir, fmt.Sprintf("worker-%d", i+1), r.mailbox, r.journal, sink,
 			slices.Concat([]string{"--admin", admin}, r.extra)...))
 	}
-	waitFor(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
+	waitfor.Until(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
 		svcAlive(t, workers...)
 		a, _ := metric(admins[0], "postbox_partitions_claimed")
 		b, _ := metric(admins[1], "postbox_partitions_claimed")
 		return a >= 1 && b >= 1 && int(a+b) == mb.Partitions
 	})
 	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
-	waitFor(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
+	waitfor.Until(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
 		svcAlive(t, workers...)
 		return svcProcessed(admins[0]) >= 100 && svcProcessed(admins[1]) >= 100 &&
 			svcProcessed(admins...) >= float64(r.before.spec.Count)/5

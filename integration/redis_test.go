@@ -17,6 +17,7 @@ import (
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -93,12 +94,12 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		}
 		return ps
 	}
-	waitFor(t, 30*time.Second, "worker A to own every shard and process messages", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker A to own every shard and process messages", func() bool {
 		svcAlive(t, a)
 		return len(owned(a)) == partitions && svcProcessed(adminA) > 0
 	})
 	b := svcWorker(t, dir, "worker-b", mbURL, jURL, sink, append(flags, "--admin", adminB)...)
-	waitFor(t, 30*time.Second, "the shards to be shared by A and B", func() bool {
+	waitfor.Until(t, 30*time.Second, "the shards to be shared by A and B", func() bool {
 		svcAlive(t, a, b)
 		return len(owned(a)) > 0 && len(owned(b)) > 0 && len(owned(a))+len(owned(b)) == partitions
 	})
@@ -115,7 +116,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	}
 	// Stop it with work in flight, so that it has journal writes to make
 	// when it resumes.
-	waitFor(t, 30*time.Second, "worker A to have messages in flight", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker A to have messages in flight", func() bool {
 		n, _ := metric(adminA, "postbox_messages_in_flight")
 		return n > 0
 	})
@@ -124,7 +125,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	stopped := time.Now()
 	t.Logf("worker A (pid %d) stopped, owning shards %v", a.pid(), zombie)
 	var processedB float64
-	waitFor(t, 30*time.Second, "worker B to take over A's shards and their epochs", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker B to take over A's shards and their epochs", func() bool {
 		svcAlive(t, b)
 		for _, p := range zombie {
 			pid, _ := svcLeaseOwner(ctx, rc, mailbox, p)
@@ -136,7 +137,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		processedB = svcProcessed(adminB)
 		return true
 	})
-	waitFor(t, 30*time.Second, "worker B to process A's former messages", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker B to process A's former messages", func() bool {
 		return svcProcessed(adminB) >= processedB+100
 	})
 	a.signal(t, syscall.SIGCONT)
@@ -163,7 +164,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	var fenced float64
-	waitFor(t, 10*time.Second, "the fence metric to match the fence log lines", func() bool {
+	waitfor.Until(t, 10*time.Second, "the fence metric to match the fence log lines", func() bool {
 		fenced, _ = metric(adminA, "postbox_partitions_fenced_total")
 		return float64(a.logCount("partition fenced")) == fenced
 	})
@@ -297,7 +298,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, time.Minute, "two dead letters", func() bool {
+	waitfor.Until(t, time.Minute, "two dead letters", func() bool {
 		svcAlive(t, worker)
 		return len(dlqList()) == 2
 	})
@@ -385,7 +386,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "redrove 2" {
 		t.Fatalf("dlq redrive: %+v", r)
 	}
-	waitFor(t, time.Minute, "the redriven messages dead-lettered again", func() bool {
+	waitfor.Until(t, time.Minute, "the redriven messages dead-lettered again", func() bool {
 		svcAlive(t, worker)
 		envs, err := mb.DLQ.List(ctx)
 		return err == nil && len(envs) == 2

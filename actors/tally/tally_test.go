@@ -13,6 +13,7 @@ import (
 	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/channel"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/memory"
 )
@@ -96,10 +97,10 @@ func TestHostAppliesDuplicatesOnce(t *testing.T) {
 		h.Stop(sctx)
 	})
 	handled := func() int64 { st := h.Stats(); return st.Processed + st.DeadLettered + st.Deduplicated }
-	waitFor(t, 10*time.Second, "the first messages handled", func() bool { return handled() >= 10 })
+	waitfor.Until(t, 10*time.Second, "the first messages handled", func() bool { return handled() >= 10 })
 	// Again, after checkpoints: from the start, the middle and the end.
 	publish(first[0], first[3], first[8], first[9], msg("j", `{"add":100}`))
-	waitFor(t, 10*time.Second, "the duplicates delivered", func() bool { return handled() >= 15 })
+	waitfor.Until(t, 10*time.Second, "the duplicates delivered", func() bool { return handled() >= 15 })
 
 	r, err := reg.Replay(ctx, j, a, actorhost.ReplayOptions{})
 	if err != nil {
@@ -120,16 +121,5 @@ func TestHostAppliesDuplicatesOnce(t *testing.T) {
 	})
 	if envs, err := mb.DLQ().List(ctx); err != nil || len(envs) != 1 {
 		t.Errorf("%d dead letters (err %v), want the poison message once", len(envs), err)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // Features declares what a backend offers beyond the core contract.
@@ -348,7 +349,7 @@ func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
 
 	isAcked := make(map[string]bool)
 	var unacked []string
-	waitFor(t, f.timeout(), fmt.Sprintf("%d deliveries, %d acks and the Release of partition 0", delivered, acked), func() bool {
+	waitfor.Until(t, f.timeout(), fmt.Sprintf("%d deliveries, %d acks and the Release of partition 0", delivered, acked), func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return returned
@@ -372,13 +373,13 @@ func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
 		}
 		return all
 	}
-	waitFor(t, f.timeout(), fmt.Sprintf("partition 0 to be claimed again after a Release nothing asked for, and its %d unacked messages delivered again (the partition stays owned but idle?)", len(unacked)), func() bool {
+	waitfor.Until(t, f.timeout(), fmt.Sprintf("partition 0 to be claimed again after a Release nothing asked for, and its %d unacked messages delivered again (the partition stays owned but idle?)", len(unacked)), func() bool {
 		return containsAll(redelivered(), unacked)
 	})
 	// The new claim keeps flowing.
 	marker := channel.Message{Address: addressOn(t, "reclaim0", 0, mb.Partitions), Payload: []byte("reclaim-marker")}
 	publish(t, mb.Publisher, marker)
-	waitFor(t, f.timeout(), "a message published after the reclaim", func() bool {
+	waitfor.Until(t, f.timeout(), "a message published after the reclaim", func() bool {
 		return indexOf(redelivered(), "reclaim-marker", 0) >= 0
 	})
 	r.stop()
@@ -522,10 +523,10 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 	}
 	own := newOwnership(t)
 	ra := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{name: "A", own: own})
-	waitFor(t, f.timeout(), "consumer A to own every partition", func() bool { return ra.owns() == mb.Partitions })
+	waitfor.Until(t, f.timeout(), "consumer A to own every partition", func() bool { return ra.owns() == mb.Partitions })
 
 	rb := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{name: "B", own: own})
-	waitFor(t, f.timeout(), "A and B to split the partitions", func() bool {
+	waitfor.Until(t, f.timeout(), "A and B to split the partitions", func() bool {
 		a, b := ra.owns(), rb.owns()
 		return a > 0 && b > 0 && a+b == mb.Partitions
 	})
@@ -536,7 +537,7 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
 	}
 	publish(t, mb.Publisher, msgs...)
-	waitFor(t, f.timeout(), "A and B together to receive every message", func() bool {
+	waitfor.Until(t, f.timeout(), "A and B together to receive every message", func() bool {
 		return len(distinctPayloads(append(ra.received(), rb.received()...))) == n
 	})
 	if len(ra.received()) == 0 || len(rb.received()) == 0 {
@@ -544,7 +545,7 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 	}
 
 	ra.stop()
-	waitFor(t, f.timeout(), "B to take over every partition after A stopped", func() bool { return rb.owns() == mb.Partitions })
+	waitfor.Until(t, f.timeout(), "B to take over every partition after A stopped", func() bool { return rb.owns() == mb.Partitions })
 	var more []channel.Message
 	for i := n; i < n+100; i++ {
 		more = append(more, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
@@ -738,24 +739,6 @@ func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Addres
 	}
 	t.Fatalf("no address of type %s found for partition %d of %d", typ, p, partitions)
 	return channel.Address{}
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("test ended while waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 func payload(i int) []byte { return fmt.Appendf(nil, "msg-%06d", i) }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // The test binary doubles as a helper consumer process when
@@ -220,23 +221,23 @@ func RunAcrossProcesses(t *testing.T, setup func(t *testing.T) ProcessMailbox) {
 	const wait = 60 * time.Second
 
 	a := startHelper(t, dir, mb.Name, "A")
-	waitFor(t, wait, "A to hold every "+word, func() bool { return held(a) == partitions })
+	waitfor.Until(t, wait, "A to hold every "+word, func() bool { return held(a) == partitions })
 
 	b := startHelper(t, dir, mb.Name, "B")
-	waitFor(t, wait, "A and B to split the "+word+"s", func() bool {
+	waitfor.Until(t, wait, "A and B to split the "+word+"s", func() bool {
 		ha, hb := held(a), held(b)
 		return ha > 0 && hb > 0 && ha+hb == partitions
 	})
-	waitFor(t, wait, "B to consume", func() bool { return len(readHelperLog(t, b.log).msgs) > 0 })
+	waitfor.Until(t, wait, "B to consume", func() bool { return len(readHelperLog(t, b.log).msgs) > 0 })
 
 	a.stop(t, syscall.SIGTERM)
-	waitFor(t, wait, "B to take over A's "+word+"s", func() bool { return held(b) == partitions })
+	waitfor.Until(t, wait, "B to take over A's "+word+"s", func() bool { return held(b) == partitions })
 
 	c := startHelper(t, dir, mb.Name, "C")
-	waitFor(t, wait, "B and C to split the "+word+"s", func() bool { return held(c) > 0 })
-	waitFor(t, wait, "C to consume", func() bool { return len(readHelperLog(t, c.log).msgs) > 0 })
+	waitfor.Until(t, wait, "B and C to split the "+word+"s", func() bool { return held(c) > 0 })
+	waitfor.Until(t, wait, "C to consume", func() bool { return len(readHelperLog(t, c.log).msgs) > 0 })
 	c.stop(t, syscall.SIGKILL)
-	waitFor(t, wait, "B to take over the killed C's "+word+"s", func() bool { return held(b) == partitions })
+	waitfor.Until(t, wait, "B to take over the killed C's "+word+"s", func() bool { return held(b) == partitions })
 
 	stopPub()
 	<-pubDone
@@ -247,7 +248,7 @@ func RunAcrossProcesses(t *testing.T, setup func(t *testing.T) ProcessMailbox) {
 	want := published
 	pubMu.Unlock()
 
-	waitFor(t, wait, "every message to be acked", func() bool { return mb.Drained(t) })
+	waitfor.Until(t, wait, "every message to be acked", func() bool { return mb.Drained(t) })
 	b.stop(t, syscall.SIGTERM)
 
 	// Every message was received by some process.

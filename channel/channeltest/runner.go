@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // consumerOptions shape how a runner handles its claims.
@@ -139,7 +140,7 @@ func (r *runner) received() []channel.Message {
 // waitReceived waits until cond holds for the deliveries so far.
 func (r *runner) waitReceived(cond func([]channel.Message) bool, what string, args ...any) {
 	r.t.Helper()
-	waitFor(r.t, r.f.timeout(), fmt.Sprintf(what, args...), func() bool { return cond(r.received()) })
+	waitfor.Until(r.t, r.f.timeout(), fmt.Sprintf(what, args...), func() bool { return cond(r.received()) })
 }
 
 // owns returns how many partitions the consumer's host is working on.

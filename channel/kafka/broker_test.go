@@ -19,6 +19,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // These tests run against the brokers in KAFKA_BROKERS (host:port,...);
@@ -324,9 +325,9 @@ func TestRebalanceRedeliversUnacked(t *testing.T) {
 	b := startHost(t, brokers, topic, fastOptions())
 	// B gets some partitions; for each, everything but the acked first
 	// message again, with the same IDs and in the same order.
-	waitFor(t, 60*time.Second, "B owns partitions", func() bool { return len(b.allClaims()) > 0 })
+	waitfor.Until(t, 60*time.Second, "B owns partitions", func() bool { return len(b.allClaims()) > 0 })
 	var moved []int32
-	waitFor(t, 30*time.Second, "the group settles", func() bool {
+	waitfor.Until(t, 30*time.Second, "the group settles", func() bool {
 		moved = moved[:0]
 		for _, c := range b.allClaims() {
 			moved = append(moved, c.partition)
@@ -474,7 +475,7 @@ func TestBackpressurePausesAndLosesNothing(t *testing.T) {
 		defer cl.mu.Unlock()
 		return len(cl.pending), cl.paused
 	}
-	waitFor(t, 30*time.Second, "fetching pauses", func() bool { _, p := buffered(); return p })
+	waitfor.Until(t, 30*time.Second, "fetching pauses", func() bool { _, p := buffered(); return p })
 	// Give the fetcher time to overrun the buffer, were it still fetching.
 	time.Sleep(500 * time.Millisecond)
 	if n, _ := buffered(); n > 2*opts.BufferSize {

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // newTestClaim returns a claim outside any consumer group, with its pump
@@ -60,7 +61,7 @@ func TestClaimNackHoldsBackItsAddress(t *testing.T) {
 	}
 	// Once the pump holds offset 1 (a/1) in hand, Nack must make it put
 	// it back.
-	waitFor(t, time.Second, "the pump takes the next message", func() bool {
+	waitfor.Until(t, time.Second, "the pump takes the next message", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.pending) == 2
@@ -102,7 +103,7 @@ func TestClaimPausesWhenFullAndResumesWhenDrained(t *testing.T) {
 			t.Fatalf("got %d, want %d", m.Offset, i)
 		}
 	}
-	waitFor(t, time.Second, "fetching resumes", func() bool { return !paused() })
+	waitfor.Until(t, time.Second, "fetching resumes", func() bool { return !paused() })
 }
 
 func TestClaimAckAndStates(t *testing.T) {
@@ -131,18 +132,6 @@ func TestClaimAckAndStates(t *testing.T) {
 	}
 	c.stopDelivery()
 	for range c.Messages() {
-	}
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal/memory"
 )
 
@@ -56,7 +57,7 @@ func TestHostDeadLettersGarbledEntries(t *testing.T) {
 			t.Errorf("stop host: %v", err)
 		}
 	}()
-	waitFor(t, 20*time.Second, "every entry acked (the shard stream empty)", func() bool {
+	waitfor.Until(t, 20*time.Second, "every entry acked (the shard stream empty)", func() bool {
 		n, err := c.XLen(t.Context(), stream).Result()
 		return err == nil && n == 0
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // errLostReply is what a command whose reply was lost returns.
@@ -187,7 +188,7 @@ func expectIDs(t *testing.T, r *recorder, want ...string) {
 func waitEmpty(t *testing.T, name string) {
 	t.Helper()
 	c := rawClient(t)
-	waitFor(t, 10*time.Second, "the stream to empty (every entry acked)", func() bool {
+	waitfor.Until(t, 10*time.Second, "the stream to empty (every entry acked)", func() bool {
 		n, err := c.XLen(t.Context(), "{postbox:"+name+"}:s:0").Result()
 		return err == nil && n == 0
 	})
@@ -244,7 +245,7 @@ func TestLostClaimReplyKeepsOrder(t *testing.T) {
 		mb := open(t, name, redis.Options{Partitions: 1})
 		oneActor(t, mb, "m1", "m2", "m3")
 		a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-		waitFor(t, 10*time.Second, "A to receive 3", func() bool { return len(a.received()) == 3 })
+		waitfor.Until(t, 10*time.Second, "A to receive 3", func() bool { return len(a.received()) == 3 })
 		if err := a.claim(t).Release(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -294,9 +295,9 @@ func TestLostClaimReplyKeepsOrder(t *testing.T) {
 			}
 		}()
 		oneActor(t, mb, "m1")
-		waitFor(t, 10*time.Second, "the first delivery of m1", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 })
+		waitfor.Until(t, 10*time.Second, "the first delivery of m1", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 })
 		oneActor(t, mb, "m2", "m3")
-		waitFor(t, 10*time.Second, "4 deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 4 })
+		waitfor.Until(t, 10*time.Second, "4 deliveries", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 4 })
 		time.Sleep(200 * time.Millisecond)
 		mu.Lock()
 		defer mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // rawClient is a plain client on REDIS_ADDR, closed when t ends.
@@ -296,7 +297,7 @@ func consume(t *testing.T, mb *redis.Mailbox, n int, handle func(channel.Claim, 
 			}
 		})
 	}()
-	waitFor(t, 30*time.Second, "messages", func() bool {
+	waitfor.Until(t, 30*time.Second, "messages", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= n
@@ -308,18 +309,4 @@ func consume(t *testing.T, mb *redis.Mailbox, n int, handle func(channel.Claim, 
 	mu.Lock()
 	defer mu.Unlock()
 	return append([]channel.Message(nil), got...)
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		<-tick.C
-	}
 }

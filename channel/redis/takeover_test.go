@@ -13,6 +13,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // recorder runs a consumer and keeps its claims and deliveries; it acks
@@ -76,7 +77,7 @@ func (r *recorder) received() []channel.Message {
 
 func (r *recorder) claim(t *testing.T) channel.Claim {
 	t.Helper()
-	waitFor(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
+	waitfor.Until(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.claims[len(r.claims)-1]
@@ -105,7 +106,7 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	publishN(t, mb, "old", 10)
 
 	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-	waitFor(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
+	waitfor.Until(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
 	cl := a.claim(t)
 	// A acks the first three and gives the shard up.
 	if err := cl.Ack(t.Context(), a.received()[:3]...); err != nil {
@@ -117,7 +118,7 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	publishN(t, mb, "new", 5)
 
 	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
-	waitFor(t, 30*time.Second, "B to receive 12", func() bool { return len(b.received()) >= 12 })
+	waitfor.Until(t, 30*time.Second, "B to receive 12", func() bool { return len(b.received()) >= 12 })
 	var order []string
 	for i, m := range b.received() {
 		order = append(order, m.ID)
@@ -138,7 +139,7 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	// group.
 	c := rawClient(t)
 	stream := "{postbox:" + name + "}:s:0"
-	waitFor(t, 10*time.Second, "the acked entries to be deleted", func() bool {
+	waitfor.Until(t, 10*time.Second, "the acked entries to be deleted", func() bool {
 		n, err := c.XLen(t.Context(), stream).Result()
 		return err == nil && n == 0
 	})
@@ -156,7 +157,7 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	mb := open(t, name, redis.Options{Partitions: 1})
 	publishN(t, mb, "z", 5)
 	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 30 * time.Second}), false)
-	waitFor(t, 30*time.Second, "A to receive 5", func() bool { return len(a.received()) == 5 })
+	waitfor.Until(t, 30*time.Second, "A to receive 5", func() bool { return len(a.received()) == 5 })
 	cl := a.claim(t)
 
 	// Another owner takes the lease, as after A's lease expired.
@@ -247,7 +248,7 @@ func TestNackDelaySurvivesTakeover(t *testing.T) {
 	mb := open(t, name, redis.Options{Partitions: 1})
 	publishN(t, mb, "n", 1)
 	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-	waitFor(t, 30*time.Second, "A to receive it", func() bool { return len(a.received()) == 1 })
+	waitfor.Until(t, 30*time.Second, "A to receive it", func() bool { return len(a.received()) == 1 })
 	cl := a.claim(t)
 	const delay = 2 * time.Second
 	nackAt := time.Now()
@@ -258,7 +259,7 @@ func TestNackDelaySurvivesTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
-	waitFor(t, 30*time.Second, "B to receive it", func() bool { return len(b.received()) == 1 })
+	waitfor.Until(t, 30*time.Second, "B to receive it", func() bool { return len(b.received()) == 1 })
 	if waited := time.Since(nackAt); waited < delay-50*time.Millisecond {
 		t.Errorf("nacked message came back to the new owner after %v, want at least %v", waited, delay)
 	}
@@ -267,7 +268,7 @@ func TestNackDelaySurvivesTakeover(t *testing.T) {
 	}
 	// Once acked, nothing of it is left: no entry, no nack time.
 	c := rawClient(t)
-	waitFor(t, 10*time.Second, "the stream and the nack times to empty", func() bool {
+	waitfor.Until(t, 10*time.Second, "the stream and the nack times to empty", func() bool {
 		n, err1 := c.XLen(t.Context(), "{postbox:"+name+"}:s:0").Result()
 		h, err2 := c.HLen(t.Context(), "{postbox:"+name+"}:nacks:0").Result()
 		return err1 == nil && err2 == nil && n == 0 && h == 0

@@ -12,6 +12,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/dlq/dlqtest"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // consume runs a consumer of mb until it has received n messages, acking
@@ -40,7 +41,7 @@ func consume(t *testing.T, mb *sqlite.Mailbox, n int) []channel.Message {
 			}
 		})
 	}()
-	waitForT(t, 30*time.Second, fmt.Sprintf("%d messages", n), func() bool {
+	waitfor.Until(t, 30*time.Second, fmt.Sprintf("%d messages", n), func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= n

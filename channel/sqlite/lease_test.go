@@ -13,6 +13,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // claimRecorder runs a consumer and keeps its claims and deliveries.
@@ -59,7 +60,7 @@ func (r *claimRecorder) received() []channel.Message {
 
 func (r *claimRecorder) claim(t *testing.T) channel.Claim {
 	t.Helper()
-	waitForT(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
+	waitfor.Until(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.claims[len(r.claims)-1]
@@ -116,14 +117,14 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	// and it does not notice the takeover on its own.
 	za := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: time.Hour, PollInterval: time.Hour}))
 	claimA := za.claim(t)
-	waitForT(t, 30*time.Second, "A to receive both", func() bool { return len(za.received()) == 2 })
+	waitfor.Until(t, 30*time.Second, "A to receive both", func() bool { return len(za.received()) == 2 })
 	if err := claimA.Ack(t.Context(), za.received()[0]); err != nil {
 		t.Fatal(err)
 	}
 
 	expireLeases(t, db)
 	b := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "B", LeaseTTL: time.Hour, PollInterval: 5 * time.Millisecond}))
-	waitForT(t, 30*time.Second, "B to receive both again", func() bool { return len(b.received()) == 2 })
+	waitfor.Until(t, 30*time.Second, "B to receive both again", func() bool { return len(b.received()) == 2 })
 	for _, m := range b.received() {
 		if m.Deliveries != 2 {
 			t.Errorf("B got message %s with Deliveries %d, want 2", m.ID, m.Deliveries)
@@ -164,7 +165,7 @@ func TestLostLeaseClosesClaim(t *testing.T) {
 
 	a := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: 300 * time.Millisecond}))
 	cl := a.claim(t)
-	waitForT(t, 30*time.Second, "A to receive", func() bool { return len(a.received()) == 3 })
+	waitfor.Until(t, 30*time.Second, "A to receive", func() bool { return len(a.received()) == 3 })
 	// Steal the lease, as a consumer that saw it expired would.
 	if _, err := db.Exec(`UPDATE mailbox_leases SET owner = 'thief', epoch = epoch + 1, expires_at = ?`, time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func TestBufferAppliesBackpressure(t *testing.T) {
 	publishN(t, mb, 100)
 	r := record(t, mb.Consumer(sqlite.ConsumerOptions{Buffer: 10, BatchSize: 4, PollInterval: time.Millisecond}))
 	cl := r.claim(t)
-	waitForT(t, 30*time.Second, "the first 10", func() bool { return len(r.received()) >= 10 })
+	waitfor.Until(t, 30*time.Second, "the first 10", func() bool { return len(r.received()) >= 10 })
 	// Give the poller time to overshoot, if it would.
 	observe := time.NewTimer(200 * time.Millisecond)
 	<-observe.C
@@ -209,7 +210,7 @@ func TestBufferAppliesBackpressure(t *testing.T) {
 	if err := cl.Ack(t.Context(), r.received()[:5]...); err != nil {
 		t.Fatal(err)
 	}
-	waitForT(t, 30*time.Second, "5 more after 5 acks", func() bool { return len(r.received()) >= 15 })
+	waitfor.Until(t, 30*time.Second, "5 more after 5 acks", func() bool { return len(r.received()) >= 15 })
 	observe.Reset(200 * time.Millisecond)
 	<-observe.C
 	if n := len(r.received()); n != 15 {

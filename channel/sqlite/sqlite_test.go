@@ -108,17 +108,3 @@ func TestOptionsAreValidated(t *testing.T) {
 		}
 	}
 }
-
-// waitForT polls cond until it holds, failing the test after timeout.
-func waitForT(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
