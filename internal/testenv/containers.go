@@ -33,7 +33,11 @@ func image(env, official string) string {
 }
 
 // dockerRuns says why containers cannot be started, if they cannot.
+// POSTBOX_NO_DOCKER set says they must not be, whatever runs.
 func dockerRuns(ctx context.Context) (err error) {
+	if os.Getenv("POSTBOX_NO_DOCKER") != "" {
+		return errors.New("POSTBOX_NO_DOCKER is set")
+	}
 	defer func() {
 		// testcontainers panics when it finds no Docker at all.
 		if r := recover(); r != nil {

@@ -6,8 +6,8 @@
 // the images POSTBOX_KAFKA_IMAGE, POSTBOX_REDIS_IMAGE and
 // POSTBOX_POSTGRES_IMAGE name (scripts/images.sh builds local ones), else
 // on the official images.
-// With neither, the test is skipped, or fails under CI=true, where every
-// service test must run.
+// With neither (or with POSTBOX_NO_DOCKER set), the test is skipped, or
+// fails under CI=true, where every service test must run.
 package testenv
 
 import (
