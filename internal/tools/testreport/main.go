@@ -91,6 +91,9 @@ func (r *report) read(in io.Reader) error {
 func (r *report) event(e event) {
 	key := e.Package + " " + e.Test
 	switch e.Action {
+	case "build-output":
+		// A compile error, reported before the package's "fail".
+		fmt.Fprint(r.out, e.Output)
 	case "output":
 		r.output[key] = append(r.output[key], e.Output)
 	case "pass":

@@ -24,6 +24,7 @@ const stream = `{"Action":"run","Package":"p","Test":"TestOK"}
 {"Action":"output","Package":"p","Output":"FAIL\n"}
 {"Action":"fail","Package":"p","Elapsed":0.5}
 {"Action":"pass","Package":"q","Elapsed":1.25}
+{"ImportPath":"b","Action":"build-output","Output":"./b.go:1:2: undefined: x\n"}
 `
 
 func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
@@ -41,6 +42,7 @@ func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 		"1 tests passed, 1 failed, 2 skipped",
 		"failed: p.TestBad",
 		"skipped 2: REDIS_ADDR is not set",
+		"./b.go:1:2: undefined: x",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("report lacks %q:\n%s", want, got)
