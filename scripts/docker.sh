@@ -3,6 +3,7 @@
 # container tests, publishing ports on 127.0.0.1 only.
 #
 #   scripts/docker.sh start    start dockerd unless an engine answers; prints TESTCONTAINERS_HOST_OVERRIDE=...
+#                              (for an engine on this machine)
 #   scripts/docker.sh stop     stop the dockerd this script started
 #   scripts/docker.sh status   exit 0 if an engine answers, 3 if not
 #
@@ -47,7 +48,10 @@ start() {
 			sleep 0.5
 		done
 	fi
-	echo "TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1"
+	# An engine elsewhere (DOCKER_HOST over TCP) publishes its ports there.
+	if [[ -z ${DOCKER_HOST:-} || ${DOCKER_HOST:-} == unix://* ]]; then
+		echo "TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1"
+	fi
 }
 
 stop() {

@@ -37,14 +37,17 @@ trap cleanup EXIT
 
 # docker_ready starts or finds a Docker engine and names the images.
 docker_ready() {
+	[[ -z ${POSTBOX_NO_DOCKER:-} ]] || return 1
 	command -v docker >/dev/null || return 1
 	local engine
 	if ! docker info >/dev/null 2>&1; then
 		command -v dockerd >/dev/null && [[ $(id -u) == 0 ]] || return 1
 	fi
 	engine=$(scripts/docker.sh start) || return 1
-	eval "$engine"
-	export TESTCONTAINERS_HOST_OVERRIDE
+	if [[ -n $engine ]]; then
+		eval "$engine"
+		export TESTCONTAINERS_HOST_OVERRIDE
+	fi
 	if [[ -z ${POSTBOX_KAFKA_IMAGE:-} ]] && command -v debootstrap >/dev/null && [[ $(id -u) == 0 ]]; then
 		local images
 		images=$(scripts/images.sh) || return 1
