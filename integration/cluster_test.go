@@ -28,8 +28,8 @@ import (
 //   - worker-3 is cut off from the brokers and the journal (docker network
 //     disconnect) for longer than the session timeout, then reconnected.
 //     Its partitions must move to the others within the session timeout
-//     (and a rebalance); while cut off it must apply nothing, and once back
-//     it must give up every partition it held before it takes new ones;
+//     (and a rebalance); while cut off it must apply nothing, and it must
+//     end every claim it held before it takes new ones;
 //   - PostgreSQL is paused (docker pause) for longer than the session
 //     timeout, then resumed.
 //
@@ -187,6 +187,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	// worker-3 is cut off from the cluster and the journal.
 	w3 := workers["worker-3"]
 	held, _ := claimed("worker-3")
+	logsAtCut := len(containerLog(w3))
 	docker(t, time.Minute, "docker", "network", "disconnect", net, w3)
 	cut := time.Now()
 	// Counted once the cut is made: what it finished before is not its fault.
@@ -207,23 +208,24 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	if after != before {
 		t.Errorf("cut off from the journal, worker-3 processed %v messages", after-before)
 	}
-	logsAtReconnect := len(containerLog(w3))
 	docker(t, time.Minute, "docker", "network", "connect", "--alias", "worker-3", net, w3)
 	t.Logf("%s: worker-3 reconnected after %s", elapsed(), time.Since(cut).Round(100*time.Millisecond))
-	// Back, it must end every claim it held before it claims anything.
+	// Since the cut, it must have ended every claim it held (on its own
+	// once its session ran out, or when told on its return) before it
+	// claims anything.
 	waitfor.Every(t, time.Minute, 500*time.Millisecond, "worker-3 to give up the partitions it held", func() bool {
-		ended := 0
-		for _, e := range containerLog(w3)[logsAtReconnect:] {
+		ended := map[string]bool{}
+		for _, e := range containerLog(w3)[logsAtCut:] {
 			switch e.Msg {
 			case "partition lost: abandoning its in-flight work", "partition released", "partition fenced by a newer owner: acking nothing more from it":
-				ended++
+				ended[partitionNumber(e.Partition)] = true
 			case "partition claimed":
-				if ended < held {
-					t.Fatalf("worker-3 claimed partition %s after reconnecting before it gave up all %d it held", e.Partition, held)
+				if len(ended) < held {
+					t.Fatalf("worker-3 claimed partition %s after the cut before it gave up all %d it held (ended: %v)", e.Partition, held, ended)
 				}
 			}
 		}
-		return ended >= held
+		return len(ended) >= held
 	})
 	t.Logf("%s: worker-3 gave up its %d old partitions", elapsed(), held)
 
@@ -331,6 +333,13 @@ func containerMetric(id, name string) (float64, bool) {
 		return 0, false
 	}
 	return sample(out, name)
+}
+
+// partitionNumber reads the partition of a log line: a number in the
+// consumer's lines, a journal key ("kafka:orders/3") in the fence line.
+func partitionNumber(raw []byte) string {
+	p := strings.Trim(string(raw), `"`)
+	return p[strings.LastIndex(p, "/")+1:]
 }
 
 // containerLog returns a worker container's JSON log entries.
