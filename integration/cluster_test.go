@@ -77,7 +77,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	// PostgreSQL, published on loopback so that the test reads the journal.
 	pg := start("postgres", "-p", "127.0.0.1::5432",
 		"-e", "POSTGRES_USER=postbox", "-e", "POSTGRES_PASSWORD=postbox", "-e", "POSTGRES_DB=postbox",
-		image("POSTBOX_POSTGRES_IMAGE", "postgres:17-alpine"))
+		testenv.PostgresImage)
 
 	// Three brokers. Workers reach them on the network; the test and the
 	// producer through a port on 127.0.0.1 each, advertised as such.
@@ -103,7 +103,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 			"-e", "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS=0",
 			"-e", "KAFKA_AUTO_CREATE_TOPICS_ENABLE=false",
 			"-e", "KAFKA_HEAP_OPTS=-Xms128m -Xmx384m",
-			image("POSTBOX_KAFKA_IMAGE", "apache/kafka:4.1.1")))
+			testenv.KafkaImage))
 		hostAddrs = append(hostAddrs, "127.0.0.1:"+port)
 	}
 	brokersUp := func(ids ...string) bool {
@@ -137,7 +137,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	workers := map[string]string{}
 	for _, w := range []string{"worker-1", "worker-2", "worker-3"} {
 		workers[w] = start(w, "-v", bin+":/usr/local/bin/worker:ro", "-v", dir+":/sink",
-			image("POSTBOX_RUNTIME_IMAGE", "alpine:3.22"),
+			testenv.RuntimeImage,
 			"worker", "run", "--mailbox", "kafka://kafka-1:9092,kafka-2:9092,kafka-3:9092/orders",
 			"--journal", "postgres://postbox:postbox@postgres:5432/postbox?sslmode=disable",
 			"--admin", ":9090", "--counter-sink", "/sink/"+w+".ndjson", "--concurrency", strconv.Itoa(concurrency),

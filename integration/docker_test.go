@@ -97,12 +97,3 @@ func containerHealthy(id string) bool {
 	out, err := tryDocker(30*time.Second, "docker", "inspect", "-f", "{{.State.Health.Status}}", id)
 	return err == nil && strings.TrimSpace(out) == "healthy"
 }
-
-// image returns the image named by env (as scripts/images.sh prints it),
-// or the official one.
-func image(env, official string) string {
-	if v := os.Getenv(env); v != "" {
-		return v
-	}
-	return official
-}

@@ -17,12 +17,15 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// The images match docker-compose.yml, and the same variables name others
-// there: scripts/images.sh builds local equivalents and prints the names.
+// The images, as docker-compose.yml names them: the same variables name
+// others (scripts/images.sh builds local equivalents and prints the names),
+// else the official ones. The container tests start these too.
 var (
-	kafkaImage    = image("POSTBOX_KAFKA_IMAGE", "apache/kafka:4.1.1")
-	redisImage    = image("POSTBOX_REDIS_IMAGE", "redis:7-alpine")
-	postgresImage = image("POSTBOX_POSTGRES_IMAGE", "postgres:17-alpine")
+	KafkaImage    = image("POSTBOX_KAFKA_IMAGE", "apache/kafka:4.1.1")
+	RedisImage    = image("POSTBOX_REDIS_IMAGE", "redis:7-alpine")
+	PostgresImage = image("POSTBOX_POSTGRES_IMAGE", "postgres:17-alpine")
+	// RuntimeImage is the Dockerfile's runtime stage: any Linux with wget.
+	RuntimeImage = image("POSTBOX_RUNTIME_IMAGE", "alpine:3.22")
 )
 
 func image(env, official string) string {
@@ -64,7 +67,7 @@ func startKafka(ctx context.Context) (string, error) {
 		return "", err
 	}
 	p := strconv.Itoa(port)
-	c, err := testcontainers.Run(ctx, kafkaImage,
+	c, err := testcontainers.Run(ctx, KafkaImage,
 		testcontainers.WithEnv(map[string]string{
 			"KAFKA_NODE_ID":                                          "1",
 			"KAFKA_PROCESS_ROLES":                                    "broker,controller",
@@ -92,7 +95,7 @@ func startKafka(ctx context.Context) (string, error) {
 		testcontainers.WithWaitStrategy(wait.ForListeningPort(p+"/tcp")),
 	)
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", kafkaImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("start %s: %w", KafkaImage, err), testcontainers.TerminateContainer(c))
 	}
 	return "127.0.0.1:" + p, nil
 }
@@ -100,28 +103,28 @@ func startKafka(ctx context.Context) (string, error) {
 // startRedis runs Redis with every write fsynced to its append-only file,
 // as scripts/services.sh does.
 func startRedis(ctx context.Context) (string, error) {
-	c, err := tcredis.Run(ctx, redisImage,
+	c, err := tcredis.Run(ctx, RedisImage,
 		testcontainers.WithCmd("redis-server", "--appendonly", "yes", "--appendfsync", "always"))
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", redisImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("start %s: %w", RedisImage, err), testcontainers.TerminateContainer(c))
 	}
 	endpoint, err := c.Endpoint(ctx, "")
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("address of %s: %w", redisImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("address of %s: %w", RedisImage, err), testcontainers.TerminateContainer(c))
 	}
 	return endpoint, nil
 }
 
 func startPostgres(ctx context.Context) (string, error) {
-	c, err := tcpostgres.Run(ctx, postgresImage,
+	c, err := tcpostgres.Run(ctx, PostgresImage,
 		tcpostgres.WithDatabase("postbox"), tcpostgres.WithUsername("postbox"), tcpostgres.WithPassword("postbox"),
 		tcpostgres.BasicWaitStrategies())
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", postgresImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("start %s: %w", PostgresImage, err), testcontainers.TerminateContainer(c))
 	}
 	dsn, err := c.ConnectionString(ctx, "sslmode=disable")
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("address of %s: %w", postgresImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("address of %s: %w", PostgresImage, err), testcontainers.TerminateContainer(c))
 	}
 	return dsn, nil
 }
