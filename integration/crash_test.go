@@ -17,6 +17,8 @@ import (
 	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 )
 
@@ -78,10 +80,10 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
 	t.Logf("kill schedule seed %d", seed)
-	startWorker := func(name string) *exec.Cmd {
-		w := exec.Command(workerBin, "run", "--mailbox", db, "--journal", db, "--counter-sink", sinkPath,
+	startWorker := func(name string, extra ...string) *exec.Cmd {
+		w := exec.Command(workerBin, append([]string{"run", "--mailbox", db, "--journal", db, "--counter-sink", sinkPath,
 			"--concurrency", fmt.Sprint(c.concurrency), "--checkpoint-every", "10", "--lease-ttl", "1s",
-			"--backoff-initial", "5ms", "--backoff-max", "50ms", "--log-level", "warn")
+			"--backoff-initial", "5ms", "--backoff-max", "50ms", "--log-level", "warn"}, extra...)...)
 		w.Env = cleanEnv()
 		logf, _ := os.Create(filepath.Join(dir, name+".log"))
 		w.Stdout, w.Stderr = logf, logf
@@ -108,8 +110,15 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 		t.Fatalf("--expect file: %v (%d actors)", err, len(fromFile))
 	}
 
-	final := startWorker("worker-final")
+	finalAdmin := testenv.FreeAddr(t)
+	final := startWorker("worker-final", "--admin", finalAdmin)
 	defer final.Process.Kill()
+	// Signalled before its main has run, a process dies of the signal:
+	// wait until the worker serves its admin endpoint.
+	waitfor.Until(t, 20*time.Second, "the final worker's /readyz", func() bool {
+		code, _ := testenv.Get("http://" + finalAdmin + "/readyz")
+		return code == 200
+	})
 	j, err := backend.OpenJournal(context.Background(), db, backend.JournalOptions{})
 	if err != nil {
 		t.Fatal(err)

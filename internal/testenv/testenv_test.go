@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -43,5 +45,24 @@ func TestWithoutServiceOrDockerSkipsButFailsUnderCI(t *testing.T) {
 			!strings.Contains(string(out), "REDIS_ADDR is not set") || !strings.Contains(string(out), "scripts/services.sh") {
 			t.Errorf("CI=%q: %v\n%s", ci, err, out)
 		}
+	}
+}
+
+// FreeAddr's ports sit below the ephemeral range, where no ":0" bind (a
+// client socket, docker-proxy) can take them before the test's server binds.
+func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	for range 50 {
+		addr := FreeAddr(t)
+		_, port, _ := strings.Cut(addr, ":")
+		var p int
+		if _, err := fmt.Sscan(port, &p); err != nil || p < freeRangeStart || p >= low {
+			t.Fatalf("FreeAddr = %s, want a port in %d-%d", addr, freeRangeStart, low-1)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("FreeAddr = %s, not free: %v", addr, err)
+		}
+		ln.Close()
 	}
 }
