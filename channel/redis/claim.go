@@ -12,25 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
-
-// claimState is where a claim is in its life.
-type claimState uint8
-
-const (
-	// stateActive: read; Messages open.
-	stateActive claimState = iota
-	// stateDraining: asked to stop (rebalance or Run ending); Messages
-	// closed, the lease still held until Release.
-	stateDraining
-	// stateLost: the lease was lost; Lost and Messages closed, acks ignored.
-	stateLost
-	// stateReleased: Release dropped the lease.
-	stateReleased
-)
-
-// errReleased is returned by Ack and Nack after Release.
-var errReleased = errors.New("redis: claim already released: its unacked messages go to the shard's next owner; ack before Release")
 
 // errLost reports a script that found the lease gone.
 var errLost = errors.New("lease lost")
@@ -63,68 +46,64 @@ type nackHint struct {
 // read, claim or ack entries of the shard.
 type Claim struct {
 	c         *Consumer
+	s         *lease.Slot // its lock guards the fields below
 	partition int32
 	epoch     int64
-	lease     string   // "<epoch>:<owner>", the lease key's value while it is ours
-	keys      []string // lease, stream, nack hash
-	msgs      chan channel.Message
-	lost      chan struct{}
+	lease     string        // "<epoch>:<owner>", the lease key's value while it is ours
+	keys      []string      // lease, stream, nack hash
 	wake      chan struct{} // wakes the reader while it waits for room
 	releaseMu sync.Mutex    // serializes Release calls
 	flushMu   sync.Mutex    // held while acks of the claim are on their way
 
-	mu         sync.Mutex
-	state      claimState
-	releasing  bool // Release is dropping the lease: its loss is expected
-	msgsClosed bool
-	inflight   map[int64]string // handed out, not acked or nacked: offset -> entry ID
-	holding    map[string][]*held
-	nHeld      int
-	acks       []string
-	nacks      []nackHint
-	validUntil time.Time // by the local clock: the lease surely lasts until then
-	watchdog   *time.Timer
+	inflight map[int64]string // handed out, not acked or nacked: offset -> entry ID
+	holding  map[string][]*held
+	nHeld    int
+	acks     []string
+	nacks    []nackHint
 }
 
 var _ channel.Claim = (*Claim)(nil)
 
-func newClaim(c *Consumer, partition int32, epoch int64, sent time.Time) *Claim {
-	cl := &Claim{
-		c:          c,
-		partition:  partition,
-		epoch:      epoch,
-		lease:      leaseValue(epoch, c.opts.Owner),
-		keys:       c.m.shardKeys(partition),
-		msgs:       make(chan channel.Message, c.opts.Buffer),
-		lost:       make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		inflight:   make(map[int64]string),
-		holding:    make(map[string][]*held),
-		validUntil: sent.Add(c.opts.localTTL()),
+func newClaim(c *Consumer, s *lease.Slot) *Claim {
+	return &Claim{
+		c:         c,
+		s:         s,
+		partition: s.Partition(),
+		epoch:     s.Epoch(),
+		lease:     leaseValue(s.Epoch(), c.opts.Owner),
+		keys:      c.m.shardKeys(s.Partition()),
+		wake:      make(chan struct{}, 1),
+		inflight:  make(map[int64]string),
+		holding:   make(map[string][]*held),
 	}
-	cl.mu.Lock()
-	cl.watchdog = time.AfterFunc(time.Until(cl.validUntil), cl.expire)
-	cl.mu.Unlock()
-	return cl
 }
 
-// Partition returns the claimed shard.
+// Partition returns the claimed partition.
 func (cl *Claim) Partition() int32 { return cl.partition }
 
-// Epoch returns the lease epoch: it grows every time the shard changes
+// Epoch returns the lease epoch: it grows every time the partition changes
 // hands.
 func (cl *Claim) Epoch() int64 { return cl.epoch }
 
-// Messages delivers the shard's messages in offset order, except that a
-// nacked message comes back later, and holds back the later messages of
+// Messages delivers the partition's messages in offset order, except that
+// a nacked message comes back later, and holds back the later messages of
 // its address until then. It is closed when the claim is stopping
 // (rebalance, Run ending, Release) or lost.
-func (cl *Claim) Messages() <-chan channel.Message { return cl.msgs }
+func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
 
 // Lost is closed when the lease was lost, or could not be renewed in time
-// by the local clock: another consumer may own the shard, so stop working
-// on it. Acks after that are ignored.
-func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
+// by the local clock: another consumer may own the partition, so stop
+// working on it. Acks after that are ignored.
+func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
+
+// Start starts the claim's reader.
+func (cl *Claim) Start(work context.Context) {
+	cl.c.readers.Add(1)
+	go cl.read(work)
+}
+
+// Wake wakes the reader.
+func (cl *Claim) Wake() { cl.kick() }
 
 // kick wakes the reader without blocking.
 func (cl *Claim) kick() {
@@ -132,89 +111,6 @@ func (cl *Claim) kick() {
 	case cl.wake <- struct{}{}:
 	default:
 	}
-}
-
-// closeMessagesLocked closes Messages once. The caller holds mu.
-func (cl *Claim) closeMessagesLocked() {
-	if !cl.msgsClosed {
-		cl.msgsClosed = true
-		close(cl.msgs)
-	}
-}
-
-// loseLocked ends the claim after its lease was lost, and reports whether
-// it did. The caller holds mu.
-func (cl *Claim) loseLocked() bool {
-	if (cl.state != stateActive && cl.state != stateDraining) || cl.releasing {
-		return false
-	}
-	cl.state = stateLost
-	cl.closeMessagesLocked()
-	close(cl.lost)
-	cl.inflight, cl.holding, cl.nHeld, cl.acks, cl.nacks = nil, nil, 0, nil, nil
-	cl.watchdog.Stop()
-	return true
-}
-
-// lose ends the claim after its lease was lost.
-func (cl *Claim) lose() {
-	cl.mu.Lock()
-	ended := cl.loseLocked()
-	cl.mu.Unlock()
-	if ended {
-		cl.c.forget(cl)
-		cl.kick()
-	}
-}
-
-// expire runs when the lease may have ended by the local clock without a
-// renewal.
-func (cl *Claim) expire() {
-	cl.mu.Lock()
-	if left := time.Until(cl.validUntil); left > 0 {
-		cl.watchdog.Reset(left)
-		cl.mu.Unlock()
-		return
-	}
-	ended := cl.loseLocked()
-	cl.mu.Unlock()
-	if ended {
-		cl.c.forget(cl)
-		cl.kick()
-	}
-}
-
-func (cl *Claim) stopWatchdog() {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	cl.watchdog.Stop()
-}
-
-// renewed records a renewal sent at sent, and reports whether the claim is
-// active.
-func (cl *Claim) renewed(sent time.Time) bool {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.state != stateActive && cl.state != stateDraining {
-		return false
-	}
-	if until := sent.Add(cl.c.opts.localTTL()); until.After(cl.validUntil) {
-		cl.validUntil = until
-		cl.watchdog.Reset(time.Until(until))
-	}
-	return cl.state == stateActive
-}
-
-// drain asks the claim to stop: Messages is closed, the lease kept until
-// Release.
-func (cl *Claim) drain() {
-	cl.mu.Lock()
-	if cl.state == stateActive {
-		cl.state = stateDraining
-		cl.closeMessagesLocked()
-	}
-	cl.mu.Unlock()
-	cl.kick()
 }
 
 // roomLocked is how many more messages the claim may take in.
@@ -226,7 +122,7 @@ func (cl *Claim) roomLocked() int {
 // send never blocks. The caller holds mu and the claim is active.
 func (cl *Claim) pushLocked(msg channel.Message, entryID string) {
 	cl.inflight[msg.Offset] = entryID
-	cl.msgs <- msg
+	cl.s.PushLocked(msg)
 }
 
 // holdLocked queues h behind its address, in offset order.
@@ -249,9 +145,9 @@ type got struct {
 // is held back.
 func (cl *Claim) dispatch(entries []got) {
 	now := time.Now()
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.state != stateActive {
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	if !cl.s.ActiveLocked() {
 		return
 	}
 	for _, e := range entries {
@@ -331,14 +227,14 @@ func (cl *Claim) read(ctx context.Context) {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		err := cl.redeliverDue(ctx)
-		cl.mu.Lock()
-		if cl.state != stateActive {
-			cl.mu.Unlock()
+		cl.s.Lock()
+		if !cl.s.ActiveLocked() {
+			cl.s.Unlock()
 			return
 		}
 		room := cl.roomLocked()
 		due := cl.nextDueLocked(time.Now())
-		cl.mu.Unlock()
+		cl.s.Unlock()
 
 		if err == nil && room > 0 && !caughtUp {
 			limit := min(room, opts.BatchSize)
@@ -366,7 +262,7 @@ func (cl *Claim) read(ctx context.Context) {
 			}
 		}
 		if errors.Is(err, errLost) {
-			cl.lose()
+			cl.s.Lose()
 			return
 		}
 		if err != nil {
@@ -425,9 +321,9 @@ func (cl *Claim) takeAcksLocked() ([]string, []nackHint) {
 
 // restoreAcks puts acks and nacks that could not be sent back in front.
 func (cl *Claim) restoreAcks(acks []string, nacks []nackHint) {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.state == stateActive || cl.state == stateDraining {
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	if cl.s.HoldsLocked() {
 		cl.acks = append(acks, cl.acks...)
 		cl.nacks = append(nacks, cl.nacks...)
 	}
@@ -441,13 +337,13 @@ func (cl *Claim) restoreAcks(acks []string, nacks []nackHint) {
 func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
 	cl.flushMu.Lock()
 	defer cl.flushMu.Unlock()
-	cl.mu.Lock()
-	if cl.state != stateActive {
-		cl.mu.Unlock()
+	cl.s.Lock()
+	if !cl.s.ActiveLocked() {
+		cl.s.Unlock()
 		return 0, "", "", nil
 	}
 	acks, nacks := cl.takeAcksLocked()
-	cl.mu.Unlock()
+	cl.s.Unlock()
 	args := make([]any, 0, 7+len(acks)+2*len(nacks))
 	args = append(args, cl.lease, group, cl.c.opts.Owner, limit, after)
 	args = appendSettle(args, acks, nacks)
@@ -534,13 +430,13 @@ func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (ne
 // redeliverDue hands out held messages that may go, claiming nacked ones
 // again (which counts a delivery) once their delay has passed.
 func (cl *Claim) redeliverDue(ctx context.Context) error {
-	cl.mu.Lock()
-	if cl.state != stateActive || cl.nHeld == 0 {
-		cl.mu.Unlock()
+	cl.s.Lock()
+	if !cl.s.ActiveLocked() || cl.nHeld == 0 {
+		cl.s.Unlock()
 		return nil
 	}
 	claim := cl.releaseDueLocked(time.Now())
-	cl.mu.Unlock()
+	cl.s.Unlock()
 	for len(claim) > 0 {
 		chunk := claim[:min(len(claim), redeliverChunk)]
 		claim = claim[len(chunk):]
@@ -565,9 +461,9 @@ func (cl *Claim) redeliverDue(ctx context.Context) error {
 				counts[id] = int(toInt(e[2]))
 			}
 		}
-		cl.mu.Lock()
-		if cl.state != stateActive {
-			cl.mu.Unlock()
+		cl.s.Lock()
+		if !cl.s.ActiveLocked() {
+			cl.s.Unlock()
 			return nil
 		}
 		for _, h := range chunk {
@@ -589,13 +485,13 @@ func (cl *Claim) redeliverDue(ctx context.Context) error {
 				cl.holding[addr] = q
 			}
 		}
-		cl.mu.Unlock()
+		cl.s.Unlock()
 	}
-	cl.mu.Lock()
-	if cl.state == stateActive {
+	cl.s.Lock()
+	if cl.s.ActiveLocked() {
 		cl.releaseDueLocked(time.Now())
 	}
-	cl.mu.Unlock()
+	cl.s.Unlock()
 	return nil
 }
 
@@ -640,20 +536,12 @@ func appendSettle(args []any, acks []string, nacks []nackHint) []any {
 // acking a message that is not outstanding (already acked or nacked) does
 // nothing.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	cl.mu.Lock()
-	switch cl.state {
-	case stateLost:
-		cl.mu.Unlock()
-		return nil
-	case stateReleased:
-		cl.mu.Unlock()
-		return errReleased
-	}
+	cl.s.Lock()
 	wasFull := cl.roomLocked() <= 0
 	for _, m := range msgs {
-		if m.Partition != cl.partition {
-			cl.mu.Unlock()
-			return fmt.Errorf("redis: ack of message %s of shard %d on the claim of shard %d: ack it on its own claim", m.ID, m.Partition, cl.partition)
+		if ignore, err := cl.s.SettleLocked("ack", m); ignore {
+			cl.s.Unlock()
+			return err
 		}
 		if id, ok := cl.inflight[m.Offset]; ok {
 			delete(cl.inflight, m.Offset)
@@ -661,7 +549,7 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 		}
 	}
 	batch := len(cl.acks) >= cl.c.opts.BatchSize
-	cl.mu.Unlock()
+	cl.s.Unlock()
 	if wasFull {
 		cl.kick()
 	}
@@ -676,18 +564,13 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 // its address that have not been handed out yet wait for it. Messages of
 // that address already handed out are not recalled. The entry stays in the
 // claim's pending list meanwhile; the time it may come back is recorded in
-// Redis with the next flush, so a new owner of the shard waits for it too.
+// Redis with the next flush, so a new owner of the partition waits for it
+// too.
 func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	switch cl.state {
-	case stateLost:
-		return nil
-	case stateReleased:
-		return errReleased
-	}
-	if msg.Partition != cl.partition {
-		return fmt.Errorf("redis: nack of message %s of shard %d on the claim of shard %d: nack it on its own claim", msg.ID, msg.Partition, cl.partition)
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	if ignore, err := cl.s.SettleLocked("nack", msg); ignore {
+		return err
 	}
 	id, ok := cl.inflight[msg.Offset]
 	if !ok {
@@ -695,7 +578,7 @@ func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duratio
 	}
 	delete(cl.inflight, msg.Offset)
 	readyAt := time.Now().Add(max(delay, 0))
-	if cl.state == stateActive {
+	if cl.s.ActiveLocked() {
 		cl.holdLocked(&held{msg: msg, entryID: id, nacked: true, readyAt: readyAt})
 	}
 	if delay > 0 {
@@ -707,50 +590,32 @@ func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duratio
 
 // Release closes Messages, makes the buffered acks and nacks durable and
 // drops the lease, in one script call, so another consumer can take the
-// shard at once. Messages delivered and not acked are redelivered to the
-// next owner. If the lease turns out to be lost, nothing is applied and
+// partition at once. Messages delivered and not acked are redelivered to
+// the next owner. If the lease turns out to be lost, nothing is applied and
 // Lost is closed. After Lost, Release only closes the claim. Release is
 // idempotent; when it fails (ctx ended, Redis error) it may be called
 // again.
 func (cl *Claim) Release(ctx context.Context) error {
 	cl.releaseMu.Lock()
 	defer cl.releaseMu.Unlock()
-
-	cl.mu.Lock()
-	switch cl.state {
-	case stateReleased, stateLost:
-		cl.mu.Unlock()
+	if !cl.s.BeginRelease() {
 		return nil
 	}
-	cl.state = stateDraining
-	cl.releasing = true
-	cl.closeMessagesLocked()
-	cl.mu.Unlock()
 	cl.kick()
 
 	// Wait for acks a read or the flusher has on their way.
 	cl.flushMu.Lock()
-	cl.mu.Lock()
+	cl.s.Lock()
 	acks, nacks := cl.takeAcksLocked()
-	cl.mu.Unlock()
+	cl.s.Unlock()
 	ok, err := cl.sendAcks(ctx, acks, nacks, true)
 	cl.flushMu.Unlock()
 
-	cl.mu.Lock()
-	cl.releasing = false
+	cl.s.EndRelease(err, ok)
+	cl.kick()
 	if err != nil {
-		cl.mu.Unlock()
 		cl.restoreAcks(acks, nacks)
-		return fmt.Errorf("redis: release shard %d: %w", cl.partition, err)
+		return fmt.Errorf("redis: release partition %d: %w", cl.partition, err)
 	}
-	if !ok {
-		cl.loseLocked()
-	} else if cl.state == stateDraining {
-		cl.state = stateReleased
-		cl.inflight, cl.holding, cl.nHeld, cl.acks, cl.nacks = nil, nil, 0, nil, nil
-		cl.watchdog.Stop()
-	}
-	cl.mu.Unlock()
-	cl.c.forget(cl)
 	return nil
 }

@@ -1,13 +1,11 @@
 package redis
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // maxPartitions bounds Options.Partitions. The lease keeper's script names
@@ -112,29 +110,15 @@ type ConsumerOptions struct {
 	AckInterval time.Duration
 }
 
-// localTTL is how long after sending a renewal the consumer trusts its
-// lease: the server's TTL runs from when it got the renewal, and the margin
-// covers a late timer and clock rate differences.
-func (o ConsumerOptions) localTTL() time.Duration { return o.LeaseTTL - o.LeaseTTL/10 }
-
-// minLeaseTTL keeps renewals (every LeaseTTL/3) from being scheduled
-// faster than a loaded Redis answers them.
-const minLeaseTTL = 100 * time.Millisecond
+// common is the part of o the lease engine defines.
+func (o ConsumerOptions) common() lease.Options {
+	return lease.Options{Owner: o.Owner, LeaseTTL: o.LeaseTTL, BatchSize: o.BatchSize, Buffer: o.Buffer}
+}
 
 // WithDefaults returns a copy of o with zero fields set to their defaults.
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
-	if o.Owner == "" {
-		o.Owner = defaultOwner()
-	}
-	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 10 * time.Second
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 256
-	}
-	if o.Buffer == 0 {
-		o.Buffer = 1024
-	}
+	l := o.common().WithDefaults()
+	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
 	if o.MaxWait == 0 {
 		o.MaxWait = 250 * time.Millisecond
 	}
@@ -145,17 +129,8 @@ func (o ConsumerOptions) WithDefaults() ConsumerOptions {
 }
 
 func (o ConsumerOptions) validate() error {
-	if o.Owner == "" {
-		return fmt.Errorf("redis: ConsumerOptions.Owner is empty: leave it unset for the default or name the consumer")
-	}
-	if o.LeaseTTL < minLeaseTTL {
-		return fmt.Errorf("redis: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", o.LeaseTTL, minLeaseTTL)
-	}
-	if o.BatchSize < 0 {
-		return fmt.Errorf("redis: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", o.BatchSize)
-	}
-	if o.Buffer < 0 {
-		return fmt.Errorf("redis: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", o.Buffer)
+	if err := o.common().Validate(Backend); err != nil {
+		return err
 	}
 	if o.MaxWait < time.Millisecond {
 		return fmt.Errorf("redis: ConsumerOptions.MaxWait is %v: use at least 1ms, or 0 for the default", o.MaxWait)
@@ -164,16 +139,4 @@ func (o ConsumerOptions) validate() error {
 		return fmt.Errorf("redis: ConsumerOptions.AckInterval is %v: use a positive duration, or 0 for the default", o.AckInterval)
 	}
 	return nil
-}
-
-// defaultOwner names a consumer after its host and process, plus a random
-// suffix so that two consumers in one process differ.
-func defaultOwner() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown-host"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
 }

@@ -80,11 +80,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 	"github.com/postbox-dev/postbox/dlq"
 )
 
@@ -109,10 +109,7 @@ type Mailbox struct {
 	prefix     string
 	partitions int
 
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{} // closed by Close: running consumers stop
-	runs    sync.WaitGroup
+	runs lease.Runs // the consumers' runs: Close stops them
 }
 
 // Open connects to the Redis at addr, "host:port" or a redis:// or
@@ -183,11 +180,10 @@ func newMailbox(ctx context.Context, client redis.UniversalClient, mailbox strin
 		}
 	}
 	m := &Mailbox{
-		client:  client,
-		owned:   owned,
-		name:    mailbox,
-		prefix:  "{postbox:" + mailbox + "}:",
-		closing: make(chan struct{}),
+		client: client,
+		owned:  owned,
+		name:   mailbox,
+		prefix: "{postbox:" + mailbox + "}:",
 	}
 	n, err := m.init(ctx, opts.Partitions)
 	if err != nil {
@@ -277,16 +273,9 @@ func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 // return, and closes the connection if Open made it. Calls after Close
 // return channel.ErrClosed. Close is idempotent.
 func (m *Mailbox) Close() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	if !m.runs.Close() {
 		return nil
 	}
-	m.closed = true
-	close(m.closing)
-	m.mu.Unlock()
-
-	m.runs.Wait()
 	if m.owned {
 		if err := m.client.Close(); err != nil {
 			return fmt.Errorf("redis: close mailbox %s: %w", m.name, err)
@@ -295,11 +284,7 @@ func (m *Mailbox) Close() error {
 	return nil
 }
 
-func (m *Mailbox) isClosed() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closed
-}
+func (m *Mailbox) isClosed() bool { return m.runs.Closed() }
 
 // failed turns an error of a call that raced with Close into
 // channel.ErrClosed.

@@ -74,20 +74,25 @@ func newScript(body string) *redis.Script {
 }
 
 // leaseScript is one tick of a consumer's lease keeper: heartbeat, renew
-// the leases it holds, and take free shards up to its fair share.
+// the leases it holds, and take free partitions up to its fair share.
 //
 // KEYS[1] is the heartbeat sorted set (owner scored by expiry, server ms),
-// KEYS[2] the epochs hash, KEYS[3+p] the lease of shard p, for every shard.
-// ARGV: owner, TTL in ms, "1" to take free shards, the number of held
-// shards, then per held shard: shard, lease value.
+// KEYS[2] the epochs hash, KEYS[3+p] the lease of partition p, for every
+// partition. ARGV: owner, TTL in ms, "1" to take free partitions ("0": the
+// consumer is draining, and leaves the heartbeat set), the number of held
+// partitions, then per held partition: partition, lease value.
 //
-// It returns {live consumers, {lost shards}, {taken shard, epoch, ...}}.
-// Taking a shard increments its epoch and sets the lease to
+// It returns {live consumers, {lost partitions}, {taken partition, epoch,
+// ...}}. Taking a partition increments its epoch and sets the lease to
 // "<epoch>:<owner>" with the TTL.
 var leaseScript = newScript(`
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local now = nowms()
-redis.call('ZADD', KEYS[1], now + ttl, owner)
+if ARGV[3] == '1' then
+	redis.call('ZADD', KEYS[1], now + ttl, owner)
+else
+	redis.call('ZREM', KEYS[1], owner)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local live = redis.call('ZCARD', KEYS[1])
 local shards = #KEYS - 2

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -13,25 +12,8 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
-
-// claimState is where a claim is in its life.
-type claimState uint8
-
-const (
-	// stateActive: polled; Messages open.
-	stateActive claimState = iota
-	// stateDraining: asked to stop (rebalance or Run ending); Messages
-	// closed, the lease still held until Release.
-	stateDraining
-	// stateLost: the lease was lost; Lost and Messages closed, acks ignored.
-	stateLost
-	// stateReleased: Release dropped the lease.
-	stateReleased
-)
-
-// errReleased is returned by Ack and Nack after Release.
-var errReleased = errors.New("sqlite: claim already released: its unacked messages go to the partition's next owner; ack before Release")
 
 // nack is a buffered Nack: the message at offset becomes visible again at
 // visibleAt.
@@ -48,18 +30,14 @@ type nack struct {
 // (possibly paused) process can delete a message the next owner has taken.
 type Claim struct {
 	c         *Consumer
+	s         *lease.Slot
 	partition int32
 	epoch     int64
-	msgs      chan channel.Message
-	lost      chan struct{}
 	releaseMu sync.Mutex // serializes Release calls
 
 	// Guarded by c.mu.
-	state      claimState
-	releasing  bool // Release is dropping the lease: its loss is expected
-	msgsClosed bool
-	cursor     int64 // every row of the partition up to here is delivered by this claim or gone
-	inflight   map[int64]struct{}
+	cursor   int64 // every row of the partition up to here is delivered by this claim or gone
+	inflight map[int64]struct{}
 
 	// What the last poll of this claim saw, so that an idle poller can tell
 	// without a write transaction that polling would find nothing.
@@ -74,15 +52,8 @@ type Claim struct {
 
 var _ channel.Claim = (*Claim)(nil)
 
-func newClaim(c *Consumer, partition int32, epoch int64) *Claim {
-	return &Claim{
-		c:         c,
-		partition: partition,
-		epoch:     epoch,
-		msgs:      make(chan channel.Message, c.opts.Buffer),
-		lost:      make(chan struct{}),
-		inflight:  make(map[int64]struct{}),
-	}
+func newClaim(c *Consumer, s *lease.Slot) *Claim {
+	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch(), inflight: make(map[int64]struct{})}
 }
 
 // Partition returns the claimed partition.
@@ -94,30 +65,37 @@ func (cl *Claim) Epoch() int64 { return cl.epoch }
 
 // Messages delivers the partition's messages in offset order. It is closed
 // when the claim is stopping (rebalance, Run ending, Release) or lost.
-func (cl *Claim) Messages() <-chan channel.Message { return cl.msgs }
+func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
 
 // Lost is closed when the lease was lost: another consumer may own the
 // partition, so stop working on it. Acks after that are ignored.
-func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
+func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
 
-// closeMessagesLocked closes Messages once. The caller holds cycleMu and mu.
-func (cl *Claim) closeMessagesLocked() {
-	if !cl.msgsClosed {
-		cl.msgsClosed = true
-		close(cl.msgs)
-	}
+// Start wakes the poller for the new claim.
+func (cl *Claim) Start(context.Context) { cl.c.kick() }
+
+// Wake wakes the poller.
+func (cl *Claim) Wake() { cl.c.kick() }
+
+// active reports whether the claim hands out messages.
+func (cl *Claim) active() bool {
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	return cl.s.ActiveLocked()
 }
 
-// loseLocked ends the claim after its lease was lost. The caller holds
-// cycleMu and mu.
-func (cl *Claim) loseLocked() {
-	cl.state = stateLost
-	cl.closeMessagesLocked()
-	close(cl.lost)
-	cl.inflight, cl.acks, cl.nacks = nil, nil, nil
-	if cl.c.claims[cl.partition] == cl {
-		delete(cl.c.claims, cl.partition)
-	}
+// holds reports whether the claim still holds its lease.
+func (cl *Claim) holds() bool {
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	return cl.s.HoldsLocked()
+}
+
+// settle is the check of Ack and Nack; see lease.Slot.SettleLocked.
+func (cl *Claim) settle(verb string, msg channel.Message) (bool, error) {
+	cl.s.Lock()
+	defer cl.s.Unlock()
+	return cl.s.SettleLocked(verb, msg)
 }
 
 // Ack acknowledges delivered messages of this claim. The acks are buffered
@@ -128,16 +106,10 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	c := cl.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch cl.state {
-	case stateLost:
-		return nil
-	case stateReleased:
-		return errReleased
-	}
 	wasFull := len(cl.inflight) >= c.opts.Buffer
 	for _, m := range msgs {
-		if m.Partition != cl.partition {
-			return fmt.Errorf("sqlite: ack of message %s of partition %d on the claim of partition %d: ack it on its own claim", m.ID, m.Partition, cl.partition)
+		if ignore, err := cl.settle("ack", m); ignore {
+			return err
 		}
 		if _, ok := cl.inflight[m.Offset]; ok {
 			delete(cl.inflight, m.Offset)
@@ -159,14 +131,8 @@ func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duratio
 	c := cl.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch cl.state {
-	case stateLost:
-		return nil
-	case stateReleased:
-		return errReleased
-	}
-	if msg.Partition != cl.partition {
-		return fmt.Errorf("sqlite: nack of message %s of partition %d on the claim of partition %d: nack it on its own claim", msg.ID, msg.Partition, cl.partition)
+	if ignore, err := cl.settle("nack", msg); ignore {
+		return err
 	}
 	if _, ok := cl.inflight[msg.Offset]; !ok {
 		return nil
@@ -188,16 +154,11 @@ func (cl *Claim) Release(ctx context.Context) error {
 	c := cl.c
 
 	c.cycleMu.Lock()
-	c.mu.Lock()
-	switch cl.state {
-	case stateReleased, stateLost:
-		c.mu.Unlock()
+	if !cl.s.BeginRelease() {
 		c.cycleMu.Unlock()
 		return nil
 	}
-	cl.state = stateDraining
-	cl.releasing = true
-	cl.closeMessagesLocked()
+	c.mu.Lock()
 	acks, nacks := cl.acks, cl.nacks
 	cl.acks, cl.nacks = nil, nil
 	c.mu.Unlock()
@@ -216,20 +177,15 @@ func (cl *Claim) Release(ctx context.Context) error {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cl.releasing = false
 	if err != nil {
-		if cl.state == stateDraining {
-			cl.acks = append(acks, cl.acks...)
-			cl.nacks = append(nacks, cl.nacks...)
-		}
-		return fmt.Errorf("sqlite: release partition %d: %w", cl.partition, err)
+		cl.acks = append(acks, cl.acks...)
+		cl.nacks = append(nacks, cl.nacks...)
 	}
-	if cl.state == stateDraining {
-		cl.state = stateReleased
+	if cl.s.EndRelease(err, true) {
 		cl.inflight, cl.acks, cl.nacks = nil, nil, nil
-		if c.claims[cl.partition] == cl {
-			delete(c.claims, cl.partition)
-		}
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: release partition %d: %w", cl.partition, err)
 	}
 	return nil
 }

@@ -5,21 +5,21 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // Consumer shares a mailbox's partitions with the other consumers of the
 // same file, in this process or others, and hands each partition it owns to
 // its caller as a Claim.
 //
-// Two goroutines do the work while Run runs. The lease keeper, every
-// LeaseTTL/3, renews the consumer's heartbeat and leases in one
-// transaction, takes free partitions up to its fair share
-// ceil(partitions/live consumers), and asks claims beyond that share to
+// The leased-partition engine (channel/internal/lease) runs the lease
+// keeper: every LeaseTTL/3 one transaction renews the consumer's heartbeat
+// and leases and takes free partitions up to its fair share
+// ceil(partitions/live consumers); claims beyond that share are asked to
 // stop. The poller serves every claim in one transaction per poll: it
 // deletes the messages acked since the last poll, applies nacks, and takes
 // the next messages of each partition, recording their delivery before any
@@ -31,36 +31,28 @@ type Consumer struct {
 	m       *Mailbox
 	opts    ConsumerOptions
 	optsErr error
+	engine  *lease.Engine
 
-	runMu   sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	runDone chan struct{}
-
-	// cycleMu is held by a whole poll (transaction and hand-out). Anything
-	// that takes a claim out of the active state holds it too, so a poll
-	// never hands messages to a claim that is stopping, lost or released.
-	// Lock order: Claim.releaseMu, cycleMu, mu.
-	cycleMu  sync.Mutex
-	mu       sync.Mutex
-	claims   map[int32]*Claim // claims holding a lease: active or draining
-	stopping bool             // Run is draining: take no partitions
-	handlers sync.WaitGroup   // onClaim calls; Add under mu while !stopping
-	wake     chan struct{}
+	// cycleMu is held by a whole poll (transaction and hand-out), and by
+	// Release while it takes the claim's buffered acks, so that a poll's
+	// acks are durable before Release drops the lease.
+	// Lock order: Claim.releaseMu, cycleMu, mu, the claim's lock.
+	cycleMu sync.Mutex
+	mu      sync.Mutex // guards the claims' poll fields
+	wake    chan struct{}
 }
 
-var _ channel.Consumer = (*Consumer)(nil)
+var (
+	_ channel.Consumer = (*Consumer)(nil)
+	_ lease.Driver     = (*Consumer)(nil)
+)
 
 func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 	opts = opts.WithDefaults()
-	return &Consumer{
-		m:       m,
-		opts:    opts,
-		optsErr: opts.validate(),
-		claims:  make(map[int32]*Claim),
-		wake:    make(chan struct{}, 1),
-	}
+	c := &Consumer{m: m, opts: opts, optsErr: opts.validate(), wake: make(chan struct{}, 1)}
+	c.engine = lease.New(lease.Config{Backend: Backend, Owner: opts.Owner, Partitions: m.partitions,
+		LeaseTTL: opts.LeaseTTL, Buffer: opts.Buffer, Attach: m.runs.Attach}, c)
+	return c
 }
 
 // Backend returns "sqlite".
@@ -73,174 +65,39 @@ func (c *Consumer) Mailbox() string { return c.m.Identity() }
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
 // Run takes part in sharing the mailbox's partitions until ctx is cancelled,
-// the Consumer or its Mailbox is closed, or a database error that retrying
-// cannot fix. It calls onClaim in a new goroutine for every partition the
+// the Consumer or its Mailbox is closed, or the database has failed the
+// lease keeper for a whole LeaseTTL (by then every lease is lost anyway) or
+// failed a poll. It calls onClaim in a new goroutine for every partition the
 // consumer comes to own.
 //
 // Stopping is graceful: Run closes the Messages channel of every claim,
 // keeps their leases renewed and their acks flowing while the onClaim calls
 // finish their work and Release, and returns once every onClaim call has
-// returned. So onClaim must return after Messages is closed, and must not
-// wait for Run to return. Run returns nil when stopped by ctx or Close. A
-// Consumer runs once; create another to run again.
+// returned. A claim that onClaim left unreleased is released then. So
+// onClaim must return after Messages is closed, and must not wait for Run
+// to return. Run returns nil when stopped by ctx or Close. A Consumer runs
+// once; create another to run again.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if c.optsErr != nil {
 		return c.optsErr
 	}
-	if onClaim == nil {
-		return errors.New("sqlite: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it")
-	}
-	c.runMu.Lock()
-	switch {
-	case c.closed:
-		c.runMu.Unlock()
-		return fmt.Errorf("sqlite: consumer run: %w", channel.ErrClosed)
-	case c.started:
-		c.runMu.Unlock()
-		return errors.New("sqlite: Consumer.Run called twice: create a new Consumer to consume again")
-	}
-	c.m.mu.Lock()
-	if c.m.closed {
-		c.m.mu.Unlock()
-		c.runMu.Unlock()
-		return fmt.Errorf("sqlite: consumer run: %w", channel.ErrClosed)
-	}
-	c.m.runs.Add(1)
-	c.m.mu.Unlock()
-	defer c.m.runs.Done()
-
-	// ctx ends the run; work keeps the keeper and the poller going until the
-	// claims have drained.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
-	c.started = true
-	c.cancel = cancel
-	c.runDone = make(chan struct{})
-	defer close(c.runDone)
-	c.runMu.Unlock()
-
-	// Closing the Mailbox stops the run.
-	go func() {
-		select {
-		case <-c.m.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-
-	errc := make(chan error, 2)
-	var wg sync.WaitGroup
-	wg.Go(func() { errc <- c.keepLeases(work, onClaim) })
-	wg.Go(func() { errc <- c.poll(work) })
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-
-	// Drain: no new claims, no new deliveries; the onClaim calls finish.
-	c.cycleMu.Lock()
-	c.mu.Lock()
-	c.stopping = true
-	for _, cl := range c.claims {
-		if cl.state == stateActive {
-			cl.state = stateDraining
-			cl.closeMessagesLocked()
-		}
-	}
-	c.mu.Unlock()
-	c.cycleMu.Unlock()
-	// Leave the consumer table at once, so that the others raise their fair
-	// share now rather than after LeaseTTL. The keeper, seeing stopping,
-	// does not come back.
-	leave, cancelLeave := context.WithTimeout(work, c.opts.LeaseTTL)
-	_ = c.m.write(leave, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(leave, `DELETE FROM mailbox_consumers WHERE owner = ?`, c.opts.Owner)
-		return err
-	})
-	cancelLeave()
-	c.handlers.Wait()
-	stopWork()
-	wg.Wait()
-
-	if err != nil {
-		return fmt.Errorf("sqlite: consumer %s: %w", c.opts.Owner, err)
-	}
-	return nil
+	return c.engine.Run(ctx, onClaim)
 }
 
 // Close stops Run, if it is running, and waits for it to return, so it
 // must not be called from onClaim. Later calls to Run return
 // channel.ErrClosed. Close is idempotent.
-func (c *Consumer) Close() error {
-	c.runMu.Lock()
-	c.closed = true
-	cancel, done := c.cancel, c.runDone
-	c.runMu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
-	return nil
-}
+func (c *Consumer) Close() error { return c.engine.Close() }
 
-// keepLeases runs the lease keeper until ctx is done.
-func (c *Consumer) keepLeases(ctx context.Context, onClaim func(channel.Claim)) error {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if err := c.tickLeases(ctx, onClaim); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		t.Reset(c.opts.LeaseTTL / 3)
-	}
-}
-
-// tickLeases renews the heartbeat and the leases, takes free partitions up
-// to the fair share and stops claims beyond it, in one transaction.
-func (c *Consumer) tickLeases(ctx context.Context, onClaim func(channel.Claim)) error {
-	type held struct {
-		cl     *Claim
-		active bool
-	}
-	c.mu.Lock()
-	hold := make([]held, 0, len(c.claims))
-	for _, cl := range c.claims {
-		hold = append(hold, held{cl, cl.state == stateActive})
-	}
-	c.mu.Unlock()
-	// Stop the highest partitions first: deterministic, and it leaves the
-	// low ones where they are.
-	slices.SortFunc(hold, func(a, b held) int { return int(a.cl.partition - b.cl.partition) })
-
-	type taken struct {
-		partition int32
-		epoch     int64
-	}
-	var (
-		lost     []*Claim
-		acquired []taken
-		stop     []*Claim
-	)
+// Tick is the lease keeper's transaction (see lease.Driver).
+func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
+	var res lease.TickResult
 	owner := c.opts.Owner
 	err := c.m.write(ctx, func(tx *sql.Tx) error {
-		lost, acquired, stop = nil, nil, nil
+		res = lease.TickResult{}
 		now := time.Now().UnixNano()
 		expires := now + int64(c.opts.LeaseTTL)
-		c.mu.Lock()
-		stopping := c.stopping
-		c.mu.Unlock()
-		if stopping {
+		if !take {
 			// A draining consumer no longer counts: the others may take
 			// its partitions as soon as they are released.
 			if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, owner); err != nil {
@@ -254,64 +111,36 @@ func (c *Consumer) tickLeases(ctx context.Context, onClaim func(channel.Claim)) 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE expires_at <= ?`, now); err != nil {
 			return fmt.Errorf("forget dead consumers: %w", err)
 		}
-		var live int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM mailbox_consumers`).Scan(&live); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM mailbox_consumers`).Scan(&res.Live); err != nil {
 			return fmt.Errorf("count consumers: %w", err)
 		}
-		live = max(live, 1)
-		target := (c.m.partitions + live - 1) / live
+		target := (c.m.partitions + max(res.Live, 1) - 1) / max(res.Live, 1)
 
 		renew, err := c.m.stmt(ctx, tx, `UPDATE mailbox_leases SET expires_at = ?
 			WHERE partition = ? AND owner = ? AND epoch = ? AND expires_at > ?`)
 		if err != nil {
 			return err
 		}
-		owned, active := 0, 0
-		var keep []*Claim
-		for _, h := range hold {
-			res, err := renew.ExecContext(ctx, expires, h.cl.partition, owner, h.cl.epoch, now)
+		for _, h := range held {
+			r, err := renew.ExecContext(ctx, expires, h.Partition, owner, h.Epoch, now)
 			if err != nil {
-				return fmt.Errorf("renew lease of partition %d: %w", h.cl.partition, err)
+				return fmt.Errorf("renew lease of partition %d: %w", h.Partition, err)
 			}
-			if n, err := res.RowsAffected(); err != nil {
+			if n, err := r.RowsAffected(); err != nil {
 				return err
 			} else if n == 0 {
-				lost = append(lost, h.cl)
-				continue
-			}
-			owned++
-			if h.active {
-				active++
-				keep = append(keep, h.cl)
+				res.Lost = append(res.Lost, h.Partition)
 			}
 		}
-		if stopping {
-			return nil // renew only
-		}
-		if active > target {
-			stop = keep[len(keep)-(active-target):]
-		}
-		if owned >= target {
+		owned := len(held) - len(res.Lost)
+		if !take || owned >= target {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT partition FROM mailbox_leases WHERE expires_at <= ? ORDER BY partition`, now)
+		free, err := freePartitions(ctx, tx, now)
 		if err != nil {
-			return fmt.Errorf("find free partitions: %w", err)
-		}
-		var free []int32
-		for rows.Next() {
-			var p int32
-			if err := rows.Scan(&p); err != nil {
-				rows.Close()
-				return err
-			}
-			free = append(free, p)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
-		take, err := c.m.stmt(ctx, tx, `UPDATE mailbox_leases SET owner = ?, epoch = epoch + 1, expires_at = ?
+		grab, err := c.m.stmt(ctx, tx, `UPDATE mailbox_leases SET owner = ?, epoch = epoch + 1, expires_at = ?
 			WHERE partition = ? AND expires_at <= ? RETURNING epoch`)
 		if err != nil {
 			return err
@@ -321,73 +150,72 @@ func (c *Consumer) tickLeases(ctx context.Context, onClaim func(channel.Claim)) 
 				break
 			}
 			var epoch int64
-			if err := take.QueryRowContext(ctx, owner, expires, p, now).Scan(&epoch); err != nil {
+			if err := grab.QueryRowContext(ctx, owner, expires, p, now).Scan(&epoch); err != nil {
 				if errors.Is(err, sql.ErrNoRows) {
 					continue
 				}
 				return fmt.Errorf("take partition %d: %w", p, err)
 			}
-			acquired = append(acquired, taken{p, epoch})
+			res.Taken = append(res.Taken, lease.Held{Partition: p, Epoch: epoch})
 			owned++
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("renew leases: %w", err)
-	}
+	return res, err
+}
 
-	var started []*Claim
-	c.cycleMu.Lock()
-	c.mu.Lock()
-	for _, cl := range lost {
-		// A claim being released dropped its lease itself.
-		if (cl.state == stateActive || cl.state == stateDraining) && !cl.releasing {
-			cl.loseLocked()
+// freePartitions lists the partitions whose lease has expired, in order.
+func freePartitions(ctx context.Context, tx *sql.Tx, now int64) ([]int32, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT partition FROM mailbox_leases WHERE expires_at <= ? ORDER BY partition`, now)
+	if err != nil {
+		return nil, fmt.Errorf("find free partitions: %w", err)
+	}
+	defer rows.Close()
+	var free []int32
+	for rows.Next() {
+		var p int32
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
 		}
+		free = append(free, p)
 	}
-	for _, cl := range stop {
-		if cl.state == stateActive {
-			cl.state = stateDraining
-			cl.closeMessagesLocked()
-		}
-	}
-	var giveBack []*Claim
-	for _, a := range acquired {
-		cl := newClaim(c, a.partition, a.epoch)
-		if c.stopping {
-			// Run began draining during the transaction.
-			giveBack = append(giveBack, cl)
-			continue
-		}
-		c.claims[a.partition] = cl
-		c.handlers.Add(1)
-		started = append(started, cl)
-	}
-	c.mu.Unlock()
-	c.cycleMu.Unlock()
-	for _, cl := range started {
-		go func() {
-			defer c.handlers.Done()
-			onClaim(cl)
-		}()
-	}
-	if len(started) > 0 {
-		c.kick()
-	}
-	if len(giveBack) > 0 {
-		err := c.m.write(ctx, func(tx *sql.Tx) error {
-			for _, cl := range giveBack {
-				if err := dropLease(ctx, tx, cl.partition, owner, cl.epoch); err != nil {
-					return err
-				}
+	return free, rows.Err()
+}
+
+// GiveBack drops leases taken while Run began to drain.
+func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
+	return c.m.write(ctx, func(tx *sql.Tx) error {
+		for _, h := range taken {
+			if err := dropLease(ctx, tx, h.Partition, c.opts.Owner, h.Epoch); err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("give back partitions taken while stopping: %w", err)
 		}
+		return nil
+	})
+}
+
+// Leave removes the consumer from the consumer table.
+func (c *Consumer) Leave(ctx context.Context) error {
+	return c.m.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, c.opts.Owner)
+		return err
+	})
+}
+
+// NewClaim makes the claim of a partition the keeper took.
+func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
+
+// Work is the poller.
+func (c *Consumer) Work(ctx context.Context) error { return c.poll(ctx) }
+
+// claims returns the claims holding a lease.
+func (c *Consumer) claims() []*Claim {
+	all := c.engine.Claims()
+	out := make([]*Claim, len(all))
+	for i, cl := range all {
+		out[i] = cl.(*Claim)
 	}
-	return nil
+	return out
 }
 
 // dropLease frees a partition held under epoch, so that another consumer
@@ -469,10 +297,11 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	idle := func(cl *Claim) bool {
 		return cl.polled && !cl.more && len(cl.nacks) == 0 && (cl.retryAt == 0 || now < cl.retryAt)
 	}
+	claims := c.claims()
 	c.mu.Lock()
 	needSeq := false
-	for _, cl := range c.claims {
-		needSeq = needSeq || cl.state == stateActive && idle(cl)
+	for _, cl := range claims {
+		needSeq = needSeq || cl.active() && idle(cl)
 	}
 	c.mu.Unlock()
 	seq, seqKnown := int64(0), false
@@ -485,12 +314,12 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 
 	c.mu.Lock()
 	var todo []*work
-	for _, cl := range c.claims {
+	for _, cl := range claims {
 		w := &work{cl: cl, from: cl.cursor, acks: cl.acks, nacks: cl.nacks}
 		cl.acks, cl.nacks = nil, nil
-		if cl.state == stateActive {
+		if cl.active() {
 			if !idle(cl) || !seqKnown || seq > cl.seenSeq || len(w.nacks) > 0 {
-				w.limit = min(c.opts.BatchSize, c.opts.Buffer-len(cl.inflight), cap(cl.msgs)-len(cl.msgs))
+				w.limit = min(c.opts.BatchSize, c.opts.Buffer-len(cl.inflight), cl.s.Room())
 			}
 			for _, n := range w.nacks {
 				w.from = min(w.from, n.offset-1)
@@ -518,7 +347,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		// Nothing was applied: keep the acks and nacks for the next poll.
 		for _, w := range todo {
-			if w.cl.state == stateActive || w.cl.state == stateDraining {
+			if w.cl.holds() {
 				w.cl.acks = append(w.acks, w.cl.acks...)
 				w.cl.nacks = append(w.nacks, w.cl.nacks...)
 			}
@@ -529,12 +358,12 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	for _, w := range todo {
 		cl := w.cl
 		if w.lost {
-			if (cl.state == stateActive || cl.state == stateDraining) && !cl.releasing {
-				cl.loseLocked()
-			}
+			cl.s.Lose()
 			continue
 		}
-		if cl.state != stateActive {
+		cl.s.Lock()
+		if !cl.s.ActiveLocked() {
+			cl.s.Unlock()
 			continue
 		}
 		if w.limit == 0 {
@@ -543,6 +372,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 				// nacked rows once there is room.
 				cl.cursor, cl.more = w.from, true
 			}
+			cl.s.Unlock()
 			continue
 		}
 		cl.cursor = w.cursor
@@ -550,8 +380,9 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		cl.more = len(w.delivered) == w.limit
 		for _, msg := range w.delivered {
 			cl.inflight[msg.Offset] = struct{}{}
-			cl.msgs <- msg // never blocks: limit reserved the room
+			cl.s.PushLocked(msg) // never blocks: limit reserved the room
 		}
+		cl.s.Unlock()
 		if len(w.delivered) == w.limit {
 			again = true
 		}
@@ -562,15 +393,15 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 // pollTx is the body of a poll transaction.
 func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 	now := time.Now().UnixNano()
-	type lease struct{ epoch, expires int64 }
-	leases := make(map[int32]lease)
+	type held struct{ epoch, expires int64 }
+	leases := make(map[int32]held)
 	rows, err := tx.QueryContext(ctx, `SELECT partition, epoch, expires_at FROM mailbox_leases WHERE owner = ?`, c.opts.Owner)
 	if err != nil {
 		return fmt.Errorf("read leases: %w", err)
 	}
 	for rows.Next() {
 		var p int32
-		var l lease
+		var l held
 		if err := rows.Scan(&p, &l.epoch, &l.expires); err != nil {
 			rows.Close()
 			return err

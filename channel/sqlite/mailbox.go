@@ -44,6 +44,7 @@ import (
 	"sync"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 )
@@ -118,10 +119,7 @@ type Mailbox struct {
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // prepared once, reused by every transaction
 
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{} // closed by Close: running consumers stop
-	runs    sync.WaitGroup
+	runs lease.Runs // the consumers' runs: Close stops them
 }
 
 // Open opens the mailbox in the SQLite file at path, creating the file and
@@ -149,7 +147,7 @@ func Open(path string, opts Options) (*Mailbox, error) {
 		db.Close()
 		return nil, err
 	}
-	m := &Mailbox{db: db, name: abs, writer: writer, closing: make(chan struct{}),
+	m := &Mailbox{db: db, name: abs, writer: writer,
 		syncFull: strings.EqualFold(string(opts.Synchronous), string(SyncFull))}
 	if m.partitions, err = m.init(opts.Partitions); err != nil {
 		db.Close()
@@ -236,16 +234,9 @@ func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 // return, and closes the file. Calls after Close return channel.ErrClosed.
 // Close is idempotent.
 func (m *Mailbox) Close() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	if !m.runs.Close() {
 		return nil
 	}
-	m.closed = true
-	close(m.closing)
-	m.mu.Unlock()
-
-	m.runs.Wait()
 	if err := m.writer.lock(context.Background()); err != nil {
 		return fmt.Errorf("sqlite: close %s: %w", m.name, err)
 	}
@@ -259,11 +250,7 @@ func (m *Mailbox) Close() error {
 	return nil
 }
 
-func (m *Mailbox) isClosed() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closed
-}
+func (m *Mailbox) isClosed() bool { return m.runs.Closed() }
 
 // stmt returns query prepared for tx. Statements are prepared once per
 // connection rather than once per transaction: parsing a multi-row INSERT

@@ -1,13 +1,11 @@
 package sqlite
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // Synchronous is SQLite's synchronous setting: how hard a commit tries to
@@ -85,9 +83,11 @@ type ConsumerOptions struct {
 	// LeaseTTL is how long a partition stays owned without renewal. Leases
 	// and the consumer's heartbeat are renewed every LeaseTTL/3, so a
 	// consumer that dies hands its partitions to the others after at most
-	// LeaseTTL. A shorter TTL fails over faster but loses leases sooner when
-	// the process stalls (GC, a saturated disk). Use the same value for every
-	// consumer of a mailbox.
+	// LeaseTTL. A consumer whose renewals fail (a stalled disk, a long
+	// pause) gives its claims up as lost by its own clock, a tenth of
+	// LeaseTTL before the lease can end in the file. A shorter TTL fails
+	// over faster but loses leases sooner when the process stalls (GC, a
+	// saturated disk). Use the same value for every consumer of a mailbox.
 	//
 	// Defaults to 10s.
 	LeaseTTL time.Duration
@@ -113,57 +113,27 @@ type ConsumerOptions struct {
 	Buffer int
 }
 
-// minLeaseTTL keeps renewals (every LeaseTTL/3) from being scheduled faster
-// than a busy disk can commit them.
-const minLeaseTTL = 100 * time.Millisecond
+// common is the part of o the lease engine defines.
+func (o ConsumerOptions) common() lease.Options {
+	return lease.Options{Owner: o.Owner, LeaseTTL: o.LeaseTTL, BatchSize: o.BatchSize, Buffer: o.Buffer}
+}
 
 // WithDefaults returns a copy of o with zero fields set to their defaults.
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
-	if o.Owner == "" {
-		o.Owner = defaultOwner()
-	}
-	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 10 * time.Second
-	}
+	l := o.common().WithDefaults()
+	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
 	if o.PollInterval == 0 {
 		o.PollInterval = 10 * time.Millisecond
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 256
-	}
-	if o.Buffer == 0 {
-		o.Buffer = 1024
 	}
 	return o
 }
 
 func (o ConsumerOptions) validate() error {
-	if o.Owner == "" {
-		return fmt.Errorf("sqlite: ConsumerOptions.Owner is empty: leave it unset for the default or name the consumer")
-	}
-	if o.LeaseTTL < minLeaseTTL {
-		return fmt.Errorf("sqlite: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", o.LeaseTTL, minLeaseTTL)
+	if err := o.common().Validate(Backend); err != nil {
+		return err
 	}
 	if o.PollInterval < 0 {
 		return fmt.Errorf("sqlite: ConsumerOptions.PollInterval is %v: use a positive duration, or 0 for the default", o.PollInterval)
 	}
-	if o.BatchSize < 0 {
-		return fmt.Errorf("sqlite: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", o.BatchSize)
-	}
-	if o.Buffer < 0 {
-		return fmt.Errorf("sqlite: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", o.Buffer)
-	}
 	return nil
-}
-
-// defaultOwner names a consumer after its host and process, plus a random
-// suffix so that two consumers in one process differ.
-func defaultOwner() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown-host"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
 }

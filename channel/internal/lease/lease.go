@@ -1,0 +1,388 @@
+// Package lease is the leased-partition engine of the mailboxes that keep
+// their own leases (channel/sqlite and channel/redis). It is written once
+// here; a backend is a small Driver that stores leases and moves messages.
+//
+// The engine owns what every leased mailbox does alike: the Run lifecycle,
+// the lease keeper (every LeaseTTL/3 one Tick renews the heartbeat and the
+// leases, takes free partitions up to the fair share
+// ceil(partitions/live consumers) and reports the leases lost), asking the
+// claims beyond the fair share to stop, a local-clock watchdog per claim,
+// the claim's states (active, draining, lost, released) and the graceful
+// drain when Run ends. The driver owns the storage: the Tick itself,
+// reading and handing out messages, and applying acks and nacks.
+package lease
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+)
+
+// Held is a lease the consumer holds: its partition under its epoch.
+type Held struct {
+	Partition int32
+	Epoch     int64
+}
+
+// TickResult is what one Tick found and did.
+type TickResult struct {
+	// Live counts the consumers with a live heartbeat, this one included.
+	Live int
+	// Lost lists the held partitions whose lease is no longer this
+	// consumer's under the epoch it held.
+	Lost []int32
+	// Taken lists the free partitions the Tick took, each under its new
+	// epoch.
+	Taken []Held
+}
+
+// Driver is the storage of one leased mailbox.
+type Driver interface {
+	// Tick does one round of the lease keeper at once (one transaction,
+	// one script): when take is true, heartbeat the consumer, forget
+	// consumers whose heartbeat has expired, renew the held leases and take
+	// free partitions until the consumer owns ceil(partitions/live). When
+	// take is false the consumer is draining: it leaves the live count,
+	// renews its leases and takes nothing.
+	Tick(ctx context.Context, held []Held, take bool) (TickResult, error)
+	// GiveBack frees leases taken by a Tick that ended after Run began to
+	// drain, so that another consumer can take them at once.
+	GiveBack(ctx context.Context, taken []Held) error
+	// Leave takes the consumer out of the live count, so that the others
+	// raise their fair share now rather than after LeaseTTL.
+	Leave(ctx context.Context) error
+	// NewClaim makes the backend's claim for a partition the keeper took.
+	NewClaim(s *Slot) Claim
+	// Work runs the driver's own loops (a poller, an ack flusher) until
+	// ctx ends; an error ends Run. It returns only once whatever it
+	// started for the claims has stopped.
+	Work(ctx context.Context) error
+}
+
+// Claim is a backend's claim as the engine drives it.
+type Claim interface {
+	channel.Claim
+	// Start runs once the claim is registered, before onClaim is called:
+	// start its reader, or wake the poller. work lives until Run has
+	// drained.
+	Start(work context.Context)
+	// Wake is called, outside the engine's locks, after the engine changed
+	// the claim's state (drained, lost): a reader waiting for room, a
+	// nack's delay or new messages looks again.
+	Wake()
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Backend names the backend in errors ("sqlite", "redis").
+	Backend string
+	// Owner names the consumer in the leases; unique per mailbox.
+	Owner string
+	// Partitions is the mailbox's partition count.
+	Partitions int
+	// LeaseTTL is how long a lease lasts without renewal.
+	LeaseTTL time.Duration
+	// Buffer is the room of a claim's Messages channel.
+	Buffer int
+	// Attach registers a Run with the mailbox: closing is closed when the
+	// mailbox is being closed, and detach is called when Run returns. It
+	// fails with channel.ErrClosed on a closed mailbox.
+	Attach func() (closing <-chan struct{}, detach func(), err error)
+}
+
+// localTTL is how long after sending a renewal the consumer trusts its
+// lease: the store's TTL runs from when it got the renewal, and the margin
+// covers a late timer and clock rate differences.
+func (c Config) localTTL() time.Duration { return c.LeaseTTL - c.LeaseTTL/10 }
+
+// Engine shares a mailbox's partitions with the other consumers of the
+// same mailbox and hands each partition it owns to its caller as a Claim.
+type Engine struct {
+	cfg Config
+	d   Driver
+
+	runMu   sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	runDone chan struct{}
+
+	// Lock order: a driver's locks, Slot.mu, mu.
+	mu       sync.Mutex
+	claims   map[int32]*entry // holding a lease: active or draining
+	stopping bool             // Run is draining: take no partitions
+	work     context.Context  // lives until the claims have drained
+	handlers sync.WaitGroup   // onClaim calls; Add under mu while !stopping
+}
+
+// entry is a registered claim.
+type entry struct {
+	slot  *Slot
+	claim Claim
+}
+
+// New returns an engine over d. It does not validate cfg: the backend's
+// options do.
+func New(cfg Config, d Driver) *Engine {
+	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*entry)}
+}
+
+// Run takes part in sharing the mailbox's partitions until ctx is
+// cancelled, Close is called, the mailbox is closed, the driver's Work
+// fails, or the lease keeper has failed for a whole LeaseTTL (by then every
+// lease is lost anyway). It calls onClaim in a new goroutine for every
+// partition the consumer comes to own.
+//
+// Stopping is graceful: Run closes the Messages channel of every claim,
+// keeps their leases renewed and their acks flowing while the onClaim calls
+// finish their work and Release, and returns once every onClaim call has
+// returned. A claim that onClaim left unreleased is released then. Run
+// returns nil when stopped by ctx or Close, and runs once.
+func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
+	b := e.cfg.Backend
+	if onClaim == nil {
+		return fmt.Errorf("%s: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it", b)
+	}
+	e.runMu.Lock()
+	switch {
+	case e.closed:
+		e.runMu.Unlock()
+		return fmt.Errorf("%s: consumer run: %w", b, channel.ErrClosed)
+	case e.started:
+		e.runMu.Unlock()
+		return fmt.Errorf("%s: Consumer.Run called twice: create a new Consumer to consume again", b)
+	}
+	closing, detach, err := e.cfg.Attach()
+	if err != nil {
+		e.runMu.Unlock()
+		return fmt.Errorf("%s: consumer run: %w", b, err)
+	}
+	defer detach()
+
+	// ctx ends the run; work keeps the keeper and the driver going until
+	// the claims have drained.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	e.started, e.cancel, e.runDone = true, cancel, make(chan struct{})
+	defer close(e.runDone)
+	e.mu.Lock()
+	e.work = work
+	e.mu.Unlock()
+	e.runMu.Unlock()
+
+	go func() {
+		select {
+		case <-closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errc <- e.keep(work, onClaim) })
+	wg.Go(func() { errc <- e.d.Work(work) })
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+
+	// Drain: no new claims, no new deliveries; the onClaim calls finish.
+	e.mu.Lock()
+	e.stopping = true
+	e.mu.Unlock()
+	for _, en := range e.snapshot() {
+		e.drain(en)
+	}
+	cleanup, cancelCleanup := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.LeaseTTL)
+	defer cancelCleanup()
+	_ = e.d.Leave(cleanup) // best effort: the heartbeat expires
+	e.handlers.Wait()
+	for _, en := range e.snapshot() {
+		_ = en.claim.Release(cleanup) // best effort: an unreleased lease expires
+	}
+	stopWork()
+	wg.Wait()
+
+	if err != nil {
+		return fmt.Errorf("%s: consumer %s: %w", b, e.cfg.Owner, err)
+	}
+	return nil
+}
+
+// Close stops Run, if it is running, and waits for it to return, so it
+// must not be called from onClaim. Later calls to Run fail with
+// channel.ErrClosed. Close is idempotent.
+func (e *Engine) Close() error {
+	e.runMu.Lock()
+	e.closed = true
+	cancel, done := e.cancel, e.runDone
+	e.runMu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// Claims returns the claims holding a lease now (active or draining), in
+// partition order.
+func (e *Engine) Claims() []Claim {
+	var out []Claim
+	for _, en := range e.snapshot() {
+		out = append(out, en.claim)
+	}
+	return out
+}
+
+// snapshot returns the registered claims in partition order.
+func (e *Engine) snapshot() []*entry {
+	e.mu.Lock()
+	out := make([]*entry, 0, len(e.claims))
+	for _, en := range e.claims {
+		out = append(out, en)
+	}
+	e.mu.Unlock()
+	slices.SortFunc(out, func(a, b *entry) int { return cmp.Compare(a.slot.partition, b.slot.partition) })
+	return out
+}
+
+// keep runs the lease keeper until ctx ends. Errors are retried every
+// tick; once they have lasted a whole LeaseTTL it gives up.
+func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var failingSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := e.tick(ctx, onClaim); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if time.Since(failingSince) >= e.cfg.LeaseTTL {
+				return err
+			}
+		} else {
+			failingSince = time.Time{}
+		}
+		t.Reset(e.cfg.LeaseTTL / 3)
+	}
+}
+
+// tick runs one Tick and applies it: lost claims end, claims beyond the
+// fair share drain (the highest partitions first: deterministic, and it
+// leaves the low ones where they are), taken partitions start.
+func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
+	hold := e.snapshot()
+	e.mu.Lock()
+	stopping := e.stopping
+	e.mu.Unlock()
+	held := make([]Held, len(hold))
+	for i, en := range hold {
+		held[i] = Held{Partition: en.slot.partition, Epoch: en.slot.epoch}
+	}
+	sent := time.Now()
+	res, err := e.d.Tick(ctx, held, !stopping)
+	if err != nil {
+		return fmt.Errorf("renew leases: %w", err)
+	}
+	target := (e.cfg.Partitions + max(res.Live, 1) - 1) / max(res.Live, 1)
+	var active []*entry
+	for _, en := range hold {
+		if slices.Contains(res.Lost, en.slot.partition) {
+			e.lose(en)
+			continue
+		}
+		if en.slot.renewed(sent.Add(e.cfg.localTTL())) {
+			active = append(active, en)
+		}
+	}
+	if !stopping && len(active) > target {
+		for _, en := range active[target:] {
+			e.drain(en)
+		}
+	}
+
+	var started []*entry
+	var giveBack []Held
+	e.mu.Lock()
+	for _, h := range res.Taken {
+		if e.stopping {
+			// Run began draining during the Tick.
+			giveBack = append(giveBack, h)
+			continue
+		}
+		s := newSlot(e, h, sent.Add(e.cfg.localTTL()))
+		en := &entry{slot: s, claim: e.d.NewClaim(s)}
+		s.entry = en
+		e.claims[h.Partition] = en
+		e.handlers.Add(1)
+		started = append(started, en)
+	}
+	work := e.work
+	e.mu.Unlock()
+	for _, en := range started {
+		en.slot.startWatchdog()
+		en.claim.Start(work)
+		go func() {
+			defer e.handlers.Done()
+			onClaim(en.claim)
+		}()
+	}
+	if len(giveBack) > 0 {
+		if err := e.d.GiveBack(ctx, giveBack); err != nil {
+			return fmt.Errorf("give back partitions taken while stopping: %w", err)
+		}
+	}
+	return nil
+}
+
+// drain asks a claim to stop: Messages is closed, the lease kept until
+// Release.
+func (e *Engine) drain(en *entry) {
+	s := en.slot
+	s.mu.Lock()
+	if s.state == active {
+		s.state = draining
+		s.closeMessagesLocked()
+	}
+	s.mu.Unlock()
+	en.claim.Wake()
+}
+
+// lose ends a claim whose lease was lost.
+func (e *Engine) lose(en *entry) {
+	s := en.slot
+	s.mu.Lock()
+	ended := s.LoseLocked()
+	s.mu.Unlock()
+	if ended {
+		en.claim.Wake()
+	}
+}
+
+// forget removes a claim that ended from the registry.
+func (e *Engine) forget(s *Slot) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en := e.claims[s.partition]; en != nil && en.slot == s {
+		delete(e.claims, s.partition)
+	}
+}
+
+// ErrReleased reports an Ack or Nack after Release.
+var ErrReleased = errors.New("claim already released: its unacked messages go to the partition's next owner; ack before Release")

@@ -1,0 +1,302 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/internal/waitfor"
+)
+
+// store is an in-memory lease table shared by the drivers of one test:
+// the engine's own logic is under test here; the backends' drivers run the
+// channel conformance suite against real storage.
+type store struct {
+	mu         sync.Mutex
+	partitions int
+	owner      map[int32]string
+	epoch      map[int32]int64
+	live       map[string]bool
+	fail       error // Tick fails with it while set
+}
+
+func newStore(partitions int) *store {
+	return &store{partitions: partitions, owner: map[int32]string{}, epoch: map[int32]int64{}, live: map[string]bool{}}
+}
+
+// steal gives partition p to another owner, as a takeover after expiry
+// would.
+func (st *store) steal(p int32) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.owner[p] = "thief"
+	st.epoch[p]++
+}
+
+type driver struct {
+	st    *store
+	name  string
+	given []Held
+}
+
+func (d *driver) Tick(_ context.Context, held []Held, take bool) (TickResult, error) {
+	st := d.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.fail != nil {
+		return TickResult{}, st.fail
+	}
+	if take {
+		st.live[d.name] = true
+	} else {
+		delete(st.live, d.name)
+	}
+	res := TickResult{Live: len(st.live)}
+	for _, h := range held {
+		if st.owner[h.Partition] != d.name || st.epoch[h.Partition] != h.Epoch {
+			res.Lost = append(res.Lost, h.Partition)
+		}
+	}
+	owned := len(held) - len(res.Lost)
+	target := (st.partitions + max(res.Live, 1) - 1) / max(res.Live, 1)
+	for p := int32(0); take && int(p) < st.partitions && owned < target; p++ {
+		if st.owner[p] == "" {
+			st.owner[p] = d.name
+			st.epoch[p]++
+			res.Taken = append(res.Taken, Held{p, st.epoch[p]})
+			owned++
+		}
+	}
+	return res, nil
+}
+
+func (d *driver) GiveBack(_ context.Context, taken []Held) error {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	for _, h := range taken {
+		d.given = append(d.given, h)
+		d.drop(h)
+	}
+	return nil
+}
+
+// drop frees h if it is still the driver's.
+func (d *driver) drop(h Held) {
+	if d.st.owner[h.Partition] == d.name && d.st.epoch[h.Partition] == h.Epoch {
+		d.st.owner[h.Partition] = ""
+	}
+}
+
+func (d *driver) Leave(context.Context) error {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	delete(d.st.live, d.name)
+	return nil
+}
+
+func (d *driver) NewClaim(s *Slot) Claim { return &claim{d: d, s: s} }
+
+func (d *driver) Work(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// claim delivers nothing; it only releases.
+type claim struct {
+	d *driver
+	s *Slot
+}
+
+func (c *claim) Partition() int32                                           { return c.s.Partition() }
+func (c *claim) Messages() <-chan channel.Message                           { return c.s.Messages() }
+func (c *claim) Lost() <-chan struct{}                                      { return c.s.Lost() }
+func (c *claim) Ack(context.Context, ...channel.Message) error              { return nil }
+func (c *claim) Nack(context.Context, channel.Message, time.Duration) error { return nil }
+func (c *claim) Start(context.Context)                                      {}
+func (c *claim) Wake()                                                      {}
+
+func (c *claim) Release(context.Context) error {
+	if !c.s.BeginRelease() {
+		return nil
+	}
+	c.d.st.mu.Lock()
+	c.d.drop(Held{c.s.Partition(), c.s.Epoch()})
+	c.d.st.mu.Unlock()
+	c.s.EndRelease(nil, true)
+	return nil
+}
+
+func newEngine(st *store, name string, ttl time.Duration) (*Engine, *driver) {
+	d := &driver{st: st, name: name}
+	return New(Config{Backend: "test", Owner: name, Partitions: st.partitions, LeaseTTL: ttl, Buffer: 4,
+		Attach: func() (<-chan struct{}, func(), error) { return nil, func() {}, nil }}, d), d
+}
+
+// running runs e in the background, releasing every claim once its
+// Messages closes, and returns a stop function that waits for Run.
+func running(t *testing.T, e *Engine) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, func(cl channel.Claim) {
+			for range cl.Messages() {
+			}
+			cl.Release(context.Background())
+		})
+	}()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
+
+func owned(st *store, name string) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for _, o := range st.owner {
+		if o == name {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFairShareMovesPartitionsToANewConsumer(t *testing.T) {
+	st := newStore(6)
+	a, _ := newEngine(st, "a", 150*time.Millisecond)
+	stopA := running(t, a)
+	defer stopA()
+	waitfor.Until(t, 5*time.Second, "a owns all 6", func() bool { return owned(st, "a") == 6 })
+
+	b, _ := newEngine(st, "b", 150*time.Millisecond)
+	stopB := running(t, b)
+	waitfor.Until(t, 5*time.Second, "3 each", func() bool { return owned(st, "a") == 3 && owned(st, "b") == 3 })
+	// a gave up its highest partitions and kept the low ones.
+	for _, cl := range a.Claims() {
+		if cl.Partition() >= 3 {
+			t.Errorf("a kept partition %d", cl.Partition())
+		}
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	// b left the live count on its way out: a takes all back.
+	waitfor.Until(t, 5*time.Second, "a owns all 6 again", func() bool { return owned(st, "a") == 6 })
+}
+
+func TestLostLeaseEndsTheClaim(t *testing.T) {
+	st := newStore(1)
+	e, _ := newEngine(st, "a", 150*time.Millisecond)
+	lost := make(chan channel.Claim, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, func(cl channel.Claim) {
+			<-cl.Lost()
+			lost <- cl
+			cl.Release(context.Background())
+		})
+	}()
+	waitfor.Until(t, 5*time.Second, "a claim", func() bool { return len(e.Claims()) == 1 })
+	st.steal(0)
+	select {
+	case cl := <-lost:
+		if _, ok := <-cl.Messages(); ok {
+			t.Error("Messages open after Lost")
+		}
+		if err := cl.Ack(context.Background()); err != nil {
+			t.Errorf("ack after Lost: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the claim did not see its lease lost")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchdogLosesTheClaimWhenRenewalsFail(t *testing.T) {
+	st := newStore(1)
+	ttl := 300 * time.Millisecond
+	e, _ := newEngine(st, "a", ttl)
+	got := make(chan time.Time, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, func(cl channel.Claim) {
+			<-cl.Lost()
+			got <- time.Now()
+		})
+	}()
+	waitfor.Until(t, 5*time.Second, "a claim", func() bool { return len(e.Claims()) == 1 })
+	st.mu.Lock()
+	failed := time.Now()
+	st.fail = errors.New("store down")
+	st.mu.Unlock()
+	select {
+	case at := <-got:
+		// Lost by the local clock, before the lease could end in the
+		// store (at most LeaseTTL after the last renewal).
+		if d := at.Sub(failed); d > ttl {
+			t.Errorf("lost %v after renewals began to fail, want within LeaseTTL %v", d, ttl)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watchdog did not end the claim")
+	}
+	// Failing for a whole LeaseTTL, the keeper gives up: Run fails.
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Run returned nil after the store failed for LeaseTTL")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end after the keeper failed for LeaseTTL")
+	}
+}
+
+func TestRunOnceAndClose(t *testing.T) {
+	st := newStore(2)
+	e, _ := newEngine(st, "a", 150*time.Millisecond)
+	if err := e.Run(context.Background(), nil); err == nil {
+		t.Error("Run with a nil onClaim did not fail")
+	}
+	stop := running(t, e)
+	waitfor.Until(t, 5*time.Second, "2 claims", func() bool { return owned(st, "a") == 2 })
+	if err := e.Run(context.Background(), func(channel.Claim) {}); err == nil {
+		t.Error("a second Run did not fail")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := owned(st, "a"); n != 0 {
+		t.Errorf("%d leases held after Run returned", n)
+	}
+	e.Close()
+	if err := e.Run(context.Background(), func(channel.Claim) {}); !errors.Is(err, channel.ErrClosed) {
+		t.Errorf("Run after Close = %v, want ErrClosed", err)
+	}
+}
+
+// A claim that onClaim never releases is released when Run ends.
+func TestRunReleasesWhatOnClaimLeft(t *testing.T) {
+	st := newStore(3)
+	e, _ := newEngine(st, "a", 150*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, func(channel.Claim) {}) }()
+	waitfor.Until(t, 5*time.Second, "3 leases", func() bool { return owned(st, "a") == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := owned(st, "a"); n != 0 {
+		t.Errorf("%d leases held after Run returned", n)
+	}
+}

@@ -1,0 +1,69 @@
+package lease
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Options are the consumer options every leased mailbox has, as its
+// ConsumerOptions spell them.
+type Options struct {
+	Owner     string
+	LeaseTTL  time.Duration
+	BatchSize int
+	Buffer    int
+}
+
+// MinLeaseTTL keeps renewals (every LeaseTTL/3) from being scheduled
+// faster than a busy store commits them.
+const MinLeaseTTL = 100 * time.Millisecond
+
+// WithDefaults returns o with zero fields set to their defaults.
+func (o Options) WithDefaults() Options {
+	if o.Owner == "" {
+		o.Owner = defaultOwner()
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 256
+	}
+	if o.Buffer == 0 {
+		o.Buffer = 1024
+	}
+	return o
+}
+
+// Validate checks o after WithDefaults; backend prefixes the errors.
+func (o Options) Validate(backend string) error {
+	if o.Owner == "" {
+		return fmt.Errorf("%s: ConsumerOptions.Owner is empty: leave it unset for the default or name the consumer", backend)
+	}
+	if o.LeaseTTL < MinLeaseTTL {
+		return fmt.Errorf("%s: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", backend, o.LeaseTTL, MinLeaseTTL)
+	}
+	if o.BatchSize < 0 {
+		return fmt.Errorf("%s: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", backend, o.BatchSize)
+	}
+	if o.Buffer < 0 {
+		return fmt.Errorf("%s: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", backend, o.Buffer)
+	}
+	return nil
+}
+
+// defaultOwner names a consumer after its host and process, plus a random
+// suffix so that two consumers in one process differ.
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
+}
