@@ -49,6 +49,8 @@ POSTGRES=$PREFIX/postgres:15
 # The reaper must carry the name testcontainers-go asks for, under the prefix.
 ryuk_image() {
 	local dir
+	# On a new machine the module is not in the cache yet.
+	go mod download github.com/testcontainers/testcontainers-go
 	dir=$(go list -m -f '{{.Dir}}' github.com/testcontainers/testcontainers-go)
 	grep -ho 'testcontainers/ryuk:[0-9.]*' "$dir/internal/config/config.go" | head -n 1
 }
