@@ -163,18 +163,22 @@ func IsPermanent(err error) bool {
 		errors.Is(err, ErrSequence) || errors.Is(err, ErrFenced)
 }
 
-// Validate reports the first entry or checkpoint of batches that no journal
-// can store, with an error matching ErrInvalid, or ErrSequence for a
-// sequence below its start. Every backend runs it before Append writes
-// anything.
+// Validate reports the first batch, entry or checkpoint that no journal can
+// store, with an error matching ErrInvalid, or ErrSequence for a sequence
+// below its start. Every backend runs it before Append writes anything; it
+// is the one place a batch is validated.
 //
-// An entry's or checkpoint's Actor is an address "type/id" or a key
+// A batch's Partition is 1 to 1024 bytes of valid UTF-8 without control
+// characters. An entry's or checkpoint's Actor is an address "type/id" or a key
 // starting with "$"; it and an entry's MsgID are each 1 to 1024 bytes of
 // valid UTF-8 without control characters (U+0000–U+001F, U+007F–U+009F),
 // the limits channel.CheckAddress and channel.CheckMessageID apply: every
 // backend's store holds such values as they are.
 func Validate(batches ...Batch) error {
 	for _, b := range batches {
+		if err := ident.CheckPartitionKey(b.Partition); err != nil {
+			return fmt.Errorf("%w: batch: %w; nothing of this Append was written", ErrInvalid, err)
+		}
 		for _, e := range b.Entries {
 			if err := ident.CheckActorKey(e.Actor); err != nil {
 				return fmt.Errorf("%w: partition %q entry seq %d: %w; nothing of this Append was written", ErrInvalid, b.Partition, e.Seq, err)

@@ -34,12 +34,15 @@ func TestValidate(t *testing.T) {
 		b    journal.Batch
 		want error
 	}{
-		{"good", journal.Batch{Entries: []journal.Entry{ok, {Actor: "$horizon:p/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "horizon"}}}, nil},
-		{"empty message ID", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: journal.KindComplete}}}, journal.ErrInvalid},
-		{"unknown kind", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: 7, MsgID: "m"}}}, journal.ErrInvalid},
-		{"seq 0", journal.Batch{Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrSequence},
-		{"checkpoint actor", journal.Batch{Entries: []journal.Entry{ok}, Checkpoints: []journal.Checkpoint{{Actor: "counter", Seq: 1}}}, journal.ErrInvalid},
-		{"negative checkpoint", journal.Batch{Checkpoints: []journal.Checkpoint{{Actor: "counter/1", Seq: -1}}}, journal.ErrSequence},
+		{"good", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{ok, {Actor: "$horizon:p/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "horizon"}}}, nil},
+		{"empty message ID", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: journal.KindComplete}}}, journal.ErrInvalid},
+		{"unknown kind", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: 7, MsgID: "m"}}}, journal.ErrInvalid},
+		{"seq 0", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrSequence},
+		{"checkpoint actor", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{ok}, Checkpoints: []journal.Checkpoint{{Actor: "counter", Seq: 1}}}, journal.ErrInvalid},
+		{"negative checkpoint", journal.Batch{Partition: "p", Checkpoints: []journal.Checkpoint{{Actor: "counter/1", Seq: -1}}}, journal.ErrSequence},
+		{"empty partition", journal.Batch{Entries: []journal.Entry{ok}}, journal.ErrInvalid},
+		{"partition with NUL", journal.Batch{Partition: "p\x00", Entries: []journal.Entry{ok}}, journal.ErrInvalid},
+		{"partition not UTF-8", journal.Batch{Partition: "p\xff"}, journal.ErrInvalid},
 	} {
 		err := journal.Validate(tc.b)
 		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {

@@ -77,6 +77,11 @@ func CheckActorKey(key string) error {
 	return CheckAddress(typ, id)
 }
 
+// CheckPartitionKey checks the partition key of a journal batch (such as
+// "kafka:orders/3"): the length, UTF-8 and control-character limits, so
+// that every journal can store it as text.
+func CheckPartitionKey(key string) error { return check("partition key", key) }
+
 // check applies the limits every identifier shares; what names the
 // identifier in the error.
 func check(what, s string) error {

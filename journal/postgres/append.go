@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,7 +24,7 @@ const maxAttempts = 3
 // index refuses a second outcome of a message, as
 // journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := validate(batches); err != nil {
+	if err := journal.Validate(batches...); err != nil {
 		return err
 	}
 	if j.closed.Load() {
@@ -61,22 +60,6 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		j.heads.forget(call.actors)
 		return j.failed(err)
 	}
-}
-
-// validate rejects input no store could hold, before anything is written:
-// journal.Validate's limits (which PostgreSQL text meets), and partition
-// names that text cannot hold.
-func validate(batches []journal.Batch) error {
-	if err := journal.Validate(batches...); err != nil {
-		return err
-	}
-	for _, b := range batches {
-		if !utf8.ValidString(b.Partition) || strings.IndexByte(b.Partition, 0) >= 0 {
-			return fmt.Errorf("%w: partition %q is not UTF-8 text without NUL bytes, which PostgreSQL text requires; nothing of this Append was written",
-				journal.ErrInvalid, b.Partition)
-		}
-	}
-	return nil
 }
 
 // retryable reports whether err ended a transaction that wrote nothing and

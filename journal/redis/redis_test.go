@@ -105,7 +105,7 @@ func TestBinarySafe(t *testing.T) {
 		{Actor: actor, Seq: 3, Kind: journal.KindDeadLetter, MsgID: ":", Data: nil},
 	}
 	state := []byte{0, 0, 0}
-	err := j.Append(ctx, journal.Batch{Partition: "p\x00", Entries: es,
+	err := j.Append(ctx, journal.Batch{Partition: "p:{x}}ü", Entries: es,
 		Checkpoints: []journal.Checkpoint{{Actor: actor, Seq: 2, State: state}}})
 	if err != nil {
 		t.Fatal(err)
