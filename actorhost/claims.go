@@ -146,7 +146,7 @@ loop:
 }
 
 func (h *Host) acquire(cs *claimState, log *zap.Logger) error {
-	backoff := 100 * time.Millisecond
+	p := newPause(100 * time.Millisecond)
 	for {
 		epoch, err := journal.AcquireEpoch(cs.ctx, h.cfg.Journal, cs.key)
 		if err == nil {
@@ -156,13 +156,8 @@ func (h *Host) acquire(cs *claimState, log *zap.Logger) error {
 		if cs.ctx.Err() != nil {
 			return err
 		}
-		log.Warn("taking partition epoch failed; retrying", zap.Error(err))
-		select {
-		case <-time.After(backoff):
-			backoff = min(backoff*2, 5*time.Second)
-		case <-cs.ctx.Done():
-			return err
-		case <-cs.claim.Lost():
+		log.Warn("taking partition epoch failed; retrying", zap.Error(err), zap.Duration("in", p.next()))
+		if !p.wait(cs.ctx.Done(), cs.claim.Lost()) {
 			return err
 		}
 	}

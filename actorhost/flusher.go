@@ -224,7 +224,7 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 // refusal of a retry is checked against the journal's content, and the
 // write counts as done when its entries are there.
 func (f *flusher) append(ctx context.Context, batches []journal.Batch) error {
-	backoff := 50 * time.Millisecond
+	p := newPause(50 * time.Millisecond)
 	retry := false
 	for {
 		err := f.j.Append(ctx, batches...)
@@ -247,12 +247,9 @@ func (f *flusher) append(ctx context.Context, batches []journal.Batch) error {
 				return err
 			}
 		}
-		f.log.Warn("journal append failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		f.log.Warn("journal append failed; retrying", zap.Error(err), zap.Duration("in", p.next()))
 		retry = true
-		select {
-		case <-time.After(backoff):
-			backoff = min(backoff*2, 5*time.Second)
-		case <-ctx.Done():
+		if !p.wait(ctx.Done(), nil) {
 			return err
 		}
 	}

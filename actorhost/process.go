@@ -278,7 +278,7 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 	if len(env.Errors) == 0 || env.Errors[len(env.Errors)-1].Error != cause.Error() {
 		env.Errors = append(env.Errors, dlq.AttemptError{Attempt: attempts, Error: cause.Error(), At: time.Now().UTC()})
 	}
-	backoff := 100 * time.Millisecond
+	p := newPause(100 * time.Millisecond)
 	for {
 		err := h.cfg.DeadLetters.Put(cs.ctx, env)
 		if err == nil {
@@ -286,14 +286,8 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 				zap.String("reason", reason), zap.Int("attempts", attempts), zap.Error(cause))
 			return true
 		}
-		h.log.Warn("writing dead letter failed; retrying", zap.Error(err))
-		select {
-		case <-time.After(backoff):
-			backoff = min(backoff*2, 5*time.Second)
-		case <-cs.stopping:
-			h.abandon(d)
-			return false
-		case <-cs.ctx.Done():
+		h.log.Warn("writing dead letter failed; retrying", zap.Error(err), zap.Duration("in", p.next()))
+		if !p.wait(cs.stopping, cs.ctx.Done()) {
 			h.abandon(d)
 			return false
 		}
@@ -322,7 +316,7 @@ func (h *Host) lookupOutcome(a *actor, cs *claimState, msgID string) (done bool,
 // retryJournal runs fn until it succeeds, backing off after failures, or
 // returns ErrAbandoned once the claim stops or ends.
 func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields ...zap.Field) error {
-	backoff := 50 * time.Millisecond
+	p := newPause(50 * time.Millisecond)
 	for {
 		err := fn()
 		if err == nil {
@@ -331,13 +325,8 @@ func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields
 		if errors.Is(err, ErrAbandoned) || cs.ctx.Err() != nil || cs.isStopping() {
 			return ErrAbandoned
 		}
-		h.log.Warn(what+" failed; retrying", append(fields, zap.Error(err), zap.Duration("in", backoff))...)
-		select {
-		case <-time.After(backoff):
-			backoff = min(backoff*2, 5*time.Second)
-		case <-cs.stopping:
-			return ErrAbandoned
-		case <-cs.ctx.Done():
+		h.log.Warn(what+" failed; retrying", append(fields, zap.Error(err), zap.Duration("in", p.next()))...)
+		if !p.wait(cs.stopping, cs.ctx.Done()) {
 			return ErrAbandoned
 		}
 	}
