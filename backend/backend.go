@@ -91,7 +91,7 @@ type MailboxOptions struct {
 	Synchronous string
 	// MustExist refuses to create a new mailbox (for inspection commands).
 	MustExist bool
-	// LeaseTTL is how long a SQLite partition lease lasts without renewal:
+	// LeaseTTL is how long a SQLite or Redis partition lease lasts without renewal:
 	// how soon a dead worker's partitions move to another. 0: the default.
 	LeaseTTL time.Duration
 	// CreateTopics creates a Kafka mailbox's topic and its DLQ topic when

@@ -45,23 +45,23 @@ func redisBenchName(b *testing.B, c *goredis.Client, what string) string {
 // rawRedisRate is the reference: messages per second of a bare loop on
 // the same server, with no journal. Each round is three round trips: one
 // pipeline of XADDs of a batch of messages (the same fields as a Publisher
-// writes) spread over the shard streams, one XREADGROUP of them all, and
+// writes) spread over the partition streams, one XREADGROUP of them all, and
 // one pipeline of XACK and XDEL per stream (a mailbox deletes what it
 // acked, so that a stream holds only pending messages).
-func rawRedisRate(b *testing.B, c *goredis.Client, msgs []channel.Message, shards int) float64 {
+func rawRedisRate(b *testing.B, c *goredis.Client, msgs []channel.Message, partitions int) float64 {
 	b.Helper()
 	ctx := context.Background()
 	tag := redisBenchName(b, c, "raw")
-	streams := make([]string, shards)
+	streams := make([]string, partitions)
 	for p := range streams {
 		streams[p] = fmt.Sprintf("{%s}:s:%d", tag, p)
 		if err := c.XGroupCreateMkStream(ctx, streams[p], "g", "0").Err(); err != nil {
 			b.Fatal(err)
 		}
 	}
-	read := make([]string, 0, 2*shards)
+	read := make([]string, 0, 2*partitions)
 	read = append(read, streams...)
-	for range shards {
+	for range partitions {
 		read = append(read, ">")
 	}
 	const batch = 500
@@ -72,7 +72,7 @@ func rawRedisRate(b *testing.B, c *goredis.Client, msgs []channel.Message, shard
 			for _, m := range chunk {
 				addr := m.Address.String()
 				p.XAdd(ctx, &goredis.XAddArgs{
-					Stream: streams[channel.HomePartition(addr, shards)],
+					Stream: streams[channel.HomePartition(addr, partitions)],
 					Values: []any{"id", m.ID, "address", addr, "payload", m.Payload},
 				})
 			}
@@ -110,11 +110,11 @@ func rawRedisRate(b *testing.B, c *goredis.Client, msgs []channel.Message, shard
 // a host with a fresh Redis journal on the same server over them until
 // every one is journaled, and returns msgs/s from host start to the last
 // completion, with the host's stats and its entries per journal Append.
-func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, shards int, msgs []channel.Message, cfg actorhost.Config) (float64, actorhost.Stats, float64) {
+func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, partitions int, msgs []channel.Message, cfg actorhost.Config) (float64, actorhost.Stats, float64) {
 	b.Helper()
 	ctx := context.Background()
 	name := redisBenchName(b, c, "pipeline")
-	mb, err := chredis.Open(ctx, addr, name, chredis.Options{Partitions: shards})
+	mb, err := chredis.Open(ctx, addr, name, chredis.Options{Partitions: partitions})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, shards int,
 }
 
 // BenchmarkRedisPipeline: 100k preloaded messages for 1,000 counters in a
-// Redis mailbox of 8 shards, a Redis journal on the same server, one side
+// Redis mailbox of 8 partitions, a Redis journal on the same server, one side
 // effect each, checkpoints every 100, against the raw XADD, XREADGROUP,
 // XACK loop on the same server in the same run (run before and after the
 // pipeline; raw_msgs/s is their combined rate). With appendfsync always
@@ -170,21 +170,21 @@ func BenchmarkRedisPipeline(b *testing.B) {
 	addr := testenv.Redis(b)
 	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	defer c.Close()
-	const actors, count, shards = 1000, 100_000, 8
+	const actors, count, partitions = 1000, 100_000, 8
 	msgs := counterMessages(actors, count)
 	var rate, raw, groupCommit float64
 	var st actorhost.Stats
 	for range b.N {
 		// The reference runs before and after, so that a change of load on
 		// the machine during the run weighs on both sides.
-		before := rawRedisRate(b, c, msgs, shards)
-		rate, st, groupCommit = redisPipelineRate(b, c, addr, shards, msgs, actorhost.Config{
+		before := rawRedisRate(b, c, msgs, partitions)
+		rate, st, groupCommit = redisPipelineRate(b, c, addr, partitions, msgs, actorhost.Config{
 			Concurrency: 1000, CheckpointEvery: 100, MaxActors: 2000,
 		})
 		if st.Processed != count || st.DeadLettered != 0 {
 			b.Fatalf("stats %+v", st)
 		}
-		after := rawRedisRate(b, c, msgs, shards)
+		after := rawRedisRate(b, c, msgs, partitions)
 		raw = 2 / (1/before + 1/after) // messages over the time of both runs
 	}
 	b.ReportMetric(rate, "msgs/s")

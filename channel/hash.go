@@ -39,7 +39,7 @@ func murmur2(data []byte) int32 {
 
 // HomePartition is the partition every message of key belongs to among n:
 // murmur2(key) made positive, modulo n, as Kafka's Java default partitioner
-// computes it. Every backend shards by it.
+// computes it. Every backend partitions by it.
 func HomePartition(key string, n int) int32 {
 	if n <= 0 {
 		return 0

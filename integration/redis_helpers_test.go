@@ -85,7 +85,7 @@ func svcRedisStores(t *testing.T, addr string) (mailboxURL, journalURL, mailbox 
 	return "redis://" + addr + "/" + mailbox, "redis://" + addr + "/" + namespace, mailbox
 }
 
-// svcRedisDrained checks that every shard stream of mailbox is empty and
+// svcRedisDrained checks that every partition stream of mailbox is empty and
 // has nothing pending: every message was acked (and so deleted).
 func svcRedisDrained(ctx context.Context, c *goredis.Client, mailbox string, partitions int) error {
 	for p := range partitions {
@@ -99,15 +99,15 @@ func svcRedisDrained(ctx context.Context, c *goredis.Client, mailbox string, par
 			return fmt.Errorf("XPENDING %s: %w", key, err)
 		}
 		if n != 0 || pend.Count != 0 {
-			return fmt.Errorf("shard %d still has %d entries, %d of them pending", p, n, pend.Count)
+			return fmt.Errorf("partition %d still has %d entries, %d of them pending", p, n, pend.Count)
 		}
 	}
 	return nil
 }
 
 // svcLeaseOwner returns the pid of the worker whose consumer holds the
-// lease of shard p of mailbox (owners are "host:pid:random"), and the
-// lease epoch; 0, 0 when the shard is not leased.
+// lease of partition p of mailbox (owners are "host:pid:random"), and the
+// lease epoch; 0, 0 when the partition is not leased.
 func svcLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int) (pid int, epoch int64) {
 	v, err := c.Get(ctx, fmt.Sprintf("{postbox:%s}:lease:%d", mailbox, p)).Result()
 	if err != nil {

@@ -49,7 +49,7 @@ func TestRedisScaleAndCrash(t *testing.T) {
 				mailbox: mbURL, journal: jURL, backend: "redis", partitions: 8,
 				workers: 3, kills: 2, concurrency: 16,
 				load: svcLoad{spec: v.spec, rate: 2000},
-				// A killed worker's shards move after the lease TTL.
+				// A killed worker's partitions move after the lease TTL.
 				extra:   []string{"--lease-ttl", "2s"},
 				drained: func(ctx context.Context) error { return svcRedisDrained(ctx, rc, mailbox, 8) },
 			})
@@ -57,10 +57,10 @@ func TestRedisScaleAndCrash(t *testing.T) {
 	}
 }
 
-// A worker that owns Redis shards is paused (SIGSTOP) until another worker
-// has taken its shards and their journal epochs, then resumed (SIGCONT): a
+// A worker that owns Redis partitions is paused (SIGSTOP) until another worker
+// has taken its partitions and their journal epochs, then resumed (SIGCONT): a
 // zombie. Any journal write it makes under its old epochs is refused
-// (fenced), it gives up those shards and acks nothing the new owner has
+// (fenced), it gives up those partitions and acks nothing the new owner has
 // claimed, and at the end every counter is exact.
 func TestRedisZombieIsFenced(t *testing.T) {
 	t.Parallel()
@@ -94,17 +94,17 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		}
 		return ps
 	}
-	waitfor.Until(t, 30*time.Second, "worker A to own every shard and process messages", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker A to own every partition and process messages", func() bool {
 		svcAlive(t, a)
 		return len(owned(a)) == partitions && svcProcessed(adminA) > 0
 	})
 	b := svcWorker(t, dir, "worker-b", mbURL, jURL, sink, append(flags, "--admin", adminB)...)
-	waitfor.Until(t, 30*time.Second, "the shards to be shared by A and B", func() bool {
+	waitfor.Until(t, 30*time.Second, "the partitions to be shared by A and B", func() bool {
 		svcAlive(t, a, b)
 		return len(owned(a)) > 0 && len(owned(b)) > 0 && len(owned(a))+len(owned(b)) == partitions
 	})
 
-	// Pause A while it works, and wait until B owns A's shards, with new
+	// Pause A while it works, and wait until B owns A's partitions, with new
 	// journal epochs, and has processed messages of them.
 	zombie := owned(a)
 	epochs := map[int]int64{}
@@ -123,9 +123,9 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	gaveUpBefore := a.logCount("partition fenced") + a.logCount("partition lost")
 	a.signal(t, syscall.SIGSTOP)
 	stopped := time.Now()
-	t.Logf("worker A (pid %d) stopped, owning shards %v", a.pid(), zombie)
+	t.Logf("worker A (pid %d) stopped, owning partitions %v", a.pid(), zombie)
 	var processedB float64
-	waitfor.Until(t, 30*time.Second, "worker B to take over A's shards and their epochs", func() bool {
+	waitfor.Until(t, 30*time.Second, "worker B to take over A's partitions and their epochs", func() bool {
 		svcAlive(t, b)
 		for _, p := range zombie {
 			pid, _ := svcLeaseOwner(ctx, rc, mailbox, p)
@@ -143,12 +143,12 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	a.signal(t, syscall.SIGCONT)
 	t.Logf("worker A resumed after %s", time.Since(stopped).Round(time.Millisecond))
 
-	// The zombie resumes with journal writes of A's shards queued or about
-	// to be made under the old epochs. It gives up each of those shards,
+	// The zombie resumes with journal writes of A's partitions queued or about
+	// to be made under the old epochs. It gives up each of those partitions,
 	// fenced by a refused write or told by its lease keeper that the lease
 	// is gone, whichever it learns first; either way it acks nothing more
 	// from them (the exact counters and the bound on repeated effects below
-	// check what it did). It must not crash, and works on the shards it
+	// check what it did). It must not crash, and works on the partitions it
 	// gets again.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -158,7 +158,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("30s after it resumed, the zombie had given up %d of its %d shards (%d \"partition fenced\", %d \"partition lost\" log lines)",
+			t.Fatalf("30s after it resumed, the zombie had given up %d of its %d partitions (%d \"partition fenced\", %d \"partition lost\" log lines)",
 				gaveUp, len(zombie), a.logCount("partition fenced"), a.logCount("partition lost"))
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -182,15 +182,15 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	b.stop(t)
 	// Effects run twice only by the zombie: those it ran before the pause
 	// whose results were not yet journaled, and those of handlers it started
-	// after it resumed, before a fenced write of their shard cancelled the
-	// shard's work. Each of its handler goroutines runs at most one of them
-	// per shard.
+	// after it resumed, before a fenced write of their partition cancelled the
+	// partition's work. Each of its handler goroutines runs at most one of them
+	// per partition.
 	bound := concurrency * len(zombie)
 	extra := check.final(t, "redis", sink, bound, 2)
 	if err := svcRedisDrained(ctx, rc, mailbox, partitions); err != nil {
 		t.Errorf("mailbox not drained after the workers stopped: %v", err)
 	}
-	t.Logf("%d side effects ran twice (bound %d: A's concurrency x its shards)", extra, bound)
+	t.Logf("%d side effects ran twice (bound %d: A's concurrency x its partitions)", extra, bound)
 }
 
 // Redis, holding both the mailbox and the journal, is restarted (SHUTDOWN,
@@ -254,7 +254,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	send("ok-2", "counter/9", `{"add":3}`)
 	send("flaky-1", "counter/4", `{"add":1,"failTimes":9}`)
 
-	// Where each message waits: its home shard, and its stream entry,
+	// Where each message waits: its home partition, and its stream entry,
 	// which gives the offset the dead letter must name.
 	type position struct {
 		partition int32
@@ -277,7 +277,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	}
 	for id, addr := range map[string]string{"bad-1": "counter/9", "flaky-1": "counter/4"} {
 		if got, want := where[id].partition, channel.HomePartition(addr, partitions); got != want {
-			t.Fatalf("%s is on shard %d, want its home shard %d", id, got, want)
+			t.Fatalf("%s is on partition %d, want its home partition %d", id, got, want)
 		}
 	}
 

@@ -145,10 +145,6 @@ type ProcessMailbox struct {
 	// Drained reports whether every published message has been acked, as
 	// the backend's storage shows it. It is polled once publishing stopped.
 	Drained func(t *testing.T) bool
-	// PartitionWord is what the backend calls a partition, for messages.
-	//
-	// Defaults to "partition".
-	PartitionWord string
 }
 
 // RunAcrossProcesses runs consumers in separate processes on one mailbox
@@ -167,10 +163,6 @@ func RunAcrossProcesses(t *testing.T, setup func(t *testing.T) ProcessMailbox) {
 	}
 	mb := setup(t)
 	partitions := mb.Partitions
-	word := mb.PartitionWord
-	if word == "" {
-		word = "partition"
-	}
 	dir := t.TempDir()
 
 	// Publish batches until the scenario is over.
@@ -221,23 +213,23 @@ func RunAcrossProcesses(t *testing.T, setup func(t *testing.T) ProcessMailbox) {
 	const wait = 60 * time.Second
 
 	a := startHelper(t, dir, mb.Name, "A")
-	waitfor.Until(t, wait, "A to hold every "+word, func() bool { return held(a) == partitions })
+	waitfor.Until(t, wait, "A to hold every partition", func() bool { return held(a) == partitions })
 
 	b := startHelper(t, dir, mb.Name, "B")
-	waitfor.Until(t, wait, "A and B to split the "+word+"s", func() bool {
+	waitfor.Until(t, wait, "A and B to split the partitions", func() bool {
 		ha, hb := held(a), held(b)
 		return ha > 0 && hb > 0 && ha+hb == partitions
 	})
 	waitfor.Until(t, wait, "B to consume", func() bool { return len(readHelperLog(t, b.log).msgs) > 0 })
 
 	a.stop(t, syscall.SIGTERM)
-	waitfor.Until(t, wait, "B to take over A's "+word+"s", func() bool { return held(b) == partitions })
+	waitfor.Until(t, wait, "B to take over A's partitions", func() bool { return held(b) == partitions })
 
 	c := startHelper(t, dir, mb.Name, "C")
-	waitfor.Until(t, wait, "B and C to split the "+word+"s", func() bool { return held(c) > 0 })
+	waitfor.Until(t, wait, "B and C to split the partitions", func() bool { return held(c) > 0 })
 	waitfor.Until(t, wait, "C to consume", func() bool { return len(readHelperLog(t, c.log).msgs) > 0 })
 	c.stop(t, syscall.SIGKILL)
-	waitfor.Until(t, wait, "B to take over the killed C's "+word+"s", func() bool { return held(b) == partitions })
+	waitfor.Until(t, wait, "B to take over the killed C's partitions", func() bool { return held(b) == partitions })
 
 	stopPub()
 	<-pubDone
@@ -298,8 +290,8 @@ func RunAcrossProcesses(t *testing.T, setup func(t *testing.T) ProcessMailbox) {
 		for i, x := range ss {
 			for _, y := range ss[i+1:] {
 				if x.who != y.who && x.start < y.end && y.start < x.end {
-					t.Errorf("%s %d held by %s [%d, %d] and %s [%d, %d] at once",
-						word, p, x.who, x.start, x.end, y.who, y.start, y.end)
+					t.Errorf("partition %d held by %s [%d, %d] and %s [%d, %d] at once",
+						p, x.who, x.start, x.end, y.who, y.start, y.end)
 				}
 			}
 		}

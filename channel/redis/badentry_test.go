@@ -19,7 +19,7 @@ import (
 // host dead-letters and acks them. Addresses and IDs a journal cannot
 // store (NUL, invalid UTF-8, very long) are delivered as they are, for the
 // host to refuse. None is dropped or left pending, and none stalls the
-// shard.
+// partition.
 func TestGarbledEntriesAreDelivered(t *testing.T) {
 	name := freshMailbox(t)
 	open(t, name, redis.Options{Partitions: 1}) // creates the stream and group

@@ -17,10 +17,10 @@ import (
 )
 
 // benchBatch is how many messages one Publish call (or one raw pipeline)
-// carries; benchShards is the mailbox's shard count.
+// carries; benchPartitions is the mailbox's partition count.
 const (
-	benchBatch  = 100
-	benchShards = 8
+	benchBatch      = 100
+	benchPartitions = 8
 )
 
 var benchPayload = []byte(`{"op":"increment","by":1}`)
@@ -42,7 +42,7 @@ func benchMessages(start, n int) []channel.Message {
 // a consumer receives and acks them one by one, as a host does, through the
 // channel; then it does the same with a raw go-redis loop on the same
 // server: pipelined XADDs (100 per round trip) from one goroutine,
-// XREADGROUP of up to 256 entries over all shard streams and a pipelined
+// XREADGROUP of up to 256 entries over all partition streams and a pipelined
 // XACK+XDEL per read from another (the channel deletes acked entries too).
 // It reports both rates and their ratio.
 func BenchmarkPublishConsumeAck(b *testing.B) {
@@ -58,7 +58,7 @@ func BenchmarkPublishConsumeAck(b *testing.B) {
 // per second, from the first publish to the last ack made durable.
 func benchChannel(b *testing.B, addr string) float64 {
 	name := freshMailbox(b)
-	mb, err := redis.Open(context.Background(), addr, name, redis.Options{Partitions: benchShards})
+	mb, err := redis.Open(context.Background(), addr, name, redis.Options{Partitions: benchPartitions})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -117,14 +117,14 @@ func benchRaw(b *testing.B, addr string) float64 {
 	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	defer c.Close()
 	ctx := context.Background()
-	streams := make([]string, benchShards)
+	streams := make([]string, benchPartitions)
 	for s := range streams {
 		streams[s] = fmt.Sprintf("{postbox:%s}:s:%d", name, s)
 		if err := c.XGroupCreateMkStream(ctx, streams[s], "raw", "0").Err(); err != nil {
 			b.Fatal(err)
 		}
 	}
-	read := make([]string, 0, 2*benchShards)
+	read := make([]string, 0, 2*benchPartitions)
 	read = append(read, streams...)
 	for range streams {
 		read = append(read, ">")
@@ -140,7 +140,7 @@ func benchRaw(b *testing.B, addr string) float64 {
 				for _, m := range msgs {
 					addr := m.Address.String()
 					p.XAdd(ctx, &goredis.XAddArgs{
-						Stream: streams[channel.HomePartition(addr, benchShards)],
+						Stream: streams[channel.HomePartition(addr, benchPartitions)],
 						Values: []any{"id", channel.NewMessageID(), "address", addr, "payload", m.Payload, "h:trace", m.Headers["trace"]},
 					})
 				}

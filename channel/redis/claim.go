@@ -31,19 +31,19 @@ type held struct {
 	claimed bool      // in this owner's pending list with the delivery counted: no XCLAIM needed
 }
 
-// nackHint is a nack to record in the shard's nack hash.
+// nackHint is a nack to record in the partition's nack hash.
 type nackHint struct {
 	entryID string
 	readyAt time.Time
 }
 
-// Claim is one shard owned by a Consumer under one lease epoch.
+// Claim is one partition owned by a Consumer under one lease epoch.
 //
 // Acks and nacks are buffered: a read carries them, or the consumer's
 // flusher sends them within AckInterval, or Release does. Every script of
 // the claim is fenced by its lease value, which names the epoch: after the
 // lease is lost, neither this claim nor its (possibly paused) process can
-// read, claim or ack entries of the shard.
+// read, claim or ack entries of the partition.
 type Claim struct {
 	c         *Consumer
 	s         *lease.Slot // its lock guards the fields below
@@ -71,7 +71,7 @@ func newClaim(c *Consumer, s *lease.Slot) *Claim {
 		partition: s.Partition(),
 		epoch:     s.Epoch(),
 		lease:     leaseValue(s.Epoch(), c.opts.Owner),
-		keys:      c.m.shardKeys(s.Partition()),
+		keys:      c.m.partitionKeys(s.Partition()),
 		wake:      make(chan struct{}, 1),
 		inflight:  make(map[int64]string),
 		holding:   make(map[string][]*held),
@@ -209,7 +209,7 @@ func (cl *Claim) nextDueLocked(now time.Time) time.Duration {
 	return first
 }
 
-// read is the claim's reader: it first claims and delivers the shard's
+// read is the claim's reader: it first claims and delivers the partition's
 // pending entries, then reads new entries, and redelivers nacked ones when
 // their delay has passed. It returns when the claim is no longer active.
 //
@@ -370,7 +370,7 @@ func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, s
 		}
 		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition, deliveries)
 		if err != nil {
-			return 0, "", "", fmt.Errorf("read shard %d: %w", cl.partition, err)
+			return 0, "", "", fmt.Errorf("read partition %d: %w", cl.partition, err)
 		}
 		entries = append(entries, got{msg: msg, entryID: id})
 	}
@@ -395,7 +395,7 @@ func laterID(a, b string) string {
 	return a
 }
 
-// claimPending claims one page of the shard's pending entries from cursor
+// claimPending claims one page of the partition's pending entries from cursor
 // and hands them out. It returns the next cursor, "0-0" when done, and the
 // ID of the last entry it handed out ("" when none). When the reply is
 // lost, the same cursor claims the same page again.
@@ -418,7 +418,7 @@ func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (ne
 		}
 		msg, id, err := decodeEntry(e, cl.c.m.name, cl.partition, int(toInt(e[2])))
 		if err != nil {
-			return cursor, "", fmt.Errorf("claim pending entries of shard %d: %w", cl.partition, err)
+			return cursor, "", fmt.Errorf("claim pending entries of partition %d: %w", cl.partition, err)
 		}
 		entries = append(entries, got{msg: msg, entryID: id, wait: time.Duration(toInt(e[3])) * time.Millisecond})
 		seen = id

@@ -121,7 +121,7 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	for _, h := range taken {
 		args := appendSettle([]any{leaseValue(h.Epoch, c.opts.Owner), group, "1"}, nil, nil)
-		if err := ackScript.Run(ctx, c.m.client, c.m.shardKeys(h.Partition), args...).Err(); err != nil {
+		if err := ackScript.Run(ctx, c.m.client, c.m.partitionKeys(h.Partition), args...).Err(); err != nil {
 			return fmt.Errorf("partition %d: %w", h.Partition, c.m.failed(err))
 		}
 	}

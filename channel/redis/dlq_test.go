@@ -75,7 +75,7 @@ func TestDeadLetterEntries(t *testing.T) {
 }
 
 // Redrive keeps each actor's order across many dead letters on many
-// shards, and a redriven copy dead-lettered again redrives as id.r2.
+// partitions, and a redriven copy dead-lettered again redrives as id.r2.
 func TestRedriveKeepsOrderPerActor(t *testing.T) {
 	ctx := t.Context()
 	mb := open(t, freshMailbox(t), redis.Options{Partitions: 4})

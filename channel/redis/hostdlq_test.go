@@ -16,7 +16,7 @@ import (
 
 // Through a host: an entry with no actor address is dead-lettered ("no
 // actor address", the address field in HeaderBadAddress) and acked, and
-// entries whose identifiers a journal cannot store neither stall the shard
+// entries whose identifiers a journal cannot store neither stall the partition
 // nor stay pending; the actor's good message is processed.
 func TestHostDeadLettersGarbledEntries(t *testing.T) {
 	name := freshMailbox(t)
@@ -57,7 +57,7 @@ func TestHostDeadLettersGarbledEntries(t *testing.T) {
 			t.Errorf("stop host: %v", err)
 		}
 	}()
-	waitfor.Until(t, 20*time.Second, "every entry acked (the shard stream empty)", func() bool {
+	waitfor.Until(t, 20*time.Second, "every entry acked (the partition stream empty)", func() bool {
 		n, err := c.XLen(t.Context(), stream).Result()
 		return err == nil && n == 0
 	})

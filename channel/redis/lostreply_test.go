@@ -184,7 +184,7 @@ func expectIDs(t *testing.T, r *recorder, want ...string) {
 	}
 }
 
-// waitEmpty waits for the shard stream to be empty: everything acked.
+// waitEmpty waits for the partition stream to be empty: everything acked.
 func waitEmpty(t *testing.T, name string) {
 	t.Helper()
 	c := rawClient(t)
@@ -196,7 +196,7 @@ func waitEmpty(t *testing.T, name string) {
 
 // When the reply of a read is lost after Redis ran it, the entries it read
 // sit in the consumer's pending list. The claim must deliver them before
-// anything later of the shard, not strand them while later messages of the
+// anything later of the partition, not strand them while later messages of the
 // same actor overtake them.
 func TestLostReadReplyKeepsOrder(t *testing.T) {
 	one := testConsumerOptions

@@ -82,7 +82,7 @@ func parseEntryID(id string) (ms, seq uint64, err error) {
 
 // offsetOf maps a stream entry ID to an Offset: its millisecond time
 // shifted left by 20 bits, or'ed with its sequence number. Offsets grow
-// with entry IDs as long as fewer than 2^20 entries of a shard share one
+// with entry IDs as long as fewer than 2^20 entries of a partition share one
 // millisecond; a larger sequence number is clamped.
 func offsetOf(ms, seq uint64) int64 {
 	return int64(ms<<seqBits | min(seq, 1<<seqBits-1))

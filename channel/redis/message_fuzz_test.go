@@ -142,7 +142,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 		}
 		e := entries[0]
 		if e.partition != channel.HomePartition(msg.Address.String(), partitions) {
-			t.Fatalf("entry on shard %d, home %d", e.partition, channel.HomePartition(msg.Address.String(), partitions))
+			t.Fatalf("entry on partition %d, home %d", e.partition, channel.HomePartition(msg.Address.String(), partitions))
 		}
 		fields := make([]any, len(e.values))
 		for i, v := range e.values {

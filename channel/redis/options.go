@@ -9,27 +9,27 @@ import (
 )
 
 // maxPartitions bounds Options.Partitions. The lease keeper's script names
-// every shard's lease key, and a consumer reads every shard it owns; far
-// more shards than worker processes only adds overhead.
+// every partition's lease key, and a consumer reads every partition it owns; far
+// more partitions than worker processes only adds overhead.
 const maxPartitions = 4096
 
-// defaultPartitions is the shard count of a new mailbox when
+// defaultPartitions is the partition count of a new mailbox when
 // Options.Partitions is zero.
 const defaultPartitions = 8
 
 // Options configure Open and New.
 type Options struct {
-	// Partitions is how many shard streams the mailbox has. It is fixed
+	// Partitions is how many partition streams the mailbox has. It is fixed
 	// when the mailbox is created and stored in Redis; opening an existing
 	// mailbox with a different non-zero count is an error, because every
-	// address would move to another shard and lose its order.
+	// address would move to another partition and lose its order.
 	//
 	// Defaults to 8 for a new mailbox and to the stored count for an
 	// existing one.
 	Partitions int
 
 	// PoolSize is the connection pool size of the client Open creates. A
-	// consumer keeps one connection blocked per owned shard while it waits
+	// consumer keeps one connection blocked per owned partition while it waits
 	// for new messages, so the pool needs room for those and for
 	// publishing, acking and lease renewal besides. New ignores it: size
 	// the pool of your own client likewise.
@@ -62,7 +62,7 @@ func validateMailbox(name string) error {
 
 // ConsumerOptions configure a Consumer.
 type ConsumerOptions struct {
-	// Owner identifies the consumer in the shard leases, in the heartbeat
+	// Owner identifies the consumer in the partition leases, in the heartbeat
 	// set and as the consumer name within the streams' consumer group. It
 	// must be unique among the consumers of one mailbox: two consumers with
 	// the same Owner would renew each other's leases.
@@ -70,9 +70,9 @@ type ConsumerOptions struct {
 	// Defaults to "hostname:pid:random".
 	Owner string
 
-	// LeaseTTL is how long a shard stays owned without renewal. Leases and
+	// LeaseTTL is how long a partition stays owned without renewal. Leases and
 	// the consumer's heartbeat are renewed every LeaseTTL/3, so a consumer
-	// that dies hands its shards to the others after at most LeaseTTL. A
+	// that dies hands its partitions to the others after at most LeaseTTL. A
 	// consumer whose renewals fail (Redis unreachable, a long pause) gives
 	// its claims up as lost by its own clock, a tenth of LeaseTTL before
 	// the lease can end on the server. Use the same value for every
@@ -81,14 +81,14 @@ type ConsumerOptions struct {
 	// Defaults to 10s.
 	LeaseTTL time.Duration
 
-	// BatchSize is how many entries one read takes from a shard.
+	// BatchSize is how many entries one read takes from a partition.
 	//
 	// Defaults to 256.
 	BatchSize int
 
 	// Buffer is how many messages of one claim may be delivered and not
 	// yet acked or nacked, counting those held back behind a nacked message
-	// of their address. When a claim has that many, its shard is not read
+	// of their address. When a claim has that many, its partition is not read
 	// until acks come in: backpressure instead of an unbounded queue.
 	//
 	// Defaults to 1024.

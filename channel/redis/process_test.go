@@ -66,7 +66,6 @@ func TestLeasesAcrossProcesses(t *testing.T) {
 				}
 				return true
 			},
-			PartitionWord: "shard",
 		}
 	})
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 )
 
-// Publisher appends messages to a Mailbox's shard streams. It is safe for
+// Publisher appends messages to a Mailbox's partition streams. It is safe for
 // concurrent use.
 type Publisher struct {
 	m      *Mailbox
@@ -20,7 +20,7 @@ type Publisher struct {
 var _ channel.Publisher = (*Publisher)(nil)
 
 // Publish appends msgs in one MULTI/EXEC transaction, so all of them are
-// stored or none, in one round trip. Each goes to the shard of its
+// stored or none, in one round trip. Each goes to the partition of its
 // address, as an entry with the fields id, address, payload and h:<name>
 // per header. A message with an empty ID gets a random one; the caller's
 // slice is not modified. Publish returns once Redis applied the

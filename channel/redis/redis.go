@@ -1,20 +1,20 @@
 // Package redis is a channel backend that keeps a mailbox in Redis Streams,
 // on go-redis.
 //
-// A mailbox is a fixed number of shard streams (its partitions). A message
-// goes to the shard channel.HomePartition(address, shards), so one actor's
-// messages stay in order. All shards share one consumer group, but each
-// shard is read by one consumer at a time, the holder of the shard's lease:
+// A mailbox is a fixed number of partitions, each a Redis stream. A message
+// goes to the partition channel.HomePartition(address, partitions), so one actor's
+// messages stay in order. All partitions share one consumer group, but each
+// partition is read by one consumer at a time, the holder of the partition's lease:
 // consumers of a mailbox, in any number of processes on any hosts, share
-// the shards through leases with epochs, each taking up to
-// ceil(shards/live consumers), so a second worker picks up half the shards
-// and a stopping or dead one hands its shards to the others within one
+// the partitions through leases with epochs, each taking up to
+// ceil(partitions/live consumers), so a second worker picks up half the partitions
+// and a stopping or dead one hands its partitions to the others within one
 // lease TTL.
 //
 // # Delivery
 //
-// Delivery is at least once. A new owner of a shard first claims the
-// shard's pending entries (delivered before, never acked) and delivers
+// Delivery is at least once. A new owner of a partition first claims the
+// partition's pending entries (delivered before, never acked) and delivers
 // them, then reads new entries. Message.Deliveries is the entry's delivery
 // count in the group's pending list: 1 on the first read, one more on every
 // claim by a new owner and on every redelivery after a Nack. An entry read
@@ -23,8 +23,8 @@
 // and deleted from the stream (XACK and XDEL), so a stream holds only what
 // is not yet acked; nothing is ever trimmed by length or age.
 //
-// An entry written to a shard stream by something other than a Publisher
-// is delivered with the ID "<mailbox>/<shard>/<entry ID>" when it has no id
+// An entry written to a partition stream by something other than a Publisher
+// is delivered with the ID "<mailbox>/<partition>/<entry ID>" when it has no id
 // field. One whose address field is missing or not "type/id" is delivered
 // too, with the zero Address and the field in the header HeaderBadAddress
 // (as channel/kafka delivers a record key that is not an address): the
@@ -37,9 +37,9 @@
 // entries beyond the last entry it got, before any new one.
 //
 // Every command that moves entries into a consumer's pending list or acks
-// them runs in a Lua script that first checks the shard's lease: a zombie
+// them runs in a Lua script that first checks the partition's lease: a zombie
 // consumer (its lease expired while it was paused) can neither read new
-// entries nor ack entries that the shard's new owner has claimed.
+// entries nor ack entries that the partition's new owner has claimed.
 //
 // # Keys
 //
@@ -48,9 +48,9 @@
 // mailbox is then served by one shard of the cluster):
 //
 //	meta         hash: partitions, version
-//	s:<p>        the stream of shard p, with the consumer group "postbox"
-//	lease:<p>    "<epoch>:<owner>" of shard p's current owner, with a PX TTL
-//	epochs       hash: shard -> epoch, incremented on every takeover
+//	s:<p>        the stream of partition p, with the consumer group "postbox"
+//	lease:<p>    "<epoch>:<owner>" of partition p's current owner, with a PX TTL
+//	epochs       hash: partition -> epoch, incremented on every takeover
 //	nacks:<p>    hash: entry ID -> time before which it must not come back
 //	consumers    sorted set: live consumers scored by heartbeat expiry
 //	dlq          stream of dead letters
@@ -68,7 +68,7 @@
 //
 // Offsets are the entry ID's millisecond time shifted left by 20 bits plus
 // its sequence number: they grow with publish order unless 2^20 entries of
-// one shard share a millisecond (Redis only gets there when the clock
+// one partition share a millisecond (Redis only gets there when the clock
 // steps back for long under heavy publishing). Needs Redis 7.0 or newer,
 // or a compatible server.
 package redis
@@ -92,7 +92,7 @@ import (
 // dead-letter provenance.
 const Backend = "redis"
 
-// group is the consumer group of every shard stream.
+// group is the consumer group of every partition stream.
 const group = "postbox"
 
 // schemaVersion is stored in the meta hash so that a later layout can tell
@@ -148,8 +148,8 @@ func Open(ctx context.Context, addr, mailbox string, opts Options) (*Mailbox, er
 		return nil, err
 	}
 	if ropts.PoolSize < pool(m.partitions) {
-		// An existing mailbox with more shards than guessed: a blocked
-		// reader per shard needs a larger pool.
+		// An existing mailbox with more partitions than guessed: a blocked
+		// reader per partition needs a larger pool.
 		client.Close()
 		ropts.PoolSize = pool(m.partitions)
 		m.client = redis.NewClient(ropts)
@@ -193,8 +193,8 @@ func newMailbox(ctx context.Context, client redis.UniversalClient, mailbox strin
 	return m, nil
 }
 
-// init settles the shard count, the stored one or want (defaulting to 8)
-// for a new mailbox, and makes sure every shard has its stream and group.
+// init settles the partition count, the stored one or want (defaulting to 8)
+// for a new mailbox, and makes sure every partition has its stream and group.
 func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
 	n := want
 	if n == 0 {
@@ -219,7 +219,7 @@ func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
 	if want != 0 && want != n {
 		return 0, fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
 	}
-	// A group reading from the start, on every shard; MKSTREAM creates the
+	// A group reading from the start, on every partition; MKSTREAM creates the
 	// stream. BUSYGROUP: it exists already.
 	cmds, err := m.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for s := range n {
@@ -246,12 +246,12 @@ func (m *Mailbox) dlqIndexKey() string      { return m.prefix + "dlq:index" }
 func (m *Mailbox) streamKey(p int32) string { return m.prefix + "s:" + strconv.Itoa(int(p)) }
 func (m *Mailbox) leaseKey(p int32) string  { return m.prefix + "lease:" + strconv.Itoa(int(p)) }
 func (m *Mailbox) nacksKey(p int32) string  { return m.prefix + "nacks:" + strconv.Itoa(int(p)) }
-func (m *Mailbox) shardKeys(p int32) []string {
+func (m *Mailbox) partitionKeys(p int32) []string {
 	return []string{m.leaseKey(p), m.streamKey(p), m.nacksKey(p)}
 }
 func leaseValue(epoch int64, owner string) string { return strconv.FormatInt(epoch, 10) + ":" + owner }
 
-// Partitions returns the mailbox's shard count.
+// Partitions returns the mailbox's partition count.
 func (m *Mailbox) Partitions() int { return m.partitions }
 
 // Name returns the mailbox's name, as reported in Message.Mailbox.

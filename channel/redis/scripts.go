@@ -8,10 +8,10 @@ import "github.com/redis/go-redis/v9"
 // too. The shebang line makes Redis refuse a writing script up front when
 // it is out of memory, instead of failing it halfway.
 //
-// Every script that reads, claims or acks entries of a shard first checks
-// the shard's lease against the caller's value ("<epoch>:<owner>"): a
+// Every script that reads, claims or acks entries of a partition first checks
+// the partition's lease against the caller's value ("<epoch>:<owner>"): a
 // consumer whose lease ended (a zombie) can neither move entries into its
-// pending list nor ack entries the shard's new owner has claimed. Such a
+// pending list nor ack entries the partition's new owner has claimed. Such a
 // script returns 0 and touches nothing.
 
 // luaPrelude holds helpers shared by the scripts. It follows the shebang.
@@ -46,7 +46,7 @@ end
 -- entry IDs. Nacks go first, so that an entry nacked and then acked in one
 -- call leaves no nack time behind. A nack is recorded as the time (server
 -- ms) before which the entry must not come back, so that a new owner of
--- the shard honours it too.
+-- the partition honours it too.
 local function settle(stream, nacks, group, at)
 	local nn = tonumber(ARGV[at])
 	if nn > 0 then
@@ -95,8 +95,8 @@ else
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local live = redis.call('ZCARD', KEYS[1])
-local shards = #KEYS - 2
-local target = math.ceil(shards / math.max(live, 1))
+local partitions = #KEYS - 2
+local target = math.ceil(partitions / math.max(live, 1))
 local lost, owned = {}, 0
 local held = tonumber(ARGV[4])
 for k = 0, held - 1 do
@@ -111,7 +111,7 @@ for k = 0, held - 1 do
 end
 local taken = {}
 if ARGV[3] == '1' then
-	for p = 0, shards - 1 do
+	for p = 0, partitions - 1 do
 		if owned >= target then
 			break
 		end
@@ -128,7 +128,7 @@ end
 return {live, lost, taken}
 `)
 
-// readScript applies buffered nacks and acks and reads the shard's next
+// readScript applies buffered nacks and acks and reads the partition's next
 // entries into the owner's pending list: first the owner's own pending
 // entries after a given ID, then new ones.
 //
@@ -137,7 +137,7 @@ return {live, lost, taken}
 // ID of the last entry the claim got from a reply: an own pending entry
 // beyond it was read by a call whose reply was lost (or by the first run of
 // a call the client retried), and comes before anything new, so that no
-// later entry of the shard overtakes it. Without such a loss there is none,
+// later entry of the partition overtakes it. Without such a loss there is none,
 // and the extra XREADGROUP finds nothing.
 //
 // It returns 0 when the lease is not the caller's; {1} when count is 0;
@@ -197,7 +197,7 @@ end
 return {1, out, n, seen, last}
 `)
 
-// claimScript claims one page of the shard's pending entries, whoever
+// claimScript claims one page of the partition's pending entries, whoever
 // holds them, for the new owner (XAUTOCLAIM with min-idle 0), which bumps
 // their delivery counts.
 //

@@ -98,7 +98,7 @@ func publishN(t *testing.T, mb *redis.Mailbox, prefix string, n int) {
 	}
 }
 
-// A new owner delivers the shard's pending entries, counted once more,
+// A new owner delivers the partition's pending entries, counted once more,
 // before anything new, in entry order.
 func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	name := freshMailbox(t)
@@ -108,7 +108,7 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
 	waitfor.Until(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
 	cl := a.claim(t)
-	// A acks the first three and gives the shard up.
+	// A acks the first three and gives the partition up.
 	if err := cl.Ack(t.Context(), a.received()[:3]...); err != nil {
 		t.Fatal(err)
 	}

@@ -363,7 +363,7 @@ func testRedrive(t *testing.T, h Harness) {
 			t.Errorf("redriven %s: payload %q, headers %v; want payload %q, headers %s=%s and trace=%s",
 				m.ID, m.Payload, m.Headers, payload[m.ID], dlq.HeaderRedriveOf, orig, orig)
 		}
-		// Every backend shards by the home partition, redrives included.
+		// Every backend keys by the home partition, redrives included.
 		if home := channel.HomePartition(addr, h.Partitions); m.Partition != home {
 			t.Errorf("redriven %s to partition %d, want its home partition %d", m.ID, m.Partition, home)
 		}
