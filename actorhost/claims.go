@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ type claimState struct {
 	inflight []*delivery // in offset order
 	fenced   bool
 	lost     bool
+	since    time.Time // when the epoch was taken; zero before
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	horizon  horizon
@@ -53,6 +55,39 @@ func (cs *claimState) window() int {
 }
 
 func (cs *claimState) beginStop() { cs.stopOnce.Do(func() { close(cs.stopping) }) }
+
+// PartitionClaim is one partition a host holds, as Host.Claims reports it.
+type PartitionClaim struct {
+	Partition int32     `json:"partition"`
+	Epoch     int64     `json:"epoch"`     // the journal epoch taken for it
+	Since     time.Time `json:"since"`     // when the epoch was taken
+	InFlight  int       `json:"in_flight"` // messages taken and not yet acked
+	Stopping  bool      `json:"stopping"`  // being given up: finishing its in-flight work
+}
+
+// Claims lists the partitions the host holds, by number: each claim whose
+// journal epoch is taken and that is neither lost nor fenced. Operators
+// and tests read ownership here (the worker serves it as GET /partitions)
+// rather than from logs.
+func (h *Host) Claims() []PartitionClaim {
+	h.mu.Lock()
+	states := make([]*claimState, 0, len(h.claims))
+	for _, cs := range h.claims {
+		states = append(states, cs)
+	}
+	h.mu.Unlock()
+	out := make([]PartitionClaim, 0, len(states))
+	for _, cs := range states {
+		cs.mu.Lock()
+		if !cs.since.IsZero() && !cs.lost && !cs.fenced {
+			out = append(out, PartitionClaim{Partition: cs.claim.Partition(), Epoch: cs.epoch, Since: cs.since,
+				InFlight: len(cs.inflight), Stopping: cs.isStopping()})
+		}
+		cs.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b PartitionClaim) int { return int(a.Partition) - int(b.Partition) })
+	return out
+}
 
 // partitionKey names a partition in the journal: the mailbox's own
 // identity (channel.Consumer.Mailbox) and the partition number.
@@ -92,6 +127,9 @@ func (h *Host) onClaim(c channel.Claim) {
 		h.endClaim(cs, log)
 		return
 	}
+	cs.mu.Lock()
+	cs.since = time.Now()
+	cs.mu.Unlock()
 	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
 	h.m.claimed.Add(1)
 	defer h.m.claimed.Add(-1)

@@ -67,3 +67,38 @@ func Example() {
 	fmt.Println(string(state.State))
 	// Output: {"greeted":["hello, Ada","hello, Grace"]}
 }
+
+// Which partitions a running host holds, under which journal epochs: what
+// a worker serves as GET /partitions.
+func ExampleHost_Claims() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "postbox-example-")
+	defer os.RemoveAll(dir)
+	db := filepath.Join(dir, "postbox.db")
+	mailbox, _ := chsqlite.Open(db, chsqlite.Options{Partitions: 2})
+	defer mailbox.Close()
+	j, _ := jsqlite.Open(db, jsqlite.Options{})
+	defer j.Close()
+
+	host, err := actorhost.New(actorhost.Config{
+		Registry: actorhost.NewRegistry(), Journal: j, DeadLetters: mailbox.DLQ(),
+		Consumer: mailbox.Consumer(chsqlite.ConsumerOptions{}),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	host.Start(ctx)
+	for len(host.Claims()) < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range host.Claims() {
+		fmt.Printf("partition %d, epoch %d, %d in flight\n", c.Partition, c.Epoch, c.InFlight)
+	}
+	host.Stop(ctx)
+	fmt.Println(len(host.Claims()), "after Stop")
+	// Output:
+	// partition 0, epoch 1, 0 in flight
+	// partition 1, epoch 1, 0 in flight
+	// 0 after Stop
+}

@@ -482,3 +482,42 @@ func TestStopWhileStoppingHonoursItsOwnContext(t *testing.T) {
 		t.Errorf("Stop after Stop: %v, want the first's nil", err)
 	}
 }
+
+func TestClaimsListHeldPartitionsWithTheirJournalEpochs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config()
+	h := b.start(cfg)
+	waitfor.Until(t, 10*time.Second, "all 4 partitions claimed", func() bool { return len(h.Claims()) == 4 })
+	for i, c := range h.Claims() {
+		if c.Partition != int32(i) || c.Epoch < 1 || c.Since.IsZero() || c.Stopping {
+			t.Fatalf("claim %d = %+v, want partition %d with an epoch and a start", i, c, i)
+		}
+	}
+
+	// A newer owner takes one partition's epoch; once the host meets the
+	// fence it no longer lists its claim, and lists it again only under
+	// an epoch above the newer owner's.
+	p := channel.HomePartition("counter/c", 4)
+	newer, err := journal.AcquireEpoch(context.Background(), b.j, fmt.Sprintf("%s/%d", cfg.Consumer.Mailbox(), p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.publish(add("counter/c", "c1", 1))
+	waitfor.Until(t, 10*time.Second, "the fence", func() bool { return h.Stats().Fenced >= 1 })
+	waitfor.Until(t, 20*time.Second, "the partition claimed again", func() bool {
+		for _, c := range h.Claims() {
+			if c.Partition == p {
+				if c.Epoch <= newer {
+					t.Fatalf("partition %d listed under epoch %d after epoch %d fenced it", p, c.Epoch, newer)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	stopHost(t, h)
+	if got := h.Claims(); len(got) != 0 {
+		t.Errorf("a stopped host lists claims: %+v", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,7 +87,11 @@ type process struct {
 	cmd           *exec.Cmd
 	started       time.Time
 	done          chan struct{}
-	err           error // once done is closed
+	err           error  // once done is closed
+	admin         string // a worker's --admin address
+
+	mu         sync.Mutex
+	lastClaims []actorhost.PartitionClaim // its last answer to GET /partitions
 }
 
 func startProcess(t *testing.T, dir, name, bin string, args ...string) *process {
@@ -219,36 +225,50 @@ func (p *process) count(msg string) int {
 	return n
 }
 
-// owned returns the partitions a worker holds according to its log: those
-// whose last "partition claimed" has no "partition released" after it.
+// owned returns the partitions a worker holds, as its GET /partitions
+// lists them.
 func (p *process) owned() map[int32]bool {
 	own := map[int32]bool{}
-	for _, e := range p.logEntries() {
-		var partition int32
-		if json.Unmarshal(e.Partition, &partition) != nil {
-			continue
-		}
-		switch e.Msg {
-		case "partition claimed":
-			own[partition] = true
-		case "partition released":
-			delete(own, partition)
-		}
+	for _, c := range p.claims() {
+		own[c.Partition] = true
 	}
 	return own
 }
 
-// claimEpochs returns the journal epoch with which a worker last claimed
-// each partition, from its log.
+// claimEpochs returns the journal epoch of each partition a worker holds,
+// as its GET /partitions lists them.
 func (p *process) claimEpochs() map[int32]int64 {
 	epochs := map[int32]int64{}
-	for _, e := range p.logEntries() {
-		var partition int32
-		if e.Msg == "partition claimed" && json.Unmarshal(e.Partition, &partition) == nil {
-			epochs[partition] = e.Epoch
-		}
+	for _, c := range p.claims() {
+		epochs[c.Partition] = c.Epoch
 	}
 	return epochs
+}
+
+// adminClient gives up soon: a stopped (SIGSTOP) worker accepts
+// connections but never answers.
+var adminClient = &http.Client{Timeout: time.Second}
+
+// claims asks a worker's admin endpoint which partitions it holds. A
+// worker that cannot answer (killed, or stopped with SIGSTOP) is taken to
+// hold what it last said: its partitions move only once the others take
+// them.
+func (p *process) claims() []actorhost.PartitionClaim {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited() {
+		return p.lastClaims
+	}
+	resp, err := adminClient.Get("http://" + p.admin + "/partitions")
+	if err != nil {
+		return p.lastClaims
+	}
+	defer resp.Body.Close()
+	var cs []actorhost.PartitionClaim
+	if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&cs) == nil {
+		p.lastClaims = cs
+	}
+	return p.lastClaims
 }
 
 // stats returns the counters a worker logs when it stops.
@@ -294,14 +314,17 @@ func startWorker(t *testing.T, dir, name string, w workerArgs) *process {
 	if w.sink != "" {
 		args = append(args, "--counter-sink", w.sink)
 	}
-	if w.admin != "" {
-		args = append(args, "--admin", w.admin)
+	if w.admin == "" {
+		w.admin = testenv.FreeAddr(t) // for GET /partitions
 	}
+	args = append(args, "--admin", w.admin)
 	if strings.HasPrefix(w.mailbox, "kafka:") {
 		// A killed or paused worker keeps its partitions this long.
 		args = append(args, "--session-timeout", kafkaSessionTimeout.String())
 	}
-	return startProcess(t, dir, name, workerBin, append(args, w.extra...)...)
+	p := startProcess(t, dir, name, workerBin, append(args, w.extra...)...)
+	p.admin = w.admin
+	return p
 }
 
 // metric scrapes one unlabelled counter or gauge from a worker's /metrics.

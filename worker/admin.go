@@ -16,14 +16,16 @@ import (
 
 // Admin is what AdminHandler serves.
 type Admin struct {
-	Host     *actorhost.Host     // for /readyz; nil: always ready
+	Host     *actorhost.Host     // for /readyz and /partitions; nil: always ready, no /partitions
 	Registry *actorhost.Registry // the types /actors/ can rebuild
 	Journal  journal.Journal
 	Metrics  prometheus.Gatherer // for /metrics; nil: no /metrics
 }
 
 // AdminHandler serves GET /healthz, /readyz (503 once the host has
-// stopped), /metrics in Prometheus format, and /actors/{type}/{id}: the
+// stopped), /metrics in Prometheus format, /partitions: the partitions the
+// host holds, as a JSON array of actorhost.PartitionClaim (partition,
+// journal epoch, since, in_flight, stopping), and /actors/{type}/{id}: the
 // actor's durable state as JSON, rebuilt from its checkpoint and journal,
 // with its journal sequence in the Postbox-Journal-Seq header (404 for a
 // type the registry does not know). Mount it in a mux of your own, or let
@@ -46,6 +48,12 @@ func AdminHandler(a Admin) http.Handler {
 	})
 	if a.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics, promhttp.HandlerOpts{}))
+	}
+	if a.Host != nil {
+		mux.HandleFunc("GET /partitions", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(a.Host.Claims())
+		})
 	}
 	mux.HandleFunc("GET /actors/{type}/{id...}", func(w http.ResponseWriter, r *http.Request) {
 		addr := channel.Address{Type: r.PathValue("type"), ID: r.PathValue("id")}

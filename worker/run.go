@@ -162,7 +162,7 @@ func cmdRun(reg *actorhost.Registry, o *options, args []string) error {
 	fs.IntVar(&store.replication, "replication", 1, "replication factor of new Kafka topics")
 	fs.DurationVar(&store.sessionTimeout, "session-timeout", 45*time.Second, "Kafka group session: how soon a dead worker's partitions move to another (the broker allows 6s to 30m by default)")
 	fs.DurationVar(&store.leaseTTL, "lease-ttl", 10*time.Second, "SQLite and Redis partition lease: how soon a dead worker's partitions move to another")
-	admin := fs.String("admin", "", "serve /healthz, /readyz, /metrics and /actors/{type}/{id} on ADDR, e.g. 127.0.0.1:9090")
+	admin := fs.String("admin", "", "serve /healthz, /readyz, /metrics, /partitions and /actors/{type}/{id} on ADDR, e.g. 127.0.0.1:9090")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful stop may take before in-flight work is abandoned")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	for _, add := range o.runFlags {

@@ -16,6 +16,7 @@ import (
 	"github.com/postbox-dev/postbox/backend"
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
+	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/worker"
 )
@@ -117,6 +118,17 @@ func TestRunServesAUsersActor(t *testing.T) {
 	}
 	if _, body := testenv.Get("http://" + addr + "/metrics"); !strings.Contains(body, "postbox_messages_processed_total 3") {
 		t.Errorf("/metrics does not count 3 processed messages")
+	}
+	// A lone worker holds every partition of the mailbox (8 by default).
+	var claims []actorhost.PartitionClaim
+	waitfor.Until(t, 10*time.Second, "GET /partitions to list the 8 partitions", func() bool {
+		code, body := testenv.Get("http://" + addr + "/partitions")
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &claims) == nil && len(claims) == 8
+	})
+	for i, c := range claims {
+		if c.Partition != int32(i) || c.Epoch < 1 {
+			t.Errorf("GET /partitions: claim %d is %+v, want partition %d under an epoch", i, c, i)
+		}
 	}
 	stop()
 	select {
