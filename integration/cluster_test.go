@@ -65,7 +65,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 		t.Cleanup(func() {
 			if t.Failed() {
 				logs := containerLogs(id, "--tail", "20")
-				t.Logf("%s logs:\n%s", alias, logs)
+				t.Logf("--- %s, last 20 log lines:\n%s", alias, logs)
 			}
 			if _, err := tryDocker(time.Minute, "docker", "rm", "-f", "-v", id); err != nil {
 				t.Error(err)
@@ -117,15 +117,27 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	waitfor.Every(t, 3*time.Minute, time.Second, "three brokers started", func() bool { return brokersUp(brokerIDs...) })
 
 	// The topics, replicated three times, with two in sync for every write.
-	topics := func(args ...string) string {
-		t.Helper()
-		return docker(t, 2*time.Minute, "docker", append([]string{"exec", brokerIDs[0],
+	topics := func(args ...string) (string, error) {
+		return tryDocker(2*time.Minute, "docker", append([]string{"exec", brokerIDs[0],
 			"/opt/kafka/bin/kafka-topics.sh", "--bootstrap-server", "kafka-1:9092"}, args...)...)
 	}
 	for _, topic := range []string{"orders", "orders.dlq"} {
-		topics("--create", "--topic", topic, "--partitions", "12", "--replication-factor", "3", "--config", "min.insync.replicas=2")
+		// A broker logs that it started before the controller counts it:
+		// replication 3 is refused until all three have registered.
+		tries := 0
+		waitfor.Every(t, 2*time.Minute, 2*time.Second, "topic "+topic+" created at replication 3", func() bool {
+			_, err := topics("--create", "--if-not-exists", "--topic", topic, "--partitions", "12",
+				"--replication-factor", "3", "--config", "min.insync.replicas=2")
+			if tries++; err != nil && tries == 1 {
+				t.Logf("%s: creating %s, trying again: %v", elapsed(), topic, err)
+			}
+			return err == nil
+		})
 	}
-	desc := topics("--describe", "--topic", "orders")
+	desc, err := topics("--describe", "--topic", "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(desc, "ReplicationFactor: 3") || !strings.Contains(desc, "min.insync.replicas=2") {
 		t.Fatalf("topic orders is not replicated as asked:\n%s", desc)
 	}

@@ -32,7 +32,7 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs, _ := tryDocker(time.Minute, "docker-compose", append(files, "logs", "--no-color", "--tail", "30")...)
-			t.Logf("deployment logs:\n%s", logs)
+			t.Logf("--- the deployment's logs:\n%s", logs)
 		}
 		if _, err := tryDocker(3*time.Minute, "docker-compose", append(files, "down", "-v", "--remove-orphans", "--timeout", "5")...); err != nil {
 			t.Error(err)

@@ -7,9 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,40 +67,21 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 	}
 	defer mb.Close()
 
-	load := exec.Command(producerBin, append([]string{"load", "--mailbox", db, "--expect", expectPath}, loadArgs(spec, c.rate)...)...)
-	load.Env = cleanEnv()
-	loadOut, _ := os.Create(filepath.Join(dir, "load.log"))
-	load.Stdout, load.Stderr = loadOut, loadOut
-	if err := load.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer load.Process.Kill()
+	load := startProcess(t, dir, "load", producerBin, append([]string{"load", "--mailbox", db, "--expect", expectPath}, loadArgs(spec, c.rate)...)...)
 
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
 	t.Logf("kill schedule seed %d", seed)
-	startWorker := func(name string, extra ...string) *exec.Cmd {
-		w := exec.Command(workerBin, append([]string{"run", "--mailbox", db, "--journal", db, "--counter-sink", sinkPath,
-			"--concurrency", fmt.Sprint(c.concurrency), "--checkpoint-every", "10", "--lease-ttl", "1s",
-			"--backoff-initial", "5ms", "--backoff-max", "50ms", "--log-level", "warn"}, extra...)...)
-		w.Env = cleanEnv()
-		logf, _ := os.Create(filepath.Join(dir, name+".log"))
-		w.Stdout, w.Stderr = logf, logf
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return w
+	args := func(admin string) workerArgs {
+		return workerArgs{mailbox: db, journal: db, sink: sinkPath, concurrency: c.concurrency, admin: admin,
+			extra: append(slices.Clone(serviceFlags), "--lease-ttl", "1s")}
 	}
 	for k := range c.kills {
-		w := startWorker(fmt.Sprint("worker-", k))
+		w := startWorker(t, dir, fmt.Sprint("worker-", k), args(""))
 		time.Sleep(time.Duration(300+rng.IntN(900)) * time.Millisecond)
-		w.Process.Signal(syscall.SIGKILL)
-		w.Wait()
+		w.kill(t)
 	}
-	if err := load.Wait(); err != nil {
-		out, _ := os.ReadFile(filepath.Join(dir, "load.log"))
-		t.Fatalf("producer load failed: %v\n%s", err, out)
-	}
+	load.exit(t, 3*time.Minute)
 
 	exp, _ := spec.Generate(nil)
 	var fromFile map[string]counter.State
@@ -111,8 +91,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 	}
 
 	finalAdmin := testenv.FreeAddr(t)
-	final := startWorker("worker-final", "--admin", finalAdmin)
-	defer final.Process.Kill()
+	final := startWorker(t, dir, "worker-final", args(finalAdmin))
 	// Signalled before its main has run, a process dies of the signal:
 	// wait until the worker serves its admin endpoint.
 	waitfor.Until(t, 20*time.Second, "the final worker's /readyz", func() bool {
@@ -141,10 +120,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	final.Process.Signal(syscall.SIGTERM)
-	if err := final.Wait(); err != nil {
-		t.Errorf("final worker did not stop cleanly: %v", err)
-	}
+	final.stop(t, time.Minute)
 	if d := diffStates(ctx, reg, j, fromFile); d.wrong != 0 {
 		t.Fatalf("after the final worker stopped, %s actors: %s\n%s", typ, d, journalTail(ctx, j, d.addr, 12))
 	}

@@ -235,7 +235,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 		}
 		var sum float64
 		for _, p := range live {
-			sum += svcProcessed(admins[p])
+			sum += processedOn(admins[p])
 		}
 		return int(sum)
 	}

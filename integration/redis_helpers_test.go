@@ -123,128 +123,9 @@ func svcLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int
 	return pid, epoch
 }
 
-// svcProc is a worker or producer running in the background, its stdout
-// and stderr in dir/name.log. It is SIGKILLed, if still running (even
-// stopped), when the test ends; the tail of its log is shown if the test
-// failed.
-type svcProc struct {
-	name, logPath string
-	cmd           *exec.Cmd
-	done          chan struct{}
-	err           error // once done is closed
-}
-
-func svcStart(t *testing.T, dir, name, bin string, args ...string) *svcProc {
-	t.Helper()
-	p := &svcProc{name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = cleanEnv()
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("--- %s (pid %d), last lines of %s:\n%s", name, p.pid(), p.logPath, p.tail(12))
-		}
-	})
-	return p
-}
-
-func (p *svcProc) pid() int { return p.cmd.Process.Pid }
-
-func (p *svcProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *svcProc) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("%s (pid %d): %v: %v", p.name, p.pid(), sig, err)
-	}
-}
-
-// kill SIGKILLs the process and waits until it is gone.
-func (p *svcProc) kill(t *testing.T) {
-	t.Helper()
-	p.signal(t, syscall.SIGKILL)
-	<-p.done
-}
-
-// exit waits up to timeout for the process to end and fails the test if it
-// does not, or ends with an error.
-func (p *svcProc) exit(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s (pid %d) still running after %s:\n%s", p.name, p.pid(), timeout, p.tail(12))
-	}
-	if p.err != nil {
-		t.Fatalf("%s (pid %d) failed: %v\n%s", p.name, p.pid(), p.err, p.tail(12))
-	}
-}
-
-// stop sends SIGTERM and expects a clean exit within a minute.
-func (p *svcProc) stop(t *testing.T) {
-	t.Helper()
-	p.signal(t, syscall.SIGTERM)
-	p.exit(t, time.Minute)
-}
-
-func (p *svcProc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
-
-func (p *svcProc) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(p.log(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// svcLogCount counts the log lines of p whose "msg" starts with msg.
-func (p *svcProc) logCount(msg string) int {
-	n := 0
-	for _, line := range strings.Split(p.log(), "\n") {
-		var l struct{ Msg string }
-		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, msg) {
-			n++
-		}
-	}
-	return n
-}
-
-// svcWorker starts `worker run` with the flags every test here uses;
-// extra flags come last and so win.
-func svcWorker(t *testing.T, dir, name, mailbox, journalURL, sink string, extra ...string) *svcProc {
-	t.Helper()
-	args := []string{"run", "--mailbox", mailbox, "--journal", journalURL, "--counter-sink", sink,
-		"--concurrency", "16", "--checkpoint-every", "10", "--backoff-initial", "5ms", "--backoff-max", "50ms",
-		"--log-level", "warn"}
-	if strings.HasPrefix(mailbox, "kafka:") {
-		args = append(args, "--session-timeout", kafkaSessionTimeout.String())
-	}
-	return svcStart(t, dir, name, workerBin, append(args, extra...)...)
-}
+// serviceFlags are the worker flags the service tests share: a checkpoint
+// every 10 messages, warnings only.
+var serviceFlags = []string{"--checkpoint-every", "10", "--log-level", "warn"}
 
 // svcLoad is a counter (or tally) workload and the rate the producer
 // publishes it at.
@@ -254,9 +135,9 @@ type svcLoad struct {
 }
 
 // start runs `producer load` for the workload in the background.
-func (l svcLoad) start(t *testing.T, dir, name, mailbox string) *svcProc {
+func (l svcLoad) start(t *testing.T, dir, name, mailbox string) *process {
 	t.Helper()
-	return svcStart(t, dir, name, producerBin, append([]string{"load", "--mailbox", mailbox}, loadArgs(l.spec, l.rate)...)...)
+	return startProcess(t, dir, name, producerBin, append([]string{"load", "--mailbox", mailbox}, loadArgs(l.spec, l.rate)...)...)
 }
 
 // svcExpect is what workloads must leave behind.
@@ -433,13 +314,14 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 	start := time.Now()
 	load := c.load.start(t, dir, "load", c.mailbox)
 	extra := append([]string{"--concurrency", strconv.Itoa(c.concurrency)}, c.extra...)
-	var live []*svcProc
-	admin := map[*svcProc]string{}
+	var live []*process
+	admin := map[*process]string{}
 	started := 0
 	startOne := func() {
 		started++
 		a := testenv.FreeAddr(t)
-		w := svcWorker(t, dir, fmt.Sprintf("worker-%d", started), c.mailbox, c.journal, sink, slices.Concat(extra, []string{"--admin", a})...)
+		w := startWorker(t, dir, fmt.Sprintf("worker-%d", started), workerArgs{mailbox: c.mailbox, journal: c.journal, sink: sink,
+			concurrency: 16, admin: a, extra: slices.Concat(serviceFlags, extra)})
 		live = append(live, w)
 		admin[w] = a
 	}
@@ -457,15 +339,15 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 		waitfor.Until(t, time.Minute, "a busy worker to kill", func() bool {
 			svcAlive(t, live...)
 			k := rng.IntN(len(live))
-			before := svcProcessed(admin[live[k]])
+			before := processedOn(admin[live[k]])
 			time.Sleep(100 * time.Millisecond)
-			if svcProcessed(admin[live[k]]) > before {
+			if processedOn(admin[live[k]]) > before {
 				i = k
 			}
 			return i >= 0
 		})
 		victim := live[i]
-		done := svcProcessed(admin[victim])
+		done := processedOn(admin[victim])
 		victim.kill(t)
 		t.Logf("%s SIGKILLed at %s, after processing %v messages", victim.name, time.Since(start).Round(time.Millisecond), done)
 		live = append(live[:i], live[i+1:]...)
@@ -494,9 +376,9 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 		time.Since(start).Round(time.Millisecond))
 }
 
-// svcProcessed sums postbox_messages_processed_total over workers' admin
+// processedOn sums postbox_messages_processed_total over workers' admin
 // addresses (a worker that does not answer counts 0).
-func svcProcessed(admins ...string) float64 {
+func processedOn(admins ...string) float64 {
 	var sum float64
 	for _, a := range admins {
 		v, _ := metric(a, "postbox_messages_processed_total")
@@ -561,7 +443,7 @@ func (s svcServices) restart(t *testing.T, down time.Duration) time.Duration {
 }
 
 // svcAlive fails the test if any of ps has exited.
-func svcAlive(t *testing.T, ps ...*svcProc) {
+func svcAlive(t *testing.T, ps ...*process) {
 	t.Helper()
 	for _, p := range ps {
 		if p.exited() {
@@ -601,10 +483,10 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	// Both workers hold partitions before the load comes, so that both are
 	// busy when the server restarts.
 	admins := []string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
-	var workers []*svcProc
+	var workers []*process
 	for i, admin := range admins {
-		workers = append(workers, svcWorker(t, dir, fmt.Sprintf("worker-%d", i+1), r.mailbox, r.journal, sink,
-			slices.Concat([]string{"--admin", admin}, r.extra)...))
+		workers = append(workers, startWorker(t, dir, fmt.Sprintf("worker-%d", i+1), workerArgs{mailbox: r.mailbox, journal: r.journal,
+			sink: sink, concurrency: 16, admin: admin, extra: slices.Concat(serviceFlags, r.extra)}))
 	}
 	waitfor.Until(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
 		svcAlive(t, workers...)
@@ -615,13 +497,13 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
 	waitfor.Until(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
 		svcAlive(t, workers...)
-		return svcProcessed(admins[0]) >= 100 && svcProcessed(admins[1]) >= 100 &&
-			svcProcessed(admins...) >= float64(r.before.spec.Count)/5
+		return processedOn(admins[0]) >= 100 && processedOn(admins[1]) >= 100 &&
+			processedOn(admins...) >= float64(r.before.spec.Count)/5
 	})
-	if done := svcProcessed(admins...); done > float64(r.before.spec.Count)*0.8 {
+	if done := processedOn(admins...); done > float64(r.before.spec.Count)*0.8 {
 		t.Fatalf("%v of %d messages processed before both workers were busy: publish more before the restart", done, r.before.spec.Count)
 	}
-	atStop := []float64{svcProcessed(admins[0]), svcProcessed(admins[1])}
+	atStop := []float64{processedOn(admins[0]), processedOn(admins[1])}
 	outage := r.server.restart(t, r.down)
 	t.Logf("%s restarted after the workers processed %v messages; unreachable for %s", r.server.service, atStop, outage.Round(time.Millisecond))
 	svcAlive(t, workers...)
@@ -633,21 +515,22 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	}
 	for _, w := range workers {
 		t.Logf("%s: %d \"outcome lookup failed; retrying\", %d \"journal append failed; retrying\", %d \"activating actor failed\" log lines",
-			w.name, w.logCount("outcome lookup failed"), w.logCount("journal append failed"), w.logCount("activating actor failed"))
+			w.name, w.count("outcome lookup failed"), w.count("journal append failed"), w.count("activating actor failed"))
 	}
 	svcAlive(t, workers...)
 	for _, w := range workers {
-		w.stop(t)
+		w.stop(t, time.Minute)
 	}
 	if exactLive != nil {
 		// Durability apart from liveness: what was acknowledged is in the
 		// journal, and what was not comes again.
-		w := svcWorker(t, dir, "worker-fresh", r.mailbox, r.journal, sink, r.extra...)
+		w := startWorker(t, dir, "worker-fresh", workerArgs{mailbox: r.mailbox, journal: r.journal, sink: sink,
+			concurrency: 16, extra: slices.Concat(serviceFlags, r.extra)})
 		if err := check.waitExact(2 * time.Minute); err != nil {
 			t.Fatalf("a fresh worker could not finish either: %v", err)
 		}
 		t.Logf("a fresh worker started after the others stopped made every counter exact")
-		w.stop(t)
+		w.stop(t, time.Minute)
 	}
 	// Messages in flight at the outage may make their effect again when
 	// they are redelivered: at most one per handler running at once.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,9 +84,9 @@ func TestRedisZombieIsFenced(t *testing.T) {
 
 	const concurrency = 8
 	adminA, adminB := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	flags := []string{"--lease-ttl", "1s", "--concurrency", strconv.Itoa(concurrency), "--log-level", "info"}
-	a := svcWorker(t, dir, "worker-a", mbURL, jURL, sink, append(flags, "--admin", adminA)...)
-	owned := func(w *svcProc) []int {
+	flags := append(slices.Clone(serviceFlags), "--lease-ttl", "1s", "--log-level", "info")
+	a := startWorker(t, dir, "worker-a", workerArgs{mailbox: mbURL, journal: jURL, sink: sink, concurrency: concurrency, admin: adminA, extra: flags})
+	owned := func(w *process) []int {
 		var ps []int
 		for p := range partitions {
 			if pid, _ := svcLeaseOwner(ctx, rc, mailbox, p); pid == w.pid() {
@@ -96,9 +97,9 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	}
 	waitfor.Until(t, 30*time.Second, "worker A to own every partition and process messages", func() bool {
 		svcAlive(t, a)
-		return len(owned(a)) == partitions && svcProcessed(adminA) > 0
+		return len(owned(a)) == partitions && processedOn(adminA) > 0
 	})
-	b := svcWorker(t, dir, "worker-b", mbURL, jURL, sink, append(flags, "--admin", adminB)...)
+	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: mbURL, journal: jURL, sink: sink, concurrency: concurrency, admin: adminB, extra: flags})
 	waitfor.Until(t, 30*time.Second, "the partitions to be shared by A and B", func() bool {
 		svcAlive(t, a, b)
 		return len(owned(a)) > 0 && len(owned(b)) > 0 && len(owned(a))+len(owned(b)) == partitions
@@ -120,7 +121,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		n, _ := metric(adminA, "postbox_messages_in_flight")
 		return n > 0
 	})
-	gaveUpBefore := a.logCount("partition fenced") + a.logCount("partition lost")
+	gaveUpBefore := a.count("partition fenced") + a.count("partition lost")
 	a.signal(t, syscall.SIGSTOP)
 	stopped := time.Now()
 	t.Logf("worker A (pid %d) stopped, owning partitions %v", a.pid(), zombie)
@@ -134,11 +135,11 @@ func TestRedisZombieIsFenced(t *testing.T) {
 				return false
 			}
 		}
-		processedB = svcProcessed(adminB)
+		processedB = processedOn(adminB)
 		return true
 	})
 	waitfor.Until(t, 30*time.Second, "worker B to process A's former messages", func() bool {
-		return svcProcessed(adminB) >= processedB+100
+		return processedOn(adminB) >= processedB+100
 	})
 	a.signal(t, syscall.SIGCONT)
 	t.Logf("worker A resumed after %s", time.Since(stopped).Round(time.Millisecond))
@@ -153,23 +154,23 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		svcAlive(t, a, b)
-		gaveUp := a.logCount("partition fenced") + a.logCount("partition lost") - gaveUpBefore
+		gaveUp := a.count("partition fenced") + a.count("partition lost") - gaveUpBefore
 		if gaveUp >= len(zombie) {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("30s after it resumed, the zombie had given up %d of its %d partitions (%d \"partition fenced\", %d \"partition lost\" log lines)",
-				gaveUp, len(zombie), a.logCount("partition fenced"), a.logCount("partition lost"))
+				gaveUp, len(zombie), a.count("partition fenced"), a.count("partition lost"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	var fenced float64
 	waitfor.Until(t, 10*time.Second, "the fence metric to match the fence log lines", func() bool {
 		fenced, _ = metric(adminA, "postbox_partitions_fenced_total")
-		return float64(a.logCount("partition fenced")) == fenced
+		return float64(a.count("partition fenced")) == fenced
 	})
 	t.Logf("zombie: postbox_partitions_fenced_total %v; %d \"partition fenced\", %d \"partition lost\" log lines",
-		fenced, a.logCount("partition fenced"), a.logCount("partition lost"))
+		fenced, a.count("partition fenced"), a.count("partition lost"))
 	if fenced == 0 {
 		t.Log("note: the zombie learned its leases were gone before any of its journal writes was refused")
 	}
@@ -178,8 +179,8 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	if err := check.waitExact(2 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	a.stop(t)
-	b.stop(t)
+	a.stop(t, time.Minute)
+	b.stop(t, time.Minute)
 	// Effects run twice only by the zombie: those it ran before the pause
 	// whose results were not yet journaled, and those of handlers it started
 	// after it resumed, before a fenced write of their partition cancelled the
@@ -281,7 +282,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		}
 	}
 
-	worker := svcStart(t, dir, "worker", workerBin, append([]string{"run", "--max-attempts", "3",
+	worker := startProcess(t, dir, "worker", workerBin, append([]string{"run", "--max-attempts", "3",
 		"--backoff-initial", "5ms", "--backoff-max", "20ms", "--log-level", "warn"}, store...)...)
 	host, _ := os.Hostname()
 	workerID := fmt.Sprintf("%s:%d", host, worker.pid())
@@ -403,7 +404,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	if r.code != 0 || strings.Count(r.stdout, `"kind":"dead-letter"`) != 2 || strings.Count(r.stdout, `"kind":"complete"`) != 2 {
 		t.Errorf("journal of counter/9: want two completions and two dead-letter outcomes (bad-1, bad-1.r1): %+v", r)
 	}
-	worker.stop(t)
+	worker.stop(t, time.Minute)
 	if err := svcRedisDrained(ctx, rc, mailbox, partitions); err != nil {
 		t.Errorf("mailbox not drained: %v", err)
 	}

@@ -6,6 +6,11 @@
 //
 //	go test -json ./... | go run ./internal/tools/testreport -skips skipped.txt
 //
+// The summary repeats, under each failed test, the last lines the test
+// itself wrote (file_test.go:N: …), leaving out dumps of other programs'
+// logs (lines whose message starts with "--- "): the reason stays in view
+// at the end of a long run.
+//
 // It exits 1 if a test or a package failed. With -skips, it writes the
 // number of skipped tests to that file. With -show, the output of the tests
 // whose names match it is printed even when they pass: what they checked.
@@ -39,16 +44,21 @@ type report struct {
 	output  map[string][]string // by package and test: lines not yet printed
 	passed  int
 	failed  []string
-	skipped map[string]int // by reason
+	said    map[string][]string // by failed test: its last own lines
+	skipped map[string]int      // by reason
 	skips   int
 	bad     bool // a package failed
+}
+
+func newReport(out io.Writer) *report {
+	return &report{out: out, output: map[string][]string{}, skipped: map[string]int{}, said: map[string][]string{}}
 }
 
 func main() {
 	skipsFile := flag.String("skips", "", "write the number of skipped tests to this file")
 	show := flag.String("show", "", "print the output of the tests matching this regular expression when they pass too")
 	flag.Parse()
-	r := &report{out: os.Stdout, output: map[string][]string{}, skipped: map[string]int{}}
+	r := newReport(os.Stdout)
 	if *show != "" {
 		re, err := regexp.Compile(*show)
 		if err != nil {
@@ -120,7 +130,9 @@ func (r *report) event(e event) {
 			fmt.Fprintf(r.out, "FAIL\t%s\t%.3fs\n", e.Package, e.Elapsed)
 		} else {
 			if !strings.Contains(e.Test, "/") {
-				r.failed = append(r.failed, e.Package+"."+e.Test)
+				name := e.Package + "." + e.Test
+				r.failed = append(r.failed, name)
+				r.said[name] = ownLines(r.output[key], 8)
 			}
 			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
 		}
@@ -129,6 +141,20 @@ func (r *report) event(e event) {
 }
 
 var location = regexp.MustCompile(`^\s*\S+_test\.go:\d+: `)
+
+// ownLines returns the last n lines of a test's output that the test
+// wrote itself, trimmed, except those that start a dump ("--- ...").
+func ownLines(lines []string, n int) []string {
+	var own []string
+	for _, l := range lines {
+		loc := location.FindString(l)
+		if loc == "" || strings.HasPrefix(l[len(loc):], "--- ") {
+			continue
+		}
+		own = append(own, strings.TrimSpace(l))
+	}
+	return own[max(0, len(own)-n):]
+}
 
 // skipReason is what a skipped test said last before "--- SKIP".
 func skipReason(lines []string) string {
@@ -146,6 +172,9 @@ func (r *report) summary() {
 	fmt.Fprintf(r.out, "\n%d tests passed, %d failed, %d skipped\n", r.passed, len(r.failed), r.skips)
 	for _, f := range r.failed {
 		fmt.Fprintf(r.out, "  failed: %s\n", f)
+		for _, l := range r.said[f] {
+			fmt.Fprintf(r.out, "    %s\n", l)
+		}
 	}
 	reasons := make([]string, 0, len(r.skipped))
 	for why := range r.skipped {

@@ -14,6 +14,8 @@ const stream = `{"Action":"run","Package":"p","Test":"TestOK"}
 {"Action":"pass","Package":"p","Test":"TestOK","Elapsed":0.1}
 {"Action":"run","Package":"p","Test":"TestBad"}
 {"Action":"output","Package":"p","Test":"TestBad","Output":"    bad_test.go:9: want 2, got 3\n"}
+{"Action":"output","Package":"p","Test":"TestBad","Output":"    bad_test.go:12: --- worker logs:\n"}
+{"Action":"output","Package":"p","Test":"TestBad","Output":"        a worker's own line\n"}
 {"Action":"output","Package":"p","Test":"TestBad","Output":"--- FAIL: TestBad (0.00s)\n"}
 {"Action":"fail","Package":"p","Test":"TestBad","Elapsed":0}
 {"Action":"output","Package":"p","Test":"TestRedis","Output":"    redis_test.go:20: REDIS_ADDR is not set\n"}
@@ -29,7 +31,7 @@ const stream = `{"Action":"run","Package":"p","Test":"TestOK"}
 
 func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 	var out bytes.Buffer
-	r := &report{out: &out, output: map[string][]string{}, skipped: map[string]int{}}
+	r := newReport(&out)
 	if err := r.read(strings.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
@@ -40,13 +42,16 @@ func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 		"FAIL\tp\t0.500s",
 		"ok  \tq\t1.250s",
 		"1 tests passed, 1 failed, 2 skipped",
-		"failed: p.TestBad",
+		"failed: p.TestBad\n    bad_test.go:9: want 2, got 3\n",
 		"skipped 2: REDIS_ADDR is not set",
 		"./b.go:1:2: undefined: x",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("report lacks %q:\n%s", want, got)
 		}
+	}
+	if _, summary, _ := strings.Cut(got, "tests passed"); strings.Contains(summary, "worker") {
+		t.Errorf("the summary repeats a dump of logs:\n%s", summary)
 	}
 	if strings.Contains(got, "=== RUN   TestOK") {
 		t.Errorf("report prints a passing test's output:\n%s", got)
@@ -58,7 +63,8 @@ func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 
 func TestShowPrintsWhatAPassingTestChecked(t *testing.T) {
 	var out bytes.Buffer
-	r := &report{out: &out, output: map[string][]string{}, skipped: map[string]int{}, show: regexp.MustCompile("^TestOK$")}
+	r := newReport(&out)
+	r.show = regexp.MustCompile("^TestOK$")
 	if err := r.read(strings.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
