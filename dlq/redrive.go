@@ -1,8 +1,10 @@
 package dlq
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
+	"strings"
 
 	"github.com/postbox-dev/postbox/channel"
 )
@@ -17,10 +19,7 @@ import (
 // because a publisher refuses a whole batch without saying which dead
 // letter is to blame; stores still publish through the publisher's checks.
 func RedriveMessage(env Envelope) (channel.Message, error) {
-	refused := func(err error) (channel.Message, error) {
-		return channel.Message{}, fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
-			env.ID, env.MessageID, env.Address, err)
-	}
+	refused := func(err error) (channel.Message, error) { return channel.Message{}, CannotRedrive(env, err) }
 	addr, err := channel.ParseAddress(env.Address)
 	if err != nil {
 		return refused(err)
@@ -38,4 +37,30 @@ func RedriveMessage(env Envelope) (channel.Message, error) {
 	}
 	m.Headers[HeaderRedriveOf] = env.MessageID
 	return m, nil
+}
+
+// CannotRedrive is the error of a Redrive refused because of env: it names
+// the dead letter, wraps why (err), and says what to do. Stores use it
+// when their publisher's checks refuse the copy RedriveMessage made.
+func CannotRedrive(env Envelope, err error) error {
+	return fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
+		env.ID, env.MessageID, env.Address, err)
+}
+
+// NotFoundForRedrive is the error of a Redrive given the unknown dead-letter
+// ID id: it matches ErrNotFound.
+func NotFoundForRedrive(id string) error {
+	return fmt.Errorf("dead letter %s: %w (nothing was redriven; list them to see the IDs)", id, ErrNotFound)
+}
+
+// CompareRedrive orders dead letters the way every Store.Redrive publishes
+// them: by address, then source partition and offset, then when they were
+// dead-lettered. One actor's messages so go back in their original order.
+func CompareRedrive(a, b *Envelope) int {
+	return cmp.Or(
+		strings.Compare(a.Address, b.Address),
+		cmp.Compare(a.Source.Partition, b.Source.Partition),
+		cmp.Compare(a.Source.Offset, b.Source.Offset),
+		a.DeadLetteredAt.Compare(b.DeadLetteredAt),
+	)
 }

@@ -219,8 +219,8 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 
 // Redrive publishes the given dead letters, or all of them when ids is
 // empty, back to the mailbox topic and then removes them. They are
-// published in the order of their source offsets, so one actor's messages
-// keep their original order, each to its address's home partition under
+// published in dlq.CompareRedrive's order, so one actor's messages keep
+// their original order, each to its address's home partition under
 // the ID dlq.RedriveID(original), with the original ID in header
 // dlq.HeaderRedriveOf, and its original headers, to exactly the address
 // bytes it holds. An unknown ID fails the call with an error matching
@@ -246,14 +246,7 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	if err != nil || len(letters) == 0 {
 		return 0, err
 	}
-	slices.SortStableFunc(letters, func(a, b deadLetter) int {
-		return cmp.Or(
-			strings.Compare(a.env.Address, b.env.Address),
-			cmp.Compare(a.env.Source.Partition, b.env.Source.Partition),
-			cmp.Compare(a.env.Source.Offset, b.env.Source.Offset),
-			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
-		)
-	})
+	slices.SortStableFunc(letters, func(a, b deadLetter) int { return dlq.CompareRedrive(&a.env, &b.env) })
 	if _, err := d.partitionCount(ctx, d.topic); err != nil {
 		return 0, fmt.Errorf("kafka: redrive dead letters: %w", err)
 	}
@@ -342,7 +335,7 @@ func pickLetters(letters []deadLetter, ids []string, strict bool) ([]deadLetter,
 		l, ok := byID[id]
 		if !ok {
 			if strict {
-				return nil, fmt.Errorf("kafka: dead letter %s: %w (nothing was redriven; list them to see the IDs)", id, dlq.ErrNotFound)
+				return nil, fmt.Errorf("kafka: %w", dlq.NotFoundForRedrive(id))
 			}
 			continue
 		}

@@ -107,9 +107,9 @@ func (d *DeadLetters) Get(_ context.Context, id string) (dlq.Envelope, error) {
 }
 
 // Redrive moves the given dead letters, or all of them when ids is empty,
-// back into the mailbox: all of them or none. They are published in the
-// order of their source offsets, so one actor's messages keep their
-// original order, each under the ID dlq.RedriveID(original) with the
+// back into the mailbox: all of them or none. They are published in
+// dlq.CompareRedrive's order, so one actor's messages keep their original
+// order, each under the ID dlq.RedriveID(original) with the
 // original ID in header dlq.HeaderRedriveOf, to exactly the address bytes
 // it holds. An unknown ID fails the whole call with an error matching
 // dlq.ErrNotFound, and a dead letter that cannot be redriven as it is (see
@@ -130,19 +130,13 @@ func (d *DeadLetters) Redrive(_ context.Context, ids ...string) (int, error) {
 	for _, id := range ids {
 		dl := q.find(id)
 		if dl == nil {
-			return 0, fmt.Errorf("memory: redrive dead letter %s: %w (nothing was redriven; list them to see the IDs)", id, dlq.ErrNotFound)
+			return 0, fmt.Errorf("memory: redrive: %w", dlq.NotFoundForRedrive(id))
 		}
 		if !slices.Contains(picked, dl) {
 			picked = append(picked, dl)
 		}
 	}
-	slices.SortStableFunc(picked, func(a, b *deadLetter) int {
-		return cmp.Or(
-			cmp.Compare(a.env.Source.Offset, b.env.Source.Offset),
-			cmp.Compare(a.env.Source.Partition, b.env.Source.Partition),
-			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
-		)
-	})
+	slices.SortStableFunc(picked, func(a, b *deadLetter) int { return dlq.CompareRedrive(&a.env, &b.env) })
 	msgs := make([]channel.Message, len(picked))
 	for i, dl := range picked {
 		// One at a time, so that a refusal names its dead letter.

@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -111,8 +110,8 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 
 // Redrive moves the given dead letters, or all of them when ids is empty,
 // back into the mailbox in one MULTI/EXEC transaction: either all are
-// redriven or none. They are re-published in the order of their source
-// offsets, so one actor's messages keep their original order, each under
+// redriven or none. They are re-published in dlq.CompareRedrive's order,
+// so one actor's messages keep their original order, each under
 // the ID dlq.RedriveID(original) with the original ID in header
 // dlq.HeaderRedriveOf and the original headers, to exactly the address
 // bytes it holds. An unknown ID fails the whole call with an error matching
@@ -160,7 +159,7 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 			l, err := d.get(ctx, tx, id)
 			if err != nil {
 				if errors.Is(err, dlq.ErrNotFound) {
-					return 0, fmt.Errorf("dead letter %s: %w (nothing was redriven; list them to see the IDs)", id, dlq.ErrNotFound)
+					return 0, dlq.NotFoundForRedrive(id)
 				}
 				return 0, err
 			}
@@ -170,13 +169,7 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 	if len(letters) == 0 {
 		return 0, nil
 	}
-	slices.SortStableFunc(letters, func(a, b letter) int {
-		return cmp.Or(
-			cmp.Compare(a.env.Source.Offset, b.env.Source.Offset),
-			cmp.Compare(a.env.Source.Partition, b.env.Source.Partition),
-			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
-		)
-	})
+	slices.SortStableFunc(letters, func(a, b letter) int { return dlq.CompareRedrive(&a.env, &b.env) })
 	entries := make([]entry, 0, len(letters))
 	for _, l := range letters {
 		// One at a time, so that a refusal names its dead letter.
@@ -214,8 +207,7 @@ func redriveEntry(env dlq.Envelope, partitions int) (entry, error) {
 	}
 	out, err := prepareEntries([]channel.Message{m}, partitions)
 	if err != nil {
-		return entry{}, fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
-			env.ID, env.MessageID, env.Address, err)
+		return entry{}, dlq.CannotRedrive(env, err)
 	}
 	return out[0], nil
 }

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -123,8 +122,8 @@ func scanEnvelopes(rows *sql.Rows) ([]dlq.Envelope, error) {
 
 // Redrive moves the given dead letters, or all of them when ids is empty,
 // back into the mailbox in one transaction: either all are redriven or none.
-// They are re-published in the order of their source offsets, so one
-// actor's messages keep their original order, each under the ID
+// They are re-published in dlq.CompareRedrive's order, so one actor's
+// messages keep their original order, each under the ID
 // dlq.RedriveID(original) with the original ID in header
 // dlq.HeaderRedriveOf, to exactly the address bytes it holds. An unknown
 // ID fails the whole call with an error matching dlq.ErrNotFound, and a
@@ -138,13 +137,7 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 		if err != nil {
 			return err
 		}
-		slices.SortStableFunc(envs, func(a, b dlq.Envelope) int {
-			return cmp.Or(
-				cmp.Compare(a.Source.Offset, b.Source.Offset),
-				cmp.Compare(a.Source.Partition, b.Source.Partition),
-				a.DeadLetteredAt.Compare(b.DeadLetteredAt),
-			)
-		})
+		slices.SortStableFunc(envs, func(a, b dlq.Envelope) int { return dlq.CompareRedrive(&a, &b) })
 		rows := make([]row, 0, len(envs))
 		for _, env := range envs {
 			// One at a time, so that a refusal names its dead letter.
@@ -175,8 +168,7 @@ func redriveRow(env dlq.Envelope, partitions int) (row, error) {
 	}
 	out, err := prepareRows([]channel.Message{m}, partitions)
 	if err != nil {
-		return row{}, fmt.Errorf("dead letter %s (message %+q to %+q) cannot be redriven: %w; nothing was redriven: purge it, or fix it and publish it again by hand",
-			env.ID, env.MessageID, env.Address, err)
+		return row{}, dlq.CannotRedrive(env, err)
 	}
 	return out[0], nil
 }
@@ -236,7 +228,7 @@ func (d *DeadLetters) selectTx(ctx context.Context, tx *sql.Tx, ids []string) ([
 			return nil, err
 		}
 		if len(got) == 0 {
-			return nil, fmt.Errorf("dead letter %s: %w (nothing was redriven; list them to see the IDs)", id, dlq.ErrNotFound)
+			return nil, dlq.NotFoundForRedrive(id)
 		}
 		envs = append(envs, got...)
 	}
