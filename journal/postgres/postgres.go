@@ -47,6 +47,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/pages"
 )
 
 // DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
@@ -103,10 +104,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
-
-// readPage is how many entries Read fetches per query. Read calls fn
-// between pages with no query open, so fn may use the journal.
-const readPage = 256
 
 // Journal is a journal.Journal in PostgreSQL. It is safe for concurrent
 // use, and any number of Journals, in any processes, may share one set of
@@ -201,48 +198,21 @@ func (j *Journal) failed(err error) error {
 
 // Read implements journal.Journal. Data of a compacted outcome is nil.
 func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
-	from = max(from, 1)
-	page := make([]journal.Entry, 0, 16)
-	for {
-		if j.closed.Load() {
-			return journal.ErrClosed
+	last, err := pages.Read(ctx, from, j.closed.Load, func(ctx context.Context, from int64, page []journal.Entry) ([]journal.Entry, error) {
+		rows, err := j.pool.Query(ctx, j.sql.read, actor, from, pages.Size)
+		if err == nil {
+			page, err = pages.Scan(rows, actor, page)
+			rows.Close()
 		}
-		var err error
-		page, err = j.readPage(ctx, actor, from, page[:0])
 		if err != nil {
-			return j.failed(fmt.Errorf("journal/postgres: read %s from %d: %w", actor, from, err))
+			return page, j.failed(fmt.Errorf("journal/postgres: read %s from %d: %w", actor, from, err))
 		}
-		for _, e := range page {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		if len(page) < readPage {
-			if len(page) > 0 {
-				j.heads.saw(actor, page[len(page)-1].Seq)
-			}
-			return nil
-		}
-		from = page[len(page)-1].Seq + 1
+		return page, nil
+	}, fn)
+	if err == nil && last > 0 {
+		j.heads.saw(actor, last)
 	}
-}
-
-func (j *Journal) readPage(ctx context.Context, actor string, from int64, page []journal.Entry) ([]journal.Entry, error) {
-	rows, err := j.pool.Query(ctx, j.sql.read, actor, from, readPage)
-	if err != nil {
-		return page, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		e := journal.Entry{Actor: actor}
-		var kind int16
-		if err := rows.Scan(&e.Seq, &kind, &e.MsgID, &e.Data); err != nil {
-			return page, err
-		}
-		e.Kind = journal.Kind(kind)
-		page = append(page, e)
-	}
-	return page, rows.Err()
+	return err
 }
 
 // LastSeq implements journal.Journal.

@@ -65,6 +65,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/pages"
 )
 
 // DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
@@ -111,10 +112,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
-
-// readPage is how many entries Read fetches per command. Read calls fn
-// between pages, so fn may use the journal.
-const readPage = 256
 
 // Journal is a journal.Journal in Redis. It is safe for concurrent use, and
 // any number of Journals, in any processes, may share one namespace.
@@ -240,35 +237,27 @@ func encodeCheckpoint(cp journal.Checkpoint) []byte {
 
 // Read implements journal.Journal. Data of a compacted outcome is nil.
 func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
-	from = max(from, 1)
 	key := j.entriesKey(actor)
-	for {
-		if j.closed.Load() {
-			return journal.ErrClosed
-		}
+	_, err := pages.Read(ctx, from, j.closed.Load, func(ctx context.Context, from int64, page []journal.Entry) ([]journal.Entry, error) {
 		if from > maxExact {
-			return nil
+			return page, nil
 		}
-		page, err := j.client.ZRangeArgs(ctx, redis.ZRangeArgs{
-			Key: key, Start: from, Stop: "+inf", ByScore: true, Count: readPage,
+		members, err := j.client.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: key, Start: from, Stop: "+inf", ByScore: true, Count: pages.Size,
 		}).Result()
 		if err != nil {
-			return j.failed(fmt.Errorf("journal/redis: read %s from %d: %w", actor, from, err))
+			return page, j.failed(fmt.Errorf("journal/redis: read %s from %d: %w", actor, from, err))
 		}
-		for _, m := range page {
+		for _, m := range members {
 			e, err := decodeEntry(actor, m)
 			if err != nil {
-				return err
+				return page, err
 			}
-			if err := fn(e); err != nil {
-				return err
-			}
-			from = e.Seq + 1
+			page = append(page, e)
 		}
-		if len(page) < readPage {
-			return nil
-		}
-	}
+		return page, nil
+	}, fn)
+	return err
 }
 
 // LastSeq implements journal.Journal.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/pages"
 )
 
 // Synchronous is SQLite's synchronous setting: how durable a commit is.
@@ -123,11 +124,6 @@ const (
 		WHERE actor = ? AND seq <= ? ORDER BY seq DESC LIMIT 1`
 	sqlEpoch = `SELECT epoch FROM journal_epochs WHERE "partition" = ?`
 )
-
-// readPage is how many entries Read fetches per query. Read calls fn
-// between pages with no query open, so fn may use the journal, and a slow
-// fn does not pin a WAL snapshot.
-const readPage = 256
 
 // Journal is a journal.Journal in a SQLite file. It is safe for concurrent
 // use; Appends of one Journal are serialized in Go, and those of other
@@ -318,45 +314,18 @@ func (j *Journal) duplicateOutcome(ctx context.Context, batches []journal.Batch,
 
 // Read implements journal.Journal. Data of a compacted outcome is nil.
 func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
-	from = max(from, 1)
-	page := make([]journal.Entry, 0, 16)
-	for {
-		if j.closed.Load() {
-			return journal.ErrClosed
+	_, err := pages.Read(ctx, from, j.closed.Load, func(ctx context.Context, from int64, page []journal.Entry) ([]journal.Entry, error) {
+		rows, err := j.read.QueryContext(ctx, actor, from, pages.Size)
+		if err == nil {
+			page, err = pages.Scan(rows, actor, page)
+			rows.Close()
 		}
-		var err error
-		page, err = j.readPage(ctx, actor, from, page[:0])
 		if err != nil {
-			return j.failed(fmt.Errorf("journal/sqlite: read %s from %d: %w", actor, from, err))
+			return page, j.failed(fmt.Errorf("journal/sqlite: read %s from %d: %w", actor, from, err))
 		}
-		for _, e := range page {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		if len(page) < readPage {
-			return nil
-		}
-		from = page[len(page)-1].Seq + 1
-	}
-}
-
-func (j *Journal) readPage(ctx context.Context, actor string, from int64, page []journal.Entry) ([]journal.Entry, error) {
-	rows, err := j.read.QueryContext(ctx, actor, from, readPage)
-	if err != nil {
-		return page, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		e := journal.Entry{Actor: actor}
-		var kind int64
-		if err := rows.Scan(&e.Seq, &kind, &e.MsgID, &e.Data); err != nil {
-			return page, err
-		}
-		e.Kind = journal.Kind(kind)
-		page = append(page, e)
-	}
-	return page, rows.Err()
+		return page, nil
+	}, fn)
+	return err
 }
 
 // LastSeq implements journal.Journal.
