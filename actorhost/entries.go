@@ -40,6 +40,9 @@ func ViewEntry(e journal.Entry) EntryView {
 			if d.Error != "" {
 				v.Data["error"] = d.Error
 			}
+			if !d.RetryAt.IsZero() {
+				v.Data["retry_at"] = d.RetryAt
+			}
 		}
 	case journal.KindEffect:
 		var d entry.Effect

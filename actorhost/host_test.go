@@ -311,7 +311,7 @@ func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
 	}
 }
 
-func TestStopDuringBackoffHandsMessageBack(t *testing.T) {
+func TestStopDuringBackoffKeepsTheBackoff(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	cfg := b.config()
@@ -324,14 +324,19 @@ func TestStopDuringBackoffHandsMessageBack(t *testing.T) {
 	a, _ := channel.ParseAddress("counter/s")
 	b.publish(channel.Message{ID: "slow", Address: a, Payload: []byte(`{"add":2,"failTimes":1}`)})
 	waitfor.Until(t, 10*time.Second, "first failure", func() bool { return h1.Stats().Retried == 1 })
-	start := time.Now()
+	failed := time.Now()
 	stopHost(t, h1)
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(failed); d > time.Second {
 		t.Errorf("stop waited %s for a retry backoff instead of handing the message back", d)
 	}
+	// The next host, with backoffs of its own of a few milliseconds, waits
+	// out the rest of the first one (1.5 to 3s), which the journal holds.
 	cfg = b.config()
 	h2 := b.start(cfg)
 	waitfor.Until(t, 20*time.Second, "processed after restart", func() bool { return h2.Stats().Processed == 1 })
+	if d := time.Since(failed); d < 1400*time.Millisecond {
+		t.Errorf("retried %s after the failure: the rest of its backoff (at least 1.5s) was lost with the host", d)
+	}
 	if got := b.state("counter/s"); got != (counter.State{Value: 2, Applied: 1}) {
 		t.Errorf("state = %+v", got)
 	}

@@ -72,6 +72,9 @@ func (h *Host) process(a *actor, d *delivery) {
 		h.deadLetter(a, d, prior, errors.New("attempts exhausted: the process died or was stopped during every attempt"), "attempts exhausted")
 		return
 	}
+	if !h.awaitRetry(cs, d, p) {
+		return
+	}
 	n := prior + 1
 	if !d.first {
 		// This message may have killed the process before: count the
@@ -98,7 +101,8 @@ func (h *Host) process(a *actor, d *delivery) {
 		}
 		// Record the failure, and roll the state back by rebuilding it from
 		// the journal on the next attempt.
-		fail := attemptData{N: n, Error: err.Error(), At: now}
+		delay := h.backoff(n)
+		fail := attemptData{N: n, Error: err.Error(), At: now, RetryAt: now.Add(delay)}
 		h.append(a, cs, journal.KindAttempt, d.id, mustJSON(fail), false, nil)
 		p := a.progress(d.id)
 		p.attempts = n
@@ -120,7 +124,7 @@ func (h *Host) process(a *actor, d *delivery) {
 			return
 		}
 		h.m.retried.Add(1)
-		if !h.sleep(cs, d, h.backoff(n)) {
+		if !h.sleep(cs, d, delay) {
 			return
 		}
 		if err := h.ensureActive(a, cs); err != nil {
@@ -131,24 +135,41 @@ func (h *Host) process(a *actor, d *delivery) {
 	}
 }
 
-// sleep waits out a retry's backoff. If the claim stops first, the message
-// is handed back with the rest of its backoff still to wait; false means d
-// was given up.
+// sleep waits out a retry's backoff. If the claim stops first, d is given
+// up unacked (false): the failed attempt's journal entry holds when the
+// retry is due, and the next owner waits out the rest (see awaitRetry).
+// Nothing of the wait lives only in memory.
 func (h *Host) sleep(cs *claimState, d *delivery, delay time.Duration) bool {
-	due := time.Now().Add(delay)
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 		return true
 	case <-cs.stopping:
-		if err := cs.claim.Nack(cs.ctx, d.msg, max(time.Until(due), 0)); err != nil {
-			h.log.Warn("nack failed", zap.Error(err))
-		}
 	case <-cs.ctx.Done():
 	}
 	h.abandon(d)
 	return false
+}
+
+// awaitRetry waits, before a redelivered message runs again, for the rest
+// of a backoff that the journal says is not over: its last attempt failed
+// with a RetryAt still ahead (a host stopped or died during the backoff).
+// It waits at most that backoff's own length, whatever the clocks of the
+// two hosts say. false: the claim stopped first and d was given up.
+func (h *Host) awaitRetry(cs *claimState, d *delivery, p *progress) bool {
+	if len(p.errors) == 0 {
+		return true
+	}
+	last := p.errors[len(p.errors)-1]
+	if last.N != p.attempts || last.RetryAt.IsZero() {
+		return true // a later attempt started: the backoff was over
+	}
+	wait := min(time.Until(last.RetryAt), last.RetryAt.Sub(last.At))
+	if wait <= 0 {
+		return true
+	}
+	return h.sleep(cs, d, wait)
 }
 
 func (a *actor) progress(msgID string) *progress {

@@ -25,6 +25,10 @@ type Attempt struct {
 	// (the reason), journaled before the envelope is stored: a redelivery
 	// then finishes the dead letter instead of running the handler again.
 	DeadLetter string
+	// RetryAt is, for a failed attempt, when the next may start: the end
+	// of the backoff the host chose. A host that stops during the backoff
+	// gives the message up unacked, and its next owner waits out the rest.
+	RetryAt time.Time
 }
 
 // Effect is the data of a journal.KindEffect entry.
@@ -143,8 +147,12 @@ func Encode(v any) []byte {
 		w.uint(uint64(d.N))
 		w.time(d.At)
 		w.string(d.Error)
-		if d.DeadLetter != "" {
-			w.string(d.DeadLetter) // optional: older entries end before it
+		// Optional, in this order: older entries end before them.
+		if d.DeadLetter != "" || !d.RetryAt.IsZero() {
+			w.string(d.DeadLetter)
+		}
+		if !d.RetryAt.IsZero() {
+			w.time(d.RetryAt)
 		}
 	case Effect:
 		w.uint(uint64(d.Index))
@@ -199,6 +207,9 @@ func DecodeAttempt(data []byte) (Attempt, error) {
 	d := Attempt{N: int(r.uint()), At: r.time(), Error: r.string()}
 	if r.more() {
 		d.DeadLetter = r.string()
+	}
+	if r.more() {
+		d.RetryAt = r.time()
 	}
 	return d, r.done("attempt")
 }

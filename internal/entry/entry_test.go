@@ -8,9 +8,10 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	at := time.Date(2026, 11, 26, 1, 2, 3, 456789, time.UTC)
-	a := Attempt{N: 3, Error: "boom", At: at}
-	if got, err := DecodeAttempt(Encode(a)); err != nil || got != a {
-		t.Errorf("attempt: %+v %v", got, err)
+	for _, a := range []Attempt{{N: 3, Error: "boom", At: at}, {N: 4, Error: "boom", At: at, RetryAt: at.Add(time.Second)}} {
+		if got, err := DecodeAttempt(Encode(a)); err != nil || got != a {
+			t.Errorf("attempt: %+v %v, want %+v", got, err, a)
+		}
 	}
 	e := Effect{Index: 2, Name: "notify", Result: []byte(`42`)}
 	if got, err := DecodeEffect(Encode(e)); err != nil || !reflect.DeepEqual(got, e) {
