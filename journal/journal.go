@@ -125,6 +125,11 @@ type Journal interface {
 	Close() error
 }
 
+// MaxEntrySeq is the highest sequence an entry may have: 2^53, the most
+// every journal stores exactly (a Redis score is a float64), so that a
+// journal never takes what another would refuse.
+const MaxEntrySeq = int64(1 << 53)
+
 // MaxSeq selects the newest checkpoint in LoadCheckpoint.
 const MaxSeq = int64(1<<63 - 1)
 
@@ -168,12 +173,13 @@ func IsPermanent(err error) bool {
 // below its start. Every backend runs it before Append writes anything; it
 // is the one place a batch is validated.
 //
-// A batch's Partition is 1 to 1024 bytes of valid UTF-8 without control
-// characters. An entry's or checkpoint's Actor is an address "type/id" or a key
-// starting with "$"; it and an entry's MsgID are each 1 to 1024 bytes of
-// valid UTF-8 without control characters (U+0000–U+001F, U+007F–U+009F),
-// the limits channel.CheckAddress and channel.CheckMessageID apply: every
-// backend's store holds such values as they are.
+// An entry's Seq is 1 to MaxEntrySeq. A batch's Partition is 1 to 1024
+// bytes of valid UTF-8 without control characters. An entry's or
+// checkpoint's Actor is an address "type/id" or a key starting with "$"; it
+// and an entry's MsgID are each 1 to 1024 bytes of valid UTF-8 without
+// control characters (U+0000–U+001F, U+007F–U+009F), the limits
+// channel.CheckAddress and channel.CheckMessageID apply: every backend's
+// store holds such values as they are.
 func Validate(batches ...Batch) error {
 	for _, b := range batches {
 		if err := ident.CheckPartitionKey(b.Partition); err != nil {
@@ -185,6 +191,10 @@ func Validate(batches ...Batch) error {
 			}
 			if e.Seq < 1 {
 				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", ErrSequence, e.Actor, e.Seq)
+			}
+			if e.Seq > MaxEntrySeq {
+				return fmt.Errorf("%w: actor %q: entry seq %d is past 2^53, the largest every journal holds exactly; nothing of this Append was written",
+					ErrInvalid, e.Actor, e.Seq)
 			}
 			if e.Kind < KindAttempt || e.Kind > KindDeadLetter {
 				return fmt.Errorf("%w: actor %q entry seq %d has unknown kind %d; nothing of this Append was written", ErrInvalid, e.Actor, e.Seq, e.Kind)

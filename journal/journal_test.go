@@ -40,6 +40,7 @@ func TestValidate(t *testing.T) {
 		{"seq 0", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrSequence},
 		{"checkpoint actor", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{ok}, Checkpoints: []journal.Checkpoint{{Actor: "counter", Seq: 1}}}, journal.ErrInvalid},
 		{"negative checkpoint", journal.Batch{Partition: "p", Checkpoints: []journal.Checkpoint{{Actor: "counter/1", Seq: -1}}}, journal.ErrSequence},
+		{"seq past 2^53", journal.Batch{Partition: "p", Entries: []journal.Entry{{Actor: "counter/1", Seq: journal.MaxEntrySeq + 1, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrInvalid},
 		{"empty partition", journal.Batch{Entries: []journal.Entry{ok}}, journal.ErrInvalid},
 		{"partition with NUL", journal.Batch{Partition: "p\x00", Entries: []journal.Entry{ok}}, journal.ErrInvalid},
 		{"partition not UTF-8", journal.Batch{Partition: "p\xff"}, journal.ErrInvalid},

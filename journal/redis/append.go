@@ -16,7 +16,7 @@ import (
 // outcome of a message is refused in the script, as
 // journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := validate(batches); err != nil {
+	if err := journal.Validate(batches...); err != nil {
 		return err
 	}
 	if j.closed.Load() {
@@ -135,21 +135,4 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 			journal.ErrDuplicateOutcome, a, first.MsgID, seq, first.Seq)
 	}
 	return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
-}
-
-// validate rejects input no store could hold, before anything is sent:
-// journal.Validate's limits, and sequences past what a score holds exactly.
-func validate(batches []journal.Batch) error {
-	if err := journal.Validate(batches...); err != nil {
-		return err
-	}
-	for _, b := range batches {
-		for _, e := range b.Entries {
-			if e.Seq > maxExact {
-				return fmt.Errorf("%w: actor %q: entry seq %d is past 2^53, the largest a Redis score holds exactly; nothing of this Append was written",
-					journal.ErrInvalid, e.Actor, e.Seq)
-			}
-		}
-	}
-	return nil
 }
