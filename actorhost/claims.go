@@ -276,12 +276,6 @@ func (h *Host) finish(d *delivery) {
 	h.m.inFlight.Add(-1)
 }
 
-// abandon gives up d without acking it; it will be delivered again.
-func (h *Host) abandon(d *delivery) {
-	d.claim.wg.Done()
-	h.m.inFlight.Add(-1)
-}
-
 // giveUp ends a claim whose journal writes were refused: fenced by a
 // newer owner, or refused for good (a sequence conflict, say). It acks
 // nothing more; the channel delivers its unacked messages again, to a new

@@ -135,6 +135,12 @@ func (h *Host) process(a *actor, d *delivery) {
 	}
 }
 
+// abandon gives up d without acking it; it will be delivered again.
+func (h *Host) abandon(d *delivery) {
+	d.claim.wg.Done()
+	h.m.inFlight.Add(-1)
+}
+
 // sleep waits out a retry's backoff. If the claim stops first, d is given
 // up unacked (false): the failed attempt's journal entry holds when the
 // retry is due, and the next owner waits out the rest (see awaitRetry).
