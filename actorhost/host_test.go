@@ -500,9 +500,10 @@ func TestClaimsListHeldPartitionsWithTheirJournalEpochs(t *testing.T) {
 		}
 	}
 
-	// A newer owner takes one partition's epoch; once the host meets the
-	// fence it no longer lists its claim, and lists it again only under
-	// an epoch above the newer owner's.
+	// A newer owner takes one partition's epoch: from when the host meets
+	// the fence, it lists the partition only under an epoch above the
+	// newer owner's, once it has claimed it again. (The fenced claim
+	// itself ends within milliseconds, too soon for this poll to see it.)
 	p := channel.HomePartition("counter/c", 4)
 	newer, err := journal.AcquireEpoch(context.Background(), b.j, fmt.Sprintf("%s/%d", cfg.Consumer.Mailbox(), p))
 	if err != nil {

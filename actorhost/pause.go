@@ -24,11 +24,20 @@ func (p *pause) grow() { p.d = min(p.d*2, maxPause) }
 // wait sleeps out the coming wait and doubles the next one. It returns
 // false, early, when a or b closes; a nil channel never does.
 func (p *pause) wait(a, b <-chan struct{}) bool {
-	t := time.NewTimer(p.d)
+	if !sleepUnless(p.d, a, b) {
+		return false
+	}
+	p.grow()
+	return true
+}
+
+// sleepUnless sleeps for d and returns true, or returns false as soon as a
+// or b closes (a nil channel never does).
+func sleepUnless(d time.Duration, a, b <-chan struct{}) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		p.grow()
 		return true
 	case <-a:
 		return false

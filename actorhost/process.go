@@ -146,13 +146,8 @@ func (h *Host) abandon(d *delivery) {
 // retry is due, and the next owner waits out the rest (see awaitRetry).
 // Nothing of the wait lives only in memory.
 func (h *Host) sleep(cs *claimState, d *delivery, delay time.Duration) bool {
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
+	if sleepUnless(delay, cs.stopping, cs.ctx.Done()) {
 		return true
-	case <-cs.stopping:
-	case <-cs.ctx.Done():
 	}
 	h.abandon(d)
 	return false

@@ -71,10 +71,10 @@ type Store interface {
 	// Get returns one dead letter or ErrNotFound.
 	Get(ctx context.Context, id string) (Envelope, error)
 	// Redrive publishes the dead letters back to their mailbox, in their
-	// original order per actor (CompareRedrive's order), and removes them from the queue. A redriven
-	// message gets the ID RedriveID(original) and keeps the original in the
-	// header HeaderRedriveOf, so it is processed afresh rather than deduped
-	// against its dead-letter outcome.
+	// original order per actor (CompareRedrive's order), and removes them
+	// from the queue. A redriven message gets the ID RedriveID(original)
+	// and keeps the original in the header HeaderRedriveOf, so it is
+	// processed afresh rather than deduped against its dead-letter outcome.
 	Redrive(ctx context.Context, ids ...string) (int, error)
 	// Purge removes the given dead letters, or all when ids is empty.
 	Purge(ctx context.Context, ids ...string) (int, error)
