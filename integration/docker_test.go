@@ -58,6 +58,26 @@ func docker(t *testing.T, timeout time.Duration, tool string, args ...string) st
 	return out
 }
 
+// dockerUntil runs a docker command every 2s until it succeeds, for
+// refusals that pass: it logs the first, and fails the test with the last
+// once within has gone by.
+func dockerUntil(t *testing.T, within time.Duration, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for try := 1; ; try++ {
+		out, err := tryDocker(time.Minute, "docker", args...)
+		switch {
+		case err == nil:
+			return out
+		case time.Now().After(deadline):
+			t.Fatalf("still refused after %s: %v", within, err)
+		case try == 1:
+			t.Logf("refused, trying again for %s: %v", within, err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
 // tryDocker is docker without failing the test.
 func tryDocker(timeout time.Duration, tool string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
