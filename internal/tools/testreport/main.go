@@ -7,9 +7,9 @@
 //	go test -json ./... | go run ./internal/tools/testreport -skips skipped.txt
 //
 // The summary repeats, under each failed test, the last lines the test
-// itself wrote (file_test.go:N: …), leaving out dumps of other programs'
-// logs (lines whose message starts with "--- "): the reason stays in view
-// at the end of a long run.
+// itself wrote (file_test.go:N: …), its failed subtests' lines first,
+// leaving out dumps of other programs' logs (lines whose message starts
+// with "--- "): the reason stays in view at the end of a long run.
 //
 // It exits 1 if a test or a package failed. With -skips, it writes the
 // number of skipped tests to that file. With -show, the output of the tests
@@ -129,10 +129,16 @@ func (r *report) event(e event) {
 			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
 			fmt.Fprintf(r.out, "FAIL\t%s\t%.3fs\n", e.Package, e.Elapsed)
 		} else {
-			if !strings.Contains(e.Test, "/") {
-				name := e.Package + "." + e.Test
+			// A subtest's lines go under its top-level test, which fails
+			// after it: the reason is usually in the subtest.
+			top, sub, isSub := strings.Cut(e.Test, "/")
+			name := e.Package + "." + top
+			if own := ownLines(r.output[key], 8); isSub && len(own) > 0 {
+				r.said[name] = append(r.said[name], sub+":")
+				r.said[name] = append(r.said[name], own...)
+			} else if !isSub {
 				r.failed = append(r.failed, name)
-				r.said[name] = ownLines(r.output[key], 8)
+				r.said[name] = append(r.said[name], own...)
 			}
 			fmt.Fprint(r.out, strings.Join(r.output[key], ""))
 		}

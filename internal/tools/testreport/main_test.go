@@ -18,6 +18,14 @@ const stream = `{"Action":"run","Package":"p","Test":"TestOK"}
 {"Action":"output","Package":"p","Test":"TestBad","Output":"        a worker's own line\n"}
 {"Action":"output","Package":"p","Test":"TestBad","Output":"--- FAIL: TestBad (0.00s)\n"}
 {"Action":"fail","Package":"p","Test":"TestBad","Elapsed":0}
+{"Action":"run","Package":"p","Test":"TestSub"}
+{"Action":"output","Package":"p","Test":"TestSub/sqlite","Output":"    sub_test.go:40: 3 counters are wrong\n"}
+{"Action":"output","Package":"p","Test":"TestSub/sqlite","Output":"    sub_test.go:41: --- worker-1 logs:\n"}
+{"Action":"output","Package":"p","Test":"TestSub/sqlite","Output":"        {\"level\":\"info\"}\n"}
+{"Action":"output","Package":"p","Test":"TestSub/sqlite","Output":"    --- FAIL: TestSub/sqlite (1.00s)\n"}
+{"Action":"fail","Package":"p","Test":"TestSub/sqlite","Elapsed":1}
+{"Action":"output","Package":"p","Test":"TestSub","Output":"--- FAIL: TestSub (1.00s)\n"}
+{"Action":"fail","Package":"p","Test":"TestSub","Elapsed":1}
 {"Action":"output","Package":"p","Test":"TestRedis","Output":"    redis_test.go:20: REDIS_ADDR is not set\n"}
 {"Action":"output","Package":"p","Test":"TestRedis","Output":"--- SKIP: TestRedis (0.00s)\n"}
 {"Action":"skip","Package":"p","Test":"TestRedis","Elapsed":0}
@@ -41,8 +49,9 @@ func TestReportSaysWhatFailedAndWhySkipped(t *testing.T) {
 		"bad_test.go:9: want 2, got 3",
 		"FAIL\tp\t0.500s",
 		"ok  \tq\t1.250s",
-		"1 tests passed, 1 failed, 2 skipped",
+		"1 tests passed, 2 failed, 2 skipped",
 		"failed: p.TestBad\n    bad_test.go:9: want 2, got 3\n",
+		"failed: p.TestSub\n    sqlite:\n    sub_test.go:40: 3 counters are wrong\n",
 		"skipped 2: REDIS_ADDR is not set",
 		"./b.go:1:2: undefined: x",
 	} {
