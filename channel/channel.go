@@ -110,10 +110,6 @@ type Claim interface {
 	// order, up to its watermark. Ack may buffer; acks are durable at the
 	// latest when Release returns. An ack after Lost is ignored.
 	Ack(ctx context.Context, msgs ...Message) error
-	// Nack hands a delivered message back to be delivered again after delay,
-	// with Deliveries one higher. Later messages of the same address are not
-	// delivered before it.
-	Nack(ctx context.Context, msg Message, delay time.Duration) error
 	// Release flushes buffered acks and gives up the partition. It is
 	// idempotent.
 	Release(ctx context.Context) error

@@ -33,10 +33,6 @@ type Features struct {
 	// first delivery and one more on every redelivery, also across
 	// consumers.
 	CountsDeliveries bool
-	// NackDelay: Claim.Nack redelivers the message after the delay and not
-	// before, holding back the later messages of its address while other
-	// addresses flow.
-	NackDelay bool
 	// Leases: consumers of one mailbox running at once split its
 	// partitions, never own one partition at the same time, and the
 	// partitions of a consumer that stops move to the others.
@@ -81,7 +77,6 @@ func Run(t *testing.T, f Features, setup func(t *testing.T) Mailbox) {
 		{"AckedNotRedelivered", testAckedNotRedelivered},
 		{"UnackedRedelivered", testUnackedRedelivered},
 		{"ReleaseReclaims", testReleaseReclaims},
-		{"NackDelay", testNackDelay},
 		{"ConsumersSplitPartitions", testConsumersSplitPartitions},
 		{"CancelEndsRun", testCancelEndsRun},
 		{"NamesItsMailbox", testNamesItsMailbox},
@@ -421,93 +416,6 @@ func testNamesItsMailbox(t *testing.T, f Features, mb Mailbox) {
 	a, b := mb.NewConsumer(t), mb.NewConsumer(t)
 	if a.Mailbox() == "" || a.Mailbox() != b.Mailbox() {
 		t.Errorf("two consumers of one mailbox name it %q and %q, want the same non-empty name", a.Mailbox(), b.Mailbox())
-	}
-}
-
-// testNackDelay checks that a nacked message comes back after its delay,
-// holding back its address but not the others of its partition.
-func testNackDelay(t *testing.T, f Features, mb Mailbox) {
-	if !f.NackDelay {
-		t.Skip("backend does not declare Features.NackDelay: Nack with a delay is not supported")
-	}
-	const delay = 1500 * time.Millisecond
-	a := addressOn(t, "nack-a", 0, mb.Partitions)
-	b := addressOn(t, "nack-b", 0, mb.Partitions)
-
-	var (
-		mu      sync.Mutex
-		nackAt  time.Time
-		nacked  bool
-		backAt  time.Time
-		first   channel.Message
-		nackErr error
-	)
-	// The handler may run until the runner stops, in cleanup, when
-	// t.Context() is already done.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*f.timeout())
-	t.Cleanup(cancel) // registered first: runs after the runner has stopped
-	var ackErr error
-	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{handle: func(cl channel.Claim, m channel.Message) {
-		mu.Lock()
-		defer mu.Unlock()
-		if string(m.Payload) == "a1" && !nacked {
-			nacked, first, nackAt = true, m, time.Now()
-			nackErr = cl.Nack(ctx, m, delay)
-			return
-		}
-		if string(m.Payload) == "a1" && backAt.IsZero() {
-			backAt = time.Now()
-		}
-		if err := cl.Ack(ctx, m); err != nil && ackErr == nil {
-			ackErr = err
-		}
-	}})
-	publish(t, mb.Publisher, channel.Message{Address: a, Payload: []byte("a1")})
-	r.waitReceived(func([]channel.Message) bool { mu.Lock(); defer mu.Unlock(); return nacked }, "a1")
-	mu.Lock()
-	if nackErr != nil {
-		t.Fatalf("nack: %v", nackErr)
-	}
-	mu.Unlock()
-
-	publish(t, mb.Publisher,
-		channel.Message{Address: a, Payload: []byte("a2")},
-		channel.Message{Address: b, Payload: []byte("b1")})
-	r.waitReceived(func(got []channel.Message) bool { return indexOf(got, "b1", 0) >= 0 }, "b1 of another address, while a1 waits")
-	got := r.received()
-	if i := indexOf(got, "a2", 0); i >= 0 {
-		t.Errorf("a2 delivered before the nacked a1 came back (deliveries %v)", payloads(got))
-	}
-	mu.Lock()
-	early := !backAt.IsZero()
-	mu.Unlock()
-	if early {
-		t.Errorf("a1 came back before b1 of another address was delivered: the partition was held up, not the address")
-	}
-
-	r.waitReceived(func(got []channel.Message) bool { return indexOf(got, "a2", 0) >= 0 }, "a1 again and then a2")
-	got = r.received()
-	second := indexOf(got, "a1", indexOf(got, "a1", 0)+1)
-	if second < 0 || second > indexOf(got, "a2", 0) {
-		t.Fatalf("deliveries %v: want a1, b1, a1 again, then a2", payloads(got))
-	}
-	mu.Lock()
-	waited := backAt.Sub(nackAt)
-	mu.Unlock()
-	if waited < delay {
-		t.Errorf("a1 came back %v after Nack, want at least the delay %v", waited, delay)
-	}
-	again := got[second]
-	if again.ID != first.ID {
-		t.Errorf("nacked message came back with ID %q, want %q", again.ID, first.ID)
-	}
-	if f.CountsDeliveries && again.Deliveries != first.Deliveries+1 {
-		t.Errorf("nacked message came back with Deliveries %d, want %d", again.Deliveries, first.Deliveries+1)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if ackErr != nil {
-		t.Errorf("ack: %v", ackErr)
 	}
 }
 

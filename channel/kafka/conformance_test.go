@@ -13,7 +13,6 @@ func TestConformance(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	features := channeltest.Features{
 		CountsDeliveries: false, // Kafka cannot count deliveries
-		NackDelay:        true,
 		Leases:           true, // consumer-group partition assignment
 		Timeout:          60 * time.Second,
 	}

@@ -33,7 +33,6 @@ func TestConformance(t *testing.T) {
 		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
 			channeltest.Run(t, channeltest.Features{
 				CountsDeliveries: count,
-				NackDelay:        true,
 				Leases:           true,
 				Timeout:          10 * time.Second,
 			}, func(t *testing.T) channeltest.Mailbox {

@@ -80,7 +80,6 @@ func TestConformance(t *testing.T) {
 	testenv.Redis(t)
 	channeltest.Run(t, channeltest.Features{
 		CountsDeliveries: true,
-		NackDelay:        true,
 		Leases:           true,
 	}, func(t *testing.T) channeltest.Mailbox {
 		name := freshMailbox(t)

@@ -32,7 +32,6 @@ var testConsumerOptions = sqlite.ConsumerOptions{LeaseTTL: time.Second, PollInte
 func TestConformance(t *testing.T) {
 	channeltest.Run(t, channeltest.Features{
 		CountsDeliveries: true,
-		NackDelay:        true,
 		Leases:           true,
 	}, func(t *testing.T) channeltest.Mailbox {
 		path := filepath.Join(t.TempDir(), "mailbox.db")
