@@ -13,7 +13,7 @@ func TestConformance(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	features := channeltest.Features{
 		CountsDeliveries: false, // Kafka cannot count deliveries
-		Leases:           true, // consumer-group partition assignment
+		Leases:           true,  // consumer-group partition assignment
 		Timeout:          60 * time.Second,
 	}
 	channeltest.Run(t, features, func(t *testing.T) channeltest.Mailbox {
