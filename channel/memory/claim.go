@@ -28,12 +28,12 @@ const (
 	stateReleased
 )
 
-// errReleased is returned by Ack and Nack after Release.
+// errReleased is returned by Ack after Release.
 var errReleased = errors.New("memory: claim already released: its unacked messages go to the partition's next claim; ack before Release")
 
 // Claim is one partition owned by one Consumer for a while.
 //
-// Acks and nacks take effect at once: there is nothing to flush. Messages
+// Acks take effect at once: there is nothing to flush. Messages
 // is buffered (Options.Buffer): a message counts as delivered, and with
 // Options.CountDeliveries its Deliveries grows, when it enters the buffer,
 // as the SQLite backend counts it when its poll takes it.
@@ -46,10 +46,8 @@ type Claim struct {
 	// Guarded by the mailbox's mu.
 	state      claimState
 	msgsClosed bool
-	inflight   int   // messages out with this claim
-	cursor     int64 // each message below this offset is acked, out with this claim, or in nacked
-	nacked     []*record
-	wake       *time.Timer // refills when a nacked message comes due
+	inflight   int         // messages out with this claim
+	cursor     int64       // each message below this offset is acked or out with this claim
 	bound      *time.Timer // loses a draining claim not released in time
 	handoff    *time.Timer // ends the wait for onClaim to return after Release
 }
@@ -82,7 +80,7 @@ func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
 
 // Ack acknowledges delivered messages of this claim, at once. Acks after
 // Lost are ignored, as are acks of messages not out with this claim
-// (already acked, nacked, or delivered by an earlier claim). After Release
+// (already acked, or delivered by an earlier claim). After Release
 // Ack returns an error.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	m := cl.c.m
@@ -104,40 +102,6 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 			cl.p.ackLocked(r, m.opts.ForgetAcked)
 			cl.inflight--
 		}
-	}
-	cl.fillLocked()
-	return nil
-}
-
-// Nack hands msg back: it is delivered again once delay has passed, with
-// Deliveries one higher when counting, and the partition's later messages
-// of its address that are not out yet wait for it, also if the partition
-// changes hands meanwhile. Messages of that address already delivered are
-// not recalled. A nack after Lost, or of a message not out with this claim,
-// is ignored; after Release Nack returns an error.
-func (cl *Claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
-	m := cl.c.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if msg.Partition != cl.p.id {
-		return fmt.Errorf("memory: nack of message %s of partition %d on the claim of partition %d: nack it on its own claim", msg.ID, msg.Partition, cl.p.id)
-	}
-	switch cl.state {
-	case stateLost:
-		return nil
-	case stateReleased:
-		return errReleased
-	}
-	r := cl.p.find(msg.Offset)
-	if r == nil || r.holder != cl || r.msg.ID != msg.ID {
-		return nil
-	}
-	r.holder = nil
-	r.visibleAt = time.Now().Add(max(delay, 0))
-	cl.inflight--
-	if cl.state == stateActive && r.msg.Offset < cl.cursor {
-		i, _ := slices.BinarySearchFunc(cl.nacked, r.msg.Offset, func(n *record, off int64) int { return cmp.Compare(n.msg.Offset, off) })
-		cl.nacked = slices.Insert(cl.nacked, i, r)
 	}
 	cl.fillLocked()
 	return nil
@@ -185,10 +149,6 @@ func (cl *Claim) endHandoffLocked() {
 func (cl *Claim) drainLocked() {
 	cl.state = stateDraining
 	cl.closeMessagesLocked()
-	cl.nacked = nil
-	if cl.wake != nil {
-		cl.wake.Stop()
-	}
 	cl.bound = time.AfterFunc(cl.c.m.opts.ReleaseTimeout, func() {
 		m := cl.c.m
 		m.mu.Lock()
@@ -208,17 +168,15 @@ func (cl *Claim) endLocked(state claimState) {
 		close(cl.lost) // before Messages: a reader that sees Messages closed can tell
 	}
 	cl.closeMessagesLocked()
-	for _, t := range []*time.Timer{cl.wake, cl.bound} {
-		if t != nil {
-			t.Stop()
-		}
+	if cl.bound != nil {
+		cl.bound.Stop()
 	}
 	for _, r := range cl.p.log {
 		if r.holder == cl {
 			r.holder = nil
 		}
 	}
-	cl.inflight, cl.nacked = 0, nil
+	cl.inflight = 0
 	if cl.p.owner == cl {
 		cl.p.owner = nil
 	}
@@ -231,83 +189,19 @@ func (cl *Claim) closeMessagesLocked() {
 	}
 }
 
-// fillLocked hands out deliverable messages, in offset order, until the
-// buffer is full. A message nacked with a delay not yet passed holds back
-// every later message of its address; the others pass it. When something
-// is held back, a timer fills again when it comes due.
+// fillLocked hands out the messages not out yet, in offset order, until
+// the buffer is full.
 func (cl *Claim) fillLocked() {
 	if cl.state != stateActive {
 		return
 	}
-	now := time.Now()
-	var (
-		blocked map[string]bool
-		due     time.Time
-	)
-	// held reports whether r must wait, noting its address as blocked.
-	held := func(r *record) bool {
-		wait := r.visibleAt.After(now)
-		if !wait && !blocked[r.key] {
-			return false
-		}
-		if blocked == nil {
-			blocked = make(map[string]bool)
-		}
-		blocked[r.key] = true
-		if wait && (due.IsZero() || r.visibleAt.Before(due)) {
-			due = r.visibleAt
-		}
-		return true
-	}
-
-	// Nacked messages below the cursor precede everything after it.
-	full := false
-	rest := cl.nacked[:0]
-	for i, r := range cl.nacked {
-		if held(r) {
-			rest = append(rest, r)
-			continue
-		}
-		if !cl.sendLocked(r) {
-			rest = append(rest, cl.nacked[i:]...)
-			full = true
-			break
-		}
-	}
-	clear(cl.nacked[len(rest):])
-	cl.nacked = rest
-
 	log := cl.p.log
 	i, _ := slices.BinarySearchFunc(log, cl.cursor, func(r *record, off int64) int { return cmp.Compare(r.msg.Offset, off) })
-	advance := true // the cursor moves over the prefix that needs no more look
-	for ; !full && i < len(log); i++ {
-		r := log[i]
-		switch {
-		case r.acked || r.holder == cl:
-		case held(r):
-			advance = false
-		case !cl.sendLocked(r):
-			full = true
-			continue
+	for ; i < len(log); i++ {
+		if r := log[i]; !r.acked && r.holder != cl && !cl.sendLocked(r) {
+			return // a full claim fills again on the acks that make room
 		}
-		if advance {
-			cl.cursor = r.msg.Offset + 1
-		}
-	}
-
-	// A full claim fills again on the acks that make room.
-	if !full && !due.IsZero() {
-		d := due.Sub(now)
-		if cl.wake == nil {
-			cl.wake = time.AfterFunc(d, func() {
-				m := cl.c.m
-				m.mu.Lock()
-				defer m.mu.Unlock()
-				cl.fillLocked()
-			})
-		} else {
-			cl.wake.Reset(d)
-		}
+		cl.cursor = log[i].msg.Offset + 1
 	}
 }
 
@@ -329,7 +223,6 @@ func (cl *Claim) sendLocked(r *record) bool {
 	}
 	r.deliveries++
 	r.holder = cl
-	r.visibleAt = time.Time{}
 	cl.inflight++
 	return true
 }

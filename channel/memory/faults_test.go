@@ -485,89 +485,6 @@ func TestReleaseWithoutRevokeReclaims(t *testing.T) {
 	})
 }
 
-// TestNackDelayInVirtualTime checks the Nack delay to the nanosecond, and
-// that Close leaves no goroutine behind: the bubble would not end.
-func TestNackDelayInVirtualTime(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true})
-		const delay = 10 * time.Second
-		nacked := false
-		w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
-			if string(m.Payload) == "a1" && !nacked {
-				nacked = true
-				if err := cl.Nack(context.Background(), m, delay); err != nil {
-					t.Errorf("nack: %v", err)
-				}
-				return
-			}
-			if string(m.Payload) != "a3" { // nacked by the test below
-				ackAll(cl, m)
-			}
-		})
-		pub := mb.Publisher()
-		a := channel.Address{Type: "a", ID: "1"}
-		b := channel.Address{Type: "b", ID: "1"}
-		if err := pub.Publish(context.Background(), channel.Message{Address: a, Payload: []byte("a1")}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		nackAt := time.Now()
-		if err := pub.Publish(context.Background(),
-			channel.Message{Address: a, Payload: []byte("a2")},
-			channel.Message{Address: b, Payload: []byte("b1")}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		payloads := func() []string {
-			var out []string
-			for _, d := range w.received(nil) {
-				out = append(out, string(d.Payload))
-			}
-			return out
-		}
-		if got := payloads(); !slices.Equal(got, []string{"a1", "b1"}) {
-			t.Fatalf("deliveries %v, want a1, then b1 past the held-back a2", got)
-		}
-		time.Sleep(delay - time.Nanosecond)
-		synctest.Wait()
-		if got := payloads(); len(got) != 2 {
-			t.Fatalf("deliveries %v before the delay passed", got)
-		}
-		time.Sleep(time.Nanosecond)
-		synctest.Wait()
-		got := w.received(nil)
-		if p := payloads(); !slices.Equal(p, []string{"a1", "b1", "a1", "a2"}) {
-			t.Fatalf("deliveries %v, want a1, b1, a1, a2", p)
-		}
-		if again := got[2]; again.at.Sub(nackAt) != delay || again.Deliveries != 2 || again.ID != got[0].ID {
-			t.Errorf("a1 came back after %v with Deliveries %d, ID %s; want %v, 2, %s", again.at.Sub(nackAt), again.Deliveries, again.ID, delay, got[0].ID)
-		}
-		if mb.Pending() != 0 {
-			t.Errorf("Pending = %d, want 0", mb.Pending())
-		}
-
-		// A nack whose delay outlives the mailbox: Close stops its timer
-		// along with everything else.
-		if err := pub.Publish(context.Background(), channel.Message{Address: a, Payload: []byte("a3")}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		d := w.received(nil)[4]
-		if err := d.claim.Nack(context.Background(), d.Message, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		if err := mb.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-w.done; err != nil {
-			t.Errorf("Run after Close: %v", err)
-		}
-		if mb.Pending() != 1 {
-			t.Errorf("Pending after Close = %d, want the nacked a3", mb.Pending())
-		}
-	})
-}
-
 // TestSplitIsStickyAndDeterministic pins down the assignment: shares by
 // creation order, partitions staying where they are when they can.
 func TestSplitIsStickyAndDeterministic(t *testing.T) {
@@ -722,9 +639,6 @@ func TestAckOnAnotherPartitionFails(t *testing.T) {
 		}
 		if err := other.Ack(context.Background(), d.Message); err == nil {
 			t.Error("ack on the claim of another partition: nil, want an error")
-		}
-		if err := other.Nack(context.Background(), d.Message, 0); err == nil {
-			t.Error("nack on the claim of another partition: nil, want an error")
 		}
 	})
 }

@@ -5,8 +5,7 @@
 // It keeps the contract as the durable backends do: each message goes to
 // the home partition of its address (channel.HomePartition), a claim
 // delivers in offset order, unacked messages go to the partition's next
-// claim, a Nack holds back the later messages of its address, and several
-// consumers share the partitions. It passes channel/channeltest and
+// claim, and several consumers share the partitions. It passes channel/channeltest and
 // dlq/dlqtest.
 //
 // It is deterministic, for simulations: which consumer owns which partition
@@ -62,7 +61,7 @@ type Options struct {
 	CountDeliveries bool
 
 	// Buffer is how many messages one claim may have delivered and not yet
-	// acked or nacked. A claim at the limit gets nothing more until acks
+	// acked. A claim at the limit gets nothing more until acks
 	// come in: backpressure, as on the other backends.
 	//
 	// Defaults to 1024.
@@ -136,10 +135,8 @@ type partition struct {
 // record is one message in a partition.
 type record struct {
 	msg        channel.Message // as stored: positions set, Deliveries 0
-	key        string          // msg.Address.String()
 	deliveries int
-	visibleAt  time.Time // set by Nack: held back, with its address, until then
-	holder     *Claim    // the claim it is out with, neither acked nor nacked
+	holder     *Claim // the claim it is out with, not acked
 	acked      bool
 }
 
@@ -350,7 +347,7 @@ func (m *Mailbox) appendLocked(msgs []channel.Message) {
 		if stored.ID == "" {
 			stored.ID = fmt.Sprintf("%s/%d/%d", m.opts.Name, p.id, p.last)
 		}
-		p.log = append(p.log, &record{msg: stored, key: key})
+		p.log = append(p.log, &record{msg: stored})
 		p.unacked++
 		touched[p.id] = true
 	}

@@ -9,7 +9,7 @@
 // claims beyond the fair share to stop, a local-clock watchdog per claim,
 // the claim's states (active, draining, lost, released) and the graceful
 // drain when Run ends. The driver owns the storage: the Tick itself,
-// reading and handing out messages, and applying acks and nacks.
+// reading and handing out messages, and applying acks.
 package lease
 
 import (
@@ -73,8 +73,8 @@ type Claim interface {
 	// drained.
 	Start(work context.Context)
 	// Wake is called, outside the engine's locks, after the engine changed
-	// the claim's state (drained, lost): a reader waiting for room, a
-	// nack's delay or new messages looks again.
+	// the claim's state (drained, lost): a reader waiting for room or
+	// new messages looks again.
 	Wake()
 }
 
@@ -384,5 +384,5 @@ func (e *Engine) forget(s *Slot) {
 	}
 }
 
-// ErrReleased reports an Ack or Nack after Release.
+// ErrReleased reports an Ack after Release.
 var ErrReleased = errors.New("claim already released: its unacked messages go to the partition's next owner; ack before Release")

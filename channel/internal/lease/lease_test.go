@@ -110,13 +110,12 @@ type claim struct {
 	s *Slot
 }
 
-func (c *claim) Partition() int32                                           { return c.s.Partition() }
-func (c *claim) Messages() <-chan channel.Message                           { return c.s.Messages() }
-func (c *claim) Lost() <-chan struct{}                                      { return c.s.Lost() }
-func (c *claim) Ack(context.Context, ...channel.Message) error              { return nil }
-func (c *claim) Nack(context.Context, channel.Message, time.Duration) error { return nil }
-func (c *claim) Start(context.Context)                                      {}
-func (c *claim) Wake()                                                      {}
+func (c *claim) Partition() int32                              { return c.s.Partition() }
+func (c *claim) Messages() <-chan channel.Message              { return c.s.Messages() }
+func (c *claim) Lost() <-chan struct{}                         { return c.s.Lost() }
+func (c *claim) Ack(context.Context, ...channel.Message) error { return nil }
+func (c *claim) Start(context.Context)                         {}
+func (c *claim) Wake()                                         {}
 
 func (c *claim) Release(context.Context) error {
 	if !c.s.BeginRelease() {

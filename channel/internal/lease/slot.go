@@ -82,7 +82,7 @@ func (s *Slot) ReleasingLocked() bool { return s.releasing }
 // and reserved the room, so the send never blocks.
 func (s *Slot) PushLocked(msg channel.Message) { s.msgs <- msg }
 
-// SettleLocked is the check of Ack and Nack: ignore is true after the
+// SettleLocked is the check of Ack: ignore is true after the
 // lease was lost (another consumer may have the partition), err is set
 // after Release, or when msg is of another partition.
 func (s *Slot) SettleLocked(verb string, msg channel.Message) (ignore bool, err error) {
