@@ -215,6 +215,35 @@ func Validate(batches ...Batch) error {
 	return nil
 }
 
+// BeginAppend makes the checks every Append makes before it writes, in
+// this order: the batches are valid (Validate), the journal is open, ctx
+// is live. write is false when there is nothing to write, or an error.
+func BeginAppend(ctx context.Context, closed bool, batches []Batch) (write bool, err error) {
+	if err := Validate(batches...); err != nil {
+		return false, err
+	}
+	if closed {
+		return false, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return len(batches) > 0, nil
+}
+
+// ValidateEpochMove reports a CompareAndSetEpoch no journal may make:
+// epochs run from 0 to MaxEntrySeq and only move up, as moving one back
+// would unfence a zombie. Every backend runs it before it looks.
+func ValidateEpochMove(partition string, old, next int64) error {
+	switch {
+	case next <= old:
+		return fmt.Errorf("journal: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	case old < 0 || next > MaxEntrySeq:
+		return fmt.Errorf("journal: epoch of %q from %d to %d: epochs run from 0 to 2^53", partition, old, next)
+	}
+	return nil
+}
+
 // FencedError lists the partitions whose batches Append refused.
 type FencedError struct {
 	Partitions []string

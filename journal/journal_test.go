@@ -1,6 +1,7 @@
 package journal_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -48,6 +49,51 @@ func TestValidate(t *testing.T) {
 		err := journal.Validate(tc.b)
 		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Errorf("%s: Validate = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestBeginAppendChecksInOrder(t *testing.T) {
+	bad := journal.Batch{Partition: "p", Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}
+	good := journal.Batch{Partition: "p", Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "m"}}}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		closed  bool
+		batches []journal.Batch
+		write   bool
+		want    error
+	}{
+		{"invalid before closed", done, true, []journal.Batch{bad}, false, journal.ErrSequence},
+		{"closed before the context", done, true, []journal.Batch{good}, false, journal.ErrClosed},
+		{"context", done, false, []journal.Batch{good}, false, context.Canceled},
+		{"nothing to write", context.Background(), false, nil, false, nil},
+		{"write", context.Background(), false, []journal.Batch{good}, true, nil},
+	} {
+		write, err := journal.BeginAppend(tc.ctx, tc.closed, tc.batches)
+		if write != tc.write || tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: BeginAppend = %v, %v; want %v, %v", tc.name, write, err, tc.write, tc.want)
+		}
+	}
+}
+
+func TestValidateEpochMove(t *testing.T) {
+	for _, tc := range []struct {
+		old, next int64
+		ok        bool
+	}{
+		{0, 1, true},
+		{7, 9, true},
+		{0, journal.MaxEntrySeq, true},
+		{7, 7, false},
+		{7, 3, false},
+		{-1, 1, false},
+		{0, journal.MaxEntrySeq + 1, false},
+	} {
+		if err := journal.ValidateEpochMove("p", tc.old, tc.next); (err == nil) != tc.ok {
+			t.Errorf("ValidateEpochMove(p, %d, %d) = %v, want ok %v", tc.old, tc.next, err, tc.ok)
 		}
 	}
 }

@@ -60,16 +60,10 @@ func New(opts Options) *Journal {
 // changing anything, so an error other than *journal.FencedError means
 // nothing was written.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := journal.Validate(batches...); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return journal.ErrClosed
+	if write, err := journal.BeginAppend(ctx, j.closed, batches); !write {
+		return err
 	}
 
 	var fenced []string
@@ -300,8 +294,8 @@ func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 // CompareAndSetEpoch implements journal.Journal. It refuses to move an
 // epoch backward, which would unfence a zombie.
 func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
-	if next <= old {
-		return false, fmt.Errorf("journal/memory: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+		return false, err
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()

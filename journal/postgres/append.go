@@ -24,17 +24,8 @@ const maxAttempts = 3
 // index refuses a second outcome of a message, as
 // journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := journal.Validate(batches...); err != nil {
+	if write, err := journal.BeginAppend(ctx, j.closed.Load(), batches); !write {
 		return err
-	}
-	if j.closed.Load() {
-		return journal.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if len(batches) == 0 {
-		return nil
 	}
 	call := newAppendCall(batches)
 	recheck := true

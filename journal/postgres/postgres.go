@@ -286,11 +286,8 @@ func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old,
 	if j.closed.Load() {
 		return false, journal.ErrClosed
 	}
-	if next <= old {
-		return false, fmt.Errorf("journal/postgres: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
-	}
-	if old < 0 {
-		return false, fmt.Errorf("journal/postgres: epoch of %q from %d: epochs are never negative", partition, old)
+	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+		return false, err
 	}
 	b := &pgx.Batch{}
 	if old == 0 {

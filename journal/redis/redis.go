@@ -351,11 +351,8 @@ func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old,
 	if j.closed.Load() {
 		return false, journal.ErrClosed
 	}
-	if next <= old {
-		return false, fmt.Errorf("journal/redis: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
-	}
-	if old < 0 || next > maxExact {
-		return false, fmt.Errorf("journal/redis: epoch of %q from %d to %d: epochs run from 0 to 2^53", partition, old, next)
+	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+		return false, err
 	}
 	set, err := casEpochScript.Run(ctx, j.client, []string{j.epochsKey()},
 		partition, strconv.FormatInt(old, 10), strconv.FormatInt(next, 10)).Int64()

@@ -235,17 +235,8 @@ func (j *Journal) failed(err error) error {
 // outcome index refuses a second outcome of a message, as
 // journal.ErrDuplicateOutcome.
 func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
-	if err := journal.Validate(batches...); err != nil {
+	if write, err := journal.BeginAppend(ctx, j.closed.Load(), batches); !write {
 		return err
-	}
-	if j.closed.Load() {
-		return journal.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if len(batches) == 0 {
-		return nil
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -400,8 +391,8 @@ func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old,
 	if j.closed.Load() {
 		return false, journal.ErrClosed
 	}
-	if next <= old {
-		return false, fmt.Errorf("journal/sqlite: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
+	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+		return false, err
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
