@@ -59,7 +59,7 @@ func (k Kind) IsOutcome() bool { return k == KindComplete || k == KindDeadLetter
 // Entry is one record of an actor's history. Data is opaque to the journal.
 type Entry struct {
 	// Actor is the actor's address, "type/id", or a key of the host's own
-	// starting with "$" (such as "$horizon:mailbox/3").
+	// starting with "$".
 	Actor string
 	Seq   int64 // 1-based, contiguous per actor
 	Kind  Kind
@@ -81,6 +81,10 @@ type Batch struct {
 	Epoch       int64
 	Entries     []Entry
 	Checkpoints []Checkpoint
+	// Horizon, when above 0, sets the partition's horizon (see
+	// Journal.Horizon), written with the batch and fenced like it; of
+	// several batches of one partition in a call, the last one's counts.
+	Horizon int64
 }
 
 // Journal stores actor histories. Implementations are safe for concurrent
@@ -115,6 +119,13 @@ type Journal interface {
 	// LoadCheckpoint returns the newest checkpoint of actor with
 	// Seq <= atOrBefore (use MaxSeq for the newest of all).
 	LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (Checkpoint, bool, error)
+
+	// Horizon returns the partition's horizon, the last Batch.Horizon
+	// written to it; ok is false when none was. It is one value per
+	// partition, kept beside the epoch. The host keeps there an offset
+	// beyond which no message of the partition has reached a handler, to
+	// tell a first delivery from a redelivery on any mailbox.
+	Horizon(ctx context.Context, partition string) (offset int64, ok bool, err error)
 
 	// Epoch returns the current epoch of a partition, 0 when never set.
 	Epoch(ctx context.Context, partition string) (int64, error)
@@ -184,6 +195,9 @@ func Validate(batches ...Batch) error {
 	for _, b := range batches {
 		if err := ident.CheckPartitionKey(b.Partition); err != nil {
 			return fmt.Errorf("%w: batch: %w; nothing of this Append was written", ErrInvalid, err)
+		}
+		if b.Horizon < 0 {
+			return fmt.Errorf("%w: partition %q: horizon %d is negative; nothing of this Append was written", ErrInvalid, b.Partition, b.Horizon)
 		}
 		for _, e := range b.Entries {
 			if err := ident.CheckActorKey(e.Actor); err != nil {

@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 		b    journal.Batch
 		want error
 	}{
-		{"good", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{ok, {Actor: "$horizon:p/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "horizon"}}}, nil},
+		{"good", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{ok, {Actor: "$unaddressed:p/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "horizon"}}}, nil},
 		{"empty message ID", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: journal.KindComplete}}}, journal.ErrInvalid},
 		{"unknown kind", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 1, Kind: 7, MsgID: "m"}}}, journal.ErrInvalid},
 		{"seq 0", journal.Batch{Partition: "kafka:orders/3", Entries: []journal.Entry{{Actor: "counter/1", Seq: 0, Kind: journal.KindAttempt, MsgID: "m"}}}, journal.ErrSequence},

@@ -64,7 +64,7 @@ func CheckMessageID(id string) error {
 
 // CheckActorKey checks the actor key of a journal entry or checkpoint: an
 // address "type/id", or a key of the host's own that starts with "$" (such
-// as "$horizon:mailbox/3"), which only has to keep the length, UTF-8 and
+// as "$unaddressed:mailbox/3"), which only has to keep the length, UTF-8 and
 // control-character limits.
 func CheckActorKey(key string) error {
 	if strings.HasPrefix(key, "$") {

@@ -81,6 +81,7 @@ func Run(t *testing.T, f Features, open func(t *testing.T) journal.Journal) {
 		{"FencedEpochZero", s.testFencedEpochZero},
 		{"FencedAllBatches", s.testFencedAll},
 		{"FencedBatchNotSequenceChecked", s.testFencedNotSequenceChecked},
+		{"Horizon", s.testHorizon},
 		{"Checkpoints", s.testCheckpoints},
 		{"CheckpointAtomicWithEntries", s.testCheckpointAtomic},
 		{"CheckpointBeyondLastSeq", s.testCheckpointBeyondLastSeq},
@@ -497,7 +498,7 @@ func (s *suite) testInvalidIdentifiers(t *testing.T) {
 		{"invalid UTF-8 in the actor", batch("p1", 0, []journal.Entry{entry("counter/\xc3", "m")})},
 		{"a 1025-byte actor", batch("p1", 0, []journal.Entry{entry("counter/"+long[:1017], "m")})},
 		{"an actor that is not type/id", batch("p1", 0, []journal.Entry{entry("counter", "m")})},
-		{"a host key with a control character", batch("p1", 0, []journal.Entry{entry("$horizon:\x1b[2J", "m")})},
+		{"a host key with a control character", batch("p1", 0, []journal.Entry{entry("$unaddressed:\x1b[2J", "m")})},
 		{"a checkpoint of an actor with a NUL", batch("p1", 0, run("counter/bad", 1, 1), journal.Checkpoint{Actor: "counter/bad\x00", Seq: 1})},
 	} {
 		// A good batch before the bad one, and a good actor in the bad batch.
@@ -511,9 +512,9 @@ func (s *suite) testInvalidIdentifiers(t *testing.T) {
 	}
 	// Later calls go through; so do the host's own "$" keys.
 	mustAppend(t, ctx, j, batch("p0", 0, run("counter/good-0", 1, 3), checkpoint("counter/good-0", 3)),
-		batch("p1", 0, run("$horizon:mailbox/3", 1, 2)))
+		batch("p1", 0, run("$unaddressed:mailbox/3", 1, 2)))
 	wantLastSeq(t, ctx, j, "counter/good-0", 3)
-	checkEntries(t, readAll(t, ctx, j, "$horizon:mailbox/3", 1), run("$horizon:mailbox/3", 1, 2))
+	checkEntries(t, readAll(t, ctx, j, "$unaddressed:mailbox/3", 1), run("$unaddressed:mailbox/3", 1, 2))
 }
 
 // Identifiers right at the limits, with characters of two, three and four
@@ -1133,10 +1134,9 @@ func (s *suite) testPersistence(t *testing.T) {
 	}
 	j, ctx := s.setup(t)
 	e := acquire(t, ctx, j, "p1")
-	mustAppend(t, ctx, j,
-		batch("p1", e, run("counter/1", 1, 6), checkpoint("counter/1", 3)),
-		batch("p2", 0, run("counter/2", 1, 2)),
-	)
+	withHorizon := batch("p1", e, run("counter/1", 1, 6), checkpoint("counter/1", 3))
+	withHorizon.Horizon = 4096
+	mustAppend(t, ctx, j, withHorizon, batch("p2", 0, run("counter/2", 1, 2)))
 	if err := j.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -1153,6 +1153,7 @@ func (s *suite) testPersistence(t *testing.T) {
 	if got := epoch(t, ctx, j, "p1"); got != e {
 		t.Fatalf("epoch after reopen = %d, want %d", got, e)
 	}
+	wantHorizon(t, ctx, j, "p1", 4096, true)
 	o, ok, err := j.Outcome(ctx, "counter/1", "msg-0")
 	if err != nil || !ok || o.Seq != 3 {
 		t.Fatalf("Outcome after reopen = %+v, %v, %v; want seq 3", o, ok, err)
@@ -1161,6 +1162,47 @@ func (s *suite) testPersistence(t *testing.T) {
 	wantSequenceError(t, j.Append(ctx, batch("p1", e, run("counter/1", 6, 6))), "rewriting seq 6 after reopen")
 	wantFenced(t, j.Append(ctx, batch("p1", e-1, run("counter/1", 7, 7))), []string{"p1"})
 	mustAppend(t, ctx, j, batch("p1", e, run("counter/1", 7, 7)))
+}
+
+// testHorizon checks the partition horizon: none at first, set by a
+// batch's Horizon (with entries or alone), left by a batch without one,
+// and written or refused with its batch.
+func (s *suite) testHorizon(t *testing.T) {
+	j, ctx := s.setup(t)
+	wantHorizon(t, ctx, j, "p0", 0, false)
+	e := acquire(t, ctx, j, "p0")
+	at := func(h int64, b journal.Batch) journal.Batch { b.Horizon = h; return b }
+
+	mustAppend(t, ctx, j, at(4096, batch("p0", e, run("counter/1", 1, 2))))
+	wantHorizon(t, ctx, j, "p0", 4096, true)
+	wantHorizon(t, ctx, j, "p1", 0, false)
+	mustAppend(t, ctx, j, batch("p0", e, run("counter/1", 3, 3)))
+	wantHorizon(t, ctx, j, "p0", 4096, true)
+	mustAppend(t, ctx, j, at(100, batch("p0", e, nil)))
+	wantHorizon(t, ctx, j, "p0", 100, true)
+	mustAppend(t, ctx, j, at(8192, batch("p0", e, nil)), at(7, batch("p1", 0, nil)))
+	wantHorizon(t, ctx, j, "p0", 8192, true)
+	wantHorizon(t, ctx, j, "p1", 7, true)
+	// Horizons of offsets past 2^53 (Redis stream IDs) are kept exactly.
+	mustAppend(t, ctx, j, at(1<<62+1, batch("p1", 0, nil)))
+	wantHorizon(t, ctx, j, "p1", 1<<62+1, true)
+
+	// A refused batch moves nothing: fenced, out of sequence, invalid.
+	wantFenced(t, j.Append(ctx, at(1<<20, batch("p0", e-1, nil))), []string{"p0"})
+	wantSequenceError(t, j.Append(ctx, at(1<<20, batch("p0", e, run("counter/1", 5, 5)))), "a horizon with a gap")
+	// The rest of a call is all or nothing too: p1's horizon stays.
+	wantSequenceError(t, j.Append(ctx, at(3, batch("p1", 0, nil)), at(1<<20, batch("p0", e, run("counter/1", 5, 5)))), "two horizons and a gap")
+	wantHorizon(t, ctx, j, "p1", 1<<62+1, true)
+	wantInvalid(t, j.Append(ctx, at(-1, batch("p0", e, nil))), "a negative horizon")
+	wantHorizon(t, ctx, j, "p0", 8192, true)
+}
+
+func wantHorizon(t *testing.T, ctx context.Context, j journal.Journal, p string, want int64, wantOK bool) {
+	t.Helper()
+	h, ok, err := j.Horizon(ctx, p)
+	if err != nil || h != want || ok != wantOK {
+		t.Fatalf("Horizon(%q) = %d, %v, %v; want %d, %v", p, h, ok, err, want, wantOK)
+	}
 }
 
 func (s *suite) testClose(t *testing.T) {
@@ -1187,6 +1229,8 @@ func (s *suite) testClose(t *testing.T) {
 	check("Epoch", err)
 	_, err = j.CompareAndSetEpoch(ctx, "p0", 0, 1)
 	check("CompareAndSetEpoch", err)
+	_, _, err = j.Horizon(ctx, "p0")
+	check("Horizon", err)
 	if err := j.Close(); err != nil && !errors.Is(err, journal.ErrClosed) {
 		t.Errorf("second Close: %v, want nil or ErrClosed", err)
 	}

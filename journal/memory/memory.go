@@ -28,10 +28,11 @@ const DefaultKeepCheckpoints = 3
 type Journal struct {
 	keep int // <= 0 keeps every checkpoint
 
-	mu     sync.RWMutex
-	closed bool
-	actors map[string]*history
-	epochs map[string]int64
+	mu       sync.RWMutex
+	closed   bool
+	actors   map[string]*history
+	epochs   map[string]int64
+	horizons map[string]int64
 }
 
 // history is one actor's entries, indexed by Seq-1, plus what lookups need.
@@ -50,9 +51,10 @@ func New(opts Options) *Journal {
 		keep = DefaultKeepCheckpoints
 	}
 	return &Journal{
-		keep:   keep,
-		actors: make(map[string]*history),
-		epochs: make(map[string]int64),
+		keep:     keep,
+		actors:   make(map[string]*history),
+		epochs:   make(map[string]int64),
+		horizons: make(map[string]int64),
 	}
 }
 
@@ -130,6 +132,9 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		}
 		for _, cp := range b.Checkpoints {
 			j.history(cp.Actor).saveCheckpoint(cp, j.keep)
+		}
+		if b.Horizon > 0 {
+			j.horizons[b.Partition] = b.Horizon
 		}
 	}
 	if len(fenced) > 0 {
@@ -281,6 +286,17 @@ func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore i
 	return journal.Checkpoint{}, false, nil
 }
 
+// Horizon implements journal.Journal.
+func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return 0, false, journal.ErrClosed
+	}
+	h, ok := j.horizons[partition]
+	return h, ok, nil
+}
+
 // Epoch implements journal.Journal.
 func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 	j.mu.RLock()
@@ -315,7 +331,7 @@ func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.closed = true
-	j.actors, j.epochs = nil, nil
+	j.actors, j.epochs, j.horizons = nil, nil, nil
 	return nil
 }
 
