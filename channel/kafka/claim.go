@@ -1,13 +1,11 @@
 package kafka
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,9 +31,8 @@ const (
 
 // claim is one assigned partition. The poll loop pushes fetched records:
 // those on their home partition as messages, which the pump goroutine hands
-// out on out, in offset order, holding back an address while one of its
-// messages waits to be redelivered after Nack; the foreign ones as records,
-// which the forward goroutine republishes to their home partitions.
+// out on out in offset order; the foreign ones as records, which the forward
+// goroutine republishes to their home partitions.
 //
 // The claim commits the lowest offset that is neither acked nor forwarded:
 // see commitPointLocked.
@@ -48,7 +45,6 @@ type claim struct {
 	lostCh   chan struct{} // closed on stateLost
 	stop     chan struct{} // closed to end delivery; the pump then closes out
 	wake     chan struct{} // buffered 1: there may be something to deliver
-	nacked   chan struct{} // buffered 1: Nack may have held back an address
 	released chan struct{} // closed once Release has tried to commit
 
 	fwdWake chan struct{}      // buffered 1: there may be records to forward
@@ -64,8 +60,6 @@ type claim struct {
 	state     claimState
 	stopped   bool              // delivery has ended
 	pending   []channel.Message // fetched, not yet handed out; offset order
-	retries   []retry           // nacked, to hand out again; offset order
-	held      map[string]int    // address → its messages in retries
 	toForward []*kgo.Record     // foreign, not yet taken by forward; offset order
 	paused    bool              // fetching of the partition is paused
 	committed int64             // offset last committed by this claim; -1 if none
@@ -82,15 +76,9 @@ type claim struct {
 	dropped int64
 }
 
-// retry is a nacked message and when to hand it out again.
-type retry struct {
-	msg channel.Message
-	at  time.Time
-}
-
 var _ channel.Claim = (*claim)(nil)
 
-// errReleased is returned by Ack and Nack after Release.
+// errReleased is returned by Ack after Release.
 var errReleased = errors.New("kafka: claim already released: its unacked messages go to the partition's next owner; ack before Release")
 
 func newClaim(s *session, cl *kgo.Client, partition int32) *claim {
@@ -103,13 +91,11 @@ func newClaim(s *session, cl *kgo.Client, partition int32) *claim {
 		lostCh:    make(chan struct{}),
 		stop:      make(chan struct{}),
 		wake:      make(chan struct{}, 1),
-		nacked:    make(chan struct{}, 1),
 		released:  make(chan struct{}),
 		fwdWake:   make(chan struct{}, 1),
 		fwdDone:   make(chan struct{}),
 		fwdCtx:    ctx,
 		fwdStop:   cancel,
-		held:      make(map[string]int),
 		acked:     -1,
 		committed: -1,
 		first:     -1,
@@ -156,13 +142,18 @@ func (c *claim) push(msgs []channel.Message, foreign []*kgo.Record) {
 	}
 	c.mu.Unlock()
 	if len(msgs) > 0 {
-		c.notify()
+		signal(c.wake)
 	}
 	if len(foreign) > 0 {
-		select {
-		case c.fwdWake <- struct{}{}:
-		default:
-		}
+		signal(c.fwdWake)
+	}
+}
+
+// signal wakes whoever waits on ch, a channel buffered 1, without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -210,121 +201,40 @@ func (c *claim) resumeIfDrainedLocked() {
 	}
 }
 
-func (c *claim) notify() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
 // pump hands out messages on out until stop closes, then closes out.
 func (c *claim) pump() {
 	defer close(c.out)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
 	for {
-		p, ok, wait := c.next(time.Now())
+		m, ok := c.next()
 		if !ok {
-			var due <-chan time.Time
-			if wait > 0 {
-				timer.Reset(wait)
-				due = timer.C
-			}
 			select {
 			case <-c.wake:
-			case <-due:
+				continue
 			case <-c.stop:
 				return
 			}
-			timer.Stop()
-			continue
 		}
 		select {
-		case c.out <- p.msg:
-		case <-c.nacked:
-			// The message in hand may belong to an address just held
-			// back: put it back and choose again.
-			c.putBack(p)
+		case c.out <- m:
 		case <-c.stop:
 			return
 		}
 	}
 }
 
-// pick is a message next took, and where from.
-type pick struct {
-	msg   channel.Message
-	retry bool // from retries, not pending
-}
-
-// next takes the next message to hand out: a nacked message whose delay has
-// passed, else the oldest fetched message whose address is not held back.
-// Without one, it reports how long until the next nacked message is due
-// (0: none is waiting).
-func (c *claim) next(now time.Time) (pick, bool, time.Duration) {
+// next takes the oldest fetched message not handed out yet.
+func (c *claim) next() (channel.Message, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var wait time.Duration
-	var earlier map[string]bool // addresses with an older retry still waiting
-	for i, r := range c.retries {
-		addr := r.msg.Address.String()
-		if !r.at.After(now) && !earlier[addr] {
-			c.retries = slices.Delete(c.retries, i, i+1)
-			if c.held[addr]--; c.held[addr] <= 0 {
-				delete(c.held, addr)
-			}
-			return pick{msg: r.msg, retry: true}, true, 0
-		}
-		if d := r.at.Sub(now); d > 0 && (wait == 0 || d < wait) {
-			wait = d
-		}
-		if earlier == nil {
-			earlier = make(map[string]bool)
-		}
-		earlier[addr] = true
+	if len(c.pending) == 0 {
+		return channel.Message{}, false
 	}
-	for i, m := range c.pending {
-		if c.held[m.Address.String()] > 0 {
-			continue
-		}
-		if i == 0 {
-			c.pending[0] = channel.Message{} // let the GC have it
-			c.pending = c.pending[1:]
-		} else {
-			c.pending = slices.Delete(c.pending, i, i+1)
-		}
-		c.resumeIfDrainedLocked()
-		return pick{msg: m}, true, 0
-	}
-	return pick{}, false, wait
+	m := c.pending[0]
+	c.pending[0] = channel.Message{} // let the GC have it
+	c.pending = c.pending[1:]
+	c.resumeIfDrainedLocked()
+	return m, true
 }
-
-// putBack undoes next for a message that was not handed out.
-func (c *claim) putBack(p pick) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stateActive {
-		return
-	}
-	if p.retry {
-		c.insertRetry(retry{msg: p.msg, at: time.Now()})
-		return
-	}
-	i, _ := slices.BinarySearchFunc(c.pending, p.msg.Offset, byOffset)
-	c.pending = slices.Insert(c.pending, i, p.msg)
-}
-
-// insertRetry adds r to retries in offset order and holds back its address.
-func (c *claim) insertRetry(r retry) {
-	i, _ := slices.BinarySearchFunc(c.retries, r.msg.Offset, func(r retry, off int64) int {
-		return byOffset(r.msg, off)
-	})
-	c.retries = slices.Insert(c.retries, i, r)
-	c.held[r.msg.Address.String()]++
-}
-
-func byOffset(m channel.Message, off int64) int { return cmp.Compare(m.Offset, off) }
 
 // stopDelivery ends delivery: the pump closes Messages. Buffered messages
 // are dropped; they were never acked, so the next owner gets them again.
@@ -344,7 +254,7 @@ func (c *claim) setState(st claimState) {
 		return
 	}
 	c.state = st
-	c.pending, c.retries, c.toForward = nil, nil, nil
+	c.pending, c.toForward = nil, nil
 	if st >= stateGone {
 		c.fwdStop()
 	}
@@ -425,37 +335,6 @@ func (c *claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	}
 	i, _ := slices.BinarySearch(c.hostOpen, c.acked)
 	c.hostOpen = c.hostOpen[i:]
-	return nil
-}
-
-// Nack hands msg out again on this claim once delay has passed. The
-// messages of its address not handed out yet wait for it; those already
-// handed out are not recalled. Deliveries stays 0: Kafka cannot count.
-// The nack is kept in memory only: if the claim ends first, the next owner
-// of the partition gets the message at once, from the committed offset.
-// A nack after Release returns errReleased; after a revocation or Lost it
-// is ignored.
-func (c *claim) Nack(_ context.Context, msg channel.Message, delay time.Duration) error {
-	if msg.Partition != c.partition {
-		return fmt.Errorf("kafka: nack of message %s of partition %d on the claim of partition %d: nack it on its own claim",
-			msg.ID, msg.Partition, c.partition)
-	}
-	c.mu.Lock()
-	switch c.state {
-	case stateReleased:
-		c.mu.Unlock()
-		return errReleased
-	case stateGone, stateLost:
-		c.mu.Unlock()
-		return nil
-	}
-	c.insertRetry(retry{msg: msg, at: time.Now().Add(delay)})
-	c.mu.Unlock()
-	select {
-	case c.nacked <- struct{}{}:
-	default:
-	}
-	c.notify()
 	return nil
 }
 

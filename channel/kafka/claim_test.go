@@ -50,36 +50,29 @@ func recv(t *testing.T, c *claim, timeout time.Duration) channel.Message {
 	panic("unreachable")
 }
 
-func TestClaimNackHoldsBackItsAddress(t *testing.T) {
+func TestClaimHandsOutInOffsetOrder(t *testing.T) {
 	c := newTestClaim(t, 100)
-	c.push([]channel.Message{testMsg("a/1", 0), testMsg("a/1", 1), testMsg("b/1", 2), testMsg("a/1", 3)}, nil)
-	ctx := context.Background()
-
-	a0 := recv(t, c, time.Second)
-	if a0.Offset != 0 {
-		t.Fatalf("first = %d, want 0", a0.Offset)
-	}
-	// Once the pump holds offset 1 (a/1) in hand, Nack must make it put
-	// it back.
-	waitfor.Until(t, time.Second, "the pump takes the next message", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.pending) == 2
-	})
-	nackedAt := time.Now()
-	if err := c.Nack(ctx, a0, 200*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if m := recv(t, c, time.Second); m.Offset != 2 {
-		t.Fatalf("after nack got offset %d, want 2 (b/1); a/1 must wait", m.Offset)
-	}
-	again := recv(t, c, time.Second)
-	if again.Offset != 0 || time.Since(nackedAt) < 200*time.Millisecond {
-		t.Fatalf("redelivery: offset %d after %v, want 0 after 200ms", again.Offset, time.Since(nackedAt))
-	}
-	for _, want := range []int64{1, 3} {
+	c.push([]channel.Message{testMsg("a/1", 0), testMsg("b/1", 1), testMsg("a/1", 2)}, nil)
+	for _, want := range []int64{0, 1, 2} {
 		if m := recv(t, c, time.Second); m.Offset != want {
 			t.Fatalf("got offset %d, want %d", m.Offset, want)
+		}
+	}
+	// The pump waits for the next fetch.
+	c.push([]channel.Message{testMsg("b/1", 3), testMsg("a/1", 4)}, nil)
+	if m := recv(t, c, time.Second); m.Offset != 3 {
+		t.Fatalf("got offset %d, want 3", m.Offset)
+	}
+	// Stopping delivery closes Messages with offset 4 in the pump's hand.
+	waitfor.Until(t, time.Second, "the pump takes offset 4", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.pending) == 0
+	})
+	c.stopDelivery()
+	for m := range c.Messages() {
+		if m.Offset != 4 {
+			t.Fatalf("got offset %d after delivery stopped", m.Offset)
 		}
 	}
 }

@@ -23,9 +23,6 @@
 // host's dedup drops the second copy.
 //
 // What the Kafka channel does not give:
-//   - Nack keeps the message in memory: if the consumer stops before the
-//     delay has passed, the message is redelivered at once by the next
-//     owner of the partition, as its offset was never committed.
 //   - Acks are committed every Options.CommitInterval and on Release: after
 //     a crash, what was acked since the last commit is delivered again
 //     (same IDs, so the host's dedup drops it).
