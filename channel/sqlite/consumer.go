@@ -21,12 +21,12 @@ import (
 // and leases and takes free partitions up to its fair share
 // ceil(partitions/live consumers); claims beyond that share are asked to
 // stop. The poller serves every claim in one transaction per poll: it
-// deletes the messages acked since the last poll, applies nacks, and takes
-// the next messages of each partition, recording their delivery before any
-// is handed out. One transaction for all partitions means one fsync per poll
-// instead of one per partition. A poller that has nothing to flush and
-// whose claims saw no new message since their last poll (it reads the
-// newest offset first) skips the write transaction altogether.
+// deletes the messages acked since the last poll and takes the next
+// messages of each partition, recording their delivery before any is handed
+// out. One transaction for all partitions means one fsync per poll instead
+// of one per partition. A poller that has nothing to flush and whose claims
+// saw no new message since their last poll (it reads the newest offset
+// first) skips the write transaction altogether.
 type Consumer struct {
 	m       *Mailbox
 	opts    ConsumerOptions
@@ -266,16 +266,13 @@ func (c *Consumer) poll(ctx context.Context) error {
 // work is what one poll does for one claim.
 type work struct {
 	cl    *Claim
-	from  int64 // scan rows after this offset
+	from  int64 // take rows after this offset
 	limit int   // deliver at most this many
 	acks  []int64
-	nacks []nack
 
 	// results
 	lost      bool
-	delivered []channel.Message
-	cursor    int64
-	retryAt   int64 // earliest visible_at of a held-back row, 0 if none
+	delivered []channel.Message // in offset order
 }
 
 // newestOffsetSQL reads the highest offset ever given to a message
@@ -289,14 +286,11 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	c.cycleMu.Lock()
 	defer c.cycleMu.Unlock()
 
-	// A claim that has polled before, got everything there was and holds
-	// nothing back only needs polling when something was published since.
-	// The highest offset ever published tells, read without the write
-	// lock: idle consumers leave the lock to those who need it.
-	now := time.Now().UnixNano()
-	idle := func(cl *Claim) bool {
-		return cl.polled && !cl.more && len(cl.nacks) == 0 && (cl.retryAt == 0 || now < cl.retryAt)
-	}
+	// A claim that has polled before and got everything there was only
+	// needs polling when something was published since. The highest offset
+	// ever published tells, read without the write lock: idle consumers
+	// leave the lock to those who need it.
+	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
 	claims := c.claims()
 	c.mu.Lock()
 	needSeq := false
@@ -315,17 +309,12 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	c.mu.Lock()
 	var todo []*work
 	for _, cl := range claims {
-		w := &work{cl: cl, from: cl.cursor, acks: cl.acks, nacks: cl.nacks}
-		cl.acks, cl.nacks = nil, nil
-		if cl.active() {
-			if !idle(cl) || !seqKnown || seq > cl.seenSeq || len(w.nacks) > 0 {
-				w.limit = min(c.opts.BatchSize, c.opts.Buffer-len(cl.inflight), cl.s.Room())
-			}
-			for _, n := range w.nacks {
-				w.from = min(w.from, n.offset-1)
-			}
+		w := &work{cl: cl, from: cl.cursor, acks: cl.acks}
+		cl.acks = nil
+		if cl.active() && (!idle(cl) || !seqKnown || seq > cl.seenSeq) {
+			w.limit = min(c.opts.BatchSize, c.opts.Buffer-len(cl.inflight), cl.s.Room())
 		}
-		if w.limit > 0 || len(w.acks) > 0 || len(w.nacks) > 0 {
+		if w.limit > 0 || len(w.acks) > 0 {
 			todo = append(todo, w)
 		}
 	}
@@ -345,11 +334,10 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		// Nothing was applied: keep the acks and nacks for the next poll.
+		// Nothing was applied: keep the acks for the next poll.
 		for _, w := range todo {
 			if w.cl.holds() {
 				w.cl.acks = append(w.acks, w.cl.acks...)
-				w.cl.nacks = append(w.nacks, w.cl.nacks...)
 			}
 		}
 		return false, fmt.Errorf("poll: %w", err)
@@ -362,30 +350,19 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 			continue
 		}
 		cl.s.Lock()
-		if !cl.s.ActiveLocked() {
+		if w.limit == 0 || !cl.s.ActiveLocked() {
 			cl.s.Unlock()
 			continue
 		}
-		if w.limit == 0 {
-			if len(w.nacks) > 0 {
-				// Applied without a scan (no room): rescan from the
-				// nacked rows once there is room.
-				cl.cursor, cl.more = w.from, true
-			}
-			cl.s.Unlock()
-			continue
-		}
-		cl.cursor = w.cursor
-		cl.polled, cl.seenSeq, cl.retryAt = true, seq, w.retryAt
+		cl.polled, cl.seenSeq = true, seq
 		cl.more = len(w.delivered) == w.limit
+		again = again || cl.more
 		for _, msg := range w.delivered {
+			cl.cursor = msg.Offset
 			cl.inflight[msg.Offset] = struct{}{}
 			cl.s.PushLocked(msg) // never blocks: limit reserved the room
 		}
 		cl.s.Unlock()
-		if len(w.delivered) == w.limit {
-			again = true
-		}
 	}
 	return again, nil
 }
@@ -415,7 +392,7 @@ func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 
 	var st *pollStmts
 	for _, w := range todo {
-		w.lost, w.delivered, w.cursor, w.retryAt = false, nil, w.from, 0
+		w.lost, w.delivered = false, nil
 		if l, ok := leases[w.cl.partition]; !ok || l.epoch != w.cl.epoch || l.expires <= now {
 			// Another consumer may own the partition now: touch nothing.
 			w.lost = true
@@ -426,11 +403,11 @@ func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 				return err
 			}
 		}
-		if err := st.apply(ctx, w); err != nil {
+		if err := st.ack(ctx, w.cl, w.acks); err != nil {
 			return err
 		}
 		if w.limit > 0 {
-			if err := st.take(ctx, w, now, c.m.name); err != nil {
+			if err := st.takeNext(ctx, w, c.m.name); err != nil {
 				return err
 			}
 		}

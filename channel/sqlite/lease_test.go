@@ -258,3 +258,48 @@ func TestMailboxCloseStopsEverything(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// A file of an earlier version has mailbox_messages.visible_at, set on rows
+// that were nacked with a delay. Such a row is delivered at once, and the
+// file takes publishes and acks as a new one does.
+func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mailbox.db")
+	db := rawDB(t, path)
+	if _, err := db.Exec(`
+		CREATE TABLE mailbox_messages (
+			id         INTEGER PRIMARY KEY AUTOINCREMENT,
+			partition  INTEGER NOT NULL,
+			msg_id     TEXT    NOT NULL,
+			address    TEXT    NOT NULL,
+			payload    BLOB    NOT NULL,
+			headers    BLOB,
+			deliveries INTEGER NOT NULL DEFAULT 0,
+			visible_at INTEGER NOT NULL DEFAULT 0,
+			claim      INTEGER,
+			created_at INTEGER NOT NULL
+		);
+		CREATE INDEX mailbox_messages_delayed ON mailbox_messages (partition, visible_at) WHERE visible_at > 0;
+		INSERT INTO mailbox_messages (partition, msg_id, address, payload, deliveries, visible_at, created_at)
+			VALUES (0, 'nacked', 't/0', x'', 1, ?, 1)`, time.Now().Add(time.Hour).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	mb := open(t, path, sqlite.Options{Partitions: 1})
+	publishN(t, mb, 2)
+
+	r := record(t, mb.Consumer(sqlite.ConsumerOptions{PollInterval: time.Millisecond}))
+	cl := r.claim(t)
+	waitfor.Until(t, 30*time.Second, "all 3", func() bool { return len(r.received()) == 3 })
+	got := r.received()
+	if got[0].ID != "nacked" || got[0].Deliveries != 2 {
+		t.Errorf("first delivery is %s with Deliveries %d, want the nacked row with 2", got[0].ID, got[0].Deliveries)
+	}
+	if err := cl.Ack(t.Context(), got...); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM mailbox_messages`); n != 0 {
+		t.Errorf("%d messages left after acking all, want 0", n)
+	}
+}

@@ -54,7 +54,9 @@ import (
 const Backend = "sqlite"
 
 // schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs, so
-// they never go back even when the newest messages have been deleted.
+// they never go back even when the newest messages have been deleted. Files
+// of earlier versions also have a column visible_at in mailbox_messages and
+// an index mailbox_messages_delayed: unused, and left alone.
 const schema = `
 CREATE TABLE IF NOT EXISTS mailbox_meta (
 	key   TEXT PRIMARY KEY,
@@ -68,14 +70,10 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
 	payload    BLOB    NOT NULL,
 	headers    BLOB,
 	deliveries INTEGER NOT NULL DEFAULT 0,
-	visible_at INTEGER NOT NULL DEFAULT 0,
 	claim      INTEGER,
 	created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mailbox_messages_partition_id ON mailbox_messages (partition, id);
--- Only nacked messages have a visible_at: this index stays tiny, and tells
--- a poll whether anything in a partition is held back.
-CREATE INDEX IF NOT EXISTS mailbox_messages_delayed ON mailbox_messages (partition, visible_at) WHERE visible_at > 0;
 CREATE TABLE IF NOT EXISTS mailbox_leases (
 	partition  INTEGER PRIMARY KEY,
 	owner      TEXT    NOT NULL DEFAULT '',
@@ -290,10 +288,10 @@ func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return commit(tx, fn)
 }
 
-// writeBookkeeping is write for the consumer's delivery marks, acks and
-// nacks, committed without an fsync (synchronous=NORMAL): a process crash
-// keeps them; a power loss may undo the last ones, which only means those
-// messages are delivered again, and the host's journal deduplicates them.
+// writeBookkeeping is write for the consumer's delivery marks and acks,
+// committed without an fsync (synchronous=NORMAL): a process crash keeps
+// them; a power loss may undo the last ones, which only means those messages
+// are delivered again, and the host's journal deduplicates them.
 // Publishes and dead letters always get the mailbox's own setting.
 func (m *Mailbox) writeBookkeeping(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if !m.syncFull {

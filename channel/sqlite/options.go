@@ -105,9 +105,8 @@ type ConsumerOptions struct {
 	BatchSize int
 
 	// Buffer is how many messages of one claim may be delivered and not yet
-	// acked or nacked. When a claim has that many outstanding, its partition
-	// is not polled until acks come in: backpressure instead of an unbounded
-	// queue.
+	// acked. When a claim has that many outstanding, its partition is not
+	// polled until acks come in: backpressure instead of an unbounded queue.
 	//
 	// Defaults to 1024.
 	Buffer int
