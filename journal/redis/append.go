@@ -20,8 +20,8 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return err
 	}
 
-	// Keys: the epochs hash, then three per actor.
-	keys := []string{j.epochsKey()}
+	// Keys: the epochs and horizons hashes, then three per actor.
+	keys := []string{j.epochsKey(), j.horizonsKey()}
 	actorIdx := make(map[string]int)
 	actor := func(a string) string {
 		k, ok := actorIdx[a]
@@ -38,12 +38,18 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	}
 	n := 3
 	for _, b := range batches {
-		n += 4 + 5*len(b.Entries) + 3*len(b.Checkpoints)
+		n += 5 + 5*len(b.Entries) + 3*len(b.Checkpoints)
 	}
 	args := make([]any, 0, n)
 	args = append(args, j.keep, compact, len(batches))
 	for _, b := range batches {
-		args = append(args, b.Partition, strconv.FormatInt(b.Epoch, 10), len(b.Entries), len(b.Checkpoints))
+		// A horizon travels as a decimal string, which the script never
+		// turns into a (double) number; "" is none.
+		h := ""
+		if b.Horizon > 0 {
+			h = strconv.FormatInt(b.Horizon, 10)
+		}
+		args = append(args, b.Partition, strconv.FormatInt(b.Epoch, 10), len(b.Entries), len(b.Checkpoints), h)
 		for _, e := range b.Entries {
 			args = append(args, actor(e.Actor), strconv.FormatInt(e.Seq, 10), strconv.Itoa(int(e.Kind)), e.MsgID, encodeEntry(e))
 		}

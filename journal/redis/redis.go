@@ -3,11 +3,11 @@
 // Each Append is one Lua script call, whatever the number of batches and
 // actors in it. The script checks the epoch of every batch's partition,
 // skips the stale batches, checks every actor's next sequence, and only
-// then writes entries and checkpoints and prunes old checkpoints; Redis
-// runs it atomically, so an Append is written whole or not at all, and no
-// other writer's command runs between its checks and its writes. That
-// makes the journal safe for many processes on many hosts sharing one
-// Redis: fencing and sequence checks happen on the server.
+// then writes entries, horizons and checkpoints and prunes old
+// checkpoints; Redis runs it atomically, so an Append is written whole or
+// not at all, and no other writer's command runs between its checks and
+// its writes. That makes the journal safe for many processes on many hosts
+// sharing one Redis: fencing and sequence checks happen on the server.
 //
 // # Keys
 //
@@ -17,7 +17,8 @@
 // load). Per actor: a sorted set of its entries scored by sequence (…:e:
 // <actor>), a hash from message ID to outcome entry (…:o:<actor>) and a
 // sorted set of its checkpoints (…:c:<actor>); per journal, a hash of
-// partition epochs (…:epochs).
+// partition epochs (…:epochs) and a hash of partition horizons
+// (…:horizons), the latter made by the first Append that sets one.
 //
 // # Durability
 //
@@ -46,6 +47,7 @@
 // # Limits
 //
 // Sequences and epochs are exact up to 2^53 (Redis scores are doubles).
+// Horizons are kept as decimal strings, so every int64 is exact.
 // Actors and message IDs keep the limits every journal has (see
 // journal.Validate): at most 1024 bytes of UTF-8 without control
 // characters. Needs Redis 7.0 or newer (or a
@@ -177,6 +179,7 @@ func newJournal(ctx context.Context, client redis.UniversalClient, opts Options,
 
 // Keys: the namespace's hash tag, then what the key holds.
 func (j *Journal) epochsKey() string                  { return j.prefix + "epochs" }
+func (j *Journal) horizonsKey() string                { return j.prefix + "horizons" }
 func (j *Journal) entriesKey(actor string) string     { return j.prefix + "e:" + actor }
 func (j *Journal) outcomesKey(actor string) string    { return j.prefix + "o:" + actor }
 func (j *Journal) checkpointsKey(actor string) string { return j.prefix + "c:" + actor }
@@ -328,6 +331,27 @@ func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore i
 		cp.State = []byte(m[8:])
 	}
 	return cp, true, nil
+}
+
+// Horizon implements journal.Journal. A journal written before horizons
+// existed has no horizons hash: ok is false then, as for any partition
+// without one.
+func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
+	if j.closed.Load() {
+		return 0, false, journal.ErrClosed
+	}
+	v, err := j.client.HGet(ctx, j.horizonsKey(), partition).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, j.failed(fmt.Errorf("journal/redis: horizon of %q: %w", partition, err))
+	}
+	h, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("journal/redis: horizon of %q is %q, not an offset", partition, v)
+	}
+	return h, true, nil
 }
 
 // Epoch implements journal.Journal.

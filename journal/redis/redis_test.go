@@ -64,14 +64,26 @@ func TestKeysShareOneHashTag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := namespaceKeys(t, rawClient(t), ns)
+	c := rawClient(t)
+	keys := namespaceKeys(t, c, ns)
 	if len(keys) != 4 {
 		t.Fatalf("keys = %q, want epochs, entries, outcomes and checkpoints", keys)
+	}
+	// A horizon past 2^53 is stored as its decimal string, exactly.
+	if err := j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e, Horizon: 1<<62 + 1}); err != nil {
+		t.Fatal(err)
+	}
+	keys = namespaceKeys(t, c, ns)
+	if len(keys) != 5 {
+		t.Fatalf("keys = %q, want the horizons hash too", keys)
 	}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, "{postbox:"+ns+"}:") {
 			t.Errorf("key %q does not start with the namespace's hash tag", k)
 		}
+	}
+	if got, err := c.HGet(ctx, "{postbox:"+ns+"}:horizons", "p0").Result(); err != nil || got != "4611686018427387905" {
+		t.Fatalf("stored horizon = %q, %v; want \"4611686018427387905\"", got, err)
 	}
 }
 

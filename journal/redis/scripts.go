@@ -10,13 +10,15 @@ import "github.com/redis/go-redis/v9"
 
 // appendScript writes one Append call: every batch in it.
 //
-// KEYS[1] is the epochs hash; actor k (1-based) has its entries at
-// KEYS[3k-1], its outcomes at KEYS[3k] and its checkpoints at KEYS[3k+1].
+// KEYS[1] is the epochs hash and KEYS[2] the horizons hash; actor k
+// (1-based) has its entries at KEYS[3k], its outcomes at KEYS[3k+1] and its
+// checkpoints at KEYS[3k+2].
 //
 // ARGV: keep, compact ("1" or "0"), the number of batches, then per batch:
-// partition, epoch, number of entries, number of checkpoints; per entry:
-// actor k, seq, kind, message ID, member; per checkpoint: actor k, seq,
-// member.
+// partition, epoch, number of entries, number of checkpoints, horizon (""
+// for none); per entry: actor k, seq, kind, message ID, member; per
+// checkpoint: actor k, seq, member. A horizon stays a string throughout:
+// a Lua number is a double, and horizons go past 2^53.
 //
 // It returns {1, fenced partitions...} when it wrote the current batches,
 // {2, k, seq, want} for an entry out of sequence, {3, k, seq, last} for a
@@ -28,9 +30,12 @@ local keep = tonumber(ARGV[1])
 local compact = ARGV[2] == '1'
 local nb = tonumber(ARGV[3])
 
--- Fencing: which batches carry their partition's current epoch.
+-- Fencing: which batches carry their partition's current epoch. The
+-- horizons of current batches are gathered here, the last one of a
+-- partition winning, and written once nothing can refuse the call.
 local epochs, seen, fenced = {}, {}, {}
 local current, at, ne, nc = {}, {}, {}, {}
+local horizons, hp = {}, {}
 local i = 4
 for b = 1, nb do
 	local p, e = ARGV[i], ARGV[i + 1]
@@ -45,8 +50,15 @@ for b = 1, nb do
 		seen[p] = true
 		fenced[#fenced + 1] = p
 	end
-	at[b] = i + 4
-	i = i + 4 + 5 * ne[b] + 3 * nc[b]
+	local h = ARGV[i + 4]
+	if current[b] and h ~= '' then
+		if horizons[p] == nil then
+			hp[#hp + 1] = p
+		end
+		horizons[p] = h
+	end
+	at[b] = i + 5
+	i = i + 5 + 5 * ne[b] + 3 * nc[b]
 end
 
 -- Sequences: each actor's next seq, from its last entry.
@@ -54,7 +66,7 @@ local nxt = {}
 local function head(k)
 	local v = nxt[k]
 	if v == nil then
-		local r = redis.call('ZRANGE', KEYS[3 * k - 1], -1, -1, 'WITHSCORES')
+		local r = redis.call('ZRANGE', KEYS[3 * k], -1, -1, 'WITHSCORES')
 		v = 1
 		if r[2] then
 			v = tonumber(r[2]) + 1
@@ -101,7 +113,7 @@ for b = 1, nb do
 		for _ = 1, ne[b] do
 			local kind = ARGV[j + 2]
 			if kind == '3' or kind == '4' then
-				local okey = KEYS[3 * tonumber(ARGV[j])]
+				local okey = KEYS[3 * tonumber(ARGV[j]) + 1]
 				if redis.call('HSETNX', okey, ARGV[j + 3], ARGV[j + 4]) == 0 then
 					local first = redis.call('HGET', okey, ARGV[j + 3])
 					for n = 1, #set, 2 do
@@ -123,10 +135,15 @@ for b = 1, nb do
 		local j = at[b]
 		for _ = 1, ne[b] do
 			local k = tonumber(ARGV[j])
-			redis.call('ZADD', KEYS[3 * k - 1], ARGV[j + 1], ARGV[j + 4])
+			redis.call('ZADD', KEYS[3 * k], ARGV[j + 1], ARGV[j + 4])
 			j = j + 5
 		end
 	end
+end
+
+-- Horizons, as the strings they came as.
+for _, p in ipairs(hp) do
+	redis.call('HSET', KEYS[2], p, horizons[p])
 end
 
 -- Checkpoints; since[k] is where the actor's last compaction stopped.
@@ -136,7 +153,7 @@ for b = 1, nb do
 		local j = at[b] + 5 * ne[b]
 		for _ = 1, nc[b] do
 			local k, seq = tonumber(ARGV[j]), ARGV[j + 1]
-			local key = KEYS[3 * k + 1]
+			local key = KEYS[3 * k + 2]
 			if since[k] == nil then
 				local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 				since[k] = r[2] or '0'
@@ -150,7 +167,7 @@ for b = 1, nb do
 end
 
 for _, k in ipairs(cpActors) do
-	local key = KEYS[3 * k + 1]
+	local key = KEYS[3 * k + 2]
 	if keep > 0 then
 		redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
 	end
@@ -161,7 +178,7 @@ for _, k in ipairs(cpActors) do
 			-- The last entry stays, whatever its kind: the next
 			-- append's sequence check reads it.
 			local last = nxt[k] - 1
-			local ekey, okey = KEYS[3 * k - 1], KEYS[3 * k]
+			local ekey, okey = KEYS[3 * k], KEYS[3 * k + 1]
 			local rs = redis.call('ZRANGE', ekey, '(' .. since[k], upto, 'BYSCORE', 'WITHSCORES')
 			for n = 1, #rs, 2 do
 				local m, score = rs[n], rs[n + 1]
