@@ -120,7 +120,7 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 // GiveBack drops leases taken while Run began to drain.
 func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	for _, h := range taken {
-		args := appendSettle([]any{leaseValue(h.Epoch, c.opts.Owner), group, "1"}, nil, nil)
+		args := ackArgs(leaseValue(h.Epoch, c.opts.Owner), nil, true)
 		if err := ackScript.Run(ctx, c.m.client, c.m.partitionKeys(h.Partition), args...).Err(); err != nil {
 			return fmt.Errorf("partition %d: %w", h.Partition, c.m.failed(err))
 		}
@@ -151,8 +151,8 @@ func (c *Consumer) kickFlush() {
 	}
 }
 
-// flushLoop sends buffered acks and nacks every AckInterval, or at once
-// when a claim has a batch of them, until ctx is done.
+// flushLoop sends buffered acks every AckInterval, or at once when a claim
+// has a batch of them, until ctx is done.
 func (c *Consumer) flushLoop(ctx context.Context) {
 	t := time.NewTicker(c.opts.AckInterval)
 	defer t.Stop()
@@ -172,17 +172,16 @@ func (c *Consumer) flushLoop(ctx context.Context) {
 	}
 }
 
-// flushAll sends the buffered acks and nacks of the claims in one
-// pipeline: one round trip, and with appendfsync always one fsync, for all
-// of them. A claim whose read or Release is sending its acks right now is
-// skipped. A failed flush keeps its acks for the next one; a lost lease
-// ends the claim.
+// flushAll sends the buffered acks of the claims in one pipeline: one
+// round trip, and with appendfsync always one fsync, for all of them. A
+// claim whose read or Release is sending its acks right now is skipped. A
+// failed flush keeps its acks for the next one; a lost lease ends the
+// claim.
 func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 	type batch struct {
-		cl    *Claim
-		acks  []string
-		nacks []nackHint
-		cmd   *redis.Cmd
+		cl   *Claim
+		acks []string
+		cmd  *redis.Cmd
 	}
 	var todo []batch
 	for _, cl := range claims {
@@ -190,9 +189,8 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 			continue
 		}
 		cl.s.Lock()
-		if cl.s.HoldsLocked() && !cl.s.ReleasingLocked() && (len(cl.acks) > 0 || len(cl.nacks) > 0) {
-			acks, nacks := cl.takeAcksLocked()
-			todo = append(todo, batch{cl: cl, acks: acks, nacks: nacks})
+		if cl.s.HoldsLocked() && !cl.s.ReleasingLocked() && len(cl.acks) > 0 {
+			todo = append(todo, batch{cl: cl, acks: cl.takeAcksLocked()})
 		} else {
 			cl.flushMu.Unlock()
 		}
@@ -204,7 +202,7 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 	_, _ = c.m.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range todo {
 			b := &todo[i]
-			b.cmd = ackScript.EvalSha(ctx, p, b.cl.keys, b.cl.ackArgs(b.acks, b.nacks, false)...)
+			b.cmd = ackScript.EvalSha(ctx, p, b.cl.keys, ackArgs(b.cl.lease, b.acks, false)...)
 		}
 		return nil
 	})
@@ -212,11 +210,11 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 		res, err := b.cmd.Int64()
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// The server lost its scripts (restart, SCRIPT FLUSH).
-			res, err = ackScript.Run(ctx, c.m.client, b.cl.keys, b.cl.ackArgs(b.acks, b.nacks, false)...).Int64()
+			res, err = ackScript.Run(ctx, c.m.client, b.cl.keys, ackArgs(b.cl.lease, b.acks, false)...).Int64()
 		}
 		switch {
 		case err != nil:
-			b.cl.restoreAcks(b.acks, b.nacks)
+			b.cl.restoreAcks(b.acks)
 		case res != 1:
 			b.cl.s.Lose()
 		}

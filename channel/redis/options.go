@@ -87,17 +87,15 @@ type ConsumerOptions struct {
 	BatchSize int
 
 	// Buffer is how many messages of one claim may be delivered and not
-	// yet acked or nacked, counting those held back behind a nacked message
-	// of their address. When a claim has that many, its partition is not read
+	// yet acked. When a claim has that many, its partition is not read
 	// until acks come in: backpressure instead of an unbounded queue.
 	//
 	// Defaults to 1024.
 	Buffer int
 
 	// MaxWait is how long a claim's reader blocks in one XREAD waiting for
-	// new entries before it looks around again. It bounds how late a
-	// nacked message may come back after its delay, and how long Run takes
-	// to return once its claims are done.
+	// new entries before it looks around again. It bounds how long Run
+	// takes to return once its claims are done.
 	//
 	// Defaults to 250ms.
 	MaxWait time.Duration

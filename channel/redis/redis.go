@@ -17,11 +17,10 @@
 // partition's pending entries (delivered before, never acked) and delivers
 // them, then reads new entries. Message.Deliveries is the entry's delivery
 // count in the group's pending list: 1 on the first read, one more on every
-// claim by a new owner and on every redelivery after a Nack. An entry read
-// but held back (behind a nacked message of its address) or still buffered
-// when its claim ended counts as delivered. Acked entries are acknowledged
-// and deleted from the stream (XACK and XDEL), so a stream holds only what
-// is not yet acked; nothing is ever trimmed by length or age.
+// claim by a new owner. An entry read but still buffered when its claim
+// ended counts as delivered. Acked entries are acknowledged and deleted
+// from the stream (XACK and XDEL), so a stream holds only what is not yet
+// acked; nothing is ever trimmed by length or age.
 //
 // An entry written to a partition stream by something other than a Publisher
 // is delivered with the ID "<mailbox>/<partition>/<entry ID>" when it has no id
@@ -51,10 +50,12 @@
 //	s:<p>        the stream of partition p, with the consumer group "postbox"
 //	lease:<p>    "<epoch>:<owner>" of partition p's current owner, with a PX TTL
 //	epochs       hash: partition -> epoch, incremented on every takeover
-//	nacks:<p>    hash: entry ID -> time before which it must not come back
 //	consumers    sorted set: live consumers scored by heartbeat expiry
 //	dlq          stream of dead letters
 //	dlq:index    hash: dead-letter ID -> its entry in dlq
+//
+// Earlier versions kept nack delays in hashes nacks:<p>; such a key is
+// ignored.
 //
 // # Durability and limits
 //
@@ -245,9 +246,8 @@ func (m *Mailbox) dlqKey() string           { return m.prefix + "dlq" }
 func (m *Mailbox) dlqIndexKey() string      { return m.prefix + "dlq:index" }
 func (m *Mailbox) streamKey(p int32) string { return m.prefix + "s:" + strconv.Itoa(int(p)) }
 func (m *Mailbox) leaseKey(p int32) string  { return m.prefix + "lease:" + strconv.Itoa(int(p)) }
-func (m *Mailbox) nacksKey(p int32) string  { return m.prefix + "nacks:" + strconv.Itoa(int(p)) }
 func (m *Mailbox) partitionKeys(p int32) []string {
-	return []string{m.leaseKey(p), m.streamKey(p), m.nacksKey(p)}
+	return []string{m.leaseKey(p), m.streamKey(p)}
 }
 func leaseValue(epoch int64, owner string) string { return strconv.FormatInt(epoch, 10) + ":" + owner }
 

@@ -16,47 +16,15 @@ import "github.com/redis/go-redis/v9"
 
 // luaPrelude holds helpers shared by the scripts. It follows the shebang.
 const luaPrelude = `
-local function nowms()
-	local t = redis.call('TIME')
-	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- ack acks ARGV[first..last] in the group, deletes the entries from the
--- stream (they were delivered to this owner and only it could ack them,
--- so none is still pending elsewhere) and forgets their nack times.
-local function ack(stream, nacks, group, first, last)
-	if last < first then
-		return
-	end
-	local hasNacks = redis.call('EXISTS', nacks) == 1
-	local i = first
-	while i <= last do
-		local j = math.min(i + 999, last)
+-- ack acks the entry IDs ARGV[first..] in the group and deletes the
+-- entries from the stream (they were delivered to this owner and only it
+-- could ack them, so none is still pending elsewhere).
+local function ack(stream, group, first)
+	for i = first, #ARGV, 1000 do
+		local j = math.min(i + 999, #ARGV)
 		redis.call('XACK', stream, group, unpack(ARGV, i, j))
 		redis.call('XDEL', stream, unpack(ARGV, i, j))
-		if hasNacks then
-			redis.call('HDEL', nacks, unpack(ARGV, i, j))
-		end
-		i = j + 1
 	end
-end
-
--- settle applies buffered nacks and acks from ARGV[at]: the number of
--- nacks, per nack an entry ID and a delay in ms, the number of acks, the
--- entry IDs. Nacks go first, so that an entry nacked and then acked in one
--- call leaves no nack time behind. A nack is recorded as the time (server
--- ms) before which the entry must not come back, so that a new owner of
--- the partition honours it too.
-local function settle(stream, nacks, group, at)
-	local nn = tonumber(ARGV[at])
-	if nn > 0 then
-		local now = nowms()
-		for k = 0, nn - 1 do
-			redis.call('HSET', nacks, ARGV[at + 1 + 2 * k], now + tonumber(ARGV[at + 2 + 2 * k]))
-		end
-	end
-	local a = at + 1 + 2 * nn
-	ack(stream, nacks, group, a + 1, a + tonumber(ARGV[a]))
 end
 
 -- deliveries is the delivery count of a pending entry.
@@ -87,7 +55,8 @@ func newScript(body string) *redis.Script {
 // "<epoch>:<owner>" with the TTL.
 var leaseScript = newScript(`
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-local now = nowms()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] == '1' then
 	redis.call('ZADD', KEYS[1], now + ttl, owner)
 else
@@ -128,16 +97,16 @@ end
 return {live, lost, taken}
 `)
 
-// readScript applies buffered nacks and acks and reads the partition's next
-// entries into the owner's pending list: first the owner's own pending
-// entries after a given ID, then new ones.
+// readScript applies buffered acks and reads the partition's next entries
+// into the owner's pending list: first the owner's own pending entries
+// after a given ID, then new ones.
 //
-// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer,
-// count, after, then the nacks and acks as settle takes them. after is the
-// ID of the last entry the claim got from a reply: an own pending entry
-// beyond it was read by a call whose reply was lost (or by the first run of
-// a call the client retried), and comes before anything new, so that no
-// later entry of the partition overtakes it. Without such a loss there is none,
+// KEYS: lease, stream. ARGV: lease value, group, consumer, count, after,
+// then the entry IDs to ack. after is the ID of the last entry the claim
+// got from a reply: an own pending entry beyond it was read by a call whose
+// reply was lost (or by the first run of a call the client retried), and
+// comes before anything new, so that no later entry of the partition
+// overtakes it. Without such a loss there is none,
 // and the extra XREADGROUP finds nothing.
 //
 // It returns 0 when the lease is not the caller's; {1} when count is 0;
@@ -152,7 +121,7 @@ var readScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
-settle(KEYS[2], KEYS[3], ARGV[2], 6)
+ack(KEYS[2], ARGV[2], 6)
 local count = tonumber(ARGV[4])
 if count <= 0 then
 	return {1}
@@ -201,37 +170,21 @@ return {1, out, n, seen, last}
 // holds them, for the new owner (XAUTOCLAIM with min-idle 0), which bumps
 // their delivery counts.
 //
-// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer,
-// cursor, count.
+// KEYS: lease, stream. ARGV: lease value, group, consumer, cursor, count.
 //
 // It returns 0 when the lease is not the caller's, else {next cursor,
-// entries}, each {id, {field, value, ...}, deliveries, wait}: wait is how
-// many ms remain of a nack delay, or -1. When the scan is complete (cursor
-// "0-0") it also drops the group's other consumers, which have nothing
-// pending any more.
+// entries}, each {id, {field, value, ...}, deliveries}. When the scan is
+// complete (cursor "0-0") it also drops the group's other consumers, which
+// have nothing pending any more.
 var claimScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
 local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'COUNT', ARGV[5])
-local hasNacks = redis.call('EXISTS', KEYS[3]) == 1
-local now = nowms()
 local out = {}
 for _, e in ipairs(r[2]) do
 	if e[2] then
-		local wait = -1
-		if hasNacks then
-			local at = redis.call('HGET', KEYS[3], e[1])
-			if at then
-				wait = tonumber(at) - now
-			end
-		end
-		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1]), wait}
-	end
-end
-if hasNacks and r[3] then
-	for _, id in ipairs(r[3]) do
-		redis.call('HDEL', KEYS[3], id)
+		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
 	end
 end
 if r[1] == '0-0' then
@@ -252,34 +205,10 @@ end
 return {r[1], out}
 `)
 
-// redeliverScript claims nacked entries again whose delay has passed
-// (XCLAIM to the same owner), which bumps their delivery counts.
+// ackScript applies buffered acks, and on release drops the lease.
 //
-// KEYS: lease, stream, nack hash. ARGV: lease value, group, consumer, then
-// the entry IDs.
-//
-// It returns 0 when the lease is not the caller's, else {1, entries}, each
-// {id, {field, value, ...}, deliveries}. An entry no longer in the stream
-// is left out.
-var redeliverScript = newScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-	return 0
-end
-local out = {}
-for _, e in ipairs(redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, unpack(ARGV, 4))) do
-	if e and e[2] then
-		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
-	end
-end
-redis.call('HDEL', KEYS[3], unpack(ARGV, 4))
-return {1, out}
-`)
-
-// ackScript applies buffered nacks and acks, and on release drops the
-// lease.
-//
-// KEYS: lease, stream, nack hash. ARGV: lease value, group, "1" to drop
-// the lease, then the nacks and acks as settle takes them.
+// KEYS: lease, stream. ARGV: lease value, group, "1" to drop the lease,
+// then the entry IDs to ack.
 //
 // It returns 0 when the lease is not the caller's (nothing is applied),
 // else 1.
@@ -287,7 +216,7 @@ var ackScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
-settle(KEYS[2], KEYS[3], ARGV[2], 4)
+ack(KEYS[2], ARGV[2], 4)
 if ARGV[3] == '1' then
 	redis.call('DEL', KEYS[1])
 end
@@ -330,4 +259,4 @@ end
 return n
 `)
 
-var allScripts = []*redis.Script{leaseScript, readScript, claimScript, redeliverScript, ackScript, dlqPutScript, dlqPurgeScript}
+var allScripts = []*redis.Script{leaseScript, readScript, claimScript, ackScript, dlqPutScript, dlqPurgeScript}

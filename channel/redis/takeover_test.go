@@ -241,40 +241,6 @@ func TestStalledRenewalLosesLease(t *testing.T) {
 	}
 }
 
-// A nack's delay holds across a change of owner: the new owner waits for
-// it too.
-func TestNackDelaySurvivesTakeover(t *testing.T) {
-	name := freshMailbox(t)
-	mb := open(t, name, redis.Options{Partitions: 1})
-	publishN(t, mb, "n", 1)
-	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-	waitfor.Until(t, 30*time.Second, "A to receive it", func() bool { return len(a.received()) == 1 })
-	cl := a.claim(t)
-	const delay = 2 * time.Second
-	nackAt := time.Now()
-	if err := cl.Nack(t.Context(), a.received()[0], delay); err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Release(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
-	waitfor.Until(t, 30*time.Second, "B to receive it", func() bool { return len(b.received()) == 1 })
-	if waited := time.Since(nackAt); waited < delay-50*time.Millisecond {
-		t.Errorf("nacked message came back to the new owner after %v, want at least %v", waited, delay)
-	}
-	if m := b.received()[0]; m.Deliveries != 2 || m.ID != "n-0" {
-		t.Errorf("redelivered %s with Deliveries %d, want n-0 and 2", m.ID, m.Deliveries)
-	}
-	// Once acked, nothing of it is left: no entry, no nack time.
-	c := rawClient(t)
-	waitfor.Until(t, 10*time.Second, "the stream and the nack times to empty", func() bool {
-		n, err1 := c.XLen(t.Context(), "{postbox:"+name+"}:s:0").Result()
-		h, err2 := c.HLen(t.Context(), "{postbox:"+name+"}:nacks:0").Result()
-		return err1 == nil && err2 == nil && n == 0 && h == 0
-	})
-}
-
 // Entries not written by a Publisher get an ID from their position.
 func TestForeignEntryGetsPositionID(t *testing.T) {
 	name := freshMailbox(t)
