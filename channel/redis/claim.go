@@ -339,7 +339,7 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	cl.s.Lock()
 	wasFull := cl.roomLocked() <= 0
 	for _, m := range msgs {
-		if ignore, err := cl.s.SettleLocked("ack", m); ignore {
+		if ignore, err := cl.s.AckableLocked(m); ignore {
 			cl.s.Unlock()
 			return err
 		}

@@ -82,13 +82,6 @@ func (cl *Claim) holds() bool {
 	return cl.s.HoldsLocked()
 }
 
-// settle is the check of Ack; see lease.Slot.SettleLocked.
-func (cl *Claim) settle(verb string, msg channel.Message) (bool, error) {
-	cl.s.Lock()
-	defer cl.s.Unlock()
-	return cl.s.SettleLocked(verb, msg)
-}
-
 // Ack acknowledges delivered messages of this claim. The acks are buffered
 // and become durable with the next poll (within PollInterval) or Release;
 // until then a crash redelivers them. Acks after Lost are ignored; acking a
@@ -99,7 +92,10 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	defer c.mu.Unlock()
 	wasFull := len(cl.inflight) >= c.opts.Buffer
 	for _, m := range msgs {
-		if ignore, err := cl.settle("ack", m); ignore {
+		cl.s.Lock()
+		ignore, err := cl.s.AckableLocked(m)
+		cl.s.Unlock()
+		if ignore {
 			return err
 		}
 		if _, ok := cl.inflight[m.Offset]; ok {

@@ -82,10 +82,10 @@ func (s *Slot) ReleasingLocked() bool { return s.releasing }
 // and reserved the room, so the send never blocks.
 func (s *Slot) PushLocked(msg channel.Message) { s.msgs <- msg }
 
-// SettleLocked is the check of Ack: ignore is true after the
-// lease was lost (another consumer may have the partition), err is set
-// after Release, or when msg is of another partition.
-func (s *Slot) SettleLocked(verb string, msg channel.Message) (ignore bool, err error) {
+// AckableLocked is the check of Ack: ignore is true after the lease was
+// lost (another consumer may have the partition), err is set after
+// Release, or when msg is of another partition.
+func (s *Slot) AckableLocked(msg channel.Message) (ignore bool, err error) {
 	switch s.state {
 	case lost:
 		return true, nil
@@ -93,8 +93,8 @@ func (s *Slot) SettleLocked(verb string, msg channel.Message) (ignore bool, err 
 		return true, fmt.Errorf("%s: %w", s.e.cfg.Backend, ErrReleased)
 	}
 	if msg.Partition != s.partition {
-		return true, fmt.Errorf("%s: %s of message %s of partition %d on the claim of partition %d: %s it on its own claim",
-			s.e.cfg.Backend, verb, msg.ID, msg.Partition, s.partition, verb)
+		return true, fmt.Errorf("%s: ack of message %s of partition %d on the claim of partition %d: ack it on its own claim",
+			s.e.cfg.Backend, msg.ID, msg.Partition, s.partition)
 	}
 	return false, nil
 }
