@@ -6,6 +6,7 @@ var Queries = map[string]string{
 	"lastSeq":          sqlLastSeq,
 	"outcome":          sqlOutcome,
 	"loadCheckpoint":   sqlLoadCheckpoint,
+	"horizon":          sqlHorizon,
 	"heads":            sqlHeads,
 	"pruneCheckpoints": sqlPruneCheckpoints,
 	"oldestCheckpoint": sqlOldestCheckpoint,

@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS journal_checkpoints (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal_epochs (
 	"partition" TEXT PRIMARY KEY,
-	epoch       INTEGER NOT NULL
+	epoch       INTEGER NOT NULL,
+	horizon     INTEGER
 );`
 
 const (
@@ -122,7 +123,8 @@ const (
 		WHERE actor = ? AND msg_id = ? AND kind IN (3, 4) ORDER BY seq LIMIT 1`
 	sqlLoadCheckpoint = `SELECT seq, state FROM journal_checkpoints
 		WHERE actor = ? AND seq <= ? ORDER BY seq DESC LIMIT 1`
-	sqlEpoch = `SELECT epoch FROM journal_epochs WHERE "partition" = ?`
+	sqlEpoch   = `SELECT epoch FROM journal_epochs WHERE "partition" = ?`
+	sqlHorizon = `SELECT horizon FROM journal_epochs WHERE "partition" = ?`
 )
 
 // Journal is a journal.Journal in a SQLite file. It is safe for concurrent
@@ -134,7 +136,7 @@ type Journal struct {
 	compact bool
 	closed  atomic.Bool
 
-	read, lastSeq, outcome, loadCheckpoint, epoch *sql.Stmt
+	read, lastSeq, outcome, loadCheckpoint, epoch, horizon *sql.Stmt
 
 	// mu serializes this process's writers: they queue here rather than on
 	// SQLite's busy timeout, which polls.
@@ -187,6 +189,7 @@ func (j *Journal) prepareReads(ctx context.Context) error {
 		{&j.outcome, sqlOutcome},
 		{&j.loadCheckpoint, sqlLoadCheckpoint},
 		{&j.epoch, sqlEpoch},
+		{&j.horizon, sqlHorizon},
 	} {
 		s, err := j.db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -369,6 +372,22 @@ func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore i
 	return cp, true, nil
 }
 
+// Horizon implements journal.Journal.
+func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
+	if j.closed.Load() {
+		return 0, false, journal.ErrClosed
+	}
+	var h sql.NullInt64
+	err := j.horizon.QueryRowContext(ctx, partition).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, j.failed(fmt.Errorf("journal/sqlite: horizon of %q: %w", partition, err))
+	}
+	return h.Int64, h.Valid, nil
+}
+
 // Epoch implements journal.Journal.
 func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 	if j.closed.Load() {
@@ -420,7 +439,7 @@ func (j *Journal) Close() error {
 		j.w = nil
 	}
 	j.mu.Unlock()
-	for _, s := range []*sql.Stmt{j.read, j.lastSeq, j.outcome, j.loadCheckpoint, j.epoch} {
+	for _, s := range []*sql.Stmt{j.read, j.lastSeq, j.outcome, j.loadCheckpoint, j.epoch, j.horizon} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}

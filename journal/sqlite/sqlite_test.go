@@ -360,3 +360,68 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 		t.Fatalf("Open of a file with a message of two outcomes: %v, want an error saying so", err)
 	}
 }
+
+// A file made before partitions had horizons has no horizon column: Open
+// adds it, partitions read as having none, and Append stores them, for a
+// partition with an epoch row and for one without.
+func TestOpenAddsHorizonColumn(t *testing.T) {
+	ctx := testContext(t)
+	path := filepath.Join(t.TempDir(), "j.db")
+	db := rawDB(t, path)
+	for _, q := range []string{
+		// The previous version's schema.
+		`CREATE TABLE journal_entries (
+			actor  TEXT    NOT NULL,
+			seq    INTEGER NOT NULL,
+			kind   INTEGER NOT NULL,
+			msg_id TEXT    NOT NULL,
+			data   BLOB,
+			PRIMARY KEY (actor, seq)
+		) WITHOUT ROWID`,
+		`CREATE UNIQUE INDEX journal_entries_outcome ON journal_entries (actor, msg_id) WHERE kind IN (3, 4)`,
+		`CREATE TABLE journal_checkpoints (
+			actor TEXT    NOT NULL,
+			seq   INTEGER NOT NULL,
+			state BLOB,
+			PRIMARY KEY (actor, seq)
+		) WITHOUT ROWID`,
+		`CREATE TABLE journal_epochs (
+			"partition" TEXT PRIMARY KEY,
+			epoch       INTEGER NOT NULL
+		)`,
+		`INSERT INTO journal_epochs ("partition", epoch) VALUES ('p0', 2)`,
+		`INSERT INTO journal_entries (actor, seq, kind, msg_id, data) VALUES ('a/1', 1, 3, 'm1', NULL)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	j := mustOpen(t, path, sqlite.Options{})
+	if e, err := j.Epoch(ctx, "p0"); err != nil || e != 2 {
+		t.Fatalf("Epoch(p0) after the upgrade = %d, %v; want 2", e, err)
+	}
+	for _, p := range []string{"p0", "p1"} {
+		if h, ok, err := j.Horizon(ctx, p); err != nil || ok || h != 0 {
+			t.Fatalf("Horizon(%s) after the upgrade = %d, %v, %v; want none", p, h, ok, err)
+		}
+	}
+	appendOK(t, ctx, j,
+		journal.Batch{Partition: "p0", Epoch: 2, Entries: []journal.Entry{entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
+		journal.Batch{Partition: "p1", Horizon: 7})
+	if e, err := journal.AcquireEpoch(ctx, j, "p1"); err != nil || e != 1 {
+		t.Fatalf("AcquireEpoch(p1) after its horizon made its row = %d, %v; want 1", e, err)
+	}
+	j.Close()
+
+	j = mustOpen(t, path, sqlite.Options{})
+	for p, want := range map[string]int64{"p0": 1<<62 + 1, "p1": 7} {
+		if h, ok, err := j.Horizon(ctx, p); err != nil || !ok || h != want {
+			t.Fatalf("Horizon(%s) after reopening = %d, %v, %v; want %d", p, h, ok, err, want)
+		}
+	}
+	if e, err := j.Epoch(ctx, "p0"); err != nil || e != 2 {
+		t.Fatalf("Epoch(p0) = %d, %v; want 2", e, err)
+	}
+}

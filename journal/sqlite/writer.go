@@ -40,6 +40,10 @@ var (
 		WHERE actor = ? AND seq > ? AND seq <= ? AND kind IN (3, 4) AND data IS NOT NULL`
 	sqlSetEpoch = `INSERT INTO journal_epochs ("partition", epoch) VALUES (?, ?)
 		ON CONFLICT ("partition") DO UPDATE SET epoch = excluded.epoch`
+	// A partition with no row yet gets one with epoch 0, which reads as
+	// none, as no row does.
+	sqlSetHorizon = `INSERT INTO journal_epochs ("partition", epoch, horizon) VALUES (?, 0, ?)
+		ON CONFLICT ("partition") DO UPDATE SET horizon = excluded.horizon`
 )
 
 // writer is the one connection this process writes through, with its
@@ -50,7 +54,7 @@ type writer struct {
 	// Prepared on the pool; a transaction binds them to conn, where
 	// database/sql keeps them prepared between transactions.
 	insertOne, insertMany, heads, epoch, saveCheckpoint, pruneCheckpoints,
-	oldestCheckpoint, compactDelete, compactClear, setEpoch *sql.Stmt
+	oldestCheckpoint, compactDelete, compactClear, setEpoch, setHorizon *sql.Stmt
 
 	// Scratch reused by every append.
 	epochs  []partitionEpoch
@@ -104,6 +108,7 @@ func newWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 		{&w.compactDelete, sqlCompactDelete},
 		{&w.compactClear, sqlCompactClear},
 		{&w.setEpoch, sqlSetEpoch},
+		{&w.setHorizon, sqlSetHorizon},
 	} {
 		s, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -126,6 +131,9 @@ func createSchema(ctx context.Context, conn *sql.Conn) error {
 		return fmt.Errorf("create tables: %w", err)
 	}
 	if err := uniqueOutcomes(ctx, tx); err != nil {
+		return err
+	}
+	if err := addHorizons(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -160,10 +168,30 @@ func uniqueOutcomes(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
+// addHorizons adds the horizon column to the epochs table of a file created
+// before partitions had horizons; NULL, as in a row that never got one,
+// means none. Processes of the older version on the file name the columns
+// they use, so they keep working beside it.
+func addHorizons(ctx context.Context, tx *sql.Tx) error {
+	var has bool
+	err := tx.QueryRowContext(ctx, `SELECT count(*) > 0 FROM pragma_table_info('journal_epochs')
+		WHERE name = 'horizon'`).Scan(&has)
+	if err != nil {
+		return fmt.Errorf("look up the horizon column: %w", err)
+	}
+	if has {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `ALTER TABLE journal_epochs ADD COLUMN horizon INTEGER`); err != nil {
+		return fmt.Errorf("add the horizon column: %w", err)
+	}
+	return nil
+}
+
 func (w *writer) close() error {
 	var errs []error
 	for _, s := range []*sql.Stmt{w.insertOne, w.insertMany, w.heads, w.epoch, w.saveCheckpoint,
-		w.pruneCheckpoints, w.oldestCheckpoint, w.compactDelete, w.compactClear, w.setEpoch} {
+		w.pruneCheckpoints, w.oldestCheckpoint, w.compactDelete, w.compactClear, w.setEpoch, w.setHorizon} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -199,6 +227,9 @@ func (w *writer) append(ctx context.Context, batches []journal.Batch, keep int, 
 		return nil, err
 	}
 	if err := w.saveCheckpoints(ctx, sctx, tx, batches, keep, compact); err != nil {
+		return nil, err
+	}
+	if err := w.saveHorizons(ctx, sctx, tx, batches); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -446,6 +477,24 @@ func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches 
 		}
 		if _, err := clr.ExecContext(sctx, actor, before[i], upTo); err != nil {
 			return fmt.Errorf("compact %s: %w", actor, err)
+		}
+	}
+	return nil
+}
+
+// saveHorizons writes the horizons of the current batches, in call order,
+// so that a partition's last one counts. Batches without one cost nothing.
+func (w *writer) saveHorizons(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+	var stmt *sql.Stmt
+	for i, b := range batches {
+		if !w.current[i] || b.Horizon <= 0 {
+			continue
+		}
+		if stmt == nil {
+			stmt = tx.StmtContext(ctx, w.setHorizon)
+		}
+		if _, err := stmt.ExecContext(sctx, b.Partition, b.Horizon); err != nil {
+			return fmt.Errorf("set horizon of %q: %w", b.Partition, err)
 		}
 	}
 	return nil
