@@ -71,6 +71,7 @@ type appendCall struct {
 	actors     []string       // distinct, in order of first appearance
 	actorIdx   map[string]int // index into actors
 	cpActors   []string       // distinct actors with a checkpoint
+	horizons   bool           // some batch sets a horizon
 }
 
 func newAppendCall(batches []journal.Batch) *appendCall {
@@ -86,6 +87,7 @@ func newAppendCall(batches []journal.Batch) *appendCall {
 		if !slices.Contains(c.partitions, b.Partition) {
 			c.partitions = append(c.partitions, b.Partition)
 		}
+		c.horizons = c.horizons || b.Horizon > 0
 		for _, e := range b.Entries {
 			addActor(e.Actor)
 		}
@@ -124,9 +126,13 @@ func (j *Journal) append(ctx context.Context, call *appendCall) (fenced []string
 	base := make([]int64, len(call.actors)) // each actor's next seq before this call
 	unknown := j.heads.lookUp(call.actors, base)
 	var since map[string]int64 // oldest checkpoint of actors with one in the call, when compacting
+	lockSQL := j.sql.lockEpochs
+	if call.horizons {
+		lockSQL = j.sql.lockEpochsUpdate
+	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	lockEpochs(b, j.sql.lockEpochs, call.partitions, epochs)
+	lockEpochs(b, lockSQL, call.partitions, epochs)
 	if len(unknown) > 0 {
 		names := make([]string, len(unknown))
 		for i, k := range unknown {
@@ -153,7 +159,7 @@ func (j *Journal) append(ctx context.Context, call *appendCall) (fenced []string
 		}
 		b := &pgx.Batch{}
 		b.Queue(j.sql.addEpochs, missing)
-		lockEpochs(b, j.sql.lockEpochs, missing, epochs)
+		lockEpochs(b, lockSQL, missing, epochs)
 		if err := c.SendBatch(ctx, b).Close(); err != nil {
 			return nil, j.writeError("add partition epochs", ctx, err, false)
 		}
@@ -185,6 +191,7 @@ func (j *Journal) append(ctx context.Context, call *appendCall) (fenced []string
 	// Round trip 2: write, prune, compact, commit.
 	b = &pgx.Batch{}
 	j.queueWrites(b, call, current, next, since)
+	j.queueHorizons(b, call, current)
 	b.Queue("COMMIT")
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
 		return nil, j.writeError("write", ctx, err, true)
@@ -366,4 +373,29 @@ func (j *Journal) queueWrites(b *pgx.Batch, call *appendCall, current []bool, ne
 		b.Queue(j.sql.compactDelete, cpActors, from, last)
 		b.Queue(j.sql.compactClear, cpActors, from)
 	}
+}
+
+// queueHorizons queues the UPDATE that sets the horizons of the current
+// batches, the last one of each partition, if any batch has one.
+func (j *Journal) queueHorizons(b *pgx.Batch, call *appendCall, current []bool) {
+	if !call.horizons {
+		return
+	}
+	last := make(map[string]int64)
+	for i, bt := range call.batches {
+		if current[i] && bt.Horizon > 0 {
+			last[bt.Partition] = bt.Horizon
+		}
+	}
+	if len(last) == 0 {
+		return
+	}
+	partitions := make([]string, 0, len(last))
+	horizons := make([]int64, 0, len(last))
+	for _, p := range call.partitions { // sorted, as the locks were taken
+		if h, ok := last[p]; ok {
+			partitions, horizons = append(partitions, p), append(horizons, h)
+		}
+	}
+	b.Queue(j.sql.setHorizons, partitions, horizons)
 }

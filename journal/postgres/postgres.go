@@ -12,7 +12,9 @@
 //     partition it writes until it commits, and CompareAndSetEpoch updates
 //     that row. So a new owner's epoch change waits for the old owner's
 //     Appends in flight, and no Append stamped with the old epoch commits
-//     after the change.
+//     after the change. The partition's horizon lives in that row too: an
+//     Append that sets one locks its rows for update instead, and so waits
+//     for the Appends in flight on those partitions, and they for it.
 //   - Sequences: the primary key (actor, seq) refuses a second writer of
 //     one sequence number; the loser gets journal.ErrSequence. Each Journal
 //     remembers the last sequence it saw committed for recently used actors
@@ -260,6 +262,25 @@ func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore i
 		return journal.Checkpoint{}, false, j.failed(fmt.Errorf("journal/postgres: checkpoint of %s: %w", actor, err))
 	}
 	return cp, true, nil
+}
+
+// Horizon implements journal.Journal.
+func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
+	if j.closed.Load() {
+		return 0, false, journal.ErrClosed
+	}
+	var h *int64
+	err := j.pool.QueryRow(ctx, j.sql.horizon, partition).Scan(&h)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, j.failed(fmt.Errorf("journal/postgres: horizon of %q: %w", partition, err))
+	}
+	if h == nil {
+		return 0, false, nil
+	}
+	return *h, true, nil
 }
 
 // Epoch implements journal.Journal.

@@ -100,12 +100,12 @@ func TestOpenConcurrentMigratesOnce(t *testing.T) {
 		}
 	}
 	got := query(t, `SELECT version::text || ' ' || name FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()+` ORDER BY version`)
-	if strings.Join(got, ", ") != "1 0001_init, 2 0002_unique_outcomes" {
+	if strings.Join(got, ", ") != "1 0001_init, 2 0002_unique_outcomes, 3 0003_horizons" {
 		t.Fatalf("schema_migrations = %q, want one row for each migration", got)
 	}
 	// Opening again changes nothing.
 	mustOpen(t, opts).Close()
-	if got := query(t, `SELECT version::text FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()); len(got) != 2 {
+	if got := query(t, `SELECT version::text FROM `+pgx.Identifier{schema, "journal_schema_migrations"}.Sanitize()); len(got) != 3 {
 		t.Fatalf("after reopening, schema_migrations = %q", got)
 	}
 }
@@ -158,6 +158,103 @@ func TestMigrationMakesOutcomesUnique(t *testing.T) {
 	_, err = postgres.Open(ctx, testenv.Postgres(t), postgres.Options{Schema: asVersion1(t, true)})
 	if err == nil || !strings.Contains(err.Error(), "0002_unique_outcomes") || !strings.Contains(err.Error(), "is duplicated") {
 		t.Fatalf("Open of a journal with a message of two outcomes: %v, want the migration's error", err)
+	}
+}
+
+// A journal made before partitions had horizons has no horizon column:
+// Open adds it, partitions read as having none, and Append stores them, for
+// a partition with an epoch row and for one without.
+func TestMigrationAddsHorizons(t *testing.T) {
+	ctx := testContext(t)
+	schema := freshSchema(t)
+	j := mustOpen(t, postgres.Options{Schema: schema})
+	e, err := journal.AcquireEpoch(ctx, j, "p0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 1, journal.KindComplete, "m1")}}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	q := pgx.Identifier{schema}.Sanitize()
+	admin(t, `ALTER TABLE `+q+`.journal_epochs DROP COLUMN horizon`)
+	admin(t, `DELETE FROM `+q+`.journal_schema_migrations WHERE version = 3`)
+	columns := func() string {
+		return strings.Join(query(t, `SELECT column_name::text FROM information_schema.columns
+			WHERE table_schema = $1 AND table_name = 'journal_epochs' ORDER BY ordinal_position`, schema), " ")
+	}
+	if got := columns(); got != "partition_id epoch" {
+		t.Fatalf("columns of the old epochs table: %q", got)
+	}
+
+	j = mustOpen(t, postgres.Options{Schema: schema})
+	if got := columns(); got != "partition_id epoch horizon" {
+		t.Fatalf("columns of the epochs table after the migration: %q", got)
+	}
+	if got, err := j.Epoch(ctx, "p0"); err != nil || got != e {
+		t.Fatalf("Epoch(p0) after the migration = %d, %v; want %d", got, err, e)
+	}
+	for _, p := range []string{"p0", "p1"} {
+		if h, ok, err := j.Horizon(ctx, p); err != nil || ok || h != 0 {
+			t.Fatalf("Horizon(%s) after the migration = %d, %v, %v; want none", p, h, ok, err)
+		}
+	}
+	err = j.Append(ctx,
+		journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
+		journal.Batch{Partition: "p1", Horizon: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := journal.AcquireEpoch(ctx, j, "p1"); err != nil || got != 1 {
+		t.Fatalf("AcquireEpoch(p1) after its horizon made its row = %d, %v; want 1", got, err)
+	}
+	for p, want := range map[string]int64{"p0": 1<<62 + 1, "p1": 7} {
+		if h, ok, err := j.Horizon(ctx, p); err != nil || !ok || h != want {
+			t.Fatalf("Horizon(%s) = %d, %v, %v; want %d", p, h, ok, err, want)
+		}
+	}
+}
+
+// Appends that set a partition's horizon, racing with Appends that do not
+// and with epoch moves, neither deadlock nor fail: they take the row's
+// update lock up front instead of upgrading a shared one.
+func TestConcurrentHorizons(t *testing.T) {
+	ctx := testContext(t)
+	j := mustOpen(t, postgres.Options{Schema: freshSchema(t)})
+	const writers, rounds = 6, 15
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			actor := fmt.Sprint("a/", w)
+			for r := range int64(rounds) {
+				bs := []journal.Batch{{Partition: "p0", Entries: []journal.Entry{entry(actor, r+1, journal.KindAttempt, "m")}}}
+				if w%2 == 0 {
+					bs[0].Horizon = int64(w)*rounds + r + 1
+					bs = append(bs, journal.Batch{Partition: "p1", Horizon: r + 1})
+				}
+				// p1's epoch moves meanwhile: its batch may be fenced.
+				if err := j.Append(ctx, bs...); err != nil && !(journal.Fenced(err, "p1") && !journal.Fenced(err, "p0")) {
+					t.Errorf("writer %d round %d: %v", w, r, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range rounds {
+			if _, err := journal.AcquireEpoch(ctx, j, "p1"); err != nil {
+				t.Errorf("AcquireEpoch(p1): %v", err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("%d Appends took %v: deadlocks detected and retried?", writers*rounds, d)
+	}
+	if h, ok, err := j.Horizon(ctx, "p0"); err != nil || !ok || h < 1 || h > writers*rounds {
+		t.Fatalf("Horizon(p0) = %d, %v, %v; want one a writer set", h, ok, err)
 	}
 }
 

@@ -5,12 +5,12 @@ import "strings"
 // statements is the SQL of one journal, its table names filled in. pgx
 // prepares each on first use per connection and caches it.
 type statements struct {
-	read, lastSeq, outcome, loadCheckpoint, epoch string
-	addEpoch, casEpoch                            string
+	read, lastSeq, outcome, loadCheckpoint, epoch, horizon string
+	addEpoch, casEpoch                                     string
 
-	lockEpochs, addEpochs, heads, oldestCheckpoints  string
-	insertEntries, saveCheckpoints, pruneCheckpoints string
-	compactDelete, compactClear                      string
+	lockEpochs, lockEpochsUpdate, addEpochs, heads, oldestCheckpoints string
+	insertEntries, saveCheckpoints, pruneCheckpoints, setHorizons     string
+	compactDelete, compactClear                                       string
 }
 
 func newStatements(t tables) statements {
@@ -28,7 +28,8 @@ func newStatements(t tables) statements {
 			WHERE actor = $1 AND msg_id = $2 AND kind IN (3, 4) ORDER BY seq LIMIT 1`),
 		loadCheckpoint: r.Replace(`SELECT seq, state FROM {checkpoints}
 			WHERE actor = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1`),
-		epoch: r.Replace(`SELECT epoch FROM {epochs} WHERE partition_id = $1`),
+		epoch:   r.Replace(`SELECT epoch FROM {epochs} WHERE partition_id = $1`),
+		horizon: r.Replace(`SELECT horizon FROM {epochs} WHERE partition_id = $1`),
 
 		// CompareAndSetEpoch from 0 first makes sure the row exists, so that
 		// the UPDATE has a row to compare; a row with epoch 0 means the same
@@ -42,6 +43,12 @@ func newStatements(t tables) statements {
 		// for them, and them for it.
 		lockEpochs: r.Replace(`SELECT partition_id, epoch FROM {epochs}
 			WHERE partition_id = ANY($1::text[]) ORDER BY partition_id FOR SHARE`),
+		// An Append that sets a horizon writes the rows it locks: it takes
+		// the lock its UPDATE needs up front, in the same order, rather
+		// than upgrade a share lock another Append may hold too, which
+		// would deadlock.
+		lockEpochsUpdate: r.Replace(`SELECT partition_id, epoch FROM {epochs}
+			WHERE partition_id = ANY($1::text[]) ORDER BY partition_id FOR NO KEY UPDATE`),
 		addEpochs: r.Replace(`INSERT INTO {epochs} (partition_id, epoch)
 			SELECT p, 0 FROM unnest($1::text[]) AS p ORDER BY p
 			ON CONFLICT (partition_id) DO NOTHING`),
@@ -61,6 +68,10 @@ func newStatements(t tables) statements {
 		saveCheckpoints: r.Replace(`INSERT INTO {checkpoints} (actor, seq, state)
 			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
 			ON CONFLICT (actor, seq) DO UPDATE SET state = excluded.state`),
+		// Round trip 1 made sure every partition of the call has a row.
+		setHorizons: r.Replace(`UPDATE {epochs} e SET horizon = h.horizon
+			FROM unnest($1::text[], $2::bigint[]) AS h(partition_id, horizon)
+			WHERE e.partition_id = h.partition_id`),
 		// Deletes, for each actor of $1, its checkpoints older than the
 		// newest $2.
 		pruneCheckpoints: r.Replace(`DELETE FROM {checkpoints} c
