@@ -5,9 +5,11 @@ package sqlitedb
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -43,18 +45,47 @@ func Open(path string, opts Options) (*sql.DB, error) {
 		return nil, fmt.Errorf("sqlite: synchronous %q: want FULL or NORMAL", sync)
 	}
 	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	q.Add("_pragma", "synchronous("+strings.ToUpper(string(sync))+")")
-	q.Add("_pragma", "busy_timeout(30000)")
 	q.Add("_pragma", "foreign_keys(OFF)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	if err := db.Ping(); err != nil {
+	if err := enableWAL(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// enableWAL turns on WAL, which the file keeps from then on. Switching a
+// new file takes its exclusive lock, and SQLite refuses that at once,
+// without waiting on the busy timeout, when another process opening the
+// same file holds a lock: so it is tried again for as long as the busy
+// timeout lasts.
+func enableWAL(db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		var mode string
+		err := db.QueryRow("PRAGMA journal_mode=WAL").Scan(&mode)
+		switch {
+		case err == nil && mode == "wal":
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode is %q after asking for WAL", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// busyTimeout is how long a statement waits for another process's lock.
+const busyTimeout = 30 * time.Second
+
+func isBusy(err error) bool {
+	var e interface{ Code() int }
+	return errors.As(err, &e) && e.Code()&0xff == 5 // SQLITE_BUSY and its extended codes
 }

@@ -26,3 +26,27 @@ func TestOpenSetsWALAndSynchronous(t *testing.T) {
 		t.Fatal("synchronous OFF accepted")
 	}
 }
+
+// Processes that open one new file at once race to turn on WAL, which
+// takes the file's lock: each must wait on the busy timeout, not fail.
+func TestConcurrentOpensOfANewFileWait(t *testing.T) {
+	for round := range 20 {
+		path := filepath.Join(t.TempDir(), "x.db")
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				db, err := Open(path, Options{})
+				if err == nil {
+					_, err = db.Exec("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+					db.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+}
