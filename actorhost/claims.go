@@ -164,13 +164,10 @@ loop:
 				}
 				break loop
 			}
-			first := msg.Deliveries == 1
-			if msg.Deliveries == 0 {
-				var err error
-				if first, err = h.firstDelivery(cs, msg.Offset); err != nil {
-					log.Warn("could not journal the partition's horizon; giving the partition back", zap.Error(err))
-					break loop
-				}
+			first, err := h.firstDelivery(cs, msg.Offset)
+			if err != nil {
+				log.Warn("could not journal the partition's horizon; giving the partition back", zap.Error(err))
+				break loop
 			}
 			h.route(cs, msg, first)
 		case <-c.Lost():
@@ -215,6 +212,9 @@ func (h *Host) endClaim(cs *claimState, log *zap.Logger) {
 	case <-drain.C:
 		log.Warn("in-flight messages did not finish in time; abandoning them", zap.Duration("drain_timeout", h.cfg.DrainTimeout))
 		cs.cancel()
+	}
+	if cs.ctx.Err() == nil {
+		h.settleHorizon(cs)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(h.hardCtx), 10*time.Second)
 	if err := cs.claim.Release(rctx); err != nil {

@@ -130,34 +130,40 @@ func newFlusher(j journal.Journal, log *zap.Logger, m *metrics) *flusher {
 // add queues entries (and a checkpoint) of one partition under epoch, and
 // an optional callback run once the write's outcome is known (see errFor).
 func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp *journal.Checkpoint, then func(*flushGen)) *flushGen {
-	f.mu.Lock()
-	if f.exited {
-		f.mu.Unlock()
-		g := newGen()
-		g.err, g.then = errStopped, []func(*flushGen){then}
-		if then == nil {
-			g.then = nil
+	return f.queue(then, func(g *flushGen) {
+		if len(entries) == 0 && cp == nil {
+			return
 		}
-		f.finish(g)
-		return g
-	}
-	g := f.cur
-	if len(entries) > 0 || cp != nil {
-		// Batches are per partition AND epoch: a straggler of an ended claim
-		// must never ride on the new claim's epoch.
-		key := batchKey(partition, epoch)
-		b := g.batches[key]
-		if b == nil {
-			b = &journal.Batch{Partition: partition, Epoch: epoch}
-			g.batches[key] = b
-			g.order = append(g.order, key)
-		}
+		b := g.batch(partition, epoch)
 		b.Entries = append(b.Entries, entries...)
 		if cp != nil {
 			b.Checkpoints = append(b.Checkpoints, *cp)
 		}
 		g.entries += len(entries)
+	})
+}
+
+// setHorizon queues the partition's horizon under epoch (see
+// journal.Batch.Horizon).
+func (f *flusher) setHorizon(partition string, epoch, horizon int64) *flushGen {
+	return f.queue(nil, func(g *flushGen) { g.batch(partition, epoch).Horizon = horizon })
+}
+
+// queue puts what fill writes into the current generation, with then.
+func (f *flusher) queue(then func(*flushGen), fill func(*flushGen)) *flushGen {
+	f.mu.Lock()
+	if f.exited {
+		f.mu.Unlock()
+		g := newGen()
+		g.err = errStopped
+		if then != nil {
+			g.then = []func(*flushGen){then}
+		}
+		f.finish(g)
+		return g
 	}
+	g := f.cur
+	fill(g)
 	if then != nil {
 		g.then = append(g.then, then)
 	}
@@ -167,6 +173,20 @@ func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp
 	default:
 	}
 	return g
+}
+
+// batch returns the generation's batch of partition under epoch. Batches
+// are per partition AND epoch: a straggler of an ended claim must never
+// ride on the new claim's epoch.
+func (g *flushGen) batch(partition string, epoch int64) *journal.Batch {
+	key := batchKey(partition, epoch)
+	b := g.batches[key]
+	if b == nil {
+		b = &journal.Batch{Partition: partition, Epoch: epoch}
+		g.batches[key] = b
+		g.order = append(g.order, key)
+	}
+	return b
 }
 
 // run writes generations until stop is closed and the last one is written,

@@ -1,42 +1,66 @@
 package actorhost
 
 import (
-	"fmt"
-	"strconv"
-
-	"github.com/postbox-dev/postbox/journal"
+	"math"
 )
 
-// A channel that cannot count deliveries (Kafka) reports Deliveries 0, and
-// the host would have to journal an attempt before every message so that a
-// message killing the process still reaches the DLQ. Instead the host
-// journals, per partition, a horizon: an offset no message beyond which has
-// been handed to a handler. It is moved ahead in steps, before it is
-// needed, so it costs one journal row per horizonStep messages. A message
-// at or below the horizon found when the partition was claimed may have
-// run before a crash, and is pre-marked as a redelivery; one beyond it is
-// surely a first delivery.
+// A message that may have run before a crash must have its attempt
+// journaled before it runs again, so that a message killing the process
+// still reaches the DLQ; a first delivery need not pay for that. The host
+// tells them apart the same way on every mailbox: per partition it keeps a
+// horizon in the journal (journal.Batch.Horizon), an offset below which
+// messages may have reached a handler and at or beyond which none has. A
+// message below the horizon found when the partition was claimed counts as
+// a redelivery; one at or beyond it is surely a first delivery.
+//
+// The horizon is moved ahead of the messages in steps of horizonStep
+// messages, riding on the group commit, so a write waits for it only when
+// it falls behind. A claim that ends with its epoch still current sets it
+// back to just past what it took, so that after a rebalance or a restart
+// only the messages that were in flight count as redeliveries; after a
+// crash, at most a step's worth more.
 const horizonStep = 4096
 
 // horizon is a claim's view of its partition's horizon. Only the claim's
-// goroutine uses it.
+// goroutine uses it, and endClaim after that goroutine is done.
 type horizon struct {
 	loaded  bool
-	key     string // journal actor the horizon is stored under
-	seq     int64  // last seq of key
-	before  int64  // the horizon when the claim began
-	durable int64  // the journaled horizon
-	pending int64  // the horizon being journaled by gen
+	before  int64 // the horizon when the claim began
+	durable int64 // the journaled horizon
+	pending int64 // the horizon being journaled by gen
 	gen     *flushGen
+
+	// The messages seen, for the spacing of their offsets.
+	seen        int64
+	first, last int64
 }
 
-// horizonActor is the journal key of a partition's horizon. Addresses
-// always hold a "/", so it cannot collide with an actor's key.
-func horizonActor(partition string) string { return "$horizon:" + partition }
+// span is how far ahead of an offset the horizon is set: horizonStep
+// messages at the offset spacing seen so far. Kafka's offsets are dense,
+// a SQLite mailbox's interleave with the other partitions', and a Redis
+// stream's carry the time.
+func (hz *horizon) span() int64 {
+	gap := int64(1)
+	if hz.seen > 1 {
+		gap = max(1, (hz.last-hz.first)/(hz.seen-1))
+	}
+	if gap > math.MaxInt64/horizonStep {
+		return math.MaxInt64
+	}
+	return gap * horizonStep
+}
 
-// firstDelivery reports whether msg, from a channel that cannot count
-// deliveries, is surely handed out for the first time. It journals the
-// horizon ahead when needed, and waits for it only when msg is beyond it.
+// ahead returns from moved ahead by a span, at most to math.MaxInt64.
+func (hz *horizon) ahead(from int64) int64 {
+	if s := hz.span(); from <= math.MaxInt64-s {
+		return from + s
+	}
+	return math.MaxInt64
+}
+
+// firstDelivery reports whether the message at offset is surely handed out
+// for the first time. It journals the horizon ahead when needed, and waits
+// for it only when the message is beyond it.
 func (h *Host) firstDelivery(cs *claimState, offset int64) (bool, error) {
 	hz := &cs.horizon
 	if !hz.loaded {
@@ -44,62 +68,65 @@ func (h *Host) firstDelivery(cs *claimState, offset int64) (bool, error) {
 			return false, err
 		}
 	}
-	if offset <= hz.before {
+	if hz.seen == 0 {
+		hz.first = offset
+	}
+	hz.seen++
+	hz.last = offset
+	if offset < hz.before {
 		return false, nil
 	}
-	if hz.gen != nil && (offset > hz.durable || hz.gen.durable()) {
+	if hz.gen != nil && (offset >= hz.durable || hz.gen.durable()) {
 		if err := h.wait(cs, hz.gen); err != nil {
 			return false, err
 		}
 		hz.durable, hz.gen = hz.pending, nil
 	}
 	switch {
-	case offset > hz.durable:
-		h.moveHorizon(cs, offset+horizonStep)
+	case offset >= hz.durable:
+		h.moveHorizon(cs, hz.ahead(offset+1))
 		if err := h.wait(cs, hz.gen); err != nil {
 			return false, err
 		}
 		hz.durable, hz.gen = hz.pending, nil
-	case hz.gen == nil && offset > hz.durable-horizonStep/2:
-		h.moveHorizon(cs, hz.durable+horizonStep)
+	case hz.gen == nil && offset >= hz.durable-hz.span()/2:
+		h.moveHorizon(cs, hz.ahead(hz.durable))
 	}
 	return true, nil
 }
 
 func (h *Host) moveHorizon(cs *claimState, to int64) {
 	hz := &cs.horizon
-	hz.seq++
 	hz.pending = to
-	e := journal.Entry{Actor: hz.key, Seq: hz.seq, Kind: journal.KindAttempt, MsgID: "horizon",
-		Data: strconv.AppendInt(nil, to, 10)}
-	hz.gen = h.flusher.add(cs.key, cs.epoch, []journal.Entry{e}, nil, nil)
+	hz.gen = h.flusher.setHorizon(cs.key, cs.epoch, to)
+}
+
+// settleHorizon sets the horizon of an ending claim back to just past the
+// last message it took, or where the claim found it if that is further:
+// those may have run under an earlier owner.
+func (h *Host) settleHorizon(cs *claimState) {
+	hz := &cs.horizon
+	if !hz.loaded || hz.seen == 0 {
+		return
+	}
+	exact := max(hz.before, hz.last+1)
+	if exact == hz.durable && hz.gen == nil {
+		return
+	}
+	// Refused or cut short, the horizon stays further ahead: still safe.
+	_ = h.wait(cs, h.flusher.setHorizon(cs.key, cs.epoch, exact))
 }
 
 // loadHorizon reads the partition's horizon from the journal, retrying
 // failures until the claim ends.
 func (h *Host) loadHorizon(cs *claimState) error {
 	hz := &cs.horizon
-	hz.key = horizonActor(cs.key)
 	return h.retryJournal(cs, "reading the partition horizon", func() error {
-		seq, err := h.cfg.Journal.LastSeq(cs.ctx, hz.key)
+		at, _, err := h.cfg.Journal.Horizon(cs.ctx, cs.key)
 		if err != nil {
 			return err
 		}
-		at := int64(-1) // none yet: nothing was handed out under a horizon
-		if seq > 0 {
-			err = h.cfg.Journal.Read(cs.ctx, hz.key, seq, func(e journal.Entry) error {
-				v, err := strconv.ParseInt(string(e.Data), 10, 64)
-				if err != nil {
-					return fmt.Errorf("horizon entry %d of %s is %q, not an offset: %w", e.Seq, hz.key, e.Data, err)
-				}
-				at = v
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		hz.loaded, hz.seq, hz.before, hz.durable = true, seq, at, at
+		hz.loaded, hz.before, hz.durable = true, at, at
 		return nil
 	})
 }

@@ -54,10 +54,11 @@ type Message struct {
 	// Offset increases with publish order within a partition.
 	Offset int64
 	// Deliveries counts deliveries of this message, this one included, as
-	// the channel recorded them durably before handing it out. Zero means the
-	// channel cannot count: the host then journals how far into each
-	// partition it has handed messages out, which relies on Offset growing
-	// along the partition.
+	// the channel recorded them durably before handing it out; zero when
+	// the channel cannot count. The host does not rely on it: it journals
+	// how far into each partition it has handed messages out (see
+	// journal.Journal.Horizon), which relies on Offset growing along the
+	// partition.
 	Deliveries int
 	// PublishedAt is when the message entered the mailbox.
 	PublishedAt time.Time

@@ -54,8 +54,7 @@ type Options struct {
 
 	// CountDeliveries makes Message.Deliveries count the deliveries of each
 	// message, 1 on the first, as the SQLite and Redis backends do. Without
-	// it Deliveries is always 0, as on Kafka, and the host falls back on
-	// its own bookkeeping (the partition horizon).
+	// it Deliveries is always 0, as on Kafka.
 	//
 	// Defaults to false.
 	CountDeliveries bool
@@ -101,9 +100,7 @@ func (o Options) withDefaults() Options {
 // Mailbox is one in-memory mailbox: its partitions, the consumers sharing
 // them, and its dead letters. It is safe for concurrent use.
 //
-// Offsets start at 1 in every partition and grow by one per message, so a
-// host that keeps a horizon (an offset below which everything may have been
-// delivered) can start it at 0.
+// Offsets start at 1 in every partition and grow by one per message.
 type Mailbox struct {
 	opts Options
 
