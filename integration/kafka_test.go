@@ -251,17 +251,17 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	first.extra = []string{"--partitions", "12"}
 	w1 := start("worker-1", first)
 	w1.waitRunning(t, time.Minute)
-	waitfor.Until(t, time.Minute, "worker-1 to own the 12 partitions", func() bool { return len(w1.owned()) == 12 })
+	waitOwned(t, time.Minute, "worker-1 to own the 12 partitions", func() bool { return len(w1.owned()) == 12 }, w1)
 	load := l.start(t, dir, mailbox)
 
 	// 1 → 3 workers.
 	waitfor.Until(t, time.Minute, "3,000 messages processed", func() bool { return processed() >= 3000 })
 	w2 := start("worker-2", w)
 	w3 := start("worker-3", w)
-	waitfor.Until(t, 2*time.Minute, "the partitions to spread over three workers", func() bool {
+	waitOwned(t, 2*time.Minute, "the partitions to spread over three workers", func() bool {
 		a, b, c := len(w1.owned()), len(w2.owned()), len(w3.owned())
 		return a > 0 && b > 0 && c > 0 && a+b+c == 12
-	})
+	}, w1, w2, w3)
 	t.Logf("%s: three workers, partitions %s %s %s", elapsed(), partitionList(w1.owned()), partitionList(w2.owned()), partitionList(w3.owned()))
 
 	// SIGKILL one of them under load, and start a new one.
@@ -271,16 +271,16 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	killed := time.Now()
 	t.Logf("%s: SIGKILLed worker-2 (it held %s), %d sink lines", elapsed(), partitionList(w2.owned()), sinkLines(sink))
 	w4 := start("worker-4", w)
-	waitfor.Until(t, 2*time.Minute, "worker-4 to take partitions once worker-2's session has expired", func() bool {
+	waitOwned(t, 2*time.Minute, "worker-4 to take partitions once worker-2's session has expired", func() bool {
 		a, c, d := len(w1.owned()), len(w3.owned()), len(w4.owned())
 		return d > 0 && a+c+d == 12
-	})
+	}, w1, w3, w4)
 	t.Logf("%s: worker-4 holds %s, %s after the kill", elapsed(), partitionList(w4.owned()), time.Since(killed).Round(time.Second))
 
 	// 3 → 1 worker, gracefully.
 	loading := !load.exited()
 	stopAll(t, time.Minute, w3, w4)
-	waitfor.Until(t, time.Minute, "worker-1 to own the 12 partitions again", func() bool { return len(w1.owned()) == 12 })
+	waitOwned(t, time.Minute, "worker-1 to own the 12 partitions again", func() bool { return len(w1.owned()) == 12 }, w1)
 	t.Logf("%s: back to one worker (load still running: %v)", elapsed(), loading)
 	if !loading {
 		t.Log("note: the load had finished before the scale-down; it happened on a backlog instead")
@@ -343,10 +343,10 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	waitfor.Until(t, time.Minute, "1,000 messages processed", func() bool { return sinkLines(sink) >= 1000 })
 	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: mailbox, journal: journalURL, sink: sink,
 		concurrency: 16, admin: adminB})
-	waitfor.Until(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
+	waitOwned(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
 		na, nb := len(a.owned()), len(b.owned())
 		return na > 0 && nb > 0 && na+nb == 12
-	})
+	}, a, b)
 	waitfor.Every(t, time.Minute, 20*time.Millisecond, "worker-a to be busy", func() bool {
 		v, _ := metric(adminA, "postbox_messages_in_flight")
 		return v >= 20
@@ -356,7 +356,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	tries := stopBetweenJournalWrites(t, a, journalPath)
 	stopped := time.Now()
 	t.Logf("%s: SIGSTOPped worker-a (partitions %s) at try %d", elapsed(), partitionList(aParts), tries)
-	waitfor.Until(t, 2*time.Minute, "worker-b to claim worker-a's partitions", func() bool { return len(b.owned()) == 12 })
+	waitOwned(t, 2*time.Minute, "worker-b to claim worker-a's partitions", func() bool { return len(b.owned()) == 12 }, b)
 	t.Logf("%s: worker-b owns every partition, %s after the stop", elapsed(), time.Since(stopped).Round(time.Second))
 	progress := sinkLines(sink)
 	waitfor.Until(t, time.Minute, "worker-b to make progress", func() bool { return sinkLines(sink) >= progress+200 })
@@ -429,9 +429,9 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	if len(fenced) == 0 {
 		t.Log("note: worker-a learned it lost its partitions before it learned of a refused write")
 	}
-	waitfor.Until(t, 2*time.Minute, "worker-a to rejoin and claim partitions again", func() bool {
+	waitOwned(t, 2*time.Minute, "worker-a to rejoin and claim partitions again", func() bool {
 		return a.count("partition claimed") > claimsBefore && len(a.owned()) > 0 && len(a.owned())+len(b.owned()) == 12
-	})
+	}, a, b)
 	t.Logf("%s: worker-a rejoined with partitions %s", elapsed(), partitionList(a.owned()))
 
 	l.finish(t, dir, load, 3*time.Minute)
@@ -660,10 +660,10 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	w1 := startWorker(t, dir, "worker-1", first)
 	w1.waitRunning(t, time.Minute)
 	w2 := startWorker(t, dir, "worker-2", w)
-	waitfor.Until(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
+	waitOwned(t, 2*time.Minute, "the partitions to spread over both workers", func() bool {
 		a, b := len(w1.owned()), len(w2.owned())
 		return a > 0 && b > 0 && a+b == 12
-	})
+	}, w1, w2)
 	load := l.start(t, dir, mailbox)
 	waitfor.Until(t, time.Minute, "3,000 messages processed", func() bool { return sinkLines(sink) >= 3000 })
 

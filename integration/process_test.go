@@ -266,3 +266,31 @@ func stopAll(t *testing.T, timeout time.Duration, ps ...*process) {
 		t.Logf("%s stopped after SIGTERM in %s", p.name, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// alive fails t at once if one of ps has exited, with its last lines.
+func alive(t *testing.T, ps ...*process) {
+	t.Helper()
+	for _, p := range ps {
+		if p.exited() {
+			t.Fatalf("%s (pid %d) exited: %v\n%s", p.name, p.pid(), p.err, p.tail(15))
+		}
+	}
+}
+
+// waitOwned waits for cond on the partitions workers own (see owned). It
+// fails at once if one of them exits, and on a timeout it says what each
+// owned last.
+func waitOwned(t *testing.T, timeout time.Duration, what string, cond func() bool, workers ...*process) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			for _, w := range workers {
+				t.Logf("%s owned %s at the end", w.name, partitionList(w.owned()))
+			}
+		}
+	}()
+	waitfor.Until(t, timeout, what, func() bool {
+		alive(t, workers...)
+		return cond()
+	})
+}

@@ -337,7 +337,7 @@ func svcScaleAndCrash(t *testing.T, c svcCrash) {
 		// lands on work in flight.
 		i := -1
 		waitfor.Until(t, time.Minute, "a busy worker to kill", func() bool {
-			svcAlive(t, live...)
+			alive(t, live...)
 			k := rng.IntN(len(live))
 			before := processedOn(admin[live[k]])
 			time.Sleep(100 * time.Millisecond)
@@ -442,16 +442,6 @@ func (s svcServices) restart(t *testing.T, down time.Duration) time.Duration {
 	return time.Since(begin)
 }
 
-// svcAlive fails the test if any of ps has exited.
-func svcAlive(t *testing.T, ps ...*process) {
-	t.Helper()
-	for _, p := range ps {
-		if p.exited() {
-			t.Fatalf("%s (pid %d) exited: %v\n%s", p.name, p.pid(), p.err, p.tail(15))
-		}
-	}
-}
-
 // svcRestart describes a run in which the server behind the mailbox or the
 // journal is restarted while two workers are busy.
 type svcRestart struct {
@@ -489,14 +479,14 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 			sink: sink, concurrency: 16, admin: admin, extra: slices.Concat(serviceFlags, r.extra)}))
 	}
 	waitfor.Until(t, time.Minute, "both workers to hold partitions, all of them between them", func() bool {
-		svcAlive(t, workers...)
+		alive(t, workers...)
 		a, _ := metric(admins[0], "postbox_partitions_claimed")
 		b, _ := metric(admins[1], "postbox_partitions_claimed")
 		return a >= 1 && b >= 1 && int(a+b) == mb.Partitions
 	})
 	r.before.start(t, dir, "load-before", r.mailbox).exit(t, 2*time.Minute)
 	waitfor.Until(t, time.Minute, "both workers busy and a fifth of the messages processed", func() bool {
-		svcAlive(t, workers...)
+		alive(t, workers...)
 		return processedOn(admins[0]) >= 100 && processedOn(admins[1]) >= 100 &&
 			processedOn(admins...) >= float64(r.before.spec.Count)/5
 	})
@@ -506,7 +496,7 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 	atStop := []float64{processedOn(admins[0]), processedOn(admins[1])}
 	outage := r.server.restart(t, r.down)
 	t.Logf("%s restarted after the workers processed %v messages; unreachable for %s", r.server.service, atStop, outage.Round(time.Millisecond))
-	svcAlive(t, workers...)
+	alive(t, workers...)
 	r.after.start(t, dir, "load-after", r.mailbox).exit(t, 2*time.Minute)
 
 	exactLive := check.waitExact(90 * time.Second)
@@ -517,7 +507,7 @@ func svcRestartUnderLoad(t *testing.T, r svcRestart) {
 		t.Logf("%s: %d \"outcome lookup failed; retrying\", %d \"journal append failed; retrying\", %d \"activating actor failed\" log lines",
 			w.name, w.count("outcome lookup failed"), w.count("journal append failed"), w.count("activating actor failed"))
 	}
-	svcAlive(t, workers...)
+	alive(t, workers...)
 	for _, w := range workers {
 		w.stop(t, time.Minute)
 	}

@@ -96,12 +96,12 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		return ps
 	}
 	waitfor.Until(t, 30*time.Second, "worker A to own every partition and process messages", func() bool {
-		svcAlive(t, a)
+		alive(t, a)
 		return len(owned(a)) == partitions && processedOn(adminA) > 0
 	})
 	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: mbURL, journal: jURL, sink: sink, concurrency: concurrency, admin: adminB, extra: flags})
 	waitfor.Until(t, 30*time.Second, "the partitions to be shared by A and B", func() bool {
-		svcAlive(t, a, b)
+		alive(t, a, b)
 		return len(owned(a)) > 0 && len(owned(b)) > 0 && len(owned(a))+len(owned(b)) == partitions
 	})
 
@@ -127,7 +127,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	t.Logf("worker A (pid %d) stopped, owning partitions %v", a.pid(), zombie)
 	var processedB float64
 	waitfor.Until(t, 30*time.Second, "worker B to take over A's partitions and their epochs", func() bool {
-		svcAlive(t, b)
+		alive(t, b)
 		for _, p := range zombie {
 			pid, _ := svcLeaseOwner(ctx, rc, mailbox, p)
 			e, err := check.j.Epoch(ctx, fmt.Sprintf("%s/%d", mb.Name, p))
@@ -153,7 +153,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// gets again.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		svcAlive(t, a, b)
+		alive(t, a, b)
 		gaveUp := a.count("partition fenced") + a.count("partition lost") - gaveUpBefore
 		if gaveUp >= len(zombie) {
 			break
@@ -300,7 +300,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		return out
 	}
 	waitfor.Until(t, time.Minute, "two dead letters", func() bool {
-		svcAlive(t, worker)
+		alive(t, worker)
 		return len(dlqList()) == 2
 	})
 
@@ -388,7 +388,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		t.Fatalf("dlq redrive: %+v", r)
 	}
 	waitfor.Until(t, time.Minute, "the redriven messages dead-lettered again", func() bool {
-		svcAlive(t, worker)
+		alive(t, worker)
 		envs, err := mb.DLQ.List(ctx)
 		return err == nil && len(envs) == 2
 	})
