@@ -78,11 +78,21 @@ type Publisher interface {
 
 // Consumer hands out partitions of a mailbox as Claims.
 //
-// Run blocks until ctx is cancelled or a fatal error occurs, calling
-// onClaim in a fresh goroutine for every partition this consumer comes to
-// own. Several consumers (in one process or several) share the partitions
-// between them; a partition is claimed by at most one consumer at a time.
-// When Run returns, every claim it handed out has ended (Messages closed).
+// Run blocks until ctx is cancelled, Close is called or a fatal error
+// occurs, calling onClaim in a fresh goroutine for every partition this
+// consumer comes to own. Several consumers (in one process or several)
+// share the partitions between them; a partition is claimed by at most one
+// consumer at a time.
+//
+// Stopping is graceful: Run closes the Messages channel of every claim,
+// keeps the partitions owned and acks flowing while the onClaim calls
+// finish their work and Release (for as long as the backend's bound
+// allows), and returns once they have. A claim left unreleased is released
+// then. So onClaim must return after Messages is closed, and must not wait
+// for Run to return. Run returns nil when stopped by ctx or Close, and
+// channel.ErrClosed when called after Close. A Consumer runs once; create
+// another to run again. Close stops Run and waits for it, so it must not
+// be called from onClaim; it is idempotent.
 type Consumer interface {
 	Run(ctx context.Context, onClaim func(Claim)) error
 	// Backend names the kind of channel ("sqlite", "kafka", …) for provenance.

@@ -77,12 +77,11 @@ func (c *Consumer) Partitions() int {
 	return c.partitions
 }
 
-// Run joins the group and hands out claims until ctx is cancelled or Close
-// is called; then it revokes every claim (waiting up to
-// Options.RevokeTimeout for Release), commits what was acked, leaves the
-// group and returns nil. It returns an error at once if the topic does not
-// exist or the brokers cannot be reached, and channel.ErrClosed after Close.
-// Run may be called once.
+// Run implements channel.Consumer, sharing the partitions in a consumer
+// group. Stopping, it revokes every claim (waiting up to
+// Options.RevokeTimeout for Release), commits what was acked and leaves the
+// group. It returns an error at once if the topic does not exist or the
+// brokers cannot be reached.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return errors.New("kafka: Consumer.Run needs an onClaim function")
@@ -156,8 +155,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// Close stops Run, if it runs, and waits for it to return. Close is
-// idempotent.
+// Close implements channel.Consumer.
 func (c *Consumer) Close() error {
 	c.mu.Lock()
 	c.closed = true

@@ -50,21 +50,10 @@ func (c *Consumer) Backend() string { return Backend }
 // Mailbox returns "memory:" and the mailbox's name.
 func (c *Consumer) Mailbox() string { return "memory:" + c.m.Name() }
 
-// Run takes part in sharing the mailbox's partitions until ctx is
-// cancelled, the Consumer or its Mailbox is closed, or Crash is called. It
-// calls onClaim in a new goroutine for every partition the consumer comes
-// to own.
-//
-// Stopping is graceful: Run closes the Messages channel of every claim it
-// holds, and their partitions move to the other consumers as each claim is
-// released and its onClaim returns (or is lost, after
-// Options.ReleaseTimeout). Run returns once every onClaim call has
-// returned, so onClaim must return after Messages or Lost closes, and must
-// not wait for Run to return. A claim whose onClaim returns without calling
-// Release is released then.
-//
-// Run returns nil when stopped by ctx or Close, and ErrCrashed after
-// Crash. A Consumer runs once; create another to run again.
+// Run implements channel.Consumer. It also stops when the Mailbox is
+// closed, and returns ErrCrashed after Crash. A stopping claim's partition
+// moves to another consumer once it is released and its onClaim has
+// returned, or once it is lost, after Options.ReleaseTimeout.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return errors.New("memory: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it")
@@ -116,9 +105,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// Close stops Run, if it is running, and waits for it to return, so it
-// must not be called from onClaim. Later calls to Run return
-// channel.ErrClosed. Close is idempotent.
+// Close implements channel.Consumer.
 func (c *Consumer) Close() error {
 	m := c.m
 	m.mu.Lock()

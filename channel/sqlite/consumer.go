@@ -64,19 +64,10 @@ func (c *Consumer) Mailbox() string { return c.m.Identity() }
 // Owner returns the name under which the consumer holds leases.
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
-// Run takes part in sharing the mailbox's partitions until ctx is cancelled,
-// the Consumer or its Mailbox is closed, or the database has failed the
-// lease keeper for a whole LeaseTTL (by then every lease is lost anyway) or
-// failed a poll. It calls onClaim in a new goroutine for every partition the
-// consumer comes to own.
-//
-// Stopping is graceful: Run closes the Messages channel of every claim,
-// keeps their leases renewed and their acks flowing while the onClaim calls
-// finish their work and Release, and returns once every onClaim call has
-// returned. A claim that onClaim left unreleased is released then. So
-// onClaim must return after Messages is closed, and must not wait for Run
-// to return. Run returns nil when stopped by ctx or Close. A Consumer runs
-// once; create another to run again.
+// Run implements channel.Consumer, sharing the partitions by leases. It
+// also stops when the Mailbox is closed, and fails when the database has
+// failed the lease keeper for a whole LeaseTTL (by then every lease is lost
+// anyway) or failed a poll.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if c.optsErr != nil {
 		return c.optsErr
@@ -84,9 +75,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	return c.engine.Run(ctx, onClaim)
 }
 
-// Close stops Run, if it is running, and waits for it to return, so it
-// must not be called from onClaim. Later calls to Run return
-// channel.ErrClosed. Close is idempotent.
+// Close implements channel.Consumer.
 func (c *Consumer) Close() error { return c.engine.Close() }
 
 // Tick is the lease keeper's transaction (see lease.Driver).
