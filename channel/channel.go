@@ -90,7 +90,7 @@ type Publisher interface {
 // allows), and returns once they have. A claim left unreleased is released
 // then. So onClaim must return after Messages is closed, and must not wait
 // for Run to return. Run returns nil when stopped by ctx or Close, and
-// channel.ErrClosed when called after Close. A Consumer runs once; create
+// ErrClosed when called after Close. A Consumer runs once; create
 // another to run again. Close stops Run and waits for it, so it must not
 // be called from onClaim; it is idempotent.
 type Consumer interface {
