@@ -51,15 +51,10 @@ type Message struct {
 	// Mailbox names the source (table, topic or stream) for provenance.
 	Mailbox   string
 	Partition int32
-	// Offset increases with publish order within a partition.
+	// Offset increases with publish order within a partition. A message
+	// delivered again keeps its offset: the host tells a redelivery by it
+	// (see journal.Journal.Horizon), so no channel counts deliveries.
 	Offset int64
-	// Deliveries counts deliveries of this message, this one included, as
-	// the channel recorded them durably before handing it out; zero when
-	// the channel cannot count. The host does not rely on it: it journals
-	// how far into each partition it has handed messages out (see
-	// journal.Journal.Horizon), which relies on Offset growing along the
-	// partition.
-	Deliveries int
 	// PublishedAt is when the message entered the mailbox.
 	PublishedAt time.Time
 }

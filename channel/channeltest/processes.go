@@ -113,7 +113,7 @@ func ProcessHelperMain(open OpenHelperConsumer) int {
 					}
 					return
 				}
-				logf("msg %s %d %d", m.ID, p, m.Deliveries)
+				logf("msg %s %d %d", m.ID, p, m.Offset)
 				if err := cl.Ack(context.Background(), m); err != nil {
 					errMu.Lock()
 					claimErr = err

@@ -12,9 +12,8 @@ import (
 func TestConformance(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	features := channeltest.Features{
-		CountsDeliveries: false, // Kafka cannot count deliveries
-		Leases:           true,  // consumer-group partition assignment
-		Timeout:          60 * time.Second,
+		Leases:  true, // consumer-group partition assignment
+		Timeout: 60 * time.Second,
 	}
 	channeltest.Run(t, features, func(t *testing.T) channeltest.Mailbox {
 		const partitions = 4

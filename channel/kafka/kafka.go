@@ -7,8 +7,7 @@
 // replicas. The Consumer is a member of a consumer group with the
 // cooperative-sticky balancer and manual commits: each partition it is
 // assigned becomes a channel.Claim. A claim commits the lowest offset that
-// is neither acknowledged nor forwarded (below), never past it. Kafka does not count deliveries, so
-// channel.Message.Deliveries is always 0 and the host keeps its own count.
+// is neither acknowledged nor forwarded (below), never past it.
 //
 // A record whose key does not hash to the partition it is on (written by a
 // client with another partitioner, such as librdkafka's default
