@@ -113,8 +113,12 @@ type Claim interface {
 	Messages() <-chan Message
 	Lost() <-chan struct{}
 	// Ack acknowledges finished messages. The host passes them in offset
-	// order, up to its watermark. Ack may buffer; acks are durable at the
-	// latest when Release returns. An ack after Lost is ignored.
+	// order, up to its watermark (the first message not finished), so an
+	// ack also stands for every earlier message of the claim: a backend
+	// that commits a position (Kafka) moves it to just past the last
+	// acked, and computes no watermark of its own. Ack may buffer; acks are
+	// durable at the latest when Release returns. An ack after Lost is
+	// ignored.
 	Ack(ctx context.Context, msgs ...Message) error
 	// Release flushes buffered acks and gives up the partition. It is
 	// idempotent.

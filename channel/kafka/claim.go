@@ -35,7 +35,9 @@ const (
 // goroutine republishes to their home partitions.
 //
 // The claim commits the lowest offset that is neither acked nor forwarded:
-// see commitPointLocked.
+// see commitPointLocked. The host acks in offset order up to its own
+// watermark (see channel.Claim.Ack), so an ack counts for everything before
+// it; what the claim adds is the foreign records still being forwarded.
 type claim struct {
 	s         *session
 	cl        *kgo.Client
