@@ -172,9 +172,9 @@ func prepareStmts(ctx context.Context, m *Mailbox, tx *sql.Tx) (*pollStmts, erro
 	}
 	// OR FAIL: nothing here can violate a constraint, and without the
 	// default ABORT, SQLite keeps no statement journal for the update.
-	if s.take, err = m.stmt(ctx, tx, `UPDATE OR FAIL mailbox_messages SET claim = ?1, deliveries = deliveries + 1
+	if s.take, err = m.stmt(ctx, tx, `UPDATE OR FAIL mailbox_messages SET claim = ?1
 		WHERE id IN (SELECT id FROM mailbox_messages WHERE partition = ?2 AND id > ?3 ORDER BY id LIMIT ?4)
-		RETURNING id, msg_id, address, payload, headers, deliveries, created_at`); err != nil {
+		RETURNING id, msg_id, address, payload, headers, created_at`); err != nil {
 		return nil, fmt.Errorf("prepare poll: %w", err)
 	}
 	return &s, nil
@@ -191,8 +191,8 @@ func (s *pollStmts) ack(ctx context.Context, cl *Claim, acks []int64) error {
 	return nil
 }
 
-// takeNext takes up to w.limit rows after w.from and records their delivery
-// in the same statement.
+// takeNext takes up to w.limit rows after w.from and marks them with the
+// claim's epoch in the same statement, so that only its acks delete them.
 func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error {
 	rows, err := s.take.QueryContext(ctx, w.cl.epoch, w.cl.partition, w.from, w.limit)
 	if err != nil {
@@ -201,14 +201,14 @@ func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			id, deliveries, created int64
-			msgID, addr             string
-			payload, headers        []byte
+			id, created      int64
+			msgID, addr      string
+			payload, headers []byte
 		)
-		if err := rows.Scan(&id, &msgID, &addr, &payload, &headers, &deliveries, &created); err != nil {
+		if err := rows.Scan(&id, &msgID, &addr, &payload, &headers, &created); err != nil {
 			return fmt.Errorf("read message: %w", err)
 		}
-		msg, err := newMessage(mailbox, w.cl.partition, id, msgID, addr, payload, headers, deliveries, created)
+		msg, err := newMessage(mailbox, w.cl.partition, id, msgID, addr, payload, headers, created)
 		if err != nil {
 			return err
 		}
@@ -223,7 +223,7 @@ func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error
 }
 
 // newMessage builds a delivered message from its row.
-func newMessage(mailbox string, partition int32, id int64, msgID, addr string, payload, headers []byte, deliveries, created int64) (channel.Message, error) {
+func newMessage(mailbox string, partition int32, id int64, msgID, addr string, payload, headers []byte, created int64) (channel.Message, error) {
 	typ, aid, _ := strings.Cut(addr, "/")
 	msg := channel.Message{
 		ID:          msgID,
@@ -232,7 +232,6 @@ func newMessage(mailbox string, partition int32, id int64, msgID, addr string, p
 		Mailbox:     mailbox,
 		Partition:   partition,
 		Offset:      id,
-		Deliveries:  int(deliveries),
 		PublishedAt: time.Unix(0, created),
 	}
 	if len(headers) > 0 {

@@ -22,11 +22,10 @@ import (
 // ceil(partitions/live consumers); claims beyond that share are asked to
 // stop. The poller serves every claim in one transaction per poll: it
 // deletes the messages acked since the last poll and takes the next
-// messages of each partition, recording their delivery before any is handed
-// out. One transaction for all partitions means one fsync per poll instead
-// of one per partition. A poller that has nothing to flush and whose claims
-// saw no new message since their last poll (it reads the newest offset
-// first) skips the write transaction altogether.
+// messages of each partition. One transaction for all partitions means one
+// fsync per poll instead of one per partition. A poller that has nothing to
+// flush and whose claims saw no new message since their last poll (it reads
+// the newest offset first) skips the write transaction altogether.
 type Consumer struct {
 	m       *Mailbox
 	opts    ConsumerOptions

@@ -61,7 +61,7 @@ func Example() {
 
 	select {
 	case m := <-got:
-		fmt.Printf("%s %s %s source=%s deliveries=%d\n", m.Address, m.ID, m.Payload, m.Headers["source"], m.Deliveries)
+		fmt.Printf("%s %s %s source=%s\n", m.Address, m.ID, m.Payload, m.Headers["source"])
 	case <-time.After(10 * time.Second):
 		fmt.Println("no message")
 	}
@@ -69,5 +69,5 @@ func Example() {
 	if err := <-done; err != nil { // returns once the claim is released
 		fmt.Println(err)
 	}
-	// Output: counter/42 order-1 increment source=example deliveries=1
+	// Output: counter/42 order-1 increment source=example
 }

@@ -125,9 +125,11 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	expireLeases(t, db)
 	b := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "B", LeaseTTL: time.Hour, PollInterval: 5 * time.Millisecond}))
 	waitfor.Until(t, 30*time.Second, "B to receive both again", func() bool { return len(b.received()) == 2 })
-	for _, m := range b.received() {
-		if m.Deliveries != 2 {
-			t.Errorf("B got message %s with Deliveries %d, want 2", m.ID, m.Deliveries)
+	// Both are redeliveries of what A got, the one A acked included: the
+	// same messages at the same offsets.
+	for i, m := range b.received() {
+		if was := za.received()[i]; m.ID != was.ID || m.Offset != was.Offset {
+			t.Errorf("B's message %d is %s at offset %d, want A's %s at offset %d again", i, m.ID, m.Offset, was.ID, was.Offset)
 		}
 	}
 
@@ -259,9 +261,10 @@ func TestMailboxCloseStopsEverything(t *testing.T) {
 	}
 }
 
-// A file of an earlier version has mailbox_messages.visible_at, set on rows
-// that were nacked with a delay. Such a row is delivered at once, and the
-// file takes publishes and acks as a new one does.
+// A file of an earlier version has mailbox_messages.deliveries, and
+// mailbox_messages.visible_at set on rows that were nacked with a delay.
+// Such a row is delivered at once, at its offset; the file takes publishes
+// and acks as a new one does, and its deliveries column is left alone.
 func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mailbox.db")
 	db := rawDB(t, path)
@@ -283,6 +286,7 @@ func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
 			VALUES (0, 'nacked', 't/0', x'', 1, ?, 1)`, time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
 	}
+	nacked := int64(count(t, db, `SELECT id FROM mailbox_messages WHERE msg_id = 'nacked'`))
 	mb := open(t, path, sqlite.Options{Partitions: 1})
 	publishN(t, mb, 2)
 
@@ -290,8 +294,17 @@ func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
 	cl := r.claim(t)
 	waitfor.Until(t, 30*time.Second, "all 3", func() bool { return len(r.received()) == 3 })
 	got := r.received()
-	if got[0].ID != "nacked" || got[0].Deliveries != 2 {
-		t.Errorf("first delivery is %s with Deliveries %d, want the nacked row with 2", got[0].ID, got[0].Deliveries)
+	if got[0].ID != "nacked" || got[0].Offset != nacked {
+		t.Errorf("first delivery is %s at offset %d, want the nacked row at its offset %d", got[0].ID, got[0].Offset, nacked)
+	}
+	for i, m := range got[1:] {
+		if m.Offset <= got[i].Offset {
+			t.Errorf("delivery %d at offset %d after %d, want publish order", i+1, m.Offset, got[i].Offset)
+		}
+	}
+	// Every row is taken now; none had its deliveries touched.
+	if n := count(t, db, `SELECT count(*) FROM mailbox_messages WHERE deliveries != iif(msg_id = 'nacked', 1, 0)`); n != 0 {
+		t.Errorf("%d rows with their deliveries column changed, want it left alone", n)
 	}
 	if err := cl.Ack(t.Context(), got...); err != nil {
 		t.Fatal(err)

@@ -11,18 +11,15 @@
 // process picks up half of the partitions and a stopping or dead one hands
 // its partitions to the others within one lease TTL.
 //
-// Delivery is at least once. A message's delivery count is written before
-// the message is handed out, so a message that crashes its consumer every
-// time still shows a growing Deliveries. A zombie consumer (one whose lease
-// expired while it was paused) cannot delete messages that the partition's
-// new owner has taken.
+// Delivery is at least once. A zombie consumer (one whose lease expired
+// while it was paused) cannot delete messages that the partition's new owner
+// has taken.
 //
 // Writes are batched: Publish stores its messages in one transaction, and
 // a consumer serves all its partitions in one transaction per poll (acks
-// deleted, deliveries recorded, next messages taken), so a commit's fsync
-// is shared by many messages. Writers queue on the file through an advisory
-// lock on a sidecar file, "<file>-postbox-lock", rather than by polling
-// SQLite's lock.
+// deleted, next messages taken), so a commit's fsync is shared by many
+// messages. Writers queue on the file through an advisory lock on a sidecar
+// file, "<file>-postbox-lock", rather than by polling SQLite's lock.
 //
 // What it does not give: the file must be on a local disk of the host that
 // runs every process using it (SQLite's locking does not work over network
@@ -55,8 +52,9 @@ const Backend = "sqlite"
 
 // schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs, so
 // they never go back even when the newest messages have been deleted. Files
-// of earlier versions also have a column visible_at in mailbox_messages and
-// an index mailbox_messages_delayed: unused, and left alone.
+// made by earlier versions also have a column deliveries in
+// mailbox_messages, and older ones a column visible_at and an index
+// mailbox_messages_delayed: unused, and left alone.
 const schema = `
 CREATE TABLE IF NOT EXISTS mailbox_meta (
 	key   TEXT PRIMARY KEY,
@@ -69,7 +67,6 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
 	address    TEXT    NOT NULL,
 	payload    BLOB    NOT NULL,
 	headers    BLOB,
-	deliveries INTEGER NOT NULL DEFAULT 0,
 	claim      INTEGER,
 	created_at INTEGER NOT NULL
 );
@@ -288,10 +285,10 @@ func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return commit(tx, fn)
 }
 
-// writeBookkeeping is write for the consumer's delivery marks and acks,
-// committed without an fsync (synchronous=NORMAL): a process crash keeps
-// them; a power loss may undo the last ones, which only means those messages
-// are delivered again, and the host's journal deduplicates them.
+// writeBookkeeping is write for the consumer's takes and acks, committed
+// without an fsync (synchronous=NORMAL): a process crash keeps them; a power
+// loss may undo the last ones, which only means those messages are
+// delivered again, and the host's journal deduplicates them.
 // Publishes and dead letters always get the mailbox's own setting.
 func (m *Mailbox) writeBookkeeping(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if !m.syncFull {

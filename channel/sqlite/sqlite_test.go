@@ -31,8 +31,7 @@ var testConsumerOptions = sqlite.ConsumerOptions{LeaseTTL: time.Second, PollInte
 
 func TestConformance(t *testing.T) {
 	channeltest.Run(t, channeltest.Features{
-		CountsDeliveries: true,
-		Leases:           true,
+		Leases: true,
 	}, func(t *testing.T) channeltest.Mailbox {
 		path := filepath.Join(t.TempDir(), "mailbox.db")
 		mb := open(t, path, sqlite.Options{Partitions: 4})
