@@ -34,9 +34,8 @@ var errReleased = errors.New("memory: claim already released: its unacked messag
 // Claim is one partition owned by one Consumer for a while.
 //
 // Acks take effect at once: there is nothing to flush. Messages
-// is buffered (Options.Buffer): a message counts as delivered, and with
-// Options.CountDeliveries its Deliveries grows, when it enters the buffer,
-// as the SQLite backend counts it when its poll takes it.
+// is buffered (Options.Buffer): a message counts as delivered, out with
+// this claim, when it enters the buffer.
 type Claim struct {
 	c    *Consumer
 	p    *partition
@@ -213,15 +212,11 @@ func (cl *Claim) sendLocked(r *record) bool {
 	msg := r.msg
 	msg.Payload = bytes.Clone(msg.Payload)
 	msg.Headers = maps.Clone(msg.Headers)
-	if cl.c.m.opts.CountDeliveries {
-		msg.Deliveries = r.deliveries + 1
-	}
 	select {
 	case cl.msgs <- msg:
 	default: // only when messages not yet received were acked
 		return false
 	}
-	r.deliveries++
 	r.holder = cl
 	cl.inflight++
 	return true

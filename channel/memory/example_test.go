@@ -38,7 +38,7 @@ func runConsumer(mb *memory.Mailbox, got chan<- delivered) (stop func()) {
 // Publish a message to an actor's mailbox and read it back the way a worker
 // does: claim a partition, receive, ack, release.
 func Example() {
-	mb := memory.New(memory.Options{Name: "example", Partitions: 1, CountDeliveries: true})
+	mb := memory.New(memory.Options{Name: "example", Partitions: 1})
 	defer mb.Close()
 
 	ctx := context.Background()
@@ -54,21 +54,22 @@ func Example() {
 	got := make(chan delivered, 1)
 	stop := runConsumer(mb, got)
 	d := <-got
-	fmt.Printf("%s %s %s offset=%d deliveries=%d\n", d.msg.Address, d.msg.ID, d.msg.Payload, d.msg.Offset, d.msg.Deliveries)
+	fmt.Printf("%s %s %s offset=%d\n", d.msg.Address, d.msg.ID, d.msg.Payload, d.msg.Offset)
 	if err := d.claim.Ack(ctx, d.msg); err != nil {
 		fmt.Println(err)
 	}
 	stop()
 	fmt.Println("pending:", mb.Pending())
 	// Output:
-	// counter/42 example/0/1 increment offset=1 deliveries=1
+	// counter/42 example/0/1 increment offset=1
 	// pending: 0
 }
 
 // Lose the partition under a worker: its claim's acks are ignored from then
-// on, and the next claim gets the message again.
+// on, and the next claim gets the message again, with the same ID and
+// offset.
 func ExampleMailbox_Lose() {
-	mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true})
+	mb := memory.New(memory.Options{Partitions: 1})
 	defer mb.Close()
 	ctx := context.Background()
 	_ = mb.Publisher().Publish(ctx, channel.Message{
@@ -80,7 +81,7 @@ func ExampleMailbox_Lose() {
 	stop := runConsumer(mb, got)
 	defer stop()
 	first := <-got
-	fmt.Println("delivered", first.msg.ID, "deliveries", first.msg.Deliveries)
+	fmt.Println("delivered", first.msg.ID, "at offset", first.msg.Offset)
 
 	mb.Lose(0)
 	<-first.claim.Lost()
@@ -88,12 +89,12 @@ func ExampleMailbox_Lose() {
 	fmt.Println("pending after a late ack:", mb.Pending())
 
 	again := <-got
-	fmt.Println("delivered", again.msg.ID, "deliveries", again.msg.Deliveries)
+	fmt.Println("delivered", again.msg.ID, "at offset", again.msg.Offset)
 	_ = again.claim.Ack(ctx, again.msg)
 	fmt.Println("acked:", mb.Acked(0))
 	// Output:
-	// delivered m1 deliveries 1
+	// delivered m1 at offset 1
 	// pending after a late ack: 1
-	// delivered m1 deliveries 2
+	// delivered m1 at offset 1
 	// acked: [m1]
 }

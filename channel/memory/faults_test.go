@@ -184,10 +184,17 @@ func offsets(ds []delivery) []int64 {
 	return out
 }
 
-func deliveries(ds []delivery) []int {
-	out := make([]int, len(ds))
-	for i, d := range ds {
-		out[i] = d.Deliveries
+// receipts returns, for each of ids, how many times it occurs in ds: how
+// often that message was received. IDs are unique per message, and stay
+// the same when one is delivered again.
+func receipts(ds []delivery, ids []string) []int {
+	n := make(map[string]int)
+	for _, d := range ds {
+		n[d.ID]++
+	}
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = n[id]
 	}
 	return out
 }
@@ -212,77 +219,65 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// counted is the Deliveries a delivery numbered n reports.
-func counted(count bool, n int) int {
-	if count {
-		return n
-	}
-	return 0
-}
-
 func TestRevokeRedeliversFromLowestUnacked(t *testing.T) {
-	for _, count := range []bool{true, false} {
-		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: count})
-				defer mb.Close()
-				// Ack offsets 1 and 2 only, as a host whose watermark
-				// stuck at 3.
-				w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
-					if m.Offset <= 2 {
-						ackAll(cl, m)
-					}
-				})
-				publishN(t, mb, 0, 5, "rev")
-				synctest.Wait()
-
-				first := w.received(nil)
-				if got := offsets(first); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
-					t.Fatalf("first claim got offsets %v, want 1..5", got)
-				}
-				if got := deliveries(first); !slices.Equal(got, want(5, counted(count, 1))) {
-					t.Errorf("first deliveries %v, want %v", got, want(5, counted(count, 1)))
-				}
-				if got, wantIDs := mb.Acked(0), ids(first[:2]); !slices.Equal(got, wantIDs) {
-					t.Errorf("Acked(0) = %v, want %v", got, wantIDs)
-				}
-				if mb.Pending() != 3 {
-					t.Errorf("Pending = %d, want 3", mb.Pending())
-				}
-
-				old := w.claimsSeen()[0]
-				if !mb.Revoke(0) {
-					t.Fatal("Revoke(0) = false with an active claim")
-				}
-				synctest.Wait()
-				if isClosed(old.Lost()) {
-					t.Error("a revoked claim that was released is marked lost")
-				}
-				cls := w.claimsSeen()
-				if len(cls) != 2 {
-					t.Fatalf("%d claims after Revoke and Release, want 2", len(cls))
-				}
-				again := w.received(cls[1])
-				if got := offsets(again); !slices.Equal(got, []int64{3, 4, 5}) {
-					t.Fatalf("second claim got offsets %v, want the unacked 3, 4, 5 in order", got)
-				}
-				if got := ids(again); !slices.Equal(got, ids(first[2:])) {
-					t.Errorf("redelivered IDs %v, want %v", got, ids(first[2:]))
-				}
-				if got := deliveries(again); !slices.Equal(got, want(3, counted(count, 2))) {
-					t.Errorf("redeliveries %v, want %v", got, want(3, counted(count, 2)))
-				}
-				if err := w.stop(); err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 1})
+		defer mb.Close()
+		// Ack offsets 1 and 2 only, as a host whose watermark
+		// stuck at 3.
+		w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+			if m.Offset <= 2 {
+				ackAll(cl, m)
+			}
 		})
-	}
+		publishN(t, mb, 0, 5, "rev")
+		synctest.Wait()
+
+		first := w.received(nil)
+		if got := offsets(first); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
+			t.Fatalf("first claim got offsets %v, want 1..5", got)
+		}
+		if got := receipts(first, ids(first)); !slices.Equal(got, want(5, 1)) {
+			t.Errorf("first claim received each message %v times, want once", got)
+		}
+		if got, wantIDs := mb.Acked(0), ids(first[:2]); !slices.Equal(got, wantIDs) {
+			t.Errorf("Acked(0) = %v, want %v", got, wantIDs)
+		}
+		if mb.Pending() != 3 {
+			t.Errorf("Pending = %d, want 3", mb.Pending())
+		}
+
+		old := w.claimsSeen()[0]
+		if !mb.Revoke(0) {
+			t.Fatal("Revoke(0) = false with an active claim")
+		}
+		synctest.Wait()
+		if isClosed(old.Lost()) {
+			t.Error("a revoked claim that was released is marked lost")
+		}
+		cls := w.claimsSeen()
+		if len(cls) != 2 {
+			t.Fatalf("%d claims after Revoke and Release, want 2", len(cls))
+		}
+		again := w.received(cls[1])
+		if got := offsets(again); !slices.Equal(got, []int64{3, 4, 5}) {
+			t.Fatalf("second claim got offsets %v, want the unacked 3, 4, 5 in order", got)
+		}
+		if got := ids(again); !slices.Equal(got, ids(first[2:])) {
+			t.Errorf("redelivered IDs %v, want %v", got, ids(first[2:]))
+		}
+		if got := receipts(w.received(nil), ids(first)); !slices.Equal(got, []int{1, 1, 2, 2, 2}) {
+			t.Errorf("offsets 1..5 received %v times, want the acked once and the unacked twice", got)
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true, ReleaseTimeout: 5 * time.Second})
+		mb := memory.New(memory.Options{Partitions: 1, ReleaseTimeout: 5 * time.Second})
 		defer mb.Close()
 		w := startWorker(t, mb.Consumer(), "w", ackNone)
 		w.noRelease = true
@@ -304,8 +299,12 @@ func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
 		if len(cls) != 2 {
 			t.Fatalf("%d claims, want the partition claimed again", len(cls))
 		}
-		if got := deliveries(w.received(cls[1])); !slices.Equal(got, []int{2, 2}) {
-			t.Errorf("redeliveries %v, want [2 2]", got)
+		again := w.received(cls[1])
+		if got, was := ids(again), ids(w.received(old)); !slices.Equal(got, was) || !slices.Equal(offsets(again), []int64{1, 2}) {
+			t.Errorf("new claim got %v at offsets %v, want the lost claim's %v at 1, 2", got, offsets(again), was)
+		}
+		if got := receipts(w.received(nil), ids(again)); !slices.Equal(got, []int{2, 2}) {
+			t.Errorf("redelivered messages received %v times, want twice each", got)
 		}
 		if err := old.Ack(context.Background(), w.received(old)[0].Message); err != nil {
 			t.Errorf("ack after Lost: %v, want it ignored without error", err)
@@ -320,73 +319,72 @@ func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
 }
 
 func TestLoseIgnoresLaterAcks(t *testing.T) {
-	for _, count := range []bool{true, false} {
-		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				mb := memory.New(memory.Options{Partitions: 2, CountDeliveries: count})
-				defer mb.Close()
-				w := startWorker(t, mb.Consumer(), "w", ackNone)
-				publishN(t, mb, 1, 4, "lose")
-				synctest.Wait()
-				old := w.claimsSeen()[1]
-				if old.Partition() != 1 {
-					old = w.claimsSeen()[0]
-				}
-				first := w.received(old)
-				if err := old.Ack(context.Background(), first[0].Message); err != nil {
-					t.Fatal(err)
-				}
+	synctest.Test(t, func(t *testing.T) {
+		mb := memory.New(memory.Options{Partitions: 2})
+		defer mb.Close()
+		w := startWorker(t, mb.Consumer(), "w", ackNone)
+		publishN(t, mb, 1, 4, "lose")
+		synctest.Wait()
+		old := w.claimsSeen()[1]
+		if old.Partition() != 1 {
+			old = w.claimsSeen()[0]
+		}
+		first := w.received(old)
+		if err := old.Ack(context.Background(), first[0].Message); err != nil {
+			t.Fatal(err)
+		}
 
-				if !mb.Lose(1) {
-					t.Fatal("Lose(1) = false with a claim")
-				}
-				// At once, before anyone reacts.
-				if !isClosed(old.Lost()) {
-					t.Fatal("Lost not closed by Lose")
-				}
-				if _, ok := <-old.Messages(); ok {
-					t.Error("Messages still open after Lose")
-				}
-				if err := old.Ack(context.Background(), messages(first[1:])...); err != nil {
-					t.Errorf("ack after Lost: %v, want it ignored without error", err)
-				}
-				if got := mb.Acked(1); !slices.Equal(got, ids(first[:1])) {
-					t.Errorf("Acked(1) = %v, want only the ack before Lose %v", got, ids(first[:1]))
-				}
-				synctest.Wait()
+		if !mb.Lose(1) {
+			t.Fatal("Lose(1) = false with a claim")
+		}
+		// At once, before anyone reacts.
+		if !isClosed(old.Lost()) {
+			t.Fatal("Lost not closed by Lose")
+		}
+		if _, ok := <-old.Messages(); ok {
+			t.Error("Messages still open after Lose")
+		}
+		if err := old.Ack(context.Background(), messages(first[1:])...); err != nil {
+			t.Errorf("ack after Lost: %v, want it ignored without error", err)
+		}
+		if got := mb.Acked(1); !slices.Equal(got, ids(first[:1])) {
+			t.Errorf("Acked(1) = %v, want only the ack before Lose %v", got, ids(first[:1]))
+		}
+		synctest.Wait()
 
-				var again []delivery
-				for _, cl := range w.claimsSeen() {
-					if cl.Partition() == 1 && cl != old {
-						again = w.received(cl)
-					}
-				}
-				if got := offsets(again); !slices.Equal(got, []int64{2, 3, 4}) {
-					t.Fatalf("new claim got offsets %v, want 2, 3, 4: from the lowest unacked", got)
-				}
-				if got := deliveries(again); !slices.Equal(got, want(3, counted(count, 2))) {
-					t.Errorf("redeliveries %v, want %v", got, want(3, counted(count, 2)))
-				}
-				if err := again[0].claim.Ack(context.Background(), again[0].Message); err != nil {
-					t.Fatal(err)
-				}
-				if got := mb.Acked(1); !slices.Equal(got, ids(first[:2])) {
-					t.Errorf("Acked(1) = %v, want %v", got, ids(first[:2]))
-				}
-				if err := old.Release(context.Background()); err != nil {
-					t.Errorf("Release after Lost: %v, want nil", err)
-				}
-				if err := w.stop(); err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-		})
-	}
+		var again []delivery
+		for _, cl := range w.claimsSeen() {
+			if cl.Partition() == 1 && cl != old {
+				again = w.received(cl)
+			}
+		}
+		if got := offsets(again); !slices.Equal(got, []int64{2, 3, 4}) {
+			t.Fatalf("new claim got offsets %v, want 2, 3, 4: from the lowest unacked", got)
+		}
+		if got := ids(again); !slices.Equal(got, ids(first[1:])) {
+			t.Errorf("redelivered IDs %v, want %v", got, ids(first[1:]))
+		}
+		if got := receipts(w.received(nil), ids(first)); !slices.Equal(got, []int{1, 2, 2, 2}) {
+			t.Errorf("offsets 1..4 received %v times, want the acked once and the rest twice", got)
+		}
+		if err := again[0].claim.Ack(context.Background(), again[0].Message); err != nil {
+			t.Fatal(err)
+		}
+		if got := mb.Acked(1); !slices.Equal(got, ids(first[:2])) {
+			t.Errorf("Acked(1) = %v, want %v", got, ids(first[:2]))
+		}
+		if err := old.Release(context.Background()); err != nil {
+			t.Errorf("Release after Lost: %v, want nil", err)
+		}
+		if err := w.stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 4, CountDeliveries: true})
+		mb := memory.New(memory.Options{Partitions: 4})
 		defer mb.Close()
 		a := startWorker(t, mb.Consumer(), "A", ackAll)
 		synctest.Wait()
@@ -438,8 +436,17 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 			if o := offsets(got); !slices.Equal(o, []int64{1, 2, 3}) {
 				t.Errorf("partition %d: A got offsets %v after the crash, want 1, 2, 3", p, o)
 			}
-			if dl := deliveries(got); !slices.Equal(dl, []int{2, 2, 2}) {
-				t.Errorf("partition %d: Deliveries %v, want 2 each", p, dl)
+			var had []delivery
+			for _, d := range bGot {
+				if d.Partition == p {
+					had = append(had, d)
+				}
+			}
+			if !slices.Equal(ids(got), ids(had)) || !slices.Equal(offsets(had), []int64{1, 2, 3}) {
+				t.Errorf("partition %d: A got %v after the crash, want what B had at offsets 1, 2, 3: %v at %v", p, ids(got), ids(had), offsets(had))
+			}
+			if n, m := receipts(bGot, ids(got)), receipts(a.received(nil), ids(got)); !slices.Equal(n, want(3, 1)) || !slices.Equal(m, want(3, 1)) {
+				t.Errorf("partition %d: B received its messages %v times and A %v, want once each: two deliveries in all", p, n, m)
 			}
 			if acked := mb.Acked(p); !slices.Equal(acked, ids(got)) {
 				t.Errorf("partition %d: Acked %v, want A's acks only %v", p, acked, ids(got))
@@ -456,7 +463,7 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 
 func TestReleaseWithoutRevokeReclaims(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true})
+		mb := memory.New(memory.Options{Partitions: 1})
 		defer mb.Close()
 		w := startWorker(t, mb.Consumer(), "w", ackNone)
 		publishN(t, mb, 0, 3, "rel")
@@ -537,7 +544,7 @@ func TestBufferBoundsUnacked(t *testing.T) {
 
 func TestPublishAssignsPositionsAndCopies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Name: "box", Partitions: 2, CountDeliveries: true})
+		mb := memory.New(memory.Options{Name: "box", Partitions: 2})
 		defer mb.Close()
 		a0 := addressOn(t, "pos", 0, 2)
 		a1 := addressOn(t, "pos", 1, 2)
@@ -650,10 +657,19 @@ func TestAcksBehindAStuckMessage(t *testing.T) {
 	for _, forget := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ForgetAcked=%v", forget), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				mb := memory.New(memory.Options{Partitions: 1, CountDeliveries: true, ForgetAcked: forget})
+				mb := memory.New(memory.Options{Partitions: 1, ForgetAcked: forget})
 				defer mb.Close()
+				// Ack each message but offset 1 on its first delivery.
+				var (
+					mu   sync.Mutex
+					seen = make(map[string]bool)
+				)
 				w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
-					if m.Offset != 1 && m.Deliveries == 1 {
+					mu.Lock()
+					again := seen[m.ID]
+					seen[m.ID] = true
+					mu.Unlock()
+					if m.Offset != 1 && !again {
 						ackAll(cl, m)
 					}
 				})

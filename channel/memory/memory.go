@@ -5,8 +5,8 @@
 // It keeps the contract as the durable backends do: each message goes to
 // the home partition of its address (channel.HomePartition), a claim
 // delivers in offset order, unacked messages go to the partition's next
-// claim, and several consumers share the partitions. It passes channel/channeltest and
-// dlq/dlqtest.
+// claim with their IDs and offsets unchanged, and several consumers share
+// the partitions. It passes channel/channeltest and dlq/dlqtest.
 //
 // It is deterministic, for simulations: which consumer owns which partition
 // and what a claim delivers depend only on the order of calls, never on map
@@ -51,13 +51,6 @@ type Options struct {
 	//
 	// Defaults to 8.
 	Partitions int
-
-	// CountDeliveries makes Message.Deliveries count the deliveries of each
-	// message, 1 on the first, as the SQLite and Redis backends do. Without
-	// it Deliveries is always 0, as on Kafka.
-	//
-	// Defaults to false.
-	CountDeliveries bool
 
 	// Buffer is how many messages one claim may have delivered and not yet
 	// acked. A claim at the limit gets nothing more until acks
@@ -131,10 +124,9 @@ type partition struct {
 
 // record is one message in a partition.
 type record struct {
-	msg        channel.Message // as stored: positions set, Deliveries 0
-	deliveries int
-	holder     *Claim // the claim it is out with, not acked
-	acked      bool
+	msg    channel.Message // as stored: positions set
+	holder *Claim          // the claim it is out with, not acked
+	acked  bool
 }
 
 // New returns an empty mailbox.

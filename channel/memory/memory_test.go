@@ -2,7 +2,6 @@ package memory_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -27,30 +26,23 @@ func newMailbox(t *testing.T, opts memory.Options) *memory.Mailbox {
 }
 
 func TestConformance(t *testing.T) {
-	// Both ways of reporting deliveries: counted, as SQLite does, and 0, as
-	// Kafka does.
-	for _, count := range []bool{true, false} {
-		t.Run(fmt.Sprintf("CountDeliveries=%v", count), func(t *testing.T) {
-			channeltest.Run(t, channeltest.Features{
-				CountsDeliveries: count,
-				Leases:           true,
-				Timeout:          10 * time.Second,
-			}, func(t *testing.T) channeltest.Mailbox {
-				mb := newMailbox(t, memory.Options{Partitions: 4, CountDeliveries: count})
-				pub := mb.Publisher()
-				t.Cleanup(func() { pub.Close() })
-				return channeltest.Mailbox{
-					Publisher:  pub,
-					Partitions: mb.Partitions(),
-					NewConsumer: func(t *testing.T) channel.Consumer {
-						c := mb.Consumer()
-						t.Cleanup(func() { c.Close() })
-						return c
-					},
-				}
-			})
-		})
-	}
+	channeltest.Run(t, channeltest.Features{
+		Leases:  true,
+		Timeout: 10 * time.Second,
+	}, func(t *testing.T) channeltest.Mailbox {
+		mb := newMailbox(t, memory.Options{Partitions: 4})
+		pub := mb.Publisher()
+		t.Cleanup(func() { pub.Close() })
+		return channeltest.Mailbox{
+			Publisher:  pub,
+			Partitions: mb.Partitions(),
+			NewConsumer: func(t *testing.T) channel.Consumer {
+				c := mb.Consumer()
+				t.Cleanup(func() { c.Close() })
+				return c
+			},
+		}
+	})
 }
 
 // consume runs a consumer of mb until it has received n messages, acking
@@ -109,7 +101,7 @@ func consume(t *testing.T, mb *memory.Mailbox, n int) []channel.Message {
 
 func TestDLQConformance(t *testing.T) {
 	dlqtest.Run(t, func(t *testing.T) dlqtest.Harness {
-		mb := newMailbox(t, memory.Options{Name: "dlq-test", Partitions: 4, CountDeliveries: true})
+		mb := newMailbox(t, memory.Options{Name: "dlq-test", Partitions: 4})
 		return dlqtest.Harness{
 			Store:      mb.DLQ(),
 			Backend:    memory.Backend,
