@@ -69,7 +69,7 @@ func New(t testing.TB, reg *actorhost.Registry, opts Options) *Kit {
 		opts.SettleTimeout = 10 * time.Second
 	}
 	k := &Kit{t: t, reg: reg, opts: opts,
-		mb: memory.New(memory.Options{Name: "actorhosttest", Partitions: opts.Partitions, CountDeliveries: true}),
+		mb: memory.New(memory.Options{Name: "actorhosttest", Partitions: opts.Partitions}),
 		j:  jmemory.New(jmemory.Options{}),
 	}
 	cfg := actorhost.Config{
