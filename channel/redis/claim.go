@@ -97,18 +97,13 @@ type got struct {
 	entryID string
 }
 
-// deliver hands out the entries of a script reply, in order: each {id,
-// {field, value, ...}} when read for the first time, or {id, {field, value,
-// ...}, deliveries}. Room was reserved before the read, so pushing never
+// deliver hands out the entries of a script reply, in order, each {id,
+// {field, value, ...}}. Room was reserved before the read, so pushing never
 // blocks. It returns the ID of the last entry ("" when none).
 func (cl *Claim) deliver(raw []any) (seen string, err error) {
 	entries := make([]got, 0, len(raw))
 	for _, r := range raw {
-		deliveries := 1
-		if e := toSlice(r); len(e) == 3 {
-			deliveries = int(toInt(e[2]))
-		}
-		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition, deliveries)
+		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition)
 		if err != nil {
 			return "", fmt.Errorf("partition %d: %w", cl.partition, err)
 		}

@@ -11,8 +11,15 @@ import (
 	"github.com/postbox-dev/postbox/dlq/dlqtest"
 )
 
-// envelopeOf is the dead letter of a delivered message.
-func envelopeOf(m channel.Message) dlq.Envelope {
+// envelopeOf is the dead letter of a delivered message, one attempt for
+// each delivery of its ID in received.
+func envelopeOf(m channel.Message, received []channel.Message) dlq.Envelope {
+	attempts := 0
+	for _, r := range received {
+		if r.ID == m.ID {
+			attempts++
+		}
+	}
 	return dlq.Envelope{
 		MessageID: m.ID,
 		Address:   m.Address.String(),
@@ -20,8 +27,8 @@ func envelopeOf(m channel.Message) dlq.Envelope {
 		Headers:   m.Headers,
 		Source: dlq.Source{Backend: redis.Backend, Mailbox: m.Mailbox, Partition: m.Partition,
 			Offset: m.Offset, Published: m.PublishedAt},
-		Attempts: m.Deliveries,
-		Errors:   []dlq.AttemptError{{Attempt: m.Deliveries, Error: "boom", At: time.Now()}},
+		Attempts: attempts,
+		Errors:   []dlq.AttemptError{{Attempt: attempts, Error: "boom", At: time.Now()}},
 		Reason:   "permanent error",
 		Worker:   "test",
 	}
@@ -95,7 +102,7 @@ func TestRedriveKeepsOrderPerActor(t *testing.T) {
 	// Dead-letter them newest first, so that age order is the reverse of
 	// publish order.
 	for i := len(got) - 1; i >= 0; i-- {
-		if err := store.Put(ctx, envelopeOf(got[i])); err != nil {
+		if err := store.Put(ctx, envelopeOf(got[i], got)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,7 +122,7 @@ func TestRedriveKeepsOrderPerActor(t *testing.T) {
 			t.Errorf("redriven message %d: ID %s, headers %v", i, m.ID, m.Headers)
 		}
 	}
-	if err := store.Put(ctx, envelopeOf(back[0])); err != nil {
+	if err := store.Put(ctx, envelopeOf(back[0], back)); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := store.Redrive(ctx); err != nil || n != 1 {

@@ -89,12 +89,12 @@ func offsetOf(ms, seq uint64) int64 {
 }
 
 // decodeEntry builds a delivered message from a stream entry as a script
-// returns it: {id, {field, value, …}, …}. Any entry is delivered, whatever
+// returns it: {id, {field, value, …}}. Any entry is delivered, whatever
 // its fields: one whose address field is missing or not "type/id" gets the
 // zero Address and the field in HeaderBadAddress, so that the host
 // dead-letters it rather than it staying pending forever. It fails only
 // on a reply that is not a stream entry.
-func decodeEntry(raw any, mailbox string, partition int32, deliveries int) (channel.Message, string, error) {
+func decodeEntry(raw any, mailbox string, partition int32) (channel.Message, string, error) {
 	e, ok := raw.([]any)
 	if !ok || len(e) < 2 {
 		return channel.Message{}, "", fmt.Errorf("unexpected stream entry %T", raw)
@@ -109,7 +109,6 @@ func decodeEntry(raw any, mailbox string, partition int32, deliveries int) (chan
 		Mailbox:     mailbox,
 		Partition:   partition,
 		Offset:      offsetOf(ms, seq),
-		Deliveries:  deliveries,
 		PublishedAt: time.UnixMilli(int64(ms)),
 	}
 	var addr string

@@ -41,8 +41,8 @@ func FuzzDecodeEntry(f *testing.F) {
 		if shape&4 != 0 {
 			raw = entryID
 		}
-		const mailbox, partition, deliveries = "mb", int32(3), 2
-		msg, id, err := decodeEntry(raw, mailbox, partition, deliveries)
+		const mailbox, partition = "mb", int32(3)
+		msg, id, err := decodeEntry(raw, mailbox, partition)
 		if shape&4 != 0 {
 			if err == nil {
 				t.Fatalf("entry %q that is not a list decoded as %+v", entryID, msg)
@@ -100,7 +100,7 @@ func FuzzDecodeEntry(f *testing.F) {
 			!maps.Equal(msg.Headers, headers) || (msg.Headers == nil) != (headers == nil) {
 			t.Fatalf("fields %q decoded as %+v", fields, msg)
 		}
-		if msg.Mailbox != mailbox || msg.Partition != partition || msg.Deliveries != deliveries ||
+		if msg.Mailbox != mailbox || msg.Partition != partition ||
 			msg.Offset != offsetOf(ms, seq) || msg.PublishedAt.UnixMilli() != int64(ms) {
 			t.Fatalf("entry %q decoded with position %+v", entryID, msg)
 		}
@@ -155,7 +155,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 				t.Fatalf("field %d is a %T", i, v)
 			}
 		}
-		got, entryID, err := decodeEntry([]any{"1700000000123-7", fields}, "mb", e.partition, 1)
+		got, entryID, err := decodeEntry([]any{"1700000000123-7", fields}, "mb", e.partition)
 		if err != nil || entryID != "1700000000123-7" {
 			t.Fatalf("decode %q: entry %q, %v", fields, entryID, err)
 		}

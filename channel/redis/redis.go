@@ -15,12 +15,12 @@
 //
 // Delivery is at least once. A new owner of a partition first claims the
 // partition's pending entries (delivered before, never acked) and delivers
-// them, then reads new entries. Message.Deliveries is the entry's delivery
-// count in the group's pending list: 1 on the first read, one more on every
-// claim by a new owner. An entry read but still buffered when its claim
-// ended counts as delivered. Acked entries are acknowledged and deleted
-// from the stream (XACK and XDEL), so a stream holds only what is not yet
-// acked; nothing is ever trimmed by length or age.
+// them, then reads new entries. An entry read but still buffered when its
+// claim ended is pending too, and is delivered again. A redelivered entry
+// keeps its message ID and its Offset, both taken from the entry. Acked
+// entries are acknowledged and deleted from the stream (XACK and XDEL), so
+// a stream holds only what is not yet acked; nothing is ever trimmed by
+// length or age.
 //
 // An entry written to a partition stream by something other than a Publisher
 // is delivered with the ID "<mailbox>/<partition>/<entry ID>" when it has no id

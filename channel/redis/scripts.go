@@ -14,7 +14,7 @@ import "github.com/redis/go-redis/v9"
 // pending list nor ack entries the partition's new owner has claimed. Such a
 // script returns 0 and touches nothing.
 
-// luaPrelude holds helpers shared by the scripts. It follows the shebang.
+// luaPrelude holds the helper the scripts share. It follows the shebang.
 const luaPrelude = `
 -- ack acks the entry IDs ARGV[first..] in the group and deletes the
 -- entries from the stream (they were delivered to this owner and only it
@@ -25,15 +25,6 @@ local function ack(stream, group, first)
 		redis.call('XACK', stream, group, unpack(ARGV, i, j))
 		redis.call('XDEL', stream, unpack(ARGV, i, j))
 	end
-end
-
--- deliveries is the delivery count of a pending entry.
-local function deliveries(stream, group, id)
-	local p = redis.call('XPENDING', stream, group, id, id, 1)
-	if p[1] then
-		return p[1][4]
-	end
-	return 0
 end
 `
 
@@ -111,12 +102,11 @@ return {live, lost, taken}
 //
 // It returns 0 when the lease is not the caller's; {1} when count is 0;
 // else {1, entries, n, seen, last}: the entries in ID order, each {id,
-// {field, value, ...}} when new (delivery count 1) or {id, {field, value,
-// ...}, deliveries} when read again; n how many entries it looked at,
-// counting pending ones deleted from the stream (acked and left out);
-// seen the ID of the last of them ("" when none), after which the next
-// call reads; and, when n < count, last the ID of the stream's newest
-// entry ("0-0" when empty), from which to wait for the next one.
+// {field, value, ...}}; n how many entries it looked at, counting pending
+// ones deleted from the stream (acked and left out); seen the ID of the
+// last of them ("" when none), after which the next call reads; and, when
+// n < count, last the ID of the stream's newest entry ("0-0" when empty),
+// from which to wait for the next one.
 var readScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
@@ -133,7 +123,7 @@ if r and r[1] then
 		n = n + 1
 		seen = e[1]
 		if e[2] then
-			out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
+			out[#out + 1] = e
 		else
 			-- Deleted from the stream while pending: nothing to deliver.
 			redis.call('XACK', KEYS[2], ARGV[2], e[1])
@@ -144,12 +134,8 @@ if n < count then
 	r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', count - n, 'STREAMS', KEYS[2], '>')
 	if r and r[1] and #r[1][2] > 0 then
 		local new = r[1][2]
-		if n == 0 then
-			out = new
-		else
-			for _, e in ipairs(new) do
-				out[#out + 1] = e
-			end
+		for _, e in ipairs(new) do
+			out[#out + 1] = e
 		end
 		n = n + #new
 		seen = new[#new][1]
@@ -167,26 +153,21 @@ return {1, out, n, seen, last}
 `)
 
 // claimScript claims one page of the partition's pending entries, whoever
-// holds them, for the new owner (XAUTOCLAIM with min-idle 0), which bumps
-// their delivery counts.
+// holds them, for the new owner (XAUTOCLAIM with min-idle 0).
 //
 // KEYS: lease, stream. ARGV: lease value, group, consumer, cursor, count.
 //
 // It returns 0 when the lease is not the caller's, else {next cursor,
-// entries}, each {id, {field, value, ...}, deliveries}. When the scan is
-// complete (cursor "0-0") it also drops the group's other consumers, which
-// have nothing pending any more.
+// entries}, each {id, {field, value, ...}}, as XAUTOCLAIM returns them:
+// since Redis 7.0 it leaves out, and drops from the pending list, entries
+// deleted from the stream. When the scan is complete (cursor "0-0") it
+// also drops the group's other consumers, which have nothing pending any
+// more.
 var claimScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
 end
 local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'COUNT', ARGV[5])
-local out = {}
-for _, e in ipairs(r[2]) do
-	if e[2] then
-		out[#out + 1] = {e[1], e[2], deliveries(KEYS[2], ARGV[2], e[1])}
-	end
-end
 if r[1] == '0-0' then
 	for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[2], ARGV[2])) do
 		local name, pending
@@ -202,7 +183,7 @@ if r[1] == '0-0' then
 		end
 	end
 end
-return {r[1], out}
+return {r[1], r[2]}
 `)
 
 // ackScript applies buffered acks, and on release drops the lease.

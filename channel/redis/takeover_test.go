@@ -98,8 +98,9 @@ func publishN(t *testing.T, mb *redis.Mailbox, prefix string, n int) {
 	}
 }
 
-// A new owner delivers the partition's pending entries, counted once more,
-// before anything new, in entry order.
+// A new owner delivers the partition's pending entries again, each with the
+// ID and offset it had when delivered to the old owner, before anything
+// new, in entry order.
 func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	name := freshMailbox(t)
 	mb := open(t, name, redis.Options{Partitions: 1})
@@ -108,6 +109,13 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
 	waitfor.Until(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
 	cl := a.claim(t)
+	toA := map[string]int64{} // ID -> offset, of each message delivered to A
+	for _, m := range a.received() {
+		toA[m.ID] = m.Offset
+	}
+	if len(toA) != 10 {
+		t.Fatalf("A received %d distinct messages, want 10 delivered once each", len(toA))
+	}
 	// A acks the first three and gives the partition up.
 	if err := cl.Ack(t.Context(), a.received()[:3]...); err != nil {
 		t.Fatal(err)
@@ -120,15 +128,22 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
 	waitfor.Until(t, 30*time.Second, "B to receive 12", func() bool { return len(b.received()) >= 12 })
 	var order []string
+	var last int64
 	for i, m := range b.received() {
 		order = append(order, m.ID)
-		want := 1
-		if i < 7 {
-			want = 2
+		offset, again := toA[m.ID]
+		switch {
+		case i < 7 && !again:
+			t.Errorf("%s delivered to B first, want a redelivery of one of A's", m.ID)
+		case i < 7 && m.Offset != offset:
+			t.Errorf("%s redelivered to B at offset %d, want its offset %d from A", m.ID, m.Offset, offset)
+		case i >= 7 && again:
+			t.Errorf("%s delivered to B again, want a first delivery", m.ID)
 		}
-		if m.Deliveries != want {
-			t.Errorf("%s delivered to B with Deliveries %d, want %d", m.ID, m.Deliveries, want)
+		if i > 0 && m.Offset <= last {
+			t.Errorf("%s delivered to B at offset %d after %d, want entry order", m.ID, m.Offset, last)
 		}
+		last = m.Offset
 	}
 	want := "[old-3 old-4 old-5 old-6 old-7 old-8 old-9 new-0 new-1 new-2 new-3 new-4]"
 	if fmt.Sprint(order) != want {
@@ -256,5 +271,43 @@ func TestForeignEntryGetsPositionID(t *testing.T) {
 	got := consume(t, mb, 1, nil)
 	if want := name + "/0/" + id; got[0].ID != want || got[0].Address.String() != "ext/1" || string(got[0].Payload) != "hi" {
 		t.Errorf("foreign entry delivered as %+v, want ID %s", got[0], want)
+	}
+}
+
+// A pending entry deleted from the stream by another client is not
+// delivered to the partition's next owner, which claims the rest in order
+// and leaves nothing pending.
+func TestTakeoverSkipsDeletedPendingEntry(t *testing.T) {
+	name := freshMailbox(t)
+	mb := open(t, name, redis.Options{Partitions: 1})
+	publishN(t, mb, "d", 3)
+	c := rawClient(t)
+	stream := "{postbox:" + name + "}:s:0"
+	// A consumer that is gone read all three; the middle one is deleted.
+	read, err := c.XReadGroup(t.Context(), &goredis.XReadGroupArgs{
+		Group: "postbox", Consumer: "gone", Streams: []string{stream, ">"}, Count: 10,
+	}).Result()
+	if err != nil || len(read) != 1 || len(read[0].Messages) != 3 {
+		t.Fatalf("read as another consumer: %v, %v", read, err)
+	}
+	if err := c.XDel(t.Context(), stream, read[0].Messages[1].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	waitfor.Until(t, 30*time.Second, "nothing left pending", func() bool {
+		p, err := c.XPending(t.Context(), stream, "postbox").Result()
+		return err == nil && p.Count == 0 && len(b.received()) >= 2
+	})
+	var ids []string
+	for _, m := range b.received() {
+		ids = append(ids, m.ID)
+	}
+	if fmt.Sprint(ids) != "[d-0 d-2]" {
+		t.Errorf("new owner received %v, want [d-0 d-2]: the deleted entry left out", ids)
+	}
+	consumers, err := c.XInfoConsumers(t.Context(), stream, "postbox").Result()
+	if err != nil || len(consumers) != 1 || consumers[0].Name == "gone" {
+		t.Errorf("group consumers after takeover: %+v, %v; want the new owner alone", consumers, err)
 	}
 }
