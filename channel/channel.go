@@ -61,11 +61,12 @@ type Message struct {
 
 // Publisher publishes messages to a mailbox.
 //
-// Publish returns only after every message is durably stored, and assigns
-// each message with an empty ID a unique one. If any message's address or
-// ID breaks the limits of MaxIdentifierLen, Publish writes none of them and
-// returns an error matching ErrBadAddress or ErrBadMessageID. A Publisher is
-// safe for concurrent use.
+// Publish returns only after every message is durably stored, each on the
+// home partition of its address (HomePartition), in order per address, and
+// assigns each message with an empty ID a unique one. If any message's
+// address or ID breaks the limits of MaxIdentifierLen, Publish writes none
+// of them and returns an error matching ErrBadAddress or ErrBadMessageID;
+// after Close it returns ErrClosed. A Publisher is safe for concurrent use.
 type Publisher interface {
 	Publish(ctx context.Context, msgs ...Message) error
 	Close() error

@@ -55,15 +55,11 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 	return &Publisher{topic: topic, brokers: brokers, cl: cl}, nil
 }
 
-// Publish writes msgs and returns once every one of them is acknowledged by
-// all in-sync replicas. A message with an empty ID gets a random one,
-// written back into msgs. Messages of one address keep their order. On an
-// error some messages may have been written and others not; publishing them
-// again is safe, as the host dedups by ID.
-//
-// Publish returns channel.ErrBadAddress or channel.ErrBadMessageID, before
-// writing anything, if an address or an ID breaks the limits of
-// channel.MaxIdentifierLen, and channel.ErrClosed after Close.
+// Publish implements channel.Publisher, returning once every message is
+// acknowledged by all in-sync replicas. A message with an empty ID gets a
+// random one, written back into msgs. On an error other than a bad address
+// or ID, some messages may have been written and others not; publishing
+// them again is safe, as the host dedups by ID.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()

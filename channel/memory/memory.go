@@ -251,13 +251,10 @@ type Publisher struct {
 
 var _ channel.Publisher = (*Publisher)(nil)
 
-// Publish stores msgs, all of them or none: a message whose address or ID
-// breaks the limits of channel.MaxIdentifierLen rejects the batch with
-// channel.ErrBadAddress or channel.ErrBadMessageID. Each message goes to the home partition
-// of its address, under the next offset of that partition. A message with
-// an empty ID gets "NAME/PARTITION/OFFSET", as a Kafka record without one
-// does. Payload and headers are copied; the caller's slice is not
-// modified.
+// Publish implements channel.Publisher: all of msgs or none, each under
+// the next offset of its partition. A message with an empty ID gets
+// "NAME/PARTITION/OFFSET", as a Kafka record without one does. Payload and
+// headers are copied; the caller's slice is not modified.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	if p.closed.Load() {
 		return fmt.Errorf("memory: publish: %w", channel.ErrClosed)

@@ -19,15 +19,11 @@ type Publisher struct {
 
 var _ channel.Publisher = (*Publisher)(nil)
 
-// Publish appends msgs in one MULTI/EXEC transaction, so all of them are
-// stored or none, in one round trip. Each goes to the partition of its
-// address, as an entry with the fields id, address, payload and h:<name>
-// per header. A message with an empty ID gets a random one; the caller's
-// slice is not modified. Publish returns once Redis applied the
-// transaction, which with appendfsync always means it is on disk. A message
-// whose address or ID breaks the limits of channel.MaxIdentifierLen fails
-// the whole call, before anything is sent, with channel.ErrBadAddress or
-// channel.ErrBadMessageID.
+// Publish implements channel.Publisher in one MULTI/EXEC transaction: all
+// of msgs or none, in one round trip, on disk once Redis applied it with
+// appendfsync always. Each message is an entry with the fields id, address,
+// payload and h:<name> per header. A message with an empty ID gets a
+// random one; the caller's slice is not modified.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	if p.closed.Load() || p.m.isClosed() {
 		return fmt.Errorf("redis: publish: %w", channel.ErrClosed)

@@ -21,13 +21,9 @@ type Publisher struct {
 
 var _ channel.Publisher = (*Publisher)(nil)
 
-// Publish stores msgs in one transaction: all of them or none. Each goes to
-// the home partition of its address. A message whose address or ID breaks
-// the limits of channel.MaxIdentifierLen fails the whole call, before
-// anything is written, with channel.ErrBadAddress or
-// channel.ErrBadMessageID. A message with an empty ID gets a
-// random one; the caller's slice is not modified. Publish returns once the
-// messages are committed (durable on power loss with SyncFull).
+// Publish implements channel.Publisher in one transaction: all of msgs or
+// none, durable on power loss with SyncFull. A message with an empty ID
+// gets a random one; the caller's slice is not modified.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	if p.closed.Load() {
 		return fmt.Errorf("sqlite: publish: %w", channel.ErrClosed)
