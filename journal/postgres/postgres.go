@@ -217,14 +217,27 @@ func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(jo
 	return err
 }
 
+// row runs a lookup of at most one row into dest; found is false when it
+// matched none. what names the lookup in an error.
+func (j *Journal) row(ctx context.Context, what, query string, args []any, dest ...any) (found bool, err error) {
+	if j.closed.Load() {
+		return false, journal.ErrClosed
+	}
+	err = j.pool.QueryRow(ctx, query, args...).Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, j.failed(fmt.Errorf("journal/postgres: %s: %w", what, err))
+	}
+	return true, nil
+}
+
 // LastSeq implements journal.Journal.
 func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
-	if j.closed.Load() {
-		return 0, journal.ErrClosed
-	}
 	var seq int64
-	if err := j.pool.QueryRow(ctx, j.sql.lastSeq, actor).Scan(&seq); err != nil {
-		return 0, j.failed(fmt.Errorf("journal/postgres: last seq of %s: %w", actor, err))
+	if _, err := j.row(ctx, "last seq of "+actor, j.sql.lastSeq, []any{actor}, &seq); err != nil {
+		return 0, err
 	}
 	j.heads.saw(actor, seq)
 	return seq, nil
@@ -232,17 +245,11 @@ func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
 
 // Outcome implements journal.Journal. Data of a compacted outcome is nil.
 func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
-	if j.closed.Load() {
-		return journal.Entry{}, false, journal.ErrClosed
-	}
 	e := journal.Entry{Actor: actor, MsgID: msgID}
 	var kind int16
-	err := j.pool.QueryRow(ctx, j.sql.outcome, actor, msgID).Scan(&e.Seq, &kind, &e.Data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return journal.Entry{}, false, nil
-	}
-	if err != nil {
-		return journal.Entry{}, false, j.failed(fmt.Errorf("journal/postgres: outcome of %s message %q: %w", actor, msgID, err))
+	ok, err := j.row(ctx, fmt.Sprintf("outcome of %s message %q", actor, msgID), j.sql.outcome, []any{actor, msgID}, &e.Seq, &kind, &e.Data)
+	if !ok {
+		return journal.Entry{}, false, err
 	}
 	e.Kind = journal.Kind(kind)
 	return e, true, nil
@@ -250,53 +257,28 @@ func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Ent
 
 // LoadCheckpoint implements journal.Journal.
 func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
-	if j.closed.Load() {
-		return journal.Checkpoint{}, false, journal.ErrClosed
-	}
 	cp := journal.Checkpoint{Actor: actor}
-	err := j.pool.QueryRow(ctx, j.sql.loadCheckpoint, actor, atOrBefore).Scan(&cp.Seq, &cp.State)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return journal.Checkpoint{}, false, nil
-	}
-	if err != nil {
-		return journal.Checkpoint{}, false, j.failed(fmt.Errorf("journal/postgres: checkpoint of %s: %w", actor, err))
+	ok, err := j.row(ctx, "checkpoint of "+actor, j.sql.loadCheckpoint, []any{actor, atOrBefore}, &cp.Seq, &cp.State)
+	if !ok {
+		return journal.Checkpoint{}, false, err
 	}
 	return cp, true, nil
 }
 
 // Horizon implements journal.Journal.
 func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
-	if j.closed.Load() {
-		return 0, false, journal.ErrClosed
-	}
 	var h *int64
-	err := j.pool.QueryRow(ctx, j.sql.horizon, partition).Scan(&h)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, j.failed(fmt.Errorf("journal/postgres: horizon of %q: %w", partition, err))
-	}
-	if h == nil {
-		return 0, false, nil
+	if _, err := j.row(ctx, fmt.Sprintf("horizon of %q", partition), j.sql.horizon, []any{partition}, &h); err != nil || h == nil {
+		return 0, false, err
 	}
 	return *h, true, nil
 }
 
 // Epoch implements journal.Journal.
 func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
-	if j.closed.Load() {
-		return 0, journal.ErrClosed
-	}
 	var e int64
-	err := j.pool.QueryRow(ctx, j.sql.epoch, partition).Scan(&e)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, j.failed(fmt.Errorf("journal/postgres: epoch of %q: %w", partition, err))
-	}
-	return e, nil
+	_, err := j.row(ctx, fmt.Sprintf("epoch of %q", partition), j.sql.epoch, []any{partition}, &e)
+	return e, err
 }
 
 // CompareAndSetEpoch implements journal.Journal, in one round trip. It

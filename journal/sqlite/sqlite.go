@@ -322,35 +322,36 @@ func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(jo
 	return err
 }
 
-// LastSeq implements journal.Journal.
-func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+// row runs a lookup of at most one row into dest; found is false when it
+// matched none. what names the lookup in an error.
+func (j *Journal) row(ctx context.Context, what string, stmt *sql.Stmt, args []any, dest ...any) (found bool, err error) {
 	if j.closed.Load() {
-		return 0, journal.ErrClosed
+		return false, journal.ErrClosed
 	}
-	var seq int64
-	err := j.lastSeq.QueryRowContext(ctx, actor).Scan(&seq)
+	err = stmt.QueryRowContext(ctx, args...).Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+		return false, nil
 	}
 	if err != nil {
-		return 0, j.failed(fmt.Errorf("journal/sqlite: last seq of %s: %w", actor, err))
+		return false, j.failed(fmt.Errorf("journal/sqlite: %s: %w", what, err))
 	}
-	return seq, nil
+	return true, nil
+}
+
+// LastSeq implements journal.Journal.
+func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+	var seq int64
+	_, err := j.row(ctx, "last seq of "+actor, j.lastSeq, []any{actor}, &seq)
+	return seq, err
 }
 
 // Outcome implements journal.Journal. Data of a compacted outcome is nil.
 func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
-	if j.closed.Load() {
-		return journal.Entry{}, false, journal.ErrClosed
-	}
 	e := journal.Entry{Actor: actor, MsgID: msgID}
 	var kind int64
-	err := j.outcome.QueryRowContext(ctx, actor, msgID).Scan(&e.Seq, &kind, &e.Data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return journal.Entry{}, false, nil
-	}
-	if err != nil {
-		return journal.Entry{}, false, j.failed(fmt.Errorf("journal/sqlite: outcome of %s message %q: %w", actor, msgID, err))
+	ok, err := j.row(ctx, fmt.Sprintf("outcome of %s message %q", actor, msgID), j.outcome, []any{actor, msgID}, &e.Seq, &kind, &e.Data)
+	if !ok {
+		return journal.Entry{}, false, err
 	}
 	e.Kind = journal.Kind(kind)
 	return e, true, nil
@@ -358,50 +359,26 @@ func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Ent
 
 // LoadCheckpoint implements journal.Journal.
 func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
-	if j.closed.Load() {
-		return journal.Checkpoint{}, false, journal.ErrClosed
-	}
 	cp := journal.Checkpoint{Actor: actor}
-	err := j.loadCheckpoint.QueryRowContext(ctx, actor, atOrBefore).Scan(&cp.Seq, &cp.State)
-	if errors.Is(err, sql.ErrNoRows) {
-		return journal.Checkpoint{}, false, nil
-	}
-	if err != nil {
-		return journal.Checkpoint{}, false, j.failed(fmt.Errorf("journal/sqlite: checkpoint of %s: %w", actor, err))
+	ok, err := j.row(ctx, "checkpoint of "+actor, j.loadCheckpoint, []any{actor, atOrBefore}, &cp.Seq, &cp.State)
+	if !ok {
+		return journal.Checkpoint{}, false, err
 	}
 	return cp, true, nil
 }
 
 // Horizon implements journal.Journal.
 func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
-	if j.closed.Load() {
-		return 0, false, journal.ErrClosed
-	}
 	var h sql.NullInt64
-	err := j.horizon.QueryRowContext(ctx, partition).Scan(&h)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, j.failed(fmt.Errorf("journal/sqlite: horizon of %q: %w", partition, err))
-	}
-	return h.Int64, h.Valid, nil
+	_, err := j.row(ctx, fmt.Sprintf("horizon of %q", partition), j.horizon, []any{partition}, &h)
+	return h.Int64, h.Valid && err == nil, err
 }
 
 // Epoch implements journal.Journal.
 func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
-	if j.closed.Load() {
-		return 0, journal.ErrClosed
-	}
 	var e int64
-	err := j.epoch.QueryRowContext(ctx, partition).Scan(&e)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, j.failed(fmt.Errorf("journal/sqlite: epoch of %q: %w", partition, err))
-	}
-	return e, nil
+	_, err := j.row(ctx, fmt.Sprintf("epoch of %q", partition), j.epoch, []any{partition}, &e)
+	return e, err
 }
 
 // CompareAndSetEpoch implements journal.Journal. It refuses to move an
