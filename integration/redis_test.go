@@ -196,8 +196,9 @@ func TestRedisZombieIsFenced(t *testing.T) {
 
 // Redis, holding both the mailbox and the journal, is restarted (SHUTDOWN,
 // then started on the same append-only file) while two workers are busy.
-// The workers must ride it out and finish the work, and nothing
-// acknowledged may be lost: every counter exact at the end, with messages
+// The workers must ride it out, longer than their lease TTL (every claim
+// is lost meanwhile), and finish the work, and nothing acknowledged may be
+// lost: every counter exact at the end, with messages
 // published before and after the restart.
 //
 // Not parallel: other tests use the same server.
@@ -220,7 +221,9 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 		server: svc, down: 2 * time.Second,
 		before: svcLoad{spec: workload.Spec{Actors: 100, Count: 40000, Seed: 41, PoisonEvery: 250, FailEvery: 40}},
 		after:  svcLoad{spec: workload.Spec{Actors: 100, Count: 4000, Seed: 42, PoisonEvery: 250, FailEvery: 40}},
-		// The default lease TTL, 10s: longer than the outage.
+		// A lease TTL shorter than the outage: the workers lose every
+		// partition while Redis is away, and must take them again.
+		extra:   []string{"--lease-ttl", "1s"},
 		drained: func(ctx context.Context) error { return svcRedisDrained(ctx, rc, mailbox, 8) },
 	})
 }

@@ -58,9 +58,10 @@ func (c *Consumer) Mailbox() string { return "redis:" + c.m.Name() }
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
 // Run implements channel.Consumer, sharing the partitions by leases. It
-// also stops when the Mailbox is closed, and fails when Redis has failed
-// the lease keeper for a whole LeaseTTL (by then every lease is lost
-// anyway).
+// also stops when the Mailbox is closed. A Redis that is away (restarting,
+// loading its dataset) loses the consumer its claims (each ends, Lost,
+// before its lease can expire) but does not end Run: the lease keeper
+// tries again until Redis answers, and takes partitions again.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if c.optsErr != nil {
 		return c.optsErr

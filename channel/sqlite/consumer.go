@@ -64,9 +64,10 @@ func (c *Consumer) Mailbox() string { return c.m.Identity() }
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
 // Run implements channel.Consumer, sharing the partitions by leases. It
-// also stops when the Mailbox is closed, and fails when the database has
-// failed the lease keeper for a whole LeaseTTL (by then every lease is lost
-// anyway) or failed a poll.
+// also stops when the Mailbox is closed, and fails when a poll fails. A
+// database that fails the lease keeper loses the consumer its claims (each
+// ends, Lost, before its lease can expire) but does not end Run: the
+// keeper tries again until the database answers.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if c.optsErr != nil {
 		return c.optsErr

@@ -134,10 +134,11 @@ func New(cfg Config, d Driver) *Engine {
 }
 
 // Run takes part in sharing the mailbox's partitions until ctx is
-// cancelled, Close is called, the mailbox is closed, the driver's Work
-// fails, or the lease keeper has failed for a whole LeaseTTL (by then every
-// lease is lost anyway). It calls onClaim in a new goroutine for every
-// partition the consumer comes to own.
+// cancelled, Close is called, the mailbox is closed or the driver's Work
+// fails. It calls onClaim in a new goroutine for every partition the
+// consumer comes to own. A store that fails the lease keeper does not end
+// it: the claims' watchdogs end the claims before their leases can expire,
+// and the keeper tries again every LeaseTTL/3 until the store is back.
 //
 // Stopping is graceful: Run closes the Messages channel of every claim,
 // keeps their leases renewed and their acks flowing while the onClaim calls
@@ -186,9 +187,9 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		}
 	}()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Go(func() { errc <- e.keep(work, onClaim) })
+	wg.Go(func() { e.keep(work, onClaim) })
 	wg.Go(func() { errc <- e.d.Work(work) })
 	select {
 	case <-ctx.Done():
@@ -255,30 +256,20 @@ func (e *Engine) snapshot() []*entry {
 	return out
 }
 
-// keep runs the lease keeper until ctx ends. Errors are retried every
-// tick; once they have lasted a whole LeaseTTL it gives up.
-func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
+// keep runs the lease keeper until ctx ends. A failed tick is tried again
+// at the next one, however long the store is away: a restart of the store
+// must not stop the workers (Kafka's consumers ride out a broker outage
+// the same way).
+func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) {
 	t := time.NewTimer(0)
 	defer t.Stop()
-	var failingSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
-		if err := e.tick(ctx, onClaim); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			} else if time.Since(failingSince) >= e.cfg.LeaseTTL {
-				return err
-			}
-		} else {
-			failingSince = time.Time{}
-		}
+		_ = e.tick(ctx, onClaim) // claims whose leases could not be renewed end by their watchdogs
 		t.Reset(e.cfg.LeaseTTL / 3)
 	}
 }

@@ -224,23 +224,40 @@ func TestWatchdogLosesTheClaimWhenRenewalsFail(t *testing.T) {
 	st := newStore(1)
 	ttl := 300 * time.Millisecond
 	e, _ := newEngine(st, "a", ttl)
-	got := make(chan time.Time, 1)
+	lost := make(chan time.Time, 1)
+	claims := make(chan int64, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		done <- e.Run(ctx, func(cl channel.Claim) {
-			<-cl.Lost()
-			got <- time.Now()
+			claims <- cl.(*claim).s.epoch
+			for {
+				select {
+				case <-cl.Lost():
+					lost <- time.Now()
+					return
+				case _, ok := <-cl.Messages():
+					if !ok {
+						select {
+						case <-cl.Lost(): // closed before Messages
+							lost <- time.Now()
+						default:
+							_ = cl.Release(context.Background())
+						}
+						return
+					}
+				}
+			}
 		})
 	}()
-	waitfor.Until(t, 5*time.Second, "a claim", func() bool { return len(e.Claims()) == 1 })
+	first := <-claims
 	st.mu.Lock()
 	failed := time.Now()
 	st.fail = errors.New("store down")
 	st.mu.Unlock()
 	select {
-	case at := <-got:
+	case at := <-lost:
 		// Lost by the local clock, before the lease could end in the
 		// store (at most LeaseTTL after the last renewal).
 		if d := at.Sub(failed); d > ttl {
@@ -249,14 +266,29 @@ func TestWatchdogLosesTheClaimWhenRenewalsFail(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watchdog did not end the claim")
 	}
-	// Failing for a whole LeaseTTL, the keeper gives up: Run fails.
+	// Failing for several LeaseTTLs does not end Run: once the store is
+	// back, the keeper takes the partition again, under a new epoch.
+	time.Sleep(3 * ttl)
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Error("Run returned nil after the store failed for LeaseTTL")
+		t.Fatalf("Run ended while the store was down: %v", err)
+	default:
+	}
+	st.mu.Lock()
+	st.fail = nil
+	delete(st.owner, 0) // its lease expired in the store meanwhile
+	st.mu.Unlock()
+	select {
+	case again := <-claims:
+		if again <= first {
+			t.Errorf("claimed again under epoch %d, want above %d", again, first)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not end after the keeper failed for LeaseTTL")
+		t.Fatal("the partition was not claimed again once the store was back")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }
 

@@ -115,8 +115,8 @@ func (s *Slot) LoseLocked() bool {
 		return false
 	}
 	s.state = lost
+	close(s.lost) // before Messages: a reader that sees Messages closed can tell a loss
 	s.closeMessagesLocked()
-	close(s.lost)
 	s.stopWatchdogLocked()
 	s.e.forget(s)
 	return true
