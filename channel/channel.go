@@ -109,6 +109,8 @@ type Consumer interface {
 // in-flight work, acks what is done, and calls Release. Lost is closed if
 // ownership ended without warning (a lease expired): the owner must stop and
 // ack nothing more, as another consumer may already have the partition.
+// Lost closes before Messages does, so an owner that finds Messages closed
+// can tell a loss from a stop.
 type Claim interface {
 	Partition() int32
 	Messages() <-chan Message
