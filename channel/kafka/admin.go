@@ -123,7 +123,7 @@ func allLed(details kadm.TopicDetails, topics []string) bool {
 // topicPartitions returns how many partitions topic has, or an error that
 // says how to create it.
 func topicPartitions(ctx context.Context, brokers []string, topic string, opts Options) (int, error) {
-	cl, err := kgo.NewClient(opts.clientOpts(kgo.SeedBrokers(brokers...), kgo.ClientID(opts.ClientID))...)
+	cl, err := kgo.NewClient(opts.clientOpts(brokers)...)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: %w", err)
 	}

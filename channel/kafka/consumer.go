@@ -120,11 +120,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		onClaim:    onClaim,
 		claims:     make(map[int32]*claim),
 	}
-	s.cl, err = kgo.NewClient(c.opts.clientOpts(
-		kgo.SeedBrokers(c.brokers...),
-		kgo.ClientID(c.opts.ClientID),
-		kgo.MetadataMinAge(metadataMinAge),
-		kgo.WithLogger(kgoLogger{c.opts.Logger}),
+	s.cl, err = kgo.NewClient(c.opts.clientOpts(c.brokers,
 		kgo.ConsumerGroup(c.opts.Group),
 		kgo.ConsumeTopics(c.topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),

@@ -104,11 +104,7 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 	if err := opts.validate(brokers, topic); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(opts.clientOpts(
-		kgo.SeedBrokers(brokers...),
-		kgo.ClientID(opts.ClientID),
-		kgo.MetadataMinAge(metadataMinAge),
-		kgo.WithLogger(kgoLogger{opts.Logger}),
+	cl, err := kgo.NewClient(opts.clientOpts(brokers,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), // every record names its partition
 		kgo.RequiredAcks(kgo.AllISRAcks()),             // idempotent writes are the default
 		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
@@ -482,11 +478,7 @@ func (d *DeadLetters) startOffsets(ctx context.Context, adm *kadm.Client) (map[i
 // offset order per partition, until every partition has reached its
 // target.
 func (d *DeadLetters) fetch(ctx context.Context, adm *kadm.Client, from map[int32]kgo.Offset, target map[int32]int64, fn func(*kgo.Record)) error {
-	cl, err := kgo.NewClient(d.opts.clientOpts(
-		kgo.SeedBrokers(d.brokers...),
-		kgo.ClientID(d.opts.ClientID),
-		kgo.MetadataMinAge(metadataMinAge),
-		kgo.WithLogger(kgoLogger{d.opts.Logger}),
+	cl, err := kgo.NewClient(d.opts.clientOpts(d.brokers,
 		kgo.FetchMaxWait(d.opts.FetchMaxWait),
 		// A transaction marker may be a partition's last offset: see it,
 		// to know the end is reached.

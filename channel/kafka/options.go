@@ -74,9 +74,16 @@ type Options struct {
 	ClientOptions []kgo.Opt
 }
 
-// clientOpts is o.ClientOptions followed by own.
-func (o Options) clientOpts(own ...kgo.Opt) []kgo.Opt {
-	return append(slices.Clone(o.ClientOptions), own...)
+// clientOpts are the options of a client of brokers: o.ClientOptions, then
+// what every client of the package has (the brokers, the client ID, quick
+// metadata refreshes, the logger), then own.
+func (o Options) clientOpts(brokers []string, own ...kgo.Opt) []kgo.Opt {
+	return slices.Concat(o.ClientOptions, []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(o.ClientID),
+		kgo.MetadataMinAge(metadataMinAge),
+		kgo.WithLogger(kgoLogger{o.Logger}),
+	}, own)
 }
 
 // WithDefaults returns a copy of o with every unset field set to its

@@ -39,11 +39,7 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 	if err := opts.validate(brokers, topic); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(opts.clientOpts(
-		kgo.SeedBrokers(brokers...),
-		kgo.ClientID(opts.ClientID),
-		kgo.MetadataMinAge(metadataMinAge),
-		kgo.WithLogger(kgoLogger{opts.Logger}),
+	cl, err := kgo.NewClient(opts.clientOpts(brokers,
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotent writes are the default
 		kgo.RecordPartitioner(HomePartitioner()),
