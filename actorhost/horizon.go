@@ -36,19 +36,21 @@ type horizon struct {
 }
 
 // span is how far ahead of an offset the horizon is set: horizonStep
-// messages at the offset spacing seen so far. Kafka's offsets are dense,
-// a SQLite mailbox's interleave with the other partitions', and a Redis
-// stream's carry the time.
+// messages at the offset spacing seen so far, at most maxSpan. Kafka's
+// offsets are dense, a SQLite mailbox's interleave with the other
+// partitions', and a Redis stream's carry the time.
 func (hz *horizon) span() int64 {
 	gap := int64(1)
 	if hz.seen > 1 {
 		gap = max(1, (hz.last-hz.first)/(hz.seen-1))
 	}
-	if gap > math.MaxInt64/horizonStep {
-		return math.MaxInt64
-	}
-	return gap * horizonStep
+	return min(gap, maxSpan/horizonStep) * horizonStep
 }
+
+// maxSpan bounds a span: a horizon left far ahead by a crashed owner makes
+// every message below it a redelivery until the offsets pass it. On Redis,
+// 2^50 is about 12 days of stream time.
+const maxSpan = 1 << 50
 
 // ahead returns from moved ahead by a span, at most to math.MaxInt64.
 func (hz *horizon) ahead(from int64) int64 {
@@ -72,7 +74,7 @@ func (h *Host) firstDelivery(cs *claimState, offset int64) (bool, error) {
 		hz.first = offset
 	}
 	hz.seen++
-	hz.last = offset
+	hz.last = max(hz.last, offset)
 	if offset < hz.before {
 		return false, nil
 	}

@@ -136,9 +136,11 @@ func New(cfg Config, d Driver) *Engine {
 // Run takes part in sharing the mailbox's partitions until ctx is
 // cancelled, Close is called, the mailbox is closed or the driver's Work
 // fails. It calls onClaim in a new goroutine for every partition the
-// consumer comes to own. A store that fails the lease keeper does not end
-// it: the claims' watchdogs end the claims before their leases can expire,
-// and the keeper tries again every LeaseTTL/3 until the store is back.
+// consumer comes to own. A store that fails the lease keeper after it has
+// answered once does not end it: the claims' watchdogs end the claims
+// before their leases can expire, and the keeper tries again every
+// LeaseTTL/3 until the store is back. A store that does not answer within a
+// LeaseTTL of the start ends Run with the error.
 //
 // Stopping is graceful: Run closes the Messages channel of every claim,
 // keeps their leases renewed and their acks flowing while the onClaim calls
@@ -187,9 +189,9 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		}
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	var wg sync.WaitGroup
-	wg.Go(func() { e.keep(work, onClaim) })
+	wg.Go(func() { errc <- e.keep(work, onClaim) })
 	wg.Go(func() { errc <- e.d.Work(work) })
 	select {
 	case <-ctx.Done():
@@ -256,20 +258,32 @@ func (e *Engine) snapshot() []*entry {
 	return out
 }
 
-// keep runs the lease keeper until ctx ends. A failed tick is tried again
-// at the next one, however long the store is away: a restart of the store
-// must not stop the workers (Kafka's consumers ride out a broker outage
-// the same way).
-func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) {
+// keep runs the lease keeper until ctx ends. Once a tick has succeeded, a
+// failed one is tried again at the next, however long the store is away: a
+// restart of the store must not stop the workers (Kafka's consumers ride
+// out a broker outage the same way); the claims whose leases could not be
+// renewed end by their watchdogs. A keeper that has not once succeeded
+// within a LeaseTTL of starting gives up with the error: a store that never
+// answered is more likely misconfigured than restarting.
+func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	began, answered := time.Now(), false
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 		}
-		_ = e.tick(ctx, onClaim) // claims whose leases could not be renewed end by their watchdogs
+		err := e.tick(ctx, onClaim)
+		switch {
+		case err == nil:
+			answered = true
+		case ctx.Err() != nil:
+			return nil
+		case !answered && time.Since(began) >= e.cfg.LeaseTTL:
+			return err
+		}
 		t.Reset(e.cfg.LeaseTTL / 3)
 	}
 }

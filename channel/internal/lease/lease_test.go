@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -289,6 +290,23 @@ func TestWatchdogLosesTheClaimWhenRenewalsFail(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// A store that never answers, from the start, ends Run with its error
+// after a LeaseTTL: more likely misconfigured than restarting.
+func TestKeeperGivesUpOnAStoreThatNeverAnswered(t *testing.T) {
+	st := newStore(1)
+	st.fail = errors.New("wrong password")
+	ttl := 300 * time.Millisecond
+	e, _ := newEngine(st, "a", ttl)
+	began := time.Now()
+	err := e.Run(context.Background(), func(channel.Claim) { t.Error("claimed from a store that never answered") })
+	if err == nil || !strings.Contains(err.Error(), "wrong password") {
+		t.Fatalf("Run = %v, want the store's error", err)
+	}
+	if d := time.Since(began); d < ttl || d > 5*time.Second {
+		t.Errorf("Run gave up after %v, want about LeaseTTL %v", d, ttl)
 	}
 }
 
