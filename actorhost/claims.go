@@ -1,6 +1,6 @@
 // Claims: the host's side of a channel.Claim, from taking the partition
-// (its journal epoch) to giving it up, and the watermark: acks in offset
-// order, nothing past an unfinished message.
+// (its journal epoch) to giving it up, or ending it when the journal
+// refuses its writes.
 
 package actorhost
 
@@ -130,6 +130,9 @@ func (h *Host) onClaim(c channel.Claim) {
 	cs.mu.Lock()
 	cs.since = time.Now()
 	cs.mu.Unlock()
+	h.mu.Lock()
+	h.owners[batchKey(cs.key, cs.epoch)] = cs
+	h.mu.Unlock()
 	log.Info("partition claimed", zap.Int64("epoch", cs.epoch))
 	h.m.claimed.Add(1)
 	defer h.m.claimed.Add(-1)
@@ -230,6 +233,9 @@ func (h *Host) endClaim(cs *claimState, log *zap.Logger) {
 	if h.claims[cs.claim.Partition()] == cs {
 		delete(h.claims, cs.claim.Partition())
 	}
+	if key := batchKey(cs.key, cs.epoch); h.owners[key] == cs {
+		delete(h.owners, key)
+	}
 	h.mu.Unlock()
 	close(cs.ended)
 	log.Info("partition released")
@@ -241,39 +247,16 @@ func (h *Host) dropActor(key string, a *actor) {
 	delete(h.actors, key)
 }
 
-// finish marks d done and acks every done delivery at the head of its
-// claim: the watermark.
-func (h *Host) finish(d *delivery) {
-	cs := d.claim
-	cs.mu.Lock()
-	if cs.fenced || cs.lost {
-		cs.mu.Unlock()
-		h.abandon(d)
-		return
+// refused gives up the claim holding partition under epoch, whose writes
+// the journal refused. The flusher calls it before anyone waiting on those
+// writes hears of the refusal, so nothing of the claim is acked after.
+func (h *Host) refused(partition string, epoch int64, err error) {
+	h.mu.Lock()
+	cs := h.owners[batchKey(partition, epoch)]
+	h.mu.Unlock()
+	if cs != nil {
+		h.giveUp(cs, err)
 	}
-	d.done = true
-	n := 0
-	for n < len(cs.inflight) && cs.inflight[n].done {
-		n++
-	}
-	if n > 0 {
-		acks := make([]channel.Message, n)
-		for i := range n {
-			acks[i] = cs.inflight[i].msg
-			cs.inflight[i] = nil
-		}
-		cs.inflight = cs.inflight[n:]
-		if err := cs.claim.Ack(cs.ctx, acks...); err != nil {
-			h.log.Warn("ack failed; the messages will be delivered again and deduplicated", zap.Error(err))
-		}
-		select {
-		case cs.room <- struct{}{}:
-		default:
-		}
-	}
-	cs.mu.Unlock()
-	cs.wg.Done()
-	h.m.inFlight.Add(-1)
 }
 
 // giveUp ends a claim whose journal writes were refused: fenced by a

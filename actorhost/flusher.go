@@ -12,67 +12,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// The host's side of the group commit: append an entry, wait for it to be
-// durable, or act once it is.
-
-// afterFlush runs finish(d) once the write it depends on is durable, or
-// abandons d if that write was refused.
-func (h *Host) afterFlush(d *delivery) func(*flushGen) {
-	return func(g *flushGen) {
-		if err := g.errFor(d.claim.key, d.claim.epoch); err != nil {
-			if g.refused(err) {
-				h.giveUp(d.claim, err)
-			}
-			h.abandon(d)
-			return
-		}
-		h.finish(d)
-	}
-}
-
-// wait blocks until g is durable and returns its outcome for the claim.
-func (h *Host) wait(cs *claimState, g *flushGen) error {
-	select {
-	case <-g.done:
-	case <-cs.ctx.Done():
-		if !g.durable() { // when both are ready, a refusal still counts
-			return ErrAbandoned
-		}
-	}
-	if err := g.errFor(cs.key, cs.epoch); err != nil {
-		if g.refused(err) {
-			h.giveUp(cs, err)
-		}
-		return fmt.Errorf("%w: %w", ErrAbandoned, err)
-	}
-	return nil
-}
-
-// append journals one entry of a's and returns its generation.
-func (h *Host) append(a *actor, cs *claimState, kind journal.Kind, msgID string, data []byte, cp bool, then func(*flushGen)) *flushGen {
-	a.seq++
-	e := journal.Entry{Actor: a.key, Seq: a.seq, Kind: kind, MsgID: msgID, Data: data}
-	var c *journal.Checkpoint
-	if cp && a.broken == nil { // a broken actor's state is not its history's
-		if st, err := a.typ.encode(a.state); err == nil {
-			c = &journal.Checkpoint{Actor: a.key, Seq: a.seq, State: st}
-		} else {
-			h.log.Warn("encoding state for a checkpoint failed; skipping it", zap.String("actor", a.key), zap.Error(err))
-		}
-	}
-	g := h.flusher.add(cs.key, cs.epoch, []journal.Entry{e}, c, then)
-	a.lastGen = g
-	return g
-}
-
 // flusher is the group commit: appends from every actor gather in the
 // current generation while the previous one is being written, and each
-// generation becomes one journal.Append. Callers wait on their generation
+// generation becomes one journal.Append. Callers wait on their ticket
 // (side effects) or hang a callback on it (acks).
 type flusher struct {
 	j   journal.Journal
 	log *zap.Logger
 	m   *metrics
+	// refused hears, before anyone waiting on the write, of each
+	// partition's batch the journal refused for good.
+	refused func(partition string, epoch int64, err error)
 
 	mu      sync.Mutex
 	cur     *flushGen
@@ -87,7 +37,7 @@ type flushGen struct {
 	batches map[string]*journal.Batch
 	order   []string
 	entries int
-	then    []func(*flushGen)
+	then    []func()
 	done    chan struct{}
 	// set before done closes:
 	err     error            // nothing of this generation was written
@@ -100,79 +50,89 @@ func newGen() *flushGen {
 
 func batchKey(partition string, epoch int64) string { return fmt.Sprintf("%s#%d", partition, epoch) }
 
-// errFor is the outcome of the generation for the writes of one partition
-// under one epoch.
-func (g *flushGen) errFor(partition string, epoch int64) error {
-	if g.err != nil {
-		return g.err
-	}
-	return g.refusal[batchKey(partition, epoch)]
+// ticket is one write's share of a generation: the batch of its
+// partition under its epoch.
+type ticket struct {
+	g   *flushGen
+	key string // batchKey
 }
 
-// refused reports whether err, from errFor, is the journal refusing the
-// partition's writes for good, rather than the host stopping.
-func (g *flushGen) refused(err error) bool { return err != nil && err != g.err }
+// done is closed once the write's outcome is known.
+func (t *ticket) done() <-chan struct{} { return t.g.done }
 
-func (g *flushGen) durable() bool {
+func (t *ticket) durable() bool {
 	select {
-	case <-g.done:
+	case <-t.g.done:
 		return true
 	default:
 		return false
 	}
 }
 
-func newFlusher(j journal.Journal, log *zap.Logger, m *metrics) *flusher {
-	return &flusher{j: j, log: log, m: m, cur: newGen(),
+// err is the write's outcome once done: nil when durable, else the
+// journal's refusal of the partition's writes or why nothing was written.
+func (t *ticket) err() error {
+	if t.g.err != nil {
+		return t.g.err
+	}
+	return t.g.refusal[t.key]
+}
+
+func newFlusher(j journal.Journal, log *zap.Logger, m *metrics, refused func(string, int64, error)) *flusher {
+	return &flusher{j: j, log: log, m: m, refused: refused, cur: newGen(),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // add queues entries (and a checkpoint) of one partition under epoch, and
-// an optional callback run once the write's outcome is known (see errFor).
-func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp *journal.Checkpoint, then func(*flushGen)) *flushGen {
-	return f.queue(then, func(g *flushGen) {
-		if len(entries) == 0 && cp == nil {
-			return
-		}
-		b := g.batch(partition, epoch)
+// an optional callback run with the write's outcome (see ticket.err).
+func (f *flusher) add(partition string, epoch int64, entries []journal.Entry, cp *journal.Checkpoint, then func(error)) *ticket {
+	if len(entries) == 0 && cp == nil {
+		return f.queue(partition, epoch, then, nil)
+	}
+	return f.queue(partition, epoch, then, func(b *journal.Batch) int {
 		b.Entries = append(b.Entries, entries...)
 		if cp != nil {
 			b.Checkpoints = append(b.Checkpoints, *cp)
 		}
-		g.entries += len(entries)
+		return len(entries)
 	})
 }
 
 // setHorizon queues the partition's horizon under epoch (see
 // journal.Batch.Horizon).
-func (f *flusher) setHorizon(partition string, epoch, horizon int64) *flushGen {
-	return f.queue(nil, func(g *flushGen) { g.batch(partition, epoch).Horizon = horizon })
+func (f *flusher) setHorizon(partition string, epoch, horizon int64) *ticket {
+	return f.queue(partition, epoch, nil, func(b *journal.Batch) int { b.Horizon = horizon; return 0 })
 }
 
-// queue puts what fill writes into the current generation, with then.
-func (f *flusher) queue(then func(*flushGen), fill func(*flushGen)) *flushGen {
+// queue puts what fill writes (nil: nothing, only then waits) into the
+// partition's batch of the current generation; fill returns how many
+// entries it added.
+func (f *flusher) queue(partition string, epoch int64, then func(error), fill func(*journal.Batch) int) *ticket {
+	t := &ticket{key: batchKey(partition, epoch)}
 	f.mu.Lock()
 	if f.exited {
 		f.mu.Unlock()
-		g := newGen()
-		g.err = errStopped
+		t.g = newGen()
+		t.g.err = errStopped
 		if then != nil {
-			g.then = []func(*flushGen){then}
+			t.g.then = []func(){func() { then(t.err()) }}
 		}
-		f.finish(g)
-		return g
+		f.finish(t.g)
+		return t
 	}
-	g := f.cur
-	fill(g)
+	t.g = f.cur
+	if fill != nil {
+		t.g.entries += fill(t.g.batch(partition, epoch))
+	}
 	if then != nil {
-		g.then = append(g.then, then)
+		t.g.then = append(t.g.then, func() { then(t.err()) })
 	}
 	f.mu.Unlock()
 	select {
 	case f.kick <- struct{}{}:
 	default:
 	}
-	return g
+	return t
 }
 
 // batch returns the generation's batch of partition under epoch. Batches
@@ -239,7 +199,7 @@ func (f *flusher) finish(g *flushGen) {
 		// Acks run beside the next write, not before it.
 		go func() {
 			for _, fn := range g.then {
-				fn(g)
+				fn()
 			}
 		}()
 	}
@@ -282,10 +242,12 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 	default:
 		g.err = err
 	}
-	for key, err := range g.refusal {
-		// The owners' claims end when they see it; say here what was refused.
-		f.m.refused.Add(1)
-		f.log.Warn("journal refused a partition's writes", zap.String("batch", key), zap.Error(err))
+	for _, b := range batches {
+		if err := g.refusal[batchKey(b.Partition, b.Epoch)]; err != nil {
+			f.m.refused.Add(1)
+			f.log.Warn("journal refused a partition's writes", zap.String("partition", b.Partition), zap.Int64("epoch", b.Epoch), zap.Error(err))
+			f.refused(b.Partition, b.Epoch, err)
+		}
 	}
 	f.m.flushed(g.entries, time.Since(start))
 }

@@ -27,8 +27,8 @@ type horizon struct {
 	loaded  bool
 	before  int64 // the horizon when the claim began
 	durable int64 // the journaled horizon
-	pending int64 // the horizon being journaled by gen
-	gen     *flushGen
+	pending int64 // the horizon being journaled by write
+	write   *ticket
 
 	// The messages seen, for the spacing of their offsets.
 	seen        int64
@@ -78,20 +78,20 @@ func (h *Host) firstDelivery(cs *claimState, offset int64) (bool, error) {
 	if offset < hz.before {
 		return false, nil
 	}
-	if hz.gen != nil && (offset >= hz.durable || hz.gen.durable()) {
-		if err := h.wait(cs, hz.gen); err != nil {
+	if hz.write != nil && (offset >= hz.durable || hz.write.durable()) {
+		if err := h.wait(cs, hz.write); err != nil {
 			return false, err
 		}
-		hz.durable, hz.gen = hz.pending, nil
+		hz.durable, hz.write = hz.pending, nil
 	}
 	switch {
 	case offset >= hz.durable:
 		h.moveHorizon(cs, hz.ahead(offset+1))
-		if err := h.wait(cs, hz.gen); err != nil {
+		if err := h.wait(cs, hz.write); err != nil {
 			return false, err
 		}
-		hz.durable, hz.gen = hz.pending, nil
-	case hz.gen == nil && offset >= hz.durable-hz.span()/2:
+		hz.durable, hz.write = hz.pending, nil
+	case hz.write == nil && offset >= hz.durable-hz.span()/2:
 		h.moveHorizon(cs, hz.ahead(hz.durable))
 	}
 	return true, nil
@@ -100,7 +100,7 @@ func (h *Host) firstDelivery(cs *claimState, offset int64) (bool, error) {
 func (h *Host) moveHorizon(cs *claimState, to int64) {
 	hz := &cs.horizon
 	hz.pending = to
-	hz.gen = h.flusher.setHorizon(cs.key, cs.epoch, to)
+	hz.write = h.flusher.setHorizon(cs.key, cs.epoch, to)
 }
 
 // settleHorizon sets the horizon of an ending claim back to just past the
@@ -112,7 +112,7 @@ func (h *Host) settleHorizon(cs *claimState) {
 		return
 	}
 	exact := max(hz.before, hz.last+1)
-	if exact == hz.durable && hz.gen == nil {
+	if exact == hz.durable && hz.write == nil {
 		return
 	}
 	// Refused or cut short, the horizon stays further ahead: still safe.

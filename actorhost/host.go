@@ -28,6 +28,7 @@ type Host struct {
 	closed   bool // ready queue closed: workers exit
 	actors   map[string]*actor
 	claims   map[int32]*claimState
+	owners   map[string]*claimState // by batchKey: claims whose epoch is taken
 	started  bool
 	stopping atomic.Bool // Stop has begun
 	stopErr  error       // what the first Stop returned; set before stopped closes
@@ -69,7 +70,7 @@ type actor struct {
 	// missing from it has none and the journal need not be asked.
 	outcomesWhole bool
 	pending       map[string]*progress
-	lastGen       *flushGen
+	lastWrite     *ticket
 	// broken is why the actor's journal cannot be replayed (a checkpoint
 	// that does not decode, a handler that diverges): the same every time,
 	// so its messages are dead-lettered with it instead of retried.
@@ -78,8 +79,8 @@ type actor struct {
 
 // outcome is a message's outcome as the actor knows it.
 type outcome struct {
-	kind journal.Kind
-	gen  *flushGen // the write that holds it; nil when read from the journal
+	kind  journal.Kind
+	write *ticket // the write that holds it; nil when read from the journal
 }
 
 type delivery struct {
@@ -106,12 +107,12 @@ func New(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		cfg: cfg, log: cfg.Logger, m: m, mailbox: cfg.Consumer.Mailbox(),
-		actors: map[string]*actor{}, claims: map[int32]*claimState{},
+		actors: map[string]*actor{}, claims: map[int32]*claimState{}, owners: map[string]*claimState{},
 		consumerDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	h.cond = sync.NewCond(&h.mu)
 	h.claimsIdle = sync.NewCond(&h.mu)
-	h.flusher = newFlusher(cfg.Journal, cfg.Logger, m)
+	h.flusher = newFlusher(cfg.Journal, cfg.Logger, m, h.refused)
 	return h, nil
 }
 

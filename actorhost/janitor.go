@@ -27,7 +27,7 @@ func (h *Host) passivate(now time.Time) {
 	defer h.mu.Unlock()
 	var idle []*actor
 	for _, a := range h.actors {
-		if a.scheduled || len(a.queue) > 0 || (a.lastGen != nil && !a.lastGen.durable()) {
+		if a.scheduled || len(a.queue) > 0 || (a.lastWrite != nil && !a.lastWrite.durable()) {
 			continue
 		}
 		idle = append(idle, a)

@@ -1,3 +1,7 @@
+// Processing: one delivery from dedup through its attempts, retries and
+// dead letter to its end, with the journal writes it makes on the way and
+// the watermark that acks it in offset order.
+
 package actorhost
 
 import (
@@ -25,7 +29,7 @@ func (h *Host) process(a *actor, d *delivery) {
 		// The partition was given up and claimed again: what we hold may be
 		// stale, so rebuild from the journal.
 		h.deactivate(a)
-		a.claim, a.lastGen = cs, nil
+		a.claim, a.lastWrite = cs, nil
 	}
 	h.mu.Unlock()
 	if err := h.ensureActive(a, cs); err != nil {
@@ -36,8 +40,8 @@ func (h *Host) process(a *actor, d *delivery) {
 	// Dedup: outcomes since the last checkpoint, and those not yet durable,
 	// are in memory; older ones are in the journal's outcome index. Both
 	// catch redeliveries and messages published twice with one ID.
-	if _, done := a.outcomes[d.id]; done {
-		h.deduplicated(d)
+	if o, done := a.outcomes[d.id]; done {
+		h.deduplicated(d, o.write)
 		return
 	}
 	if !a.outcomesWhole {
@@ -48,7 +52,7 @@ func (h *Host) process(a *actor, d *delivery) {
 			return
 		}
 		if done {
-			h.deduplicated(d)
+			h.deduplicated(d, nil)
 			return
 		}
 	}
@@ -135,9 +139,93 @@ func (h *Host) process(a *actor, d *delivery) {
 	}
 }
 
+// append journals one entry of a's and returns its write.
+func (h *Host) append(a *actor, cs *claimState, kind journal.Kind, msgID string, data []byte, cp bool, then func(error)) *ticket {
+	a.seq++
+	e := journal.Entry{Actor: a.key, Seq: a.seq, Kind: kind, MsgID: msgID, Data: data}
+	var c *journal.Checkpoint
+	if cp && a.broken == nil { // a broken actor's state is not its history's
+		if st, err := a.typ.encode(a.state); err == nil {
+			c = &journal.Checkpoint{Actor: a.key, Seq: a.seq, State: st}
+		} else {
+			h.log.Warn("encoding state for a checkpoint failed; skipping it", zap.String("actor", a.key), zap.Error(err))
+		}
+	}
+	t := h.flusher.add(cs.key, cs.epoch, []journal.Entry{e}, c, then)
+	a.lastWrite = t
+	return t
+}
+
+// wait blocks until t is durable. An error (ErrAbandoned) means the claim
+// ended first or the write failed; a refused write has ended the claim
+// already (see Host.refused).
+func (h *Host) wait(cs *claimState, t *ticket) error {
+	select {
+	case <-t.done():
+	case <-cs.ctx.Done():
+		if !t.durable() {
+			return ErrAbandoned
+		}
+	}
+	if err := t.err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrAbandoned, err)
+	}
+	return nil
+}
+
+// afterFlush ends d once the write it waits on is known: finished when
+// durable, abandoned when not.
+func (h *Host) afterFlush(d *delivery) func(error) {
+	return func(err error) {
+		if err != nil {
+			h.abandon(d)
+			return
+		}
+		h.finish(d)
+	}
+}
+
+// A delivery ends one of two ways: abandoned (not acked, so delivered
+// again) or finished (acked in offset order).
+
 // abandon gives up d without acking it; it will be delivered again.
 func (h *Host) abandon(d *delivery) {
 	d.claim.wg.Done()
+	h.m.inFlight.Add(-1)
+}
+
+// finish marks d done and acks every done delivery at the head of its
+// claim: the watermark.
+func (h *Host) finish(d *delivery) {
+	cs := d.claim
+	cs.mu.Lock()
+	if cs.fenced || cs.lost {
+		cs.mu.Unlock()
+		h.abandon(d)
+		return
+	}
+	d.done = true
+	n := 0
+	for n < len(cs.inflight) && cs.inflight[n].done {
+		n++
+	}
+	if n > 0 {
+		acks := make([]channel.Message, n)
+		for i := range n {
+			acks[i] = cs.inflight[i].msg
+			cs.inflight[i] = nil
+		}
+		cs.inflight = cs.inflight[n:]
+		if err := cs.claim.Ack(cs.ctx, acks...); err != nil {
+			h.log.Warn("ack failed; the messages will be delivered again and deduplicated", zap.Error(err))
+		}
+		select {
+		case cs.room <- struct{}{}:
+		default:
+		}
+	}
+	cs.mu.Unlock()
+	cs.wg.Done()
 	h.m.inFlight.Add(-1)
 }
 
@@ -210,7 +298,7 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 		return h.wait(cs, g)
 	}
 	start := time.Now()
-	err := runHandler(a.typ, c, a.state, Message{ID: msg.ID, Address: msg.Address, Payload: msg.Payload, Headers: msg.Headers})
+	err := a.typ.handle(c, a.state, Message{ID: msg.ID, Address: msg.Address, Payload: msg.Payload, Headers: msg.Headers})
 	h.m.handlerSeconds.WithLabelValues(a.addr.Type).Observe(time.Since(start).Seconds())
 	h.m.effectsExecuted.Add(int64(c.executed))
 	h.m.effectsAnswered.Add(int64(c.answered))
@@ -219,18 +307,18 @@ func (h *Host) attempt(a *actor, d *delivery, n int, now time.Time) error {
 	}
 	data := mustJSON(completeData{N: n, At: now, Payload: msg.Payload, Headers: msg.Headers})
 	ack := h.afterFlush(d)
-	h.journalOutcome(a, d, journal.KindComplete, data, func(g *flushGen) {
-		if g.errFor(cs.key, cs.epoch) == nil {
+	h.journalOutcome(a, d, journal.KindComplete, data, func(err error) {
+		if err == nil {
 			h.m.processed.Add(1) // counted once durable
 		}
-		ack(g)
+		ack(err)
 	})
 	return nil
 }
 
 // journalOutcome queues d's outcome, with a checkpoint every
 // CheckpointEvery outcomes, and then runs once it is durable (or refused).
-func (h *Host) journalOutcome(a *actor, d *delivery, kind journal.Kind, data []byte, then func(*flushGen)) {
+func (h *Host) journalOutcome(a *actor, d *delivery, kind journal.Kind, data []byte, then func(error)) {
 	a.sinceCheckpoint++
 	checkpoint := a.sinceCheckpoint >= h.cfg.CheckpointEvery
 	if checkpoint {
@@ -239,22 +327,30 @@ func (h *Host) journalOutcome(a *actor, d *delivery, kind journal.Kind, data []b
 		// still on their way to it must stay, or a duplicate arriving now
 		// would run again.
 		for id, o := range a.outcomes {
-			if o.gen == nil || o.gen.durable() {
+			if o.write == nil || o.write.durable() {
 				delete(a.outcomes, id)
 			}
 		}
 		a.outcomesWhole = false
 	}
-	g := h.append(a, d.claim, kind, d.id, data, checkpoint, then)
-	a.outcomes[d.id] = outcome{kind: kind, gen: g}
+	t := h.append(a, d.claim, kind, d.id, data, checkpoint, then)
+	a.outcomes[d.id] = outcome{kind: kind, write: t}
 	delete(a.pending, d.id)
 }
 
 // deduplicated acks a delivery whose outcome is already journaled, once
-// any write of it still in flight is durable.
-func (h *Host) deduplicated(d *delivery) {
+// the write holding it (nil: none, it was read from the journal) is
+// durable.
+func (h *Host) deduplicated(d *delivery, w *ticket) {
 	h.m.deduplicated.Add(1)
-	h.flusher.add(d.claim.key, d.claim.epoch, nil, nil, h.afterFlush(d))
+	if w == nil {
+		h.afterFlush(d)(nil)
+		return
+	}
+	go func() {
+		<-w.done()
+		h.afterFlush(d)(w.err())
+	}()
 }
 
 // deadLetter journals the decision durably, stores the envelope, then
@@ -320,6 +416,12 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 func (h *Host) ensureActive(a *actor, cs *claimState) error {
 	if a.active {
 		return nil
+	}
+	if a.lastWrite != nil {
+		// Writes of an earlier activation must be readable first.
+		if err := h.wait(cs, a.lastWrite); err != nil {
+			return err
+		}
 	}
 	return h.retryJournal(cs, "activating actor", func() error { return h.activate(a, cs) }, zap.String("actor", a.key))
 }

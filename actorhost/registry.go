@@ -99,6 +99,7 @@ func (r *Registry) lookup(typ string) (actorType, bool) {
 // actorType erases S so the host can hold actors of every type.
 type actorType interface {
 	newState() any
+	// handle runs the handler once; a panic comes back as a *PanicError.
 	handle(ctx *Context, state any, msg Message) error
 	encode(state any) ([]byte, error)
 	decode(data []byte) (any, error)
@@ -114,7 +115,14 @@ type typedActor[S any] struct {
 
 func (t *typedActor[S]) newState() any { return new(S) }
 
-func (t *typedActor[S]) handle(ctx *Context, state any, msg Message) error {
+// handle calls the user's handler, the one place it is called, turning a
+// panic into a *PanicError.
+func (t *typedActor[S]) handle(ctx *Context, state any, msg Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: stack()}
+		}
+	}()
 	return t.handler(ctx, state.(*S), msg)
 }
 
