@@ -1,6 +1,7 @@
 package actorhost
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -74,33 +75,15 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 64
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 5
-	}
-	if c.BackoffInitial == 0 {
-		c.BackoffInitial = 100 * time.Millisecond
-	}
-	if c.BackoffMax == 0 {
-		c.BackoffMax = 30 * time.Second
-	}
-	if c.CheckpointEvery == 0 {
-		c.CheckpointEvery = 100
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 5 * time.Minute
-	}
-	if c.MaxActors == 0 {
-		c.MaxActors = 10000
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 4096
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
-	}
+	c.Concurrency = cmp.Or(c.Concurrency, 64)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, 5)
+	c.BackoffInitial = cmp.Or(c.BackoffInitial, 100*time.Millisecond)
+	c.BackoffMax = cmp.Or(c.BackoffMax, 30*time.Second)
+	c.CheckpointEvery = cmp.Or(c.CheckpointEvery, 100)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, 5*time.Minute)
+	c.MaxActors = cmp.Or(c.MaxActors, 10000)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, 4096)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, 10*time.Second)
 	return c
 }
 

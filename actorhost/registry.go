@@ -3,6 +3,8 @@ package actorhost
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -78,15 +80,11 @@ func Register[S any](r *Registry, typ string, h Handler[S], opts ...TypeOption) 
 	return nil
 }
 
-// Types lists the registered actor types.
+// Types lists the registered actor types, sorted.
 func (r *Registry) Types() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.types))
-	for t := range r.types {
-		out = append(out, t)
-	}
-	return out
+	return slices.Sorted(maps.Keys(r.types))
 }
 
 func (r *Registry) lookup(typ string) (actorType, bool) {
