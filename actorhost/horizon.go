@@ -123,7 +123,7 @@ func (h *Host) settleHorizon(cs *claimState) {
 // failures until the claim ends.
 func (h *Host) loadHorizon(cs *claimState) error {
 	hz := &cs.horizon
-	return h.retryJournal(cs, "reading the partition horizon", func() error {
+	return h.retry(cs, "reading the partition horizon", func() error {
 		at, _, err := h.cfg.Journal.Horizon(cs.ctx, cs.key)
 		if err != nil {
 			return err

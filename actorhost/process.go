@@ -396,20 +396,14 @@ func (h *Host) putDeadLetter(a *actor, d *delivery, attempts int, cause error, r
 	if len(env.Errors) == 0 || env.Errors[len(env.Errors)-1].Error != cause.Error() {
 		env.Errors = append(env.Errors, dlq.AttemptError{Attempt: attempts, Error: cause.Error(), At: time.Now().UTC()})
 	}
-	p := newPause(100 * time.Millisecond)
-	for {
-		err := h.cfg.DeadLetters.Put(cs.ctx, env)
-		if err == nil {
-			h.log.Warn("message dead-lettered", zap.String("actor", a.key), zap.String("message", msg.ID),
-				zap.String("reason", reason), zap.Int("attempts", attempts), zap.Error(cause))
-			return true
-		}
-		h.log.Warn("writing dead letter failed; retrying", zap.Error(err), zap.Duration("in", p.next()))
-		if !p.wait(cs.stopping, cs.ctx.Done()) {
-			h.abandon(d)
-			return false
-		}
+	err := h.retry(cs, "writing dead letter", func() error { return h.cfg.DeadLetters.Put(cs.ctx, env) }, zap.String("actor", a.key))
+	if err != nil {
+		h.abandon(d)
+		return false
 	}
+	h.log.Warn("message dead-lettered", zap.String("actor", a.key), zap.String("message", msg.ID),
+		zap.String("reason", reason), zap.Int("attempts", attempts), zap.Error(cause))
+	return true
 }
 
 // ensureActive activates a, retrying journal failures until the claim ends.
@@ -423,23 +417,23 @@ func (h *Host) ensureActive(a *actor, cs *claimState) error {
 			return err
 		}
 	}
-	return h.retryJournal(cs, "activating actor", func() error { return h.activate(a, cs) }, zap.String("actor", a.key))
+	return h.retry(cs, "activating actor", func() error { return h.activate(a, cs) }, zap.String("actor", a.key))
 }
 
 // lookupOutcome asks the journal whether msgID has an outcome, retrying
 // journal failures until the claim ends: skipping the message instead would
 // break the actor's order and stall the watermark.
 func (h *Host) lookupOutcome(a *actor, cs *claimState, msgID string) (done bool, err error) {
-	err = h.retryJournal(cs, "outcome lookup", func() (err error) {
+	err = h.retry(cs, "outcome lookup", func() (err error) {
 		_, done, err = h.cfg.Journal.Outcome(cs.ctx, a.key, msgID)
 		return err
 	}, zap.String("actor", a.key))
 	return done, err
 }
 
-// retryJournal runs fn until it succeeds, backing off after failures, or
-// returns ErrAbandoned once the claim stops or ends.
-func (h *Host) retryJournal(cs *claimState, what string, fn func() error, fields ...zap.Field) error {
+// retry runs fn, a journal or DLQ call, until it succeeds, backing off
+// after failures, or returns ErrAbandoned once the claim stops or ends.
+func (h *Host) retry(cs *claimState, what string, fn func() error, fields ...zap.Field) error {
 	p := newPause(50 * time.Millisecond)
 	for {
 		err := fn()
