@@ -66,17 +66,27 @@ type Writer interface {
 // Store is the operator's view of a dead-letter queue.
 type Store interface {
 	Writer
-	// List returns dead letters oldest first.
+	// List returns every dead letter, oldest DeadLetteredAt first.
 	List(ctx context.Context) ([]Envelope, error)
-	// Get returns one dead letter or ErrNotFound.
+	// Get returns the dead letter with ID id, or an error matching
+	// ErrNotFound.
 	Get(ctx context.Context, id string) (Envelope, error)
-	// Redrive publishes the dead letters back to their mailbox, in their
-	// original order per actor (CompareRedrive's order), and removes them
-	// from the queue. A redriven message gets the ID RedriveID(original)
-	// and keeps the original in the header HeaderRedriveOf, so it is
-	// processed afresh rather than deduped against its dead-letter outcome.
+	// Redrive publishes the given dead letters, or all of them when ids is
+	// empty, back to their mailbox, in their original order per actor
+	// (CompareRedrive's order), removes them from the queue and returns
+	// how many it redrove. A redriven message gets the ID
+	// RedriveID(original) and keeps the original in the header
+	// HeaderRedriveOf, so it is processed afresh rather than deduped
+	// against its dead-letter outcome; it goes to exactly the address bytes
+	// the dead letter holds (the home partition of them), with its payload
+	// and headers (see RedriveMessage). An unknown ID fails the whole call
+	// with an error matching ErrNotFound before anything is published, and
+	// so does a dead letter that cannot be redriven as it is, with an error
+	// naming it and matching channel.ErrBadAddress or
+	// channel.ErrBadMessageID; it stays queued.
 	Redrive(ctx context.Context, ids ...string) (int, error)
-	// Purge removes the given dead letters, or all when ids is empty.
+	// Purge removes the given dead letters, or all of them when ids is
+	// empty, and returns how many it removed. Unknown IDs are skipped.
 	Purge(ctx context.Context, ids ...string) (int, error)
 }
 

@@ -128,18 +128,30 @@ func topicPartitions(ctx context.Context, brokers []string, topic string, opts O
 		return 0, fmt.Errorf("kafka: %w", err)
 	}
 	defer cl.Close()
+	n, err := partitionsOf(ctx, cl, brokers, topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %w", err)
+	}
+	return n, nil
+}
+
+// partitionsOf asks the cluster cl is a client of how many partitions
+// topic has, or returns an error that says how to create it.
+func partitionsOf(ctx context.Context, cl *kgo.Client, brokers []string, topic string) (int, error) {
 	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
 	if err != nil {
-		return 0, fmt.Errorf("kafka: describe topic %q: %w%s", topic, err, unreachableHint(brokers))
+		return 0, fmt.Errorf("describe topic %q: %w%s", topic, err, unreachableHint(brokers))
 	}
-	d, ok := details[topic]
+	t, ok := details[topic]
 	switch {
-	case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
-		return 0, fmt.Errorf("kafka: topic %q does not exist: create it first, for example with EnsureTopics", topic)
-	case d.Err != nil:
-		return 0, fmt.Errorf("kafka: describe topic %q: %w", topic, d.Err)
+	case !ok || errors.Is(t.Err, kerr.UnknownTopicOrPartition):
+		return 0, fmt.Errorf("topic %q does not exist: create it first, for example with EnsureTopics", topic)
+	case t.Err != nil:
+		return 0, fmt.Errorf("describe topic %q: %w", topic, t.Err)
+	case len(t.Partitions) == 0:
+		return 0, fmt.Errorf("topic %q has no partitions", topic)
 	}
-	return len(d.Partitions), nil
+	return len(t.Partitions), nil
 }
 
 func detail(msg string) string {

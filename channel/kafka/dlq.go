@@ -3,7 +3,6 @@ package kafka
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -85,8 +83,7 @@ type DeadLetters struct {
 	cl       *kgo.Client
 	pub      *Publisher // of redriven copies, with every check Publish makes
 
-	mu     sync.RWMutex // held for reading by every call, for writing by Close
-	closed bool
+	lifecycle // held for reading by every call
 
 	partsMu sync.Mutex
 	parts   map[string]int // partition counts by topic, once looked up
@@ -100,21 +97,16 @@ var _ dlq.Store = (*DeadLetters)(nil)
 // mailbox topic too for Redrive. Of opts it uses ClientID, FetchMaxWait,
 // PublishTimeout and Logger.
 func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error) {
-	opts = opts.WithDefaults()
-	if err := opts.validate(brokers, topic); err != nil {
+	pub, err := OpenPublisher(brokers, topic, opts) // it checks opts
+	if err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(opts.clientOpts(brokers,
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), // every record names its partition
-		kgo.RequiredAcks(kgo.AllISRAcks()),             // idempotent writes are the default
-		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
-	)...)
+	opts = opts.WithDefaults()
+	// Every record names its partition: a tombstone goes to each that
+	// holds its key.
+	cl, err := kgo.NewClient(opts.producerOpts(brokers, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: dead-letter queue of %s: %w", topic, err)
-	}
-	pub, err := OpenPublisher(brokers, topic, opts)
-	if err != nil {
-		cl.Close()
+		pub.Close()
 		return nil, fmt.Errorf("kafka: dead-letter queue of %s: %w", topic, err)
 	}
 	return &DeadLetters{
@@ -131,20 +123,10 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 // Close waits for calls in flight, then closes the connections. Later calls
 // return channel.ErrClosed. Close is idempotent.
 func (d *DeadLetters) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.closed {
-		d.closed = true
+	return d.close(func() {
 		d.cl.Close()
 		d.pub.Close()
-	}
-	return nil
-}
-
-// deadLetterID is the ID of the dead letter of message id.
-func deadLetterID(messageID string) string {
-	sum := sha256.Sum256([]byte(messageID))
-	return "dl-" + hex.EncodeToString(sum[:16])
+	})
 }
 
 // Put writes env and returns once all in-sync replicas have it. Its ID is
@@ -156,13 +138,11 @@ func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	if d.closed {
 		return channel.ErrClosed
 	}
-	if env.MessageID == "" {
-		return errors.New("kafka: put dead letter: empty MessageID: set it to the ID of the message being dead-lettered")
+	env, err := dlq.ForPut(env)
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
 	}
-	env.ID = deadLetterID(env.MessageID)
-	if env.DeadLetteredAt.IsZero() {
-		env.DeadLetteredAt = time.Now().UTC()
-	}
+	env.ID = dlq.IDOf(env.MessageID)
 	n, err := d.partitionCount(ctx, d.dlqTopic)
 	if err != nil {
 		return fmt.Errorf("kafka: put dead letter of message %s: %w", env.MessageID, err)
@@ -175,55 +155,33 @@ func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	return nil
 }
 
-// List returns every dead letter, oldest (by DeadLetteredAt) first.
+// List implements dlq.Store.List.
 func (d *DeadLetters) List(ctx context.Context) ([]dlq.Envelope, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.closed {
-		return nil, channel.ErrClosed
-	}
 	letters, err := d.read(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: list dead letters: %w", err)
 	}
-	envs := make([]dlq.Envelope, len(letters))
-	for i, l := range letters {
-		envs[i] = l.env
-	}
-	return envs, nil
+	return dlq.OldestFirst(letters, deadLetter.envelope), nil
 }
 
-// Get returns the dead letter with ID id, or an error matching
-// dlq.ErrNotFound.
+// Get implements dlq.Store.Get.
 func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.closed {
-		return dlq.Envelope{}, channel.ErrClosed
-	}
-	letters, err := d.read(ctx)
-	if err != nil {
+	letters, err := d.pick(ctx, []string{id}, false)
+	switch {
+	case err != nil:
 		return dlq.Envelope{}, fmt.Errorf("kafka: get dead letter %s: %w", id, err)
+	case len(letters) == 0:
+		return dlq.Envelope{}, fmt.Errorf("kafka: %w", dlq.NotFoundForGet(id))
 	}
-	for _, l := range letters {
-		if l.env.ID == id {
-			return l.env, nil
-		}
-	}
-	return dlq.Envelope{}, fmt.Errorf("kafka: get dead letter %s: %w (list them to see the IDs)", id, dlq.ErrNotFound)
+	return letters[0].env, nil
 }
 
-// Redrive publishes the given dead letters, or all of them when ids is
-// empty, back to the mailbox topic and then removes them. They are
-// published in dlq.CompareRedrive's order, so one actor's messages keep
-// their original order, each to its address's home partition under
-// the ID dlq.RedriveID(original), with the original ID in header
-// dlq.HeaderRedriveOf, and its original headers, to exactly the address
-// bytes it holds. An unknown ID fails the call with an error matching
-// dlq.ErrNotFound before anything is published, and so does a dead letter
-// that cannot be redriven as it is (see dlq.RedriveMessage), with an error
-// naming it and matching channel.ErrBadAddress or channel.ErrBadMessageID;
-// it stays queued.
+// Redrive implements dlq.Store.Redrive, publishing to the mailbox topic
+// and then removing the dead letters.
 //
 // Redrive is not atomic. If it fails after publishing, some messages may be
 // in the mailbox and still in the queue; redriving them again publishes
@@ -231,36 +189,22 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.closed {
-		return 0, channel.ErrClosed
+	letters, err := d.pick(ctx, ids, true)
+	if err == nil && len(letters) > 0 {
+		_, err = d.partitionCount(ctx, d.topic) // the mailbox topic must exist
 	}
-	letters, err := d.read(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: redrive dead letters: %w", err)
 	}
-	letters, err = pickLetters(letters, ids, true)
-	if err != nil || len(letters) == 0 {
-		return 0, err
+	// Publish checks what RedriveMessages does: it refuses none of them.
+	msgs, err := dlq.RedriveMessages(letters, deadLetter.envelope,
+		func(msgs []channel.Message) ([]channel.Message, error) { return msgs, nil })
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %w", err)
 	}
-	slices.SortStableFunc(letters, func(a, b deadLetter) int { return dlq.CompareRedrive(&a.env, &b.env) })
-	if _, err := d.partitionCount(ctx, d.topic); err != nil {
-		return 0, fmt.Errorf("kafka: redrive dead letters: %w", err)
-	}
-	msgs := make([]channel.Message, len(letters))
-	for i, l := range letters {
-		m, err := dlq.RedriveMessage(l.env)
-		if err != nil {
-			return 0, fmt.Errorf("kafka: %w", err)
-		}
-		msgs[i] = m
-	}
-	// One Publish: it checks every message before writing any, and records
-	// of one address go to one partition, where the idempotent producer
-	// keeps their order.
+	// One Publish: records of one address go to one partition, where the
+	// idempotent producer keeps their order.
 	if err := d.pub.Publish(ctx, msgs...); err != nil {
-		if errors.Is(err, channel.ErrBadAddress) || errors.Is(err, channel.ErrBadMessageID) {
-			return 0, fmt.Errorf("kafka: dead letters %s cannot be redriven: %w (nothing was redriven; purge the one refused, or fix it and publish it again by hand)", letterIDs(letters), err)
-		}
 		return 0, fmt.Errorf("kafka: redrive dead letters to %s: %w (some may have been published; redriving them again is safe, the copies keep their IDs)", d.topic, err)
 	}
 	if err := d.remove(ctx, letters); err != nil {
@@ -269,37 +213,18 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	return len(letters), nil
 }
 
-// Purge removes the given dead letters, or all of them when ids is empty,
-// and returns how many it removed. Unknown IDs are skipped.
+// Purge implements dlq.Store.Purge.
 func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.closed {
-		return 0, channel.ErrClosed
+	letters, err := d.pick(ctx, ids, false)
+	if err == nil {
+		err = d.remove(ctx, letters)
 	}
-	letters, err := d.read(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("kafka: purge dead letters: %w", err)
 	}
-	letters, _ = pickLetters(letters, ids, false)
-	if err := d.remove(ctx, letters); err != nil {
-		return 0, fmt.Errorf("kafka: purge dead letters: %w", err)
-	}
 	return len(letters), nil
-}
-
-// letterIDs lists the IDs of letters for an error, the first few of many.
-func letterIDs(letters []deadLetter) string {
-	const most = 8
-	ids := make([]string, 0, min(len(letters), most))
-	for _, l := range letters[:min(len(letters), most)] {
-		ids = append(ids, l.env.ID)
-	}
-	s := strings.Join(ids, ", ")
-	if len(letters) > most {
-		s += fmt.Sprintf(" and %d more", len(letters)-most)
-	}
-	return s
 }
 
 // deadLetter is a dead letter as read, with the partitions that hold it.
@@ -310,34 +235,22 @@ type deadLetter struct {
 	offset     int64
 }
 
-// pickLetters returns those of letters whose IDs are in ids, or all of them
-// when ids is empty. An unknown ID is an error matching dlq.ErrNotFound if
-// strict, and skipped if not.
-func pickLetters(letters []deadLetter, ids []string, strict bool) ([]deadLetter, error) {
-	if len(ids) == 0 {
-		return letters, nil
+func (l deadLetter) envelope() dlq.Envelope { return l.env }
+
+// pick reads the queue and returns the dead letters ids names, or all of
+// them (see dlq.Pick). The caller holds d.mu for reading.
+func (d *DeadLetters) pick(ctx context.Context, ids []string, strict bool) ([]deadLetter, error) {
+	letters, err := d.read(ctx)
+	if err != nil {
+		return nil, err
 	}
 	byID := make(map[string]deadLetter, len(letters))
 	for _, l := range letters {
 		byID[l.env.ID] = l
 	}
-	var picked []deadLetter
-	seen := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		l, ok := byID[id]
-		if !ok {
-			if strict {
-				return nil, fmt.Errorf("kafka: %w", dlq.NotFoundForRedrive(id))
-			}
-			continue
-		}
-		picked = append(picked, l)
-	}
-	return picked, nil
+	return dlq.Pick(ids, strict,
+		func() ([]deadLetter, error) { return letters, nil },
+		func(id string) (deadLetter, bool, error) { l, ok := byID[id]; return l, ok, nil })
 }
 
 // remove writes a tombstone for each of letters on every partition that
@@ -366,29 +279,25 @@ func (d *DeadLetters) partitionCount(ctx context.Context, topic string) (int, er
 	if n > 0 {
 		return n, nil
 	}
-	details, err := kadm.NewClient(d.cl).ListTopics(ctx, topic)
+	n, err := partitionsOf(ctx, d.cl, d.brokers, topic)
 	if err != nil {
-		return 0, fmt.Errorf("describe topic %q: %w%s", topic, err, unreachableHint(d.brokers))
-	}
-	t, ok := details[topic]
-	switch {
-	case !ok || errors.Is(t.Err, kerr.UnknownTopicOrPartition):
-		return 0, fmt.Errorf("topic %q does not exist: create it first, for example with EnsureTopics", topic)
-	case t.Err != nil:
-		return 0, fmt.Errorf("describe topic %q: %w", topic, t.Err)
-	case len(t.Partitions) == 0:
-		return 0, fmt.Errorf("topic %q has no partitions", topic)
+		return 0, err
 	}
 	d.partsMu.Lock()
-	d.parts[topic] = len(t.Partitions)
+	d.parts[topic] = n
 	d.partsMu.Unlock()
-	return len(t.Partitions), nil
+	return n, nil
 }
 
 // read reads the dead-letter topic from its start up to its end as of now
-// and returns the dead letters it holds, oldest first: for each key, the
-// newest record, unless that is a tombstone.
+// and returns the dead letters it holds, in the order of their records:
+// for each key, the newest record, unless that is a tombstone. The caller
+// holds d.mu for reading; read fails with channel.ErrClosed once d is
+// closed.
 func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
+	if d.closed {
+		return nil, channel.ErrClosed
+	}
 	if _, err := d.partitionCount(ctx, d.dlqTopic); err != nil {
 		return nil, err
 	}
@@ -449,11 +358,7 @@ func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
 		}
 	}
 	slices.SortFunc(letters, func(a, b deadLetter) int {
-		return cmp.Or(
-			a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt),
-			cmp.Compare(a.partition, b.partition),
-			cmp.Compare(a.offset, b.offset),
-		)
+		return cmp.Or(cmp.Compare(a.partition, b.partition), cmp.Compare(a.offset, b.offset))
 	})
 	return letters, nil
 }

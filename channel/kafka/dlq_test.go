@@ -136,9 +136,9 @@ func TestDLQPutListGet(t *testing.T) {
 		t.Fatalf("List = %d dead letters, want 3 (m2, m1 once, m3): %+v", len(envs), envs)
 	}
 	wantFull := again
-	wantFull.ID = deadLetterID("m1")
+	wantFull.ID = dlq.IDOf("m1")
 	wantBare := bare
-	wantBare.ID, wantBare.Payload = deadLetterID("m2"), []byte{}
+	wantBare.ID, wantBare.Payload = dlq.IDOf("m2"), []byte{}
 	for i, want := range []dlq.Envelope{wantBare, wantFull} {
 		if !reflect.DeepEqual(envs[i], want) {
 			t.Errorf("List[%d] =\n%+v\nwant\n%+v", i, envs[i], want)
@@ -220,7 +220,7 @@ func TestDLQHeaderNamesNotUTF8(t *testing.T) {
 			t.Errorf("header %s = %+q (present %v), want %+q", k, got, ok, v)
 		}
 	}
-	got, err := d.Get(dlqCtx(t), deadLetterID(env.MessageID))
+	got, err := d.Get(dlqCtx(t), dlq.IDOf(env.MessageID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,10 +270,10 @@ func TestDLQPurge(t *testing.T) {
 	if err := d.Put(dlqCtx(t), bad); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := d.Redrive(dlqCtx(t), deadLetterID("bad")); err == nil || n != 0 || !strings.Contains(err.Error(), "purge") {
+	if n, err := d.Redrive(dlqCtx(t), dlq.IDOf("bad")); err == nil || n != 0 || !strings.Contains(err.Error(), "purge") {
 		t.Fatalf("Redrive of a dead letter without a valid address = %d, %v; want an error suggesting purge", n, err)
 	}
-	if n, err := d.Purge(dlqCtx(t), deadLetterID("bad")); err != nil || n != 1 {
+	if n, err := d.Purge(dlqCtx(t), dlq.IDOf("bad")); err != nil || n != 1 {
 		t.Fatalf("Purge(bad) = %d, %v; want 1", n, err)
 	}
 	if n, err := d.Purge(dlqCtx(t)); err != nil || n != 1 {

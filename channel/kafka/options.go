@@ -86,6 +86,15 @@ func (o Options) clientOpts(brokers []string, own ...kgo.Opt) []kgo.Opt {
 	}, own)
 }
 
+// producerOpts are clientOpts for a client that writes: a write returns
+// once all in-sync replicas have it, within PublishTimeout.
+func (o Options) producerOpts(brokers []string, own ...kgo.Opt) []kgo.Opt {
+	return o.clientOpts(brokers, append([]kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotent writes are the default
+		kgo.RecordDeliveryTimeout(o.PublishTimeout),
+	}, own...)...)
+}
+
 // WithDefaults returns a copy of o with every unset field set to its
 // default. Group stays empty: it defaults per topic (see Options.Group).
 func (o Options) WithDefaults() Options {

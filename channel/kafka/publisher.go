@@ -25,8 +25,7 @@ type Publisher struct {
 	brokers []string
 	cl      *kgo.Client
 
-	mu     sync.RWMutex // held for reading by Publish, for writing by Close
-	closed bool
+	lifecycle // held for reading by Publish
 }
 
 var _ channel.Publisher = (*Publisher)(nil)
@@ -39,11 +38,9 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 	if err := opts.validate(brokers, topic); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(opts.clientOpts(brokers,
+	cl, err := kgo.NewClient(opts.producerOpts(brokers,
 		kgo.DefaultProduceTopic(topic),
-		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotent writes are the default
 		kgo.RecordPartitioner(HomePartitioner()),
-		kgo.RecordDeliveryTimeout(opts.PublishTimeout),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: publisher to %s: %w", topic, err)
@@ -123,12 +120,23 @@ func record(m channel.Message) *kgo.Record {
 
 // Close waits for Publish calls in flight, then closes the connections.
 // Later calls return channel.ErrClosed. Close is idempotent.
-func (p *Publisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.closed {
-		p.closed = true
-		p.cl.Close()
+func (p *Publisher) Close() error { return p.close(p.cl.Close) }
+
+// lifecycle is the closing of a type that holds clients: its calls hold mu
+// for reading and fail once closed is set; Close holds it for writing.
+type lifecycle struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+// close runs fn, closing the clients, the first time it is called, once
+// the calls in flight have returned.
+func (l *lifecycle) close(fn func()) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		fn()
 	}
 	return nil
 }

@@ -2,14 +2,11 @@ package memory
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
@@ -25,13 +22,8 @@ var _ dlq.Store = (*DeadLetters)(nil)
 
 // deadLetters is the queue's state, guarded by the mailbox's mu.
 type deadLetters struct {
-	seq     int           // dead letters ever stored: numbers the next one
-	letters []*deadLetter // in the order first put
-}
-
-type deadLetter struct {
-	seq int
-	env dlq.Envelope
+	seq     int             // dead letters ever stored: numbers the next one
+	letters []*dlq.Envelope // in the order first put
 }
 
 // Put stores a copy of env. A second Put with the same MessageID replaces
@@ -39,24 +31,20 @@ type deadLetter struct {
 // counting the mailbox's dead letters from 1, and a zero DeadLetteredAt the
 // current time.
 func (d *DeadLetters) Put(_ context.Context, env dlq.Envelope) error {
-	if env.MessageID == "" {
-		return errors.New("memory: put dead letter: empty MessageID: set it to the ID of the message being dead-lettered")
+	env, err := dlq.ForPut(env)
+	if err != nil {
+		return fmt.Errorf("memory: %w", err)
 	}
-	m := d.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return fmt.Errorf("memory: put dead letter of message %s: %w", env.MessageID, channel.ErrClosed)
+	q, err := d.lock("put dead letter of message " + env.MessageID)
+	if err != nil {
+		return err
 	}
+	defer d.m.mu.Unlock()
 	env = copyEnvelope(env)
-	if env.DeadLetteredAt.IsZero() {
-		env.DeadLetteredAt = time.Now()
-	}
-	q := &m.dead
 	for _, dl := range q.letters {
-		if dl.env.MessageID == env.MessageID {
-			env.ID = dl.env.ID
-			dl.env = env
+		if dl.MessageID == env.MessageID {
+			env.ID = dl.ID
+			*dl = env
 			return nil
 		}
 	}
@@ -67,115 +55,84 @@ func (d *DeadLetters) Put(_ context.Context, env dlq.Envelope) error {
 	if env.ID == "" {
 		env.ID = "dl-" + strconv.Itoa(q.seq)
 	}
-	q.letters = append(q.letters, &deadLetter{seq: q.seq, env: env})
+	q.letters = append(q.letters, &env)
 	return nil
 }
 
-// List returns every dead letter, oldest DeadLetteredAt first.
+// List implements dlq.Store.List.
 func (d *DeadLetters) List(context.Context) ([]dlq.Envelope, error) {
-	m := d.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, fmt.Errorf("memory: list dead letters: %w", channel.ErrClosed)
+	q, err := d.lock("list dead letters")
+	if err != nil {
+		return nil, err
 	}
-	sorted := slices.Clone(m.dead.letters)
-	slices.SortStableFunc(sorted, func(a, b *deadLetter) int {
-		return cmp.Or(a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt), cmp.Compare(a.seq, b.seq))
-	})
-	envs := make([]dlq.Envelope, len(sorted))
-	for i, dl := range sorted {
-		envs[i] = copyEnvelope(dl.env)
-	}
-	return envs, nil
+	defer d.m.mu.Unlock()
+	return dlq.OldestFirst(q.letters, func(dl *dlq.Envelope) dlq.Envelope { return copyEnvelope(*dl) }), nil
 }
 
-// Get returns the dead letter with ID id, or an error matching
-// dlq.ErrNotFound.
+// Get implements dlq.Store.Get.
 func (d *DeadLetters) Get(_ context.Context, id string) (dlq.Envelope, error) {
-	m := d.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return dlq.Envelope{}, fmt.Errorf("memory: get dead letter %s: %w", id, channel.ErrClosed)
+	q, err := d.lock("get dead letter " + id)
+	if err != nil {
+		return dlq.Envelope{}, err
 	}
-	dl := m.dead.find(id)
+	defer d.m.mu.Unlock()
+	dl := q.find(id)
 	if dl == nil {
-		return dlq.Envelope{}, fmt.Errorf("memory: get dead letter %s: %w (list them to see the IDs)", id, dlq.ErrNotFound)
+		return dlq.Envelope{}, fmt.Errorf("memory: %w", dlq.NotFoundForGet(id))
 	}
-	return copyEnvelope(dl.env), nil
+	return copyEnvelope(*dl), nil
 }
 
-// Redrive moves the given dead letters, or all of them when ids is empty,
-// back into the mailbox: all of them or none. They are published in
-// dlq.CompareRedrive's order, so one actor's messages keep their original
-// order, each under the ID dlq.RedriveID(original) with the
-// original ID in header dlq.HeaderRedriveOf, to exactly the address bytes
-// it holds. An unknown ID fails the whole call with an error matching
-// dlq.ErrNotFound, and a dead letter that cannot be redriven as it is (see
-// dlq.RedriveMessage) with an error naming it and matching
-// channel.ErrBadAddress or channel.ErrBadMessageID; it stays queued.
+// Redrive implements dlq.Store.Redrive: all of the dead letters go back
+// into the mailbox, or none.
 func (d *DeadLetters) Redrive(_ context.Context, ids ...string) (int, error) {
-	m := d.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return 0, fmt.Errorf("memory: redrive dead letters: %w", channel.ErrClosed)
+	q, err := d.lock("redrive dead letters")
+	if err != nil {
+		return 0, err
 	}
-	q := &m.dead
-	var picked []*deadLetter
-	if len(ids) == 0 {
-		picked = slices.Clone(q.letters)
+	defer d.m.mu.Unlock()
+	picked, err := dlq.Pick(ids, true,
+		func() ([]*dlq.Envelope, error) { return slices.Clone(q.letters), nil },
+		func(id string) (*dlq.Envelope, bool, error) { dl := q.find(id); return dl, dl != nil, nil })
+	if err != nil {
+		return 0, fmt.Errorf("memory: redrive: %w", err)
 	}
-	for _, id := range ids {
-		dl := q.find(id)
-		if dl == nil {
-			return 0, fmt.Errorf("memory: redrive: %w", dlq.NotFoundForRedrive(id))
-		}
-		if !slices.Contains(picked, dl) {
-			picked = append(picked, dl)
-		}
+	msgs, err := dlq.RedriveMessages(picked, func(dl *dlq.Envelope) dlq.Envelope { return *dl },
+		func(msgs []channel.Message) ([]channel.Message, error) { return msgs, checkMessage(msgs[0]) })
+	if err != nil {
+		return 0, fmt.Errorf("memory: redrive: %w", err)
 	}
-	slices.SortStableFunc(picked, func(a, b *deadLetter) int { return dlq.CompareRedrive(&a.env, &b.env) })
-	msgs := make([]channel.Message, len(picked))
-	for i, dl := range picked {
-		// One at a time, so that a refusal names its dead letter.
-		msg, err := dlq.RedriveMessage(dl.env)
-		if err == nil {
-			err = checkMessage(msg)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("memory: redrive: %w", err)
-		}
-		msgs[i] = msg
-	}
-	m.appendLocked(msgs)
-	q.letters = slices.DeleteFunc(q.letters, func(dl *deadLetter) bool { return slices.Contains(picked, dl) })
+	d.m.appendLocked(msgs)
+	q.letters = slices.DeleteFunc(q.letters, func(dl *dlq.Envelope) bool { return slices.Contains(picked, dl) })
 	return len(picked), nil
 }
 
-// Purge removes the given dead letters, or all of them when ids is empty,
-// and returns how many it removed. Unknown IDs are skipped.
+// Purge implements dlq.Store.Purge.
 func (d *DeadLetters) Purge(_ context.Context, ids ...string) (int, error) {
-	m := d.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return 0, fmt.Errorf("memory: purge dead letters: %w", channel.ErrClosed)
+	q, err := d.lock("purge dead letters")
+	if err != nil {
+		return 0, err
 	}
-	q := &m.dead
+	defer d.m.mu.Unlock()
 	before := len(q.letters)
-	if len(ids) == 0 {
-		q.letters = nil
-	} else {
-		q.letters = slices.DeleteFunc(q.letters, func(dl *deadLetter) bool { return slices.Contains(ids, dl.env.ID) })
-	}
+	q.letters = slices.DeleteFunc(q.letters, func(dl *dlq.Envelope) bool { return len(ids) == 0 || slices.Contains(ids, dl.ID) })
 	return before - len(q.letters), nil
 }
 
-func (q *deadLetters) find(id string) *deadLetter {
+// lock locks the mailbox and returns its queue, or, unlocked again, an
+// error naming op if the mailbox is closed.
+func (d *DeadLetters) lock(op string) (*deadLetters, error) {
+	d.m.mu.Lock()
+	if d.m.closed {
+		d.m.mu.Unlock()
+		return nil, fmt.Errorf("memory: %s: %w", op, channel.ErrClosed)
+	}
+	return &d.m.dead, nil
+}
+
+func (q *deadLetters) find(id string) *dlq.Envelope {
 	for _, dl := range q.letters {
-		if dl.env.ID == id {
+		if dl.ID == id {
 			return dl
 		}
 	}

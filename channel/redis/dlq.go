@@ -2,12 +2,8 @@ package redis
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -39,30 +35,21 @@ const readPage = 512
 // change under it.
 const redriveAttempts = 10
 
-// DeadLetterID is the ID of the dead letter of the message with ID
-// messageID.
-func DeadLetterID(messageID string) string {
-	sum := sha256.Sum256([]byte(messageID))
-	return "dl-" + hex.EncodeToString(sum[:16])
-}
-
 func (d *DeadLetters) keys() []string { return []string{d.m.dlqKey(), d.m.dlqIndexKey()} }
 
 // Put stores env, durably once it returns (with appendfsync always). Its
-// ID is DeadLetterID(env.MessageID) (env.ID is ignored), so a second Put
+// ID is dlq.IDOf(env.MessageID) (env.ID is ignored), so a second Put
 // of the same message replaces the first and keeps its ID. A zero
 // DeadLetteredAt is set to now.
 func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	if d.m.isClosed() {
 		return fmt.Errorf("redis: put dead letter: %w", channel.ErrClosed)
 	}
-	if env.MessageID == "" {
-		return errors.New("redis: put dead letter: empty MessageID: set it to the ID of the message being dead-lettered")
+	env, err := dlq.ForPut(env)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
-	env.ID = DeadLetterID(env.MessageID)
-	if env.DeadLetteredAt.IsZero() {
-		env.DeadLetteredAt = time.Now().UTC()
-	}
+	env.ID = dlq.IDOf(env.MessageID)
 	doc, err := env.MarshalBinary() // not JSON: it would replace invalid UTF-8
 	if err != nil {
 		return fmt.Errorf("redis: put dead letter of message %s: encode: %w", env.MessageID, err)
@@ -79,7 +66,9 @@ type letter struct {
 	entry string
 }
 
-// List returns every dead letter, oldest (by DeadLetteredAt) first.
+func (l letter) envelope() dlq.Envelope { return l.env }
+
+// List implements dlq.Store.List.
 func (d *DeadLetters) List(ctx context.Context) ([]dlq.Envelope, error) {
 	if d.m.isClosed() {
 		return nil, fmt.Errorf("redis: list dead letters: %w", channel.ErrClosed)
@@ -88,37 +77,27 @@ func (d *DeadLetters) List(ctx context.Context) ([]dlq.Envelope, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: list dead letters: %w", d.m.failed(err))
 	}
-	envs := make([]dlq.Envelope, len(letters))
-	for i, l := range letters {
-		envs[i] = l.env
-	}
-	return envs, nil
+	return dlq.OldestFirst(letters, letter.envelope), nil
 }
 
-// Get returns the dead letter with ID id, or an error matching
-// dlq.ErrNotFound.
+// Get implements dlq.Store.Get.
 func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) {
 	if d.m.isClosed() {
 		return dlq.Envelope{}, fmt.Errorf("redis: get dead letter %s: %w", id, channel.ErrClosed)
 	}
-	l, err := d.get(ctx, d.m.client, id)
-	if err != nil {
+	l, ok, err := d.get(ctx, d.m.client, id)
+	switch {
+	case err != nil:
 		return dlq.Envelope{}, fmt.Errorf("redis: get dead letter %s: %w", id, d.m.failed(err))
+	case !ok:
+		return dlq.Envelope{}, fmt.Errorf("redis: %w", dlq.NotFoundForGet(id))
 	}
 	return l.env, nil
 }
 
-// Redrive moves the given dead letters, or all of them when ids is empty,
-// back into the mailbox in one MULTI/EXEC transaction: either all are
-// redriven or none. They are re-published in dlq.CompareRedrive's order,
-// so one actor's messages keep their original order, each under
-// the ID dlq.RedriveID(original) with the original ID in header
-// dlq.HeaderRedriveOf and the original headers, to exactly the address
-// bytes it holds. An unknown ID fails the whole call with an error matching
-// dlq.ErrNotFound, and a dead letter that cannot be redriven as it is (see
-// dlq.RedriveMessage) with an error naming it and matching
-// channel.ErrBadAddress or channel.ErrBadMessageID; it stays queued. When
-// dead letters are put or removed meanwhile, Redrive starts over (WATCH).
+// Redrive implements dlq.Store.Redrive in one MULTI/EXEC transaction:
+// either all of the dead letters are redriven or none. When dead letters
+// are put or removed meanwhile, Redrive starts over (WATCH).
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	if d.m.isClosed() {
 		return 0, fmt.Errorf("redis: redrive dead letters: %w", channel.ErrClosed)
@@ -143,43 +122,18 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 
 // redrive is one attempt of Redrive, under WATCH.
 func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (int, error) {
-	var letters []letter
-	if len(ids) == 0 {
-		var err error
-		if letters, err = d.readAll(ctx, tx); err != nil {
-			return 0, err
-		}
-	} else {
-		seen := make(map[string]bool, len(ids))
-		for _, id := range ids {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			l, err := d.get(ctx, tx, id)
-			if err != nil {
-				if errors.Is(err, dlq.ErrNotFound) {
-					return 0, dlq.NotFoundForRedrive(id)
-				}
-				return 0, err
-			}
-			letters = append(letters, l)
-		}
+	letters, err := dlq.Pick(ids, true,
+		func() ([]letter, error) { return d.readAll(ctx, tx) },
+		func(id string) (letter, bool, error) { return d.get(ctx, tx, id) })
+	if err != nil || len(letters) == 0 {
+		return 0, err
 	}
-	if len(letters) == 0 {
-		return 0, nil
+	entries, err := dlq.RedriveMessages(letters, letter.envelope,
+		func(msgs []channel.Message) ([]entry, error) { return prepareEntries(msgs, d.m.partitions) })
+	if err != nil {
+		return 0, err
 	}
-	slices.SortStableFunc(letters, func(a, b letter) int { return dlq.CompareRedrive(&a.env, &b.env) })
-	entries := make([]entry, 0, len(letters))
-	for _, l := range letters {
-		// One at a time, so that a refusal names its dead letter.
-		e, err := redriveEntry(l.env, d.m.partitions)
-		if err != nil {
-			return 0, err
-		}
-		entries = append(entries, e)
-	}
-	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: d.m.streamKey(e.partition), ID: "*", Values: e.values})
 		}
@@ -198,22 +152,7 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 	return len(letters), nil
 }
 
-// redriveEntry is the mailbox stream entry of the redriven copy of env, prepared as
-// Publish prepares one.
-func redriveEntry(env dlq.Envelope, partitions int) (entry, error) {
-	m, err := dlq.RedriveMessage(env)
-	if err != nil {
-		return entry{}, err
-	}
-	out, err := prepareEntries([]channel.Message{m}, partitions)
-	if err != nil {
-		return entry{}, dlq.CannotRedrive(env, err)
-	}
-	return out[0], nil
-}
-
-// Purge deletes the given dead letters, or all of them when ids is empty,
-// and returns how many it deleted. Unknown IDs are skipped.
+// Purge implements dlq.Store.Purge.
 func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 	if d.m.isClosed() {
 		return 0, fmt.Errorf("redis: purge dead letters: %w", channel.ErrClosed)
@@ -233,8 +172,7 @@ func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 	return n, nil
 }
 
-// readAll reads every dead letter, oldest (by DeadLetteredAt, then entry)
-// first.
+// readAll reads every dead letter, in the order of their entries.
 func (d *DeadLetters) readAll(ctx context.Context, c redis.Cmdable) ([]letter, error) {
 	var letters []letter
 	start := "-"
@@ -255,27 +193,24 @@ func (d *DeadLetters) readAll(ctx context.Context, c redis.Cmdable) ([]letter, e
 		}
 		start = "(" + page[len(page)-1].ID
 	}
-	slices.SortStableFunc(letters, func(a, b letter) int { return a.env.DeadLetteredAt.Compare(b.env.DeadLetteredAt) })
 	return letters, nil
 }
 
-// get reads the dead letter with ID id, or fails with dlq.ErrNotFound.
-func (d *DeadLetters) get(ctx context.Context, c redis.Cmdable, id string) (letter, error) {
+// get reads the dead letter with ID id, false if there is none.
+func (d *DeadLetters) get(ctx context.Context, c redis.Cmdable, id string) (letter, bool, error) {
 	entry, err := c.HGet(ctx, d.m.dlqIndexKey(), id).Result()
 	if errors.Is(err, redis.Nil) {
-		return letter{}, fmt.Errorf("%w (list them to see the IDs)", dlq.ErrNotFound)
+		return letter{}, false, nil
 	}
 	if err != nil {
-		return letter{}, err
+		return letter{}, false, err
 	}
 	page, err := c.XRange(ctx, d.m.dlqKey(), entry, entry).Result()
-	if err != nil {
-		return letter{}, err
+	if err != nil || len(page) == 0 { // an entry gone: a Purge or Redrive in between
+		return letter{}, false, err
 	}
-	if len(page) == 0 {
-		return letter{}, fmt.Errorf("%w (its entry %s is gone)", dlq.ErrNotFound, entry)
-	}
-	return decodeLetter(page[0])
+	l, err := decodeLetter(page[0])
+	return l, err == nil, err
 }
 
 func decodeLetter(e redis.XMessage) (letter, error) {

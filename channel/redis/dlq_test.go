@@ -75,8 +75,8 @@ func TestDeadLetterEntries(t *testing.T) {
 		t.Fatalf("list: %v", err)
 	}
 	for _, e := range envs {
-		if e.ID != redis.DeadLetterID(e.MessageID) {
-			t.Errorf("dead letter of %s has ID %s, want DeadLetterID %s", e.MessageID, e.ID, redis.DeadLetterID(e.MessageID))
+		if e.ID != dlq.IDOf(e.MessageID) {
+			t.Errorf("dead letter of %s has ID %s, want dlq.IDOf %s", e.MessageID, e.ID, dlq.IDOf(e.MessageID))
 		}
 	}
 }

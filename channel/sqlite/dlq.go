@@ -5,10 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"slices"
-	"time"
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/dlq"
@@ -29,16 +26,14 @@ var _ dlq.Store = (*DeadLetters)(nil)
 // MessageID replaces the envelope and keeps the first one's ID. An empty ID
 // gets a random one, and a zero DeadLetteredAt the current time.
 func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
-	if env.MessageID == "" {
-		return errors.New("sqlite: put dead letter: empty MessageID: set it to the ID of the message being dead-lettered")
+	env, err := dlq.ForPut(env)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
 	if env.ID == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 		env.ID = "dl-" + hex.EncodeToString(b[:])
-	}
-	if env.DeadLetteredAt.IsZero() {
-		env.DeadLetteredAt = time.Now()
 	}
 	doc, err := env.MarshalBinary() // not JSON: it would replace invalid UTF-8
 	if err != nil {
@@ -64,44 +59,45 @@ func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	return nil
 }
 
-// List returns every dead letter, oldest first.
+// List implements dlq.Store.List.
 func (d *DeadLetters) List(ctx context.Context) ([]dlq.Envelope, error) {
 	if d.m.isClosed() {
 		return nil, fmt.Errorf("sqlite: list dead letters: %w", channel.ErrClosed)
 	}
-	rows, err := d.m.db.QueryContext(ctx, `SELECT id, envelope FROM mailbox_dead_letters ORDER BY dead_lettered_at, seq`)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: list dead letters: %w", err)
-	}
-	envs, err := scanEnvelopes(rows)
+	envs, err := queryEnvelopes(ctx, d.m.db, `ORDER BY dead_lettered_at, seq`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list dead letters: %w", err)
 	}
 	return envs, nil
 }
 
-// Get returns the dead letter with ID id, or an error matching
-// dlq.ErrNotFound.
+// Get implements dlq.Store.Get.
 func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) {
 	if d.m.isClosed() {
 		return dlq.Envelope{}, fmt.Errorf("sqlite: get dead letter %s: %w", id, channel.ErrClosed)
 	}
-	rows, err := d.m.db.QueryContext(ctx, `SELECT id, envelope FROM mailbox_dead_letters WHERE id = ?`, id)
-	if err != nil {
+	env, ok, err := getEnvelope(ctx, d.m.db, id)
+	switch {
+	case err != nil:
 		return dlq.Envelope{}, fmt.Errorf("sqlite: get dead letter %s: %w", id, err)
+	case !ok:
+		return dlq.Envelope{}, fmt.Errorf("sqlite: %w", dlq.NotFoundForGet(id))
 	}
-	envs, err := scanEnvelopes(rows)
-	if err != nil {
-		return dlq.Envelope{}, fmt.Errorf("sqlite: get dead letter %s: %w", id, err)
-	}
-	if len(envs) == 0 {
-		return dlq.Envelope{}, fmt.Errorf("sqlite: get dead letter %s: %w (list them to see the IDs)", id, dlq.ErrNotFound)
-	}
-	return envs[0], nil
+	return env, nil
 }
 
-// scanEnvelopes decodes rows of (id, envelope) and closes rows.
-func scanEnvelopes(rows *sql.Rows) ([]dlq.Envelope, error) {
+// querier is what reads dead letters: the database or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryEnvelopes decodes the dead letters the clause (ORDER BY, WHERE)
+// selects.
+func queryEnvelopes(ctx context.Context, q querier, clause string, args ...any) ([]dlq.Envelope, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, envelope FROM mailbox_dead_letters `+clause, args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var envs []dlq.Envelope
 	for rows.Next() {
@@ -120,32 +116,30 @@ func scanEnvelopes(rows *sql.Rows) ([]dlq.Envelope, error) {
 	return envs, rows.Err()
 }
 
-// Redrive moves the given dead letters, or all of them when ids is empty,
-// back into the mailbox in one transaction: either all are redriven or none.
-// They are re-published in dlq.CompareRedrive's order, so one actor's
-// messages keep their original order, each under the ID
-// dlq.RedriveID(original) with the original ID in header
-// dlq.HeaderRedriveOf, to exactly the address bytes it holds. An unknown
-// ID fails the whole call with an error matching dlq.ErrNotFound, and a
-// dead letter that cannot be redriven as it is (see dlq.RedriveMessage)
-// with an error naming it and matching channel.ErrBadAddress or
-// channel.ErrBadMessageID; it stays queued.
+// getEnvelope reads the dead letter id, false if there is none.
+func getEnvelope(ctx context.Context, q querier, id string) (dlq.Envelope, bool, error) {
+	envs, err := queryEnvelopes(ctx, q, `WHERE id = ?`, id)
+	if err != nil || len(envs) == 0 {
+		return dlq.Envelope{}, false, err
+	}
+	return envs[0], true, nil
+}
+
+// Redrive implements dlq.Store.Redrive in one transaction: either all of
+// the dead letters are redriven or none.
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	var n int
 	err := d.m.write(ctx, func(tx *sql.Tx) error {
-		envs, err := d.selectTx(ctx, tx, ids)
+		envs, err := dlq.Pick(ids, true,
+			func() ([]dlq.Envelope, error) { return queryEnvelopes(ctx, tx, `ORDER BY seq`) },
+			func(id string) (dlq.Envelope, bool, error) { return getEnvelope(ctx, tx, id) })
 		if err != nil {
 			return err
 		}
-		slices.SortStableFunc(envs, func(a, b dlq.Envelope) int { return dlq.CompareRedrive(&a, &b) })
-		rows := make([]row, 0, len(envs))
-		for _, env := range envs {
-			// One at a time, so that a refusal names its dead letter.
-			r, err := redriveRow(env, d.m.partitions)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, r)
+		rows, err := dlq.RedriveMessages(envs, func(env dlq.Envelope) dlq.Envelope { return env },
+			func(msgs []channel.Message) ([]row, error) { return prepareRows(msgs, d.m.partitions) })
+		if err != nil {
+			return err
 		}
 		if err := insertRows(ctx, d.m, tx, rows); err != nil {
 			return fmt.Errorf("re-publish: %w", err)
@@ -159,22 +153,7 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	return n, nil
 }
 
-// redriveRow is the mailbox row of the redriven copy of env, prepared as
-// Publish prepares one.
-func redriveRow(env dlq.Envelope, partitions int) (row, error) {
-	m, err := dlq.RedriveMessage(env)
-	if err != nil {
-		return row{}, err
-	}
-	out, err := prepareRows([]channel.Message{m}, partitions)
-	if err != nil {
-		return row{}, dlq.CannotRedrive(env, err)
-	}
-	return out[0], nil
-}
-
-// Purge deletes the given dead letters, or all of them when ids is empty,
-// and returns how many it deleted. Unknown IDs are skipped.
+// Purge implements dlq.Store.Purge.
 func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 	var n int
 	err := d.m.write(ctx, func(tx *sql.Tx) error {
@@ -195,44 +174,6 @@ func (d *DeadLetters) Purge(ctx context.Context, ids ...string) (int, error) {
 		return 0, fmt.Errorf("sqlite: purge dead letters: %w", err)
 	}
 	return n, nil
-}
-
-// selectTx loads the dead letters with the given IDs, or all when ids is
-// empty. Every given ID must exist.
-func (d *DeadLetters) selectTx(ctx context.Context, tx *sql.Tx, ids []string) ([]dlq.Envelope, error) {
-	if len(ids) == 0 {
-		rows, err := tx.QueryContext(ctx, `SELECT id, envelope FROM mailbox_dead_letters ORDER BY seq`)
-		if err != nil {
-			return nil, err
-		}
-		return scanEnvelopes(rows)
-	}
-	stmt, err := tx.PrepareContext(ctx, `SELECT id, envelope FROM mailbox_dead_letters WHERE id = ?`)
-	if err != nil {
-		return nil, err
-	}
-	defer stmt.Close()
-	seen := make(map[string]bool, len(ids))
-	var envs []dlq.Envelope
-	for _, id := range ids {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		rows, err := stmt.QueryContext(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		got, err := scanEnvelopes(rows)
-		if err != nil {
-			return nil, err
-		}
-		if len(got) == 0 {
-			return nil, dlq.NotFoundForRedrive(id)
-		}
-		envs = append(envs, got...)
-	}
-	return envs, nil
 }
 
 func deleteDeadLetters(ctx context.Context, tx *sql.Tx, ids []string) (int, error) {
