@@ -35,6 +35,15 @@ func fastOptions() Options {
 	}
 }
 
+// setup marks t parallel and returns the brokers and a new topic with the
+// given partitions (see newTopic).
+func setup(t *testing.T, partitions int32) ([]string, string) {
+	t.Helper()
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	return brokers, newTopic(t, brokers, partitions)
+}
+
 // newTopic creates a unique topic (and its DLQ topic) for this test and
 // deletes both when it ends.
 func newTopic(t *testing.T, brokers []string, partitions int32) string {
@@ -48,15 +57,11 @@ func newTopic(t *testing.T, brokers []string, partitions int32) string {
 	if err := EnsureTopics(ctx, brokers, topic, partitions, 1); err != nil {
 		t.Fatal(err)
 	}
+	adm := admin(t, brokers) // closed after the cleanup below
 	t.Cleanup(func() {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-		if err != nil {
-			return
-		}
-		defer cl.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, _ = kadm.NewClient(cl).DeleteTopics(ctx, topic, DLQTopic(topic))
+		_, _ = adm.DeleteTopics(ctx, topic, DLQTopic(topic))
 	})
 	return topic
 }
@@ -82,6 +87,15 @@ func msg(addr string, payload string) channel.Message {
 		panic(err)
 	}
 	return channel.Message{Address: a, Payload: []byte(payload), Headers: map[string]string{"test": payload}}
+}
+
+// numbered is n messages to addr, with the payloads 0 to n-1.
+func numbered(addr string, n int) []channel.Message {
+	msgs := make([]channel.Message, n)
+	for i := range msgs {
+		msgs[i] = msg(addr, fmt.Sprint(i))
+	}
+	return msgs
 }
 
 // delivery is one message a testHost got, with the claim it came on.
@@ -201,9 +215,7 @@ func (h *testHost) none(d time.Duration) {
 }
 
 func TestPublishConsumeInOrder(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 4)
+	brokers, topic := setup(t, 4)
 
 	var msgs []channel.Message
 	for i := range 20 {
@@ -258,14 +270,8 @@ func TestPublishConsumeInOrder(t *testing.T) {
 }
 
 func TestCommitAtAck(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 2)
-	var msgs []channel.Message
-	for i := range 10 {
-		msgs = append(msgs, msg("counter/1", fmt.Sprint(i)))
-	}
-	publish(t, brokers, topic, msgs...)
+	brokers, topic := setup(t, 2)
+	msgs := publish(t, brokers, topic, numbered("counter/1", 10)...)
 
 	h1 := startHost(t, brokers, topic, fastOptions())
 	var got []delivery
@@ -294,9 +300,7 @@ func TestCommitAtAck(t *testing.T) {
 }
 
 func TestRebalanceRedeliversUnacked(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 4)
+	brokers, topic := setup(t, 4)
 	var msgs []channel.Message
 	for i := range 40 {
 		msgs = append(msgs, msg(fmt.Sprintf("counter/%d", i), "x"))
@@ -364,9 +368,7 @@ func TestRebalanceRedeliversUnacked(t *testing.T) {
 }
 
 func TestReleaseCommitsWhatWasAcked(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 1)
+	brokers, topic := setup(t, 1)
 	msgs := publish(t, brokers, topic, msg("counter/a", "a1"), msg("counter/a", "a2"), msg("counter/b", "b1"))
 
 	cl := singleClaim(t, brokers, topic, fastOptions())
@@ -424,17 +426,21 @@ func singleClaim(t *testing.T, brokers []string, topic string, opts Options) *cl
 	panic("unreachable")
 }
 
-// committedOffset returns the group's committed offset of a partition.
-func committedOffset(t *testing.T, brokers []string, topic string, partition int32) (int64, bool) {
+// admin returns an admin client of brokers, closed when t ends.
+func admin(t *testing.T, brokers []string) *kadm.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, "postbox."+topic)
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// committedOffset returns the group's committed offset of a partition.
+func committedOffset(t *testing.T, brokers []string, topic string, partition int32) (int64, bool) {
+	t.Helper()
+	offs, err := admin(t, brokers).FetchOffsets(callCtx(t), "postbox."+topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,14 +449,8 @@ func committedOffset(t *testing.T, brokers []string, topic string, partition int
 }
 
 func TestBackpressurePausesAndLosesNothing(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 1)
-	var msgs []channel.Message
-	for i := range 300 {
-		msgs = append(msgs, msg("counter/1", fmt.Sprint(i)))
-	}
-	publish(t, brokers, topic, msgs...)
+	brokers, topic := setup(t, 1)
+	msgs := publish(t, brokers, topic, numbered("counter/1", 300)...)
 
 	opts := fastOptions()
 	opts.BufferSize = 8
@@ -592,14 +592,7 @@ func ackAll(t *testing.T, ds []delivery) {
 // endOffsets returns the high watermark of every partition of topic.
 func endOffsets(t *testing.T, brokers []string, topic string) map[int32]int64 {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	offs, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	offs, err := admin(t, brokers).ListEndOffsets(callCtx(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,10 +602,8 @@ func endOffsets(t *testing.T, brokers []string, topic string) map[int32]int64 {
 }
 
 func TestForeignRecordsAreForwardedHome(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
 	const partitions = 4
-	topic := newTopic(t, brokers, partitions)
+	brokers, topic := setup(t, partitions)
 	keys := []string{"counter/0", "counter/1", "counter/2", "counter/3", "counter/4", "counter/5"}
 	want := produceForeign(t, brokers, topic, partitions, keys, 5, true)
 	// A record already at home, next to them.
@@ -637,10 +628,8 @@ func TestForeignRecordsAreForwardedHome(t *testing.T) {
 }
 
 func TestForwardedRecordsKeepTheirIDsAcrossRestarts(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
 	const partitions = 4
-	topic := newTopic(t, brokers, partitions)
+	brokers, topic := setup(t, partitions)
 	keys := []string{"counter/a", "counter/b", "counter/c"}
 	want := produceForeign(t, brokers, topic, partitions, keys, 4, false)
 
@@ -678,10 +667,8 @@ func TestForwardedRecordsKeepTheirIDsAcrossRestarts(t *testing.T) {
 }
 
 func TestForwardedCopyOffHomeIsDeliveredNotForwardedAgain(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
 	const partitions = 2
-	topic := newTopic(t, brokers, partitions)
+	brokers, topic := setup(t, partitions)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
@@ -708,21 +695,14 @@ func TestForwardedCopyOffHomeIsDeliveredNotForwardedAgain(t *testing.T) {
 }
 
 func TestEnsureTopics(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 3)
+	brokers, topic := setup(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Again: a no-op, even with another partition count.
 	if err := EnsureTopics(ctx, brokers, topic, 5, 1); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	details, err := kadm.NewClient(cl).ListTopics(ctx, topic, DLQTopic(topic))
+	details, err := admin(t, brokers).ListTopics(ctx, topic, DLQTopic(topic))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -28,8 +27,8 @@ func openDLQ(t *testing.T, brokers []string, topic string) *DeadLetters {
 	return d
 }
 
-// dlqCtx bounds one call on the queue.
-func dlqCtx(t *testing.T) context.Context {
+// callCtx bounds one call on the queue.
+func callCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -49,7 +48,7 @@ func deadLetterOf(topic, msgID, addr string, offset int64, at time.Time) dlq.Env
 
 func listIDs(t *testing.T, d *DeadLetters) []string {
 	t.Helper()
-	envs, err := d.List(dlqCtx(t))
+	envs, err := d.List(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,43 +91,31 @@ func TestDLQConformance(t *testing.T) {
 // non-nil (a nil value would be a tombstone), a zero DeadLetteredAt set to
 // now, the record as other tools see it, and ErrClosed after Close.
 func TestDLQPutListGet(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 3)
+	brokers, topic := setup(t, 3)
 	d := openDLQ(t, brokers, topic)
 
-	full := dlq.Envelope{
-		ID: "ignored", MessageID: "m1", Address: "counter/1", Payload: []byte("p1"),
-		Headers:  map[string]string{"trace": "abc", "orig-x": "y", "empty": ""},
-		Source:   dlq.Source{Backend: "kafka", Mailbox: topic, Partition: 2, Offset: 41, Published: dlqBase.Add(-time.Minute)},
-		Attempts: 3,
-		Errors: []dlq.AttemptError{
-			{Attempt: 1, Error: "boom", At: dlqBase.Add(-3 * time.Second)},
-			{Attempt: 2, Error: "boom again: with spaces\nand a second line", At: dlqBase.Add(-2 * time.Second)},
-			{Attempt: 3, Error: "last", At: dlqBase.Add(-time.Second)},
-		},
-		Reason: "attempts exhausted", Worker: "worker-1", DeadLetteredAt: dlqBase,
-	}
+	full := dlqtest.Full([]byte("p1"), dlq.Source{Backend: "kafka", Mailbox: topic, Partition: 2, Offset: 41, Published: dlqBase.Add(-time.Minute)})
+	full.ID = "ignored"
 	bare := dlq.Envelope{MessageID: "m2", Address: "counter/2", Attempts: 1, Reason: "permanent error",
 		DeadLetteredAt: dlqBase.Add(-time.Hour)}
 	for _, env := range []dlq.Envelope{full, bare} {
-		if err := d.Put(dlqCtx(t), env); err != nil {
+		if err := d.Put(callCtx(t), env); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Put again for m1, an hour later: the record read back is the newest.
 	again := full
 	again.Reason, again.DeadLetteredAt = "permanent error", dlqBase.Add(time.Hour)
-	if err := d.Put(dlqCtx(t), again); err != nil {
+	if err := d.Put(callCtx(t), again); err != nil {
 		t.Fatal(err)
 	}
 	// A zero DeadLetteredAt becomes now.
 	before := time.Now()
-	if err := d.Put(dlqCtx(t), dlq.Envelope{MessageID: "m3", Address: "counter/3", Payload: []byte{}}); err != nil {
+	if err := d.Put(callCtx(t), dlq.Envelope{MessageID: "m3", Address: "counter/3", Payload: []byte{}}); err != nil {
 		t.Fatal(err)
 	}
 
-	envs, err := d.List(dlqCtx(t))
+	envs, err := d.List(callCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +134,7 @@ func TestDLQPutListGet(t *testing.T) {
 	if m3 := envs[2]; m3.MessageID != "m3" || m3.DeadLetteredAt.Before(before.Add(-time.Second)) || m3.Payload == nil {
 		t.Errorf("List[2] = %+v, want m3 dead-lettered about now with an empty payload", m3)
 	}
-	if got, err := d.Get(dlqCtx(t), wantFull.ID); err != nil || !reflect.DeepEqual(got, wantFull) {
+	if got, err := d.Get(callCtx(t), wantFull.ID); err != nil || !reflect.DeepEqual(got, wantFull) {
 		t.Errorf("Get(%s) = %+v, %v; want %+v", wantFull.ID, got, err, wantFull)
 	}
 
@@ -183,10 +170,10 @@ func TestDLQPutListGet(t *testing.T) {
 	}
 
 	d.Close()
-	if err := d.Put(dlqCtx(t), full); !errors.Is(err, channel.ErrClosed) {
+	if err := d.Put(callCtx(t), full); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("Put after Close: %v, want ErrClosed", err)
 	}
-	if _, err := d.List(dlqCtx(t)); !errors.Is(err, channel.ErrClosed) {
+	if _, err := d.List(callCtx(t)); !errors.Is(err, channel.ErrClosed) {
 		t.Errorf("List after Close: %v, want ErrClosed", err)
 	}
 }
@@ -195,13 +182,11 @@ func TestDLQPutListGet(t *testing.T) {
 // Kafka header names are strings, which the broker's log cleaner decodes
 // as UTF-8 when it rewrites a batch. Values stay raw bytes.
 func TestDLQHeaderNamesNotUTF8(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 1)
+	brokers, topic := setup(t, 1)
 	d := openDLQ(t, brokers, topic)
 	env := deadLetterOf(topic, "m\xff", "counter/\xfe", 3, dlqBase)
 	env.Headers = map[string]string{"k\xff": "v\xfe\x00", "ok": "\x80"}
-	if err := d.Put(dlqCtx(t), env); err != nil {
+	if err := d.Put(callCtx(t), env); err != nil {
 		t.Fatal(err)
 	}
 	raw := rawDLQRecords(t, brokers, topic)
@@ -220,7 +205,7 @@ func TestDLQHeaderNamesNotUTF8(t *testing.T) {
 			t.Errorf("header %s = %+q (present %v), want %+q", k, got, ok, v)
 		}
 	}
-	got, err := d.Get(dlqCtx(t), dlq.IDOf(env.MessageID))
+	got, err := d.Get(callCtx(t), dlq.IDOf(env.MessageID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +228,7 @@ func rawDLQRecords(t *testing.T, brokers []string, topic string) []*kgo.Record {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx := dlqCtx(t)
+	ctx := callCtx(t)
 	var recs []*kgo.Record
 	for int64(len(recs)) < total {
 		fs := cl.PollFetches(ctx)
@@ -259,30 +244,28 @@ func rawDLQRecords(t *testing.T, brokers []string, topic string) []*kgo.Record {
 // dead-lettered again after a purge is back in the queue: the purge's
 // tombstone must not hide it.
 func TestDLQPurge(t *testing.T) {
-	t.Parallel()
-	brokers := testenv.Kafka(t)
-	topic := newTopic(t, brokers, 2)
+	brokers, topic := setup(t, 2)
 	d := openDLQ(t, brokers, topic)
-	if err := d.Put(dlqCtx(t), deadLetterOf(topic, "m1", "counter/m1", 0, dlqBase)); err != nil {
+	if err := d.Put(callCtx(t), deadLetterOf(topic, "m1", "counter/m1", 0, dlqBase)); err != nil {
 		t.Fatal(err)
 	}
 	bad := deadLetterOf(topic, "bad", "nokey", 9, dlqBase.Add(time.Minute))
-	if err := d.Put(dlqCtx(t), bad); err != nil {
+	if err := d.Put(callCtx(t), bad); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := d.Redrive(dlqCtx(t), dlq.IDOf("bad")); err == nil || n != 0 || !strings.Contains(err.Error(), "purge") {
+	if n, err := d.Redrive(callCtx(t), dlq.IDOf("bad")); err == nil || n != 0 || !strings.Contains(err.Error(), "purge") {
 		t.Fatalf("Redrive of a dead letter without a valid address = %d, %v; want an error suggesting purge", n, err)
 	}
-	if n, err := d.Purge(dlqCtx(t), dlq.IDOf("bad")); err != nil || n != 1 {
+	if n, err := d.Purge(callCtx(t), dlq.IDOf("bad")); err != nil || n != 1 {
 		t.Fatalf("Purge(bad) = %d, %v; want 1", n, err)
 	}
-	if n, err := d.Purge(dlqCtx(t)); err != nil || n != 1 {
+	if n, err := d.Purge(callCtx(t)); err != nil || n != 1 {
 		t.Fatalf("Purge() = %d, %v; want 1", n, err)
 	}
 	if got := listIDs(t, d); len(got) != 0 {
 		t.Fatalf("after purging all the queue holds %v", got)
 	}
-	if err := d.Put(dlqCtx(t), deadLetterOf(topic, "m2", "counter/m2", 1, dlqBase)); err != nil {
+	if err := d.Put(callCtx(t), deadLetterOf(topic, "m2", "counter/m2", 1, dlqBase)); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(listIDs(t, d), ","); got != "m2" {
@@ -294,11 +277,11 @@ func TestDLQNeedsItsTopic(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.Kafka(t)
 	d := openDLQ(t, brokers, "postbox-test.no-such-topic")
-	err := d.Put(dlqCtx(t), dlq.Envelope{MessageID: "m1", Address: "counter/1"})
+	err := d.Put(callCtx(t), dlq.Envelope{MessageID: "m1", Address: "counter/1"})
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("Put to a missing topic = %v, want an error saying it does not exist", err)
 	}
-	if _, err := d.List(dlqCtx(t)); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := d.List(callCtx(t)); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("List of a missing topic = %v, want an error saying it does not exist", err)
 	}
 }
@@ -306,12 +289,7 @@ func TestDLQNeedsItsTopic(t *testing.T) {
 // topicConfig returns the value of a topic's config key.
 func topicConfig(t *testing.T, brokers []string, topic, key string) string {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(dlqCtx(t), topic)
+	rcs, err := admin(t, brokers).DescribeTopicConfigs(callCtx(t), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,14 +42,7 @@ func TestDLQConformance(t *testing.T) {
 			Backend:    redis.Backend,
 			Mailbox:    mb.Name(),
 			Partitions: mb.Partitions(),
-			Next: func(t *testing.T, n int) []channel.Message {
-				t.Helper()
-				got := consume(t, mb, n, nil)
-				if len(got) != n {
-					t.Fatalf("mailbox delivered %d messages, want %d", len(got), n)
-				}
-				return got
-			},
+			Next:       dlqtest.Consume(func() channel.Consumer { return mb.Consumer(testConsumerOptions) }),
 		}
 	})
 }

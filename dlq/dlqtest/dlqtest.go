@@ -197,14 +197,17 @@ func testEmpty(t *testing.T, h Harness) {
 	}
 }
 
-func testRoundTrip(t *testing.T, h Harness) {
-	full := dlq.Envelope{
-		MessageID: "m1", Address: "counter/1", Payload: []byte("p1\x00\xff"),
+// Full is a dead letter of message m1 to counter/1 with every field set,
+// src as its source, for a backend's own tests of how it stores one: it is
+// dead-lettered at 2025-01-02T03:04:05.123456789Z after three attempts,
+// the second of whose errors has spaces and a second line.
+func Full(payload []byte, src dlq.Source) dlq.Envelope {
+	return dlq.Envelope{
+		MessageID: "m1", Address: "counter/1", Payload: payload,
 		// An empty value and a key that looks like a backend's own prefix
 		// must survive too.
-		Headers: map[string]string{"trace": "abc", "orig-x": "y", "empty": ""},
-		Source: dlq.Source{Backend: h.Backend, Mailbox: h.Mailbox, Partition: channel.HomePartition("counter/1", h.Partitions),
-			Offset: 41, Published: base.Add(-time.Minute)},
+		Headers:  map[string]string{"trace": "abc", "orig-x": "y", "empty": ""},
+		Source:   src,
 		Attempts: 3,
 		Errors: []dlq.AttemptError{
 			{Attempt: 1, Error: "boom", At: base.Add(-3 * time.Second)},
@@ -213,6 +216,11 @@ func testRoundTrip(t *testing.T, h Harness) {
 		},
 		Reason: "attempts exhausted", Worker: "worker-1", DeadLetteredAt: base,
 	}
+}
+
+func testRoundTrip(t *testing.T, h Harness) {
+	full := Full([]byte("p1\x00\xff"), dlq.Source{Backend: h.Backend, Mailbox: h.Mailbox,
+		Partition: channel.HomePartition("counter/1", h.Partitions), Offset: 41, Published: base.Add(-time.Minute)})
 	// The least a dead letter can carry: no payload, headers or errors.
 	bare := dlq.Envelope{MessageID: "m2", Address: "counter/2", Source: h.source("counter/2", 7),
 		Attempts: 1, Reason: "permanent error", DeadLetteredAt: base.Add(-time.Hour)}
