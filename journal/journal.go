@@ -19,8 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/postbox-dev/postbox/internal/ident"
 )
 
 // Kind says what an entry records.
@@ -177,85 +175,6 @@ var (
 func IsPermanent(err error) bool {
 	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrDuplicateOutcome) ||
 		errors.Is(err, ErrSequence) || errors.Is(err, ErrFenced)
-}
-
-// Validate reports the first batch, entry or checkpoint that no journal can
-// store, with an error matching ErrInvalid, or ErrSequence for a sequence
-// below its start. Every backend runs it before Append writes anything; it
-// is the one place a batch is validated.
-//
-// An entry's Seq is 1 to MaxEntrySeq. A batch's Partition is 1 to 1024
-// bytes of valid UTF-8 without control characters. An entry's or
-// checkpoint's Actor is an address "type/id" or a key starting with "$"; it
-// and an entry's MsgID are each 1 to 1024 bytes of valid UTF-8 without
-// control characters (U+0000–U+001F, U+007F–U+009F), the limits
-// channel.CheckAddress and channel.CheckMessageID apply: every backend's
-// store holds such values as they are.
-func Validate(batches ...Batch) error {
-	for _, b := range batches {
-		if err := ident.CheckPartitionKey(b.Partition); err != nil {
-			return fmt.Errorf("%w: batch: %w; nothing of this Append was written", ErrInvalid, err)
-		}
-		if b.Horizon < 0 {
-			return fmt.Errorf("%w: partition %q: horizon %d is negative; nothing of this Append was written", ErrInvalid, b.Partition, b.Horizon)
-		}
-		for _, e := range b.Entries {
-			if err := ident.CheckActorKey(e.Actor); err != nil {
-				return fmt.Errorf("%w: partition %q entry seq %d: %w; nothing of this Append was written", ErrInvalid, b.Partition, e.Seq, err)
-			}
-			if e.Seq < 1 {
-				return fmt.Errorf("%w: actor %q: entry seq %d, sequences start at 1", ErrSequence, e.Actor, e.Seq)
-			}
-			if e.Seq > MaxEntrySeq {
-				return fmt.Errorf("%w: actor %q: entry seq %d is past 2^53, the largest every journal holds exactly; nothing of this Append was written",
-					ErrInvalid, e.Actor, e.Seq)
-			}
-			if e.Kind < KindAttempt || e.Kind > KindDeadLetter {
-				return fmt.Errorf("%w: actor %q entry seq %d has unknown kind %d; nothing of this Append was written", ErrInvalid, e.Actor, e.Seq, e.Kind)
-			}
-			if err := ident.CheckMessageID(e.MsgID); err != nil {
-				return fmt.Errorf("%w: actor %q entry seq %d: %w; nothing of this Append was written", ErrInvalid, e.Actor, e.Seq, err)
-			}
-		}
-		for _, cp := range b.Checkpoints {
-			if err := ident.CheckActorKey(cp.Actor); err != nil {
-				return fmt.Errorf("%w: partition %q checkpoint seq %d: %w; nothing of this Append was written", ErrInvalid, b.Partition, cp.Seq, err)
-			}
-			if cp.Seq < 0 {
-				return fmt.Errorf("%w: actor %q: checkpoint seq %d is negative", ErrSequence, cp.Actor, cp.Seq)
-			}
-		}
-	}
-	return nil
-}
-
-// BeginAppend makes the checks every Append makes before it writes, in
-// this order: the batches are valid (Validate), the journal is open, ctx
-// is live. write is false when there is nothing to write, or an error.
-func BeginAppend(ctx context.Context, closed bool, batches []Batch) (write bool, err error) {
-	if err := Validate(batches...); err != nil {
-		return false, err
-	}
-	if closed {
-		return false, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	return len(batches) > 0, nil
-}
-
-// ValidateEpochMove reports a CompareAndSetEpoch no journal may make:
-// epochs run from 0 to MaxEntrySeq and only move up, as moving one back
-// would unfence a zombie. Every backend runs it before it looks.
-func ValidateEpochMove(partition string, old, next int64) error {
-	switch {
-	case next <= old:
-		return fmt.Errorf("journal: epoch of %q from %d to %d: epochs only move up, pass next > old", partition, old, next)
-	case old < 0 || next > MaxEntrySeq:
-		return fmt.Errorf("journal: epoch of %q from %d to %d: epochs run from 0 to 2^53", partition, old, next)
-	}
-	return nil
 }
 
 // FencedError lists the partitions whose batches Append refused.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/postbox-dev/postbox/journal"
@@ -97,6 +98,49 @@ func TestValidateEpochMove(t *testing.T) {
 		}
 	}
 }
+
+func TestBeginEpochMoveChecksInOrder(t *testing.T) {
+	if err := journal.BeginEpochMove(true, "p", 3, 1); !errors.Is(err, journal.ErrClosed) {
+		t.Errorf("closed, moving back: %v, want ErrClosed", err)
+	}
+	if err := journal.BeginEpochMove(false, "p", 3, 1); err == nil {
+		t.Error("moving back: no error")
+	}
+	if err := journal.BeginEpochMove(false, "p", 0, 1); err != nil {
+		t.Errorf("0 to 1: %v", err)
+	}
+}
+
+// Fence keeps the current batches in order, names each stale partition
+// once, and leaves the caller's slice as it was.
+func TestFence(t *testing.T) {
+	epochs := map[string]int64{"a": 1, "b": 2}
+	epoch := func(p string) (int64, error) { return epochs[p], nil }
+	bs := []journal.Batch{{Partition: "a", Epoch: 1}, {Partition: "b", Epoch: 1}, {Partition: "a", Epoch: 1}, {Partition: "b", Epoch: 0}, {Partition: "c"}}
+	orig := slices.Clone(bs)
+	current, fenced, err := journal.Fence(bs, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []journal.Batch{bs[0], bs[2], bs[4]}; !slices.EqualFunc(current, want, sameBatch) {
+		t.Errorf("current = %+v, want %+v", current, want)
+	}
+	if !slices.Equal(fenced, []string{"b"}) {
+		t.Errorf("fenced = %q, want [b]", fenced)
+	}
+	if !slices.EqualFunc(bs, orig, sameBatch) {
+		t.Errorf("the caller's batches changed: %+v, were %+v", bs, orig)
+	}
+	if current, fenced, _ := journal.Fence(bs[:1], epoch); len(current) != 1 || fenced != nil {
+		t.Errorf("all current: %+v, %q", current, fenced)
+	}
+	broken := errors.New("broken")
+	if _, _, err := journal.Fence(bs, func(string) (int64, error) { return 0, broken }); err != broken {
+		t.Errorf("epoch failing: %v, want its error", err)
+	}
+}
+
+func sameBatch(a, b journal.Batch) bool { return a.Partition == b.Partition && a.Epoch == b.Epoch }
 
 // Validate runs on every Append; a host's group commit passes it about a
 // thousand entries at a time.

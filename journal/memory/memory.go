@@ -6,7 +6,6 @@ package memory
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -68,65 +67,41 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return err
 	}
 
-	var fenced []string
-	current := make([]bool, len(batches))
-	for i, b := range batches {
-		if j.epochs[b.Partition] == b.Epoch {
-			current[i] = true
-		} else if !slices.Contains(fenced, b.Partition) {
-			fenced = append(fenced, b.Partition)
-		}
-	}
-
+	current, fenced, _ := journal.Fence(batches, func(p string) (int64, error) { return j.epochs[p], nil })
 	// next is each touched actor's next sequence as the call proceeds.
-	next := make(map[string]int64)
-	nextOf := func(actor string) int64 {
+	next := make(map[string]*int64)
+	err := journal.CheckSequences(current, func(actor string) *int64 {
 		n, ok := next[actor]
 		if !ok {
-			n = 1
+			n = new(int64(1))
 			if h := j.actors[actor]; h != nil {
-				n = int64(len(h.entries)) + 1
+				*n = int64(len(h.entries)) + 1
 			}
 			next[actor] = n
 		}
 		return n
+	})
+	if err != nil {
+		return err
 	}
-	for i, b := range batches {
-		if !current[i] {
-			continue
-		}
-		for _, e := range b.Entries {
-			if want := nextOf(e.Actor); e.Seq != want {
-				return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
-					journal.ErrSequence, e.Actor, e.Seq, want)
-			}
-			next[e.Actor]++
-		}
-	}
-	for i, b := range batches {
-		if !current[i] {
-			continue
-		}
-		for _, cp := range b.Checkpoints {
-			if last := nextOf(cp.Actor) - 1; cp.Seq > last {
-				return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
-					journal.ErrSequence, cp.Actor, cp.Seq, last)
+	err = journal.CheckOutcomes(current, func(actor, msgID string) (int64, bool) {
+		if h := j.actors[actor]; h != nil {
+			if k, ok := h.outcomes[msgID]; ok {
+				return h.entries[k].Seq, true
 			}
 		}
-	}
-	if err := j.checkOutcomes(batches, current); err != nil {
+		return 0, false
+	})
+	if err != nil {
 		return err
 	}
 
-	for i, b := range batches {
-		if !current[i] {
-			continue
-		}
+	for _, b := range current {
 		for _, e := range b.Entries {
 			h := j.history(e.Actor)
 			e.Data = clone(e.Data)
 			if e.Kind.IsOutcome() {
-				h.outcomes[e.MsgID] = len(h.entries) // the only one: checkOutcomes saw to it
+				h.outcomes[e.MsgID] = len(h.entries) // the only one: CheckOutcomes saw to it
 			}
 			h.entries = append(h.entries, e)
 		}
@@ -141,41 +116,6 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 		return &journal.FencedError{Partitions: fenced}
 	}
 	return nil
-}
-
-// checkOutcomes refuses a second outcome of one message of an actor, in
-// the store or in the call. j.mu must be held.
-func (j *Journal) checkOutcomes(batches []journal.Batch, current []bool) error {
-	var inCall map[[2]string]int64 // (actor, msgID) -> seq, made at the first outcome
-	for i, b := range batches {
-		if !current[i] {
-			continue
-		}
-		for _, e := range b.Entries {
-			if !e.Kind.IsOutcome() {
-				continue
-			}
-			if h := j.actors[e.Actor]; h != nil {
-				if k, ok := h.outcomes[e.MsgID]; ok {
-					return duplicateOutcome(e, h.entries[k].Seq)
-				}
-			}
-			if inCall == nil {
-				inCall = make(map[[2]string]int64)
-			}
-			key := [2]string{e.Actor, e.MsgID}
-			if seq, ok := inCall[key]; ok {
-				return duplicateOutcome(e, seq)
-			}
-			inCall[key] = e.Seq
-		}
-	}
-	return nil
-}
-
-func duplicateOutcome(e journal.Entry, first int64) error {
-	return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d is its outcome already; nothing of this Append was written",
-		journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, first)
 }
 
 func (j *Journal) history(actor string) *history {
@@ -233,57 +173,51 @@ func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(jo
 	return nil
 }
 
-// LastSeq implements journal.Journal.
-func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
+// view runs fn with actor's history, under the read lock, if the actor
+// has one.
+func (j *Journal) view(actor string, fn func(h *history)) error {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if j.closed {
-		return 0, journal.ErrClosed
+		return journal.ErrClosed
 	}
 	if h := j.actors[actor]; h != nil {
-		return int64(len(h.entries)), nil
+		fn(h)
 	}
-	return 0, nil
+	return nil
+}
+
+// LastSeq implements journal.Journal.
+func (j *Journal) LastSeq(ctx context.Context, actor string) (seq int64, err error) {
+	err = j.view(actor, func(h *history) { seq = int64(len(h.entries)) })
+	return seq, err
 }
 
 // Outcome implements journal.Journal.
-func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	if j.closed {
-		return journal.Entry{}, false, journal.ErrClosed
-	}
-	h := j.actors[actor]
-	if h == nil {
-		return journal.Entry{}, false, nil
-	}
-	i, ok := h.outcomes[msgID]
-	if !ok {
-		return journal.Entry{}, false, nil
-	}
-	e := h.entries[i]
-	e.Data = clone(e.Data)
-	return e, true, nil
+func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (e journal.Entry, ok bool, err error) {
+	err = j.view(actor, func(h *history) {
+		var i int
+		if i, ok = h.outcomes[msgID]; ok {
+			e = h.entries[i]
+			e.Data = clone(e.Data)
+		}
+	})
+	return e, ok, err
 }
 
 // LoadCheckpoint implements journal.Journal.
-func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
-	j.mu.RLock()
-	defer j.mu.RUnlock()
-	if j.closed {
-		return journal.Checkpoint{}, false, journal.ErrClosed
-	}
-	h := j.actors[actor]
-	if h == nil {
-		return journal.Checkpoint{}, false, nil
-	}
-	for i := len(h.checkpoints) - 1; i >= 0; i-- {
-		if cp := h.checkpoints[i]; cp.Seq <= atOrBefore {
-			cp.State = clone(cp.State)
-			return cp, true, nil
+func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (cp journal.Checkpoint, ok bool, err error) {
+	err = j.view(actor, func(h *history) {
+		for i := len(h.checkpoints) - 1; i >= 0 && !ok; i-- {
+			if cp = h.checkpoints[i]; cp.Seq <= atOrBefore {
+				cp.State, ok = clone(cp.State), true
+			}
 		}
+	})
+	if !ok {
+		return journal.Checkpoint{}, false, err
 	}
-	return journal.Checkpoint{}, false, nil
+	return cp, true, nil
 }
 
 // Horizon implements journal.Journal.
@@ -310,13 +244,10 @@ func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 // CompareAndSetEpoch implements journal.Journal. It refuses to move an
 // epoch backward, which would unfence a zombie.
 func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
-	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
-		return false, err
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return false, journal.ErrClosed
+	if err := journal.BeginEpochMove(j.closed, partition, old, next); err != nil {
+		return false, err
 	}
 	if j.epochs[partition] != old {
 		return false, nil

@@ -165,15 +165,9 @@ func (j *Journal) append(ctx context.Context, call *appendCall) (fenced []string
 		}
 	}
 
-	current := make([]bool, len(call.batches))
-	for i, bt := range call.batches {
-		current[i] = epochs[bt.Partition] == bt.Epoch
-		if !current[i] && !slices.Contains(fenced, bt.Partition) {
-			fenced = append(fenced, bt.Partition)
-		}
-	}
+	current, fenced, _ := journal.Fence(call.batches, func(p string) (int64, error) { return epochs[p], nil })
 	next := slices.Clone(base)
-	seqErr := checkSequences(call, current, next)
+	seqErr := call.checkSequences(current, next)
 	if seqErr != nil && len(unknown) < len(call.actors) {
 		// The cache may be behind the database: check against it.
 		b := &pgx.Batch{}
@@ -182,7 +176,7 @@ func (j *Journal) append(ctx context.Context, call *appendCall) (fenced []string
 			return nil, j.writeError("read last sequences", ctx, err, false)
 		}
 		next = slices.Clone(base)
-		seqErr = checkSequences(call, current, next)
+		seqErr = call.checkSequences(current, next)
 	}
 	if seqErr != nil {
 		return nil, seqErr
@@ -279,36 +273,10 @@ func (j *Journal) writeError(step string, ctx context.Context, err error, commit
 	return fmt.Errorf("journal/postgres: append: %s: nothing written: %w", step, err)
 }
 
-// checkSequences checks that every actor's entries in the current batches
-// continue its history without a gap or a repeat, and that checkpoints
-// follow entries that exist. next holds each actor's next seq; it is
-// advanced past the entries.
-func checkSequences(call *appendCall, current []bool, next []int64) error {
-	for i, b := range call.batches {
-		if !current[i] {
-			continue
-		}
-		for _, e := range b.Entries {
-			k := call.actorIdx[e.Actor]
-			if e.Seq != next[k] {
-				return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
-					journal.ErrSequence, e.Actor, e.Seq, next[k])
-			}
-			next[k]++
-		}
-	}
-	for i, b := range call.batches {
-		if !current[i] {
-			continue
-		}
-		for _, cp := range b.Checkpoints {
-			if last := next[call.actorIdx[cp.Actor]] - 1; cp.Seq > last {
-				return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
-					journal.ErrSequence, cp.Actor, cp.Seq, last)
-			}
-		}
-	}
-	return nil
+// checkSequences runs journal.CheckSequences on the current batches,
+// with next holding each actor's next seq.
+func (c *appendCall) checkSequences(current []journal.Batch, next []int64) error {
+	return journal.CheckSequences(current, func(actor string) *int64 { return &next[c.actorIdx[actor]] })
 }
 
 // queueWrites queues the statements that write the current batches: all
@@ -316,14 +284,12 @@ func checkSequences(call *appendCall, current []bool, next []int64) error {
 // compaction of the actors that got a checkpoint. Rows go in (actor, seq)
 // order, so that two Appends racing on the same actors wait for each other
 // instead of deadlocking.
-func (j *Journal) queueWrites(b *pgx.Batch, call *appendCall, current []bool, next []int64, since map[string]int64) {
+func (j *Journal) queueWrites(b *pgx.Batch, call *appendCall, current []journal.Batch, next []int64, since map[string]int64) {
 	var es []journal.Entry
 	var cps []journal.Checkpoint
-	for i, bt := range call.batches {
-		if current[i] {
-			es = append(es, bt.Entries...)
-			cps = append(cps, bt.Checkpoints...)
-		}
+	for _, bt := range current {
+		es = append(es, bt.Entries...)
+		cps = append(cps, bt.Checkpoints...)
 	}
 	if len(es) > 0 {
 		slices.SortFunc(es, func(a, b journal.Entry) int {
@@ -377,13 +343,13 @@ func (j *Journal) queueWrites(b *pgx.Batch, call *appendCall, current []bool, ne
 
 // queueHorizons queues the UPDATE that sets the horizons of the current
 // batches, the last one of each partition, if any batch has one.
-func (j *Journal) queueHorizons(b *pgx.Batch, call *appendCall, current []bool) {
+func (j *Journal) queueHorizons(b *pgx.Batch, call *appendCall, current []journal.Batch) {
 	if !call.horizons {
 		return
 	}
 	last := make(map[string]int64)
-	for i, bt := range call.batches {
-		if current[i] && bt.Horizon > 0 {
+	for _, bt := range current {
+		if bt.Horizon > 0 {
 			last[bt.Partition] = bt.Horizon
 		}
 	}

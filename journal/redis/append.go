@@ -81,8 +81,7 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	if !ok {
 		return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
 	}
-	switch status {
-	case 1:
+	if status == 1 {
 		if len(res) == 1 {
 			return nil
 		}
@@ -95,34 +94,29 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 			fe.Partitions = append(fe.Partitions, s)
 		}
 		return fe
-	case 2, 3:
-		if len(res) != 4 {
-			return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
-		}
-		k, _ := res[1].(int64)
-		seq, _ := res[2].(int64)
+	}
+	// A refusal: status, the actor's index in keys, a seq, and what the
+	// store holds.
+	if len(res) != 4 {
+		return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
+	}
+	k, _ := res[1].(int64)
+	seq, _ := res[2].(int64)
+	var a string
+	if k > 0 && int(k) < len(actors) {
+		a = actors[k]
+	}
+	switch status {
+	case 2:
 		want, _ := res[3].(int64)
-		var a string
-		if k > 0 && int(k) < len(actors) {
-			a = actors[k]
-		}
-		if status == 2 {
-			return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
-				journal.ErrSequence, a, seq, want)
-		}
-		return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
+		return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
 			journal.ErrSequence, a, seq, want)
+	case 3:
+		last, _ := res[3].(int64)
+		return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
+			journal.ErrSequence, a, seq, last)
 	case 4:
-		if len(res) != 4 {
-			return fmt.Errorf("journal/redis: append: unexpected reply %v", res)
-		}
-		k, _ := res[1].(int64)
-		seq, _ := res[2].(int64)
 		member, _ := res[3].(string)
-		var a string
-		if k > 0 && int(k) < len(actors) {
-			a = actors[k]
-		}
 		first, err := decodeEntry(a, member)
 		if err != nil {
 			return fmt.Errorf("%w: actor %q: outcome at seq %d: its message has one already; nothing of this Append was written",

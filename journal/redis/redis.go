@@ -372,10 +372,7 @@ func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 // CompareAndSetEpoch implements journal.Journal, as one script call. It
 // refuses to move an epoch backward, which would unfence a zombie.
 func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
-	if j.closed.Load() {
-		return false, journal.ErrClosed
-	}
-	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+	if err := journal.BeginEpochMove(j.closed.Load(), partition, old, next); err != nil {
 		return false, err
 	}
 	set, err := casEpochScript.Run(ctx, j.client, []string{j.epochsKey()},

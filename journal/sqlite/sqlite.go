@@ -247,9 +247,10 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 	if err != nil {
 		return err
 	}
+	defer func() { w.current = nil }() // the caller's batches
 	fenced, err := w.append(ctx, batches, j.keep, j.compact)
 	if err != nil && isUniqueViolation(err) {
-		return j.duplicateOutcome(ctx, batches, w.current, err)
+		return j.duplicateOutcome(ctx, w.current, err)
 	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -277,31 +278,13 @@ func isUniqueViolation(err error) bool {
 // duplicateOutcome names the outcome entry the unique index refused, found
 // again once the transaction is rolled back: one repeated within the call,
 // or one whose message has an outcome in the file.
-func (j *Journal) duplicateOutcome(ctx context.Context, batches []journal.Batch, current []bool, cause error) error {
-	seen := make(map[[2]string]int64)
-	var outcomes []journal.Entry
-	for i, b := range batches {
-		if i < len(current) && !current[i] {
-			continue
-		}
-		for _, e := range b.Entries {
-			if !e.Kind.IsOutcome() {
-				continue
-			}
-			key := [2]string{e.Actor, e.MsgID}
-			if first, ok := seen[key]; ok {
-				return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d of the same Append is its outcome already; nothing of this Append was written",
-					journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, first)
-			}
-			seen[key] = e.Seq
-			outcomes = append(outcomes, e)
-		}
-	}
-	for _, e := range outcomes {
-		if o, ok, err := j.Outcome(ctx, e.Actor, e.MsgID); err == nil && ok {
-			return fmt.Errorf("%w: actor %q message %q: %s at seq %d, but seq %d is its outcome already; nothing of this Append was written",
-				journal.ErrDuplicateOutcome, e.Actor, e.MsgID, e.Kind, e.Seq, o.Seq)
-		}
+func (j *Journal) duplicateOutcome(ctx context.Context, current []journal.Batch, cause error) error {
+	err := journal.CheckOutcomes(current, func(actor, msgID string) (int64, bool) {
+		o, ok, err := j.Outcome(ctx, actor, msgID)
+		return o.Seq, ok && err == nil
+	})
+	if err != nil {
+		return err
 	}
 	return fmt.Errorf("%w: nothing of this Append was written: %w", journal.ErrDuplicateOutcome, cause)
 }
@@ -384,10 +367,7 @@ func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
 // CompareAndSetEpoch implements journal.Journal. It refuses to move an
 // epoch backward, which would unfence a zombie.
 func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
-	if j.closed.Load() {
-		return false, journal.ErrClosed
-	}
-	if err := journal.ValidateEpochMove(partition, old, next); err != nil {
+	if err := journal.BeginEpochMove(j.closed.Load(), partition, old, next); err != nil {
 		return false, err
 	}
 	j.mu.Lock()

@@ -58,9 +58,10 @@ type writer struct {
 
 	// Scratch reused by every append.
 	epochs  []partitionEpoch
-	current []bool
-	next    map[string]int64 // actor -> next seq; 0 while not yet looked up
-	lookup  []string
+	current []journal.Batch // of the append in progress
+	next    map[string]int  // actor -> its index in lookup and seqs
+	lookup  []string        // the actors of the current batches
+	seqs    []int64         // each actor's next seq
 	cpActor []string
 	args    []any
 	dest    []any
@@ -77,7 +78,7 @@ func newWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{conn: conn, next: make(map[string]int64)}
+	w := &writer{conn: conn, next: make(map[string]int)}
 	defer func() {
 		if err != nil {
 			w.close() // w itself, not the nil the error return set
@@ -216,20 +217,20 @@ func (w *writer) append(ctx context.Context, batches []journal.Batch, keep int, 
 	// transaction back if ctx ends.
 	sctx := context.WithoutCancel(ctx)
 
-	fenced, err := w.checkEpochs(ctx, sctx, tx, batches)
+	fenced, err := w.fence(ctx, sctx, tx, batches)
 	if err != nil {
 		return nil, err
 	}
-	if err := w.checkSequences(ctx, sctx, tx, batches); err != nil {
+	if err := w.checkSequences(ctx, sctx, tx); err != nil {
 		return nil, err
 	}
-	if err := w.insertEntries(ctx, sctx, tx, batches); err != nil {
+	if err := w.insertEntries(ctx, sctx, tx); err != nil {
 		return nil, err
 	}
-	if err := w.saveCheckpoints(ctx, sctx, tx, batches, keep, compact); err != nil {
+	if err := w.saveCheckpoints(ctx, sctx, tx, keep, compact); err != nil {
 		return nil, err
 	}
-	if err := w.saveHorizons(ctx, sctx, tx, batches); err != nil {
+	if err := w.saveHorizons(ctx, sctx, tx); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -238,91 +239,64 @@ func (w *writer) append(ctx context.Context, batches []journal.Batch, keep int, 
 	return fenced, nil
 }
 
-// checkEpochs marks in w.current which batches carry their partition's
+// fence sets w.current to the batches that carry their partition's
 // current epoch, and returns the partitions of the others, each once.
-func (w *writer) checkEpochs(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) ([]string, error) {
+func (w *writer) fence(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) ([]string, error) {
 	w.epochs = w.epochs[:0]
-	w.current = slices.Grow(w.current[:0], len(batches))[:len(batches)]
 	var stmt *sql.Stmt
-	var fenced []string
-	for i, b := range batches {
-		k := slices.IndexFunc(w.epochs, func(pe partitionEpoch) bool { return pe.partition == b.Partition })
-		if k < 0 {
-			if stmt == nil {
-				stmt = tx.StmtContext(ctx, w.epoch)
-			}
-			var e int64
-			err := stmt.QueryRowContext(sctx, b.Partition).Scan(&e)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return nil, fmt.Errorf("epoch of %q: %w", b.Partition, err)
-			}
-			w.epochs = append(w.epochs, partitionEpoch{b.Partition, e})
-			k = len(w.epochs) - 1
+	current, fenced, err := journal.Fence(batches, func(p string) (int64, error) {
+		if k := slices.IndexFunc(w.epochs, func(pe partitionEpoch) bool { return pe.partition == p }); k >= 0 {
+			return w.epochs[k].epoch, nil
 		}
-		w.current[i] = w.epochs[k].epoch == b.Epoch
-		if !w.current[i] && !slices.Contains(fenced, b.Partition) {
-			fenced = append(fenced, b.Partition)
+		if stmt == nil {
+			stmt = tx.StmtContext(ctx, w.epoch)
 		}
-	}
-	return fenced, nil
+		var e int64
+		err := stmt.QueryRowContext(sctx, p).Scan(&e)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("epoch of %q: %w", p, err)
+		}
+		w.epochs = append(w.epochs, partitionEpoch{p, e})
+		return e, nil
+	})
+	w.current = current
+	return fenced, err
 }
 
 // checkSequences checks that every actor's entries in the current batches
 // continue its history without a gap or a repeat, and that checkpoints
-// follow entries that exist. It fills w.next.
-func (w *writer) checkSequences(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+// follow entries that exist. It fills w.next, w.lookup and w.seqs.
+func (w *writer) checkSequences(ctx, sctx context.Context, tx *sql.Tx) error {
 	clear(w.next)
 	w.lookup = w.lookup[:0]
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
+	see := func(actor string) {
+		if _, ok := w.next[actor]; !ok {
+			w.next[actor] = len(w.lookup)
+			w.lookup = append(w.lookup, actor)
 		}
+	}
+	for _, b := range w.current {
 		for _, e := range b.Entries {
-			if _, ok := w.next[e.Actor]; !ok {
-				w.next[e.Actor] = 0
-				w.lookup = append(w.lookup, e.Actor)
-			}
+			see(e.Actor)
 		}
 		for _, cp := range b.Checkpoints {
-			if _, ok := w.next[cp.Actor]; !ok {
-				w.next[cp.Actor] = 0
-				w.lookup = append(w.lookup, cp.Actor)
-			}
+			see(cp.Actor)
 		}
 	}
 	if err := w.lookUpHeads(ctx, sctx, tx); err != nil {
 		return err
 	}
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
-		}
-		for _, e := range b.Entries {
-			want := w.next[e.Actor]
-			if e.Seq != want {
-				return fmt.Errorf("%w: actor %q: entry seq %d, want %d: reload the actor's history before appending",
-					journal.ErrSequence, e.Actor, e.Seq, want)
-			}
-			w.next[e.Actor] = want + 1
-		}
-	}
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
-		}
-		for _, cp := range b.Checkpoints {
-			if last := w.next[cp.Actor] - 1; cp.Seq > last {
-				return fmt.Errorf("%w: actor %q: checkpoint at seq %d is past its last entry %d",
-					journal.ErrSequence, cp.Actor, cp.Seq, last)
-			}
-		}
-	}
-	return nil
+	return journal.CheckSequences(w.current, func(actor string) *int64 { return &w.seqs[w.next[actor]] })
 }
 
-// lookUpHeads sets w.next of every actor in w.lookup to its last seq + 1,
+// nextSeq is actor's next seq, as checkSequences found it and the current
+// batches moved it.
+func (w *writer) nextSeq(actor string) int64 { return w.seqs[w.next[actor]] }
+
+// lookUpHeads sets w.seqs of every actor in w.lookup to its last seq + 1,
 // headActors actors per query.
 func (w *writer) lookUpHeads(ctx, sctx context.Context, tx *sql.Tx) error {
+	w.seqs = slices.Grow(w.seqs[:0], len(w.lookup))[:len(w.lookup)]
 	if len(w.lookup) == 0 {
 		return nil
 	}
@@ -344,14 +318,14 @@ func (w *writer) lookUpHeads(ctx, sctx context.Context, tx *sql.Tx) error {
 		if err := stmt.QueryRowContext(sctx, w.args...).Scan(w.dest...); err != nil {
 			return fmt.Errorf("look up last seqs: %w", err)
 		}
-		for i, actor := range chunk {
-			w.next[actor] = w.headSeq[i].Int64 + 1 // NULL reads as 0
+		for i := range chunk {
+			w.seqs[start+i] = w.headSeq[i].Int64 + 1 // NULL reads as 0
 		}
 	}
 	return nil
 }
 
-func (w *writer) insertEntries(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+func (w *writer) insertEntries(ctx, sctx context.Context, tx *sql.Tx) error {
 	var many, one *sql.Stmt
 	w.args = w.args[:0]
 	flush := func() error {
@@ -365,10 +339,7 @@ func (w *writer) insertEntries(ctx, sctx context.Context, tx *sql.Tx, batches []
 		w.args = w.args[:0]
 		return err
 	}
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
-		}
+	for _, b := range w.current {
 		for _, e := range b.Entries {
 			w.args = append(w.args, e.Actor, e.Seq, int64(e.Kind), e.MsgID, e.Data)
 			if len(w.args) == 5*insertRows {
@@ -392,12 +363,9 @@ func (w *writer) insertEntries(ctx, sctx context.Context, tx *sql.Tx, batches []
 
 // saveCheckpoints writes the checkpoints of the current batches, then
 // prunes and compacts each actor that got one.
-func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch, keep int, compact bool) error {
+func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, keep int, compact bool) error {
 	w.cpActor = w.cpActor[:0]
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
-		}
+	for _, b := range w.current {
 		for _, cp := range b.Checkpoints {
 			if !slices.Contains(w.cpActor, cp.Actor) {
 				w.cpActor = append(w.cpActor, cp.Actor)
@@ -433,10 +401,7 @@ func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches 
 	}
 
 	save := tx.StmtContext(ctx, w.saveCheckpoint)
-	for i, b := range batches {
-		if !w.current[i] {
-			continue
-		}
+	for _, b := range w.current {
 		for _, cp := range b.Checkpoints {
 			if _, err := save.ExecContext(sctx, cp.Actor, cp.Seq, cp.State); err != nil {
 				return fmt.Errorf("save checkpoint of %s at %d: %w", cp.Actor, cp.Seq, err)
@@ -471,7 +436,7 @@ func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches 
 		}
 		// The last entry stays, whatever its kind: it is what the next
 		// append's sequence check reads.
-		last := w.next[actor] - 1
+		last := w.nextSeq(actor) - 1
 		if _, err := del.ExecContext(sctx, actor, before[i], min(upTo, last-1)); err != nil {
 			return fmt.Errorf("compact %s: %w", actor, err)
 		}
@@ -484,10 +449,10 @@ func (w *writer) saveCheckpoints(ctx, sctx context.Context, tx *sql.Tx, batches 
 
 // saveHorizons writes the horizons of the current batches, in call order,
 // so that a partition's last one counts. Batches without one cost nothing.
-func (w *writer) saveHorizons(ctx, sctx context.Context, tx *sql.Tx, batches []journal.Batch) error {
+func (w *writer) saveHorizons(ctx, sctx context.Context, tx *sql.Tx) error {
 	var stmt *sql.Stmt
-	for i, b := range batches {
-		if !w.current[i] || b.Horizon <= 0 {
+	for _, b := range w.current {
+		if b.Horizon <= 0 {
 			continue
 		}
 		if stmt == nil {
