@@ -13,6 +13,20 @@
 // control characters; see Validate): what breaks them is refused with
 // ErrInvalid. Backends live in sub-packages and all pass
 // journal/journaltest.
+//
+// # Checkpoints and compaction
+//
+// A backend keeps each actor's newest checkpoints (DefaultKeepCheckpoints
+// of them unless its options say otherwise) and drops older ones when an
+// Append writes a newer one. A backend that compacts bounds its store's
+// growth: after an Append saves a checkpoint, the actor's attempt and
+// effect entries at or below its oldest kept checkpoint are deleted, and
+// outcome entries there lose their Data. The outcomes themselves stay, so
+// dedup by message ID keeps working; Read of a compacted range returns
+// what is left. An actor's last entry is never deleted. Entries compacted
+// are those between the oldest kept checkpoint before the Append and the
+// one after it, so turning compaction on later does not reach back into
+// older history.
 package journal
 
 import (
@@ -138,6 +152,10 @@ type Journal interface {
 // every journal stores exactly (a Redis score is a float64), so that a
 // journal never takes what another would refuse.
 const MaxEntrySeq = int64(1 << 53)
+
+// DefaultKeepCheckpoints is how many of an actor's newest checkpoints
+// every backend keeps by default.
+const DefaultKeepCheckpoints = 3
 
 // MaxSeq selects the newest checkpoint in LoadCheckpoint.
 const MaxSeq = int64(1<<63 - 1)

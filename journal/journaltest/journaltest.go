@@ -256,13 +256,21 @@ func (s *suite) checkHistory(t *testing.T, got, want []journal.Entry, oldestKept
 	}
 }
 
+// must returns a function that returns its value, failing t with what
+// when its error is set: the result of a call that must not fail.
+func must[T any](t *testing.T, what string) func(v T, err error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+}
+
 func lastSeq(t *testing.T, ctx context.Context, j journal.Journal, actor string) int64 {
 	t.Helper()
-	n, err := j.LastSeq(ctx, actor)
-	if err != nil {
-		t.Fatalf("LastSeq(%q): %v", actor, err)
-	}
-	return n
+	return must[int64](t, fmt.Sprintf("LastSeq(%q)", actor))(j.LastSeq(ctx, actor))
 }
 
 func wantLastSeq(t *testing.T, ctx context.Context, j journal.Journal, actor string, want int64) {
@@ -274,20 +282,12 @@ func wantLastSeq(t *testing.T, ctx context.Context, j journal.Journal, actor str
 
 func epoch(t *testing.T, ctx context.Context, j journal.Journal, p string) int64 {
 	t.Helper()
-	e, err := j.Epoch(ctx, p)
-	if err != nil {
-		t.Fatalf("Epoch(%q): %v", p, err)
-	}
-	return e
+	return must[int64](t, fmt.Sprintf("Epoch(%q)", p))(j.Epoch(ctx, p))
 }
 
 func acquire(t *testing.T, ctx context.Context, j journal.Journal, p string) int64 {
 	t.Helper()
-	e, err := journal.AcquireEpoch(ctx, j, p)
-	if err != nil {
-		t.Fatalf("AcquireEpoch(%q): %v", p, err)
-	}
-	return e
+	return must[int64](t, fmt.Sprintf("AcquireEpoch(%q)", p))(journal.AcquireEpoch(ctx, j, p))
 }
 
 func wantCheckpoint(t *testing.T, ctx context.Context, j journal.Journal, actor string, atOrBefore, wantSeq int64) {
@@ -451,26 +451,27 @@ func (s *suite) testInvalidInput(t *testing.T) {
 // refusal.
 func wantInvalid(t *testing.T, err error, what string) {
 	t.Helper()
-	if !errors.Is(err, journal.ErrInvalid) {
-		t.Fatalf("Append with %s: err = %v, want ErrInvalid", what, err)
-	}
-	if errors.Is(err, journal.ErrSequence) || errors.Is(err, journal.ErrFenced) || errors.Is(err, journal.ErrDuplicateOutcome) {
-		t.Fatalf("Append with %s: err = %v also matches another refusal", what, err)
-	}
-	if !journal.IsPermanent(err) {
-		t.Fatalf("Append with %s: IsPermanent(%v) = false", what, err)
-	}
+	wantRefusal(t, err, journal.ErrInvalid, "Append with "+what)
 }
 
 // wantDuplicateOutcome checks that err is a permanent ErrDuplicateOutcome,
 // and no other refusal.
 func wantDuplicateOutcome(t *testing.T, err error, what string) {
 	t.Helper()
-	if !errors.Is(err, journal.ErrDuplicateOutcome) {
-		t.Fatalf("%s: err = %v, want ErrDuplicateOutcome", what, err)
+	wantRefusal(t, err, journal.ErrDuplicateOutcome, what)
+}
+
+// wantRefusal checks that err matches want, one of Append's permanent
+// refusals, and no other of them.
+func wantRefusal(t *testing.T, err, want error, what string) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: err = %v, want %v", what, err, want)
 	}
-	if errors.Is(err, journal.ErrSequence) || errors.Is(err, journal.ErrFenced) || errors.Is(err, journal.ErrInvalid) {
-		t.Fatalf("%s: err = %v also matches another refusal", what, err)
+	for _, other := range []error{journal.ErrInvalid, journal.ErrSequence, journal.ErrFenced, journal.ErrDuplicateOutcome} {
+		if other != want && errors.Is(err, other) {
+			t.Fatalf("%s: err = %v also matches another refusal", what, err)
+		}
 	}
 	if !journal.IsPermanent(err) {
 		t.Fatalf("%s: IsPermanent(%v) = false", what, err)
@@ -733,31 +734,24 @@ func (s *suite) testEpochCompareAndSet(t *testing.T) {
 	if e := epoch(t, ctx, j, "p0"); e != 0 {
 		t.Fatalf("epoch of a partition never set = %d, want 0", e)
 	}
-	cas := func(p string, old, next int64) bool {
-		t.Helper()
-		ok, err := j.CompareAndSetEpoch(ctx, p, old, next)
+	// Each move, and the epoch after it: one from a stale epoch changes
+	// nothing.
+	for _, m := range []struct {
+		old, next int64
+		ok        bool
+		epoch     int64
+	}{{1, 2, false, 0}, {0, 1, true, 1}, {0, 5, false, 1}, {1, 7, true, 7}} {
+		before := epoch(t, ctx, j, "p0")
+		ok, err := j.CompareAndSetEpoch(ctx, "p0", m.old, m.next)
 		if err != nil {
-			t.Fatalf("CompareAndSetEpoch(%q, %d, %d): %v", p, old, next, err)
+			t.Fatalf("CompareAndSetEpoch(p0, %d, %d): %v", m.old, m.next, err)
 		}
-		return ok
-	}
-	if cas("p0", 1, 2) {
-		t.Fatal("CompareAndSetEpoch(p0, 1, 2) succeeded while the epoch is 0")
-	}
-	if !cas("p0", 0, 1) {
-		t.Fatal("CompareAndSetEpoch(p0, 0, 1) failed while the epoch is 0")
-	}
-	if e := epoch(t, ctx, j, "p0"); e != 1 {
-		t.Fatalf("epoch = %d after setting 1", e)
-	}
-	if cas("p0", 0, 5) {
-		t.Fatal("CompareAndSetEpoch(p0, 0, 5) succeeded while the epoch is 1")
-	}
-	if !cas("p0", 1, 7) {
-		t.Fatal("CompareAndSetEpoch(p0, 1, 7) failed while the epoch is 1")
-	}
-	if e := epoch(t, ctx, j, "p0"); e != 7 {
-		t.Fatalf("epoch = %d after setting 7", e)
+		if ok != m.ok {
+			t.Fatalf("CompareAndSetEpoch(p0, %d, %d) = %v while the epoch is %d, want %v", m.old, m.next, ok, before, m.ok)
+		}
+		if e := epoch(t, ctx, j, "p0"); e != m.epoch {
+			t.Fatalf("epoch = %d after CompareAndSetEpoch(p0, %d, %d), want %d", e, m.old, m.next, m.epoch)
+		}
 	}
 	if e := epoch(t, ctx, j, "p1"); e != 0 {
 		t.Fatalf("epoch of another partition = %d, want 0", e)

@@ -21,7 +21,7 @@ type Options struct {
 }
 
 // DefaultKeepCheckpoints is what KeepCheckpoints 0 means.
-const DefaultKeepCheckpoints = 3
+const DefaultKeepCheckpoints = journal.DefaultKeepCheckpoints
 
 // Journal is an in-memory journal. It is safe for concurrent use.
 type Journal struct {

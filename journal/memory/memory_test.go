@@ -8,14 +8,11 @@ import (
 	"github.com/postbox-dev/postbox/journal/memory"
 )
 
-func TestConformance(t *testing.T) {
-	journaltest.Run(t, journaltest.Features{KeepCheckpoints: memory.DefaultKeepCheckpoints}, func(t *testing.T) journal.Journal {
-		return memory.New(memory.Options{})
-	})
-}
+func TestConformance(t *testing.T)                   { conformance(t, journaltest.Defaults) }
+func TestConformanceKeepAllCheckpoints(t *testing.T) { conformance(t, journaltest.KeepAll) }
 
-func TestConformanceKeepAllCheckpoints(t *testing.T) {
-	journaltest.Run(t, journaltest.Features{}, func(t *testing.T) journal.Journal {
-		return memory.New(memory.Options{KeepCheckpoints: -1})
+func conformance(t *testing.T, r journaltest.Retention) {
+	journaltest.Run(t, r.Features(), func(t *testing.T) journal.Journal {
+		return memory.New(memory.Options{KeepCheckpoints: r.KeepCheckpoints})
 	})
 }

@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,24 +16,96 @@ import (
 
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/backendtest"
+	"github.com/postbox-dev/postbox/journal/journaltest"
 	"github.com/postbox-dev/postbox/journal/postgres"
 )
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
+// uniqueName returns prefix followed by random hex: a schema or table
+// prefix no other test uses.
+func uniqueName(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
 
-func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry {
-	return journal.Entry{Actor: actor, Seq: seq, Kind: kind, MsgID: msg, Data: fmt.Appendf(nil, "%s#%d", actor, seq)}
+// admin runs one statement on its own connection, outside any journal.
+func admin(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testenv.Postgres(t))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// freshSchema returns a schema name no other test uses, dropped with all
+// it holds when t ends.
+func freshSchema(t testing.TB) string {
+	t.Helper()
+	testenv.Postgres(t) // skip before a cleanup that needs the server
+	schema := uniqueName("pbtest_")
+	t.Cleanup(func() { admin(t, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`) })
+	return schema
+}
+
+func mustOpen(t testing.TB, opts postgres.Options) *postgres.Journal {
+	return backendtest.Open(t, opts, func(ctx context.Context) (*postgres.Journal, error) {
+		return postgres.Open(ctx, testenv.Postgres(t), opts)
+	})
+}
+
+func TestConformance(t *testing.T)        { conformance(t, journaltest.Defaults, freshSchemaOptions) }
+func TestConformanceCompact(t *testing.T) { conformance(t, journaltest.Compacting, freshSchemaOptions) }
+func TestConformanceKeepAllCheckpoints(t *testing.T) {
+	conformance(t, journaltest.KeepAll, freshSchemaOptions)
+}
+
+// The journal's tables in the connection's schema, told apart by prefix.
+func TestConformanceTablePrefix(t *testing.T) {
+	conformance(t, journaltest.Defaults, freshPrefixOptions)
+}
+
+// conformance runs the suite on journals in stores of their own, as fresh
+// places them.
+func conformance(t *testing.T, r journaltest.Retention, fresh func(t *testing.T, opts postgres.Options) postgres.Options) {
+	testenv.Postgres(t)
+	journaltest.RunStores(t, r.Features(), func(t *testing.T) postgres.Options {
+		return fresh(t, postgres.Options{KeepCheckpoints: r.KeepCheckpoints, Compact: r.Compact})
+	}, func(t *testing.T, opts postgres.Options) journal.Journal {
+		return mustOpen(t, opts)
+	})
+}
+
+// freshSchemaOptions places the journal in a schema of its own.
+func freshSchemaOptions(t *testing.T, opts postgres.Options) postgres.Options {
+	opts.Schema = freshSchema(t)
+	return opts
+}
+
+// freshPrefixOptions places the journal in the connection's schema, under
+// a table prefix of its own, its tables dropped when t ends.
+func freshPrefixOptions(t *testing.T, opts postgres.Options) postgres.Options {
+	testenv.Postgres(t)
+	opts.TablePrefix = uniqueName("t") + "_"
+	t.Cleanup(func() {
+		for _, table := range []string{"entries", "checkpoints", "epochs", "schema_migrations"} {
+			admin(t, `DROP TABLE IF EXISTS `+pgx.Identifier{opts.TablePrefix + table}.Sanitize())
+		}
+	})
+	return opts
 }
 
 // query runs sql on its own connection and returns the first column of
 // every row, as text.
 func query(t *testing.T, sql string, args ...any) []string {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	conn, err := pgx.Connect(ctx, testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +123,7 @@ func query(t *testing.T, sql string, args ...any) []string {
 }
 
 func TestOpenRejectsBadOptions(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	for _, tc := range []struct {
 		opts postgres.Options
 		want string
@@ -80,7 +154,7 @@ func TestOpenUnreachableSaysWhatToDo(t *testing.T) {
 func TestOpenConcurrentMigratesOnce(t *testing.T) {
 	schema := freshSchema(t)
 	opts := postgres.Options{Schema: schema}
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	const n = 4
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -124,12 +198,12 @@ func TestOutcomeIndexIsPartialAndUnique(t *testing.T) {
 // Open; one whose messages already have two outcomes is not opened, and
 // the error says why.
 func TestMigrationMakesOutcomesUnique(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	asVersion1 := func(t *testing.T, dup bool) string {
 		schema := freshSchema(t)
 		j := mustOpen(t, postgres.Options{Schema: schema})
 		err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{
-			entry("a/1", 1, journal.KindComplete, "m"), entry("a/1", 2, journal.KindAttempt, "m"),
+			backendtest.Entry("a/1", 1, journal.KindComplete, "m"), backendtest.Entry("a/1", 2, journal.KindAttempt, "m"),
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -150,7 +224,7 @@ func TestMigrationMakesOutcomesUnique(t *testing.T) {
 	if got := query(t, `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND indexname LIKE 'journal_entries_outcome%'`, schema); strings.Join(got, " ") != "journal_entries_outcome_unique" {
 		t.Fatalf("outcome indexes after the migration: %q", got)
 	}
-	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("a/1", 3, journal.KindDeadLetter, "m")}})
+	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{backendtest.Entry("a/1", 3, journal.KindDeadLetter, "m")}})
 	if !errors.Is(err, journal.ErrDuplicateOutcome) {
 		t.Fatalf("a second outcome after the migration: %v, want ErrDuplicateOutcome", err)
 	}
@@ -165,14 +239,14 @@ func TestMigrationMakesOutcomesUnique(t *testing.T) {
 // Open adds it, partitions read as having none, and Append stores them, for
 // a partition with an epoch row and for one without.
 func TestMigrationAddsHorizons(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	schema := freshSchema(t)
 	j := mustOpen(t, postgres.Options{Schema: schema})
 	e, err := journal.AcquireEpoch(ctx, j, "p0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 1, journal.KindComplete, "m1")}}); err != nil {
+	if err := j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{backendtest.Entry("a/1", 1, journal.KindComplete, "m1")}}); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
@@ -200,7 +274,7 @@ func TestMigrationAddsHorizons(t *testing.T) {
 		}
 	}
 	err = j.Append(ctx,
-		journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
+		journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{backendtest.Entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
 		journal.Batch{Partition: "p1", Horizon: 7})
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +293,7 @@ func TestMigrationAddsHorizons(t *testing.T) {
 // and with epoch moves, neither deadlock nor fail: they take the row's
 // update lock up front instead of upgrading a shared one.
 func TestConcurrentHorizons(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	j := mustOpen(t, postgres.Options{Schema: freshSchema(t)})
 	const writers, rounds = 6, 15
 	start := time.Now()
@@ -228,7 +302,7 @@ func TestConcurrentHorizons(t *testing.T) {
 		wg.Go(func() {
 			actor := fmt.Sprint("a/", w)
 			for r := range int64(rounds) {
-				bs := []journal.Batch{{Partition: "p0", Entries: []journal.Entry{entry(actor, r+1, journal.KindAttempt, "m")}}}
+				bs := []journal.Batch{{Partition: "p0", Entries: []journal.Entry{backendtest.Entry(actor, r+1, journal.KindAttempt, "m")}}}
 				if w%2 == 0 {
 					bs[0].Horizon = int64(w)*rounds + r + 1
 					bs = append(bs, journal.Batch{Partition: "p1", Horizon: r + 1})
@@ -260,7 +334,7 @@ func TestConcurrentHorizons(t *testing.T) {
 
 func TestRejectsTextPostgresCannotHold(t *testing.T) {
 	j := mustOpen(t, postgres.Options{Schema: freshSchema(t)})
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	for _, b := range []journal.Batch{
 		{Partition: "p0", Entries: []journal.Entry{{Actor: "a/\x00", Seq: 1, Kind: journal.KindAttempt, MsgID: "m"}}},
 		{Partition: "p0", Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: "\xff"}}},
@@ -279,16 +353,8 @@ func TestRejectsTextPostgresCannotHold(t *testing.T) {
 func TestCompactionRows(t *testing.T) {
 	schema := freshSchema(t)
 	j := mustOpen(t, postgres.Options{Schema: schema, Compact: true, KeepCheckpoints: 1})
-	ctx := testContext(t)
-	var es []journal.Entry
-	for i := int64(0); i < 4; i++ {
-		es = append(es, entry("a/1", 2*i+1, journal.KindAttempt, fmt.Sprint("m", i)), entry("a/1", 2*i+2, journal.KindComplete, fmt.Sprint("m", i)))
-	}
-	es = append(es, entry("a/1", 9, journal.KindAttempt, "m4"))
-	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: es, Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 9}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := backendtest.Context(t)
+	backendtest.Compacted(t, ctx, j)
 	got := query(t, `SELECT seq || ':' || kind || ':' || coalesce(encode(data, 'escape'), 'NULL') FROM `+
 		pgx.Identifier{schema, "journal_entries"}.Sanitize()+` ORDER BY seq`)
 	want := []string{"2:3:NULL", "4:3:NULL", "6:3:NULL", "8:3:NULL", "9:1:a/1#9"}
@@ -300,7 +366,7 @@ func TestCompactionRows(t *testing.T) {
 // New runs on the caller's pool, migrates as Open does, and leaves the
 // pool open on Close.
 func TestNewUsesTheCallersPool(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +376,7 @@ func TestNewUsesTheCallersPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("t/1", 1, journal.KindComplete, "m1")}}
+	b := journal.Batch{Partition: "p0", Entries: []journal.Entry{backendtest.Entry("t/1", 1, journal.KindComplete, "m1")}}
 	if err := j.Append(ctx, b); err != nil {
 		t.Fatal(err)
 	}

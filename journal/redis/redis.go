@@ -71,7 +71,7 @@ import (
 )
 
 // DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
-const DefaultKeepCheckpoints = 3
+const DefaultKeepCheckpoints = journal.DefaultKeepCheckpoints
 
 // DefaultNamespace is what Options.Namespace "" means.
 const DefaultNamespace = "default"
@@ -91,14 +91,8 @@ type Options struct {
 	// Defaults to 3.
 	KeepCheckpoints int
 
-	// Compact bounds memory: after an Append saves a checkpoint, the
-	// actor's attempt and effect entries at or below its oldest kept
-	// checkpoint are deleted, and outcome entries there lose their Data.
-	// The outcomes themselves stay, so dedup by message ID keeps working;
-	// Read of a compacted range returns what is left. An actor's last entry
-	// is never deleted. Entries compacted are those between the oldest kept
-	// checkpoint before the Append and the one after it, so turning Compact
-	// on later does not reach back into older history. Defaults to false.
+	// Compact bounds memory (see Checkpoints and compaction in package
+	// journal). Defaults to false.
 	Compact bool
 }
 

@@ -3,30 +3,89 @@ package redis_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/backendtest"
+	"github.com/postbox-dev/postbox/journal/journaltest"
 	"github.com/postbox-dev/postbox/journal/redis"
 )
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
+// rawClient is a plain client on REDIS_ADDR, closed when t ends.
+func rawClient(t testing.TB) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: testenv.Redis(t)})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
-func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry {
-	return journal.Entry{Actor: actor, Seq: seq, Kind: kind, MsgID: msg, Data: fmt.Appendf(nil, "%s#%d", actor, seq)}
+// namespaceKeys returns the keys of namespace ns.
+func namespaceKeys(t testing.TB, c *goredis.Client, ns string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var keys []string
+	iter := c.Scan(ctx, 0, "{postbox:"+ns+"}:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("scan namespace %s: %v", ns, err)
+	}
+	return keys
+}
+
+// freshNamespace returns a namespace no other test uses, whose keys are
+// deleted when t ends.
+func freshNamespace(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	ns := "test-" + hex.EncodeToString(b)
+	c := rawClient(t)
+	t.Cleanup(func() {
+		if keys := namespaceKeys(t, c, ns); len(keys) > 0 {
+			if err := c.Del(context.Background(), keys...).Err(); err != nil {
+				t.Errorf("delete namespace %s: %v", ns, err)
+			}
+		}
+	})
+	return ns
+}
+
+func mustOpen(t testing.TB, opts redis.Options) *redis.Journal {
+	return backendtest.Open(t, opts, func(ctx context.Context) (*redis.Journal, error) {
+		return redis.Open(ctx, testenv.Redis(t), opts)
+	})
+}
+
+func TestConformance(t *testing.T)                   { conformance(t, journaltest.Defaults) }
+func TestConformanceCompact(t *testing.T)            { conformance(t, journaltest.Compacting) }
+func TestConformanceKeepAllCheckpoints(t *testing.T) { conformance(t, journaltest.KeepAll) }
+
+// conformance runs the suite on journals in namespaces of their own.
+func conformance(t *testing.T, r journaltest.Retention) {
+	testenv.Redis(t)
+	journaltest.RunStores(t, r.Features(), func(t *testing.T) redis.Options {
+		return redis.Options{Namespace: freshNamespace(t), KeepCheckpoints: r.KeepCheckpoints, Compact: r.Compact}
+	}, func(t *testing.T, opts redis.Options) journal.Journal {
+		return mustOpen(t, opts)
+	})
 }
 
 func readAll(t *testing.T, j journal.Journal, actor string) []journal.Entry {
 	t.Helper()
 	var got []journal.Entry
-	if err := j.Read(testContext(t), actor, 1, func(e journal.Entry) error { got = append(got, e); return nil }); err != nil {
+	if err := j.Read(backendtest.Context(t), actor, 1, func(e journal.Entry) error { got = append(got, e); return nil }); err != nil {
 		t.Fatalf("Read(%s): %v", actor, err)
 	}
 	return got
@@ -34,14 +93,14 @@ func readAll(t *testing.T, j journal.Journal, actor string) []journal.Entry {
 
 func TestOpenRejectsBadOptions(t *testing.T) {
 	// Options are checked before connecting: no server needed.
-	_, err := redis.Open(testContext(t), "127.0.0.1:1", redis.Options{Namespace: "a}b"})
+	_, err := redis.Open(backendtest.Context(t), "127.0.0.1:1", redis.Options{Namespace: "a}b"})
 	if err == nil || !strings.Contains(err.Error(), "Options.Namespace") {
 		t.Fatalf("Open with a brace in the namespace: err = %v, want one naming Options.Namespace", err)
 	}
 }
 
 func TestOpenUnreachableSaysWhatToDo(t *testing.T) {
-	_, err := redis.Open(testContext(t), "127.0.0.1:1", redis.Options{})
+	_, err := redis.Open(backendtest.Context(t), "127.0.0.1:1", redis.Options{})
 	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh") {
 		t.Fatalf("Open of a closed port: err = %v, want a hint at scripts/services.sh", err)
 	}
@@ -52,13 +111,13 @@ func TestOpenUnreachableSaysWhatToDo(t *testing.T) {
 func TestKeysShareOneHashTag(t *testing.T) {
 	ns := freshNamespace(t)
 	j := mustOpen(t, redis.Options{Namespace: ns})
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	e, err := journal.AcquireEpoch(ctx, j, "p0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = j.Append(ctx, journal.Batch{Partition: "p0", Epoch: e,
-		Entries:     []journal.Entry{entry("counter/{1}", 1, journal.KindComplete, "m")},
+		Entries:     []journal.Entry{backendtest.Entry("counter/{1}", 1, journal.KindComplete, "m")},
 		Checkpoints: []journal.Checkpoint{{Actor: "counter/{1}", Seq: 1, State: []byte("s")}},
 	})
 	if err != nil {
@@ -89,7 +148,7 @@ func TestKeysShareOneHashTag(t *testing.T) {
 
 func TestNewLeavesCallersClientOpen(t *testing.T) {
 	c := rawClient(t)
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	j, err := redis.New(ctx, c, redis.Options{Namespace: freshNamespace(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +168,7 @@ func TestNewLeavesCallersClientOpen(t *testing.T) {
 // the key separators and braces: all come back as they went in.
 func TestBinarySafe(t *testing.T) {
 	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t)})
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	actor := "a/{x}:e:}ü"
 	es := []journal.Entry{
 		{Actor: actor, Seq: 1, Kind: journal.KindAttempt, MsgID: "m:{o}:ÿ", Data: []byte{0, 1, 2, 0xff}},
@@ -147,16 +206,8 @@ func TestBinarySafe(t *testing.T) {
 // the oldest kept checkpoint.
 func TestCompactionEntries(t *testing.T) {
 	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t), Compact: true, KeepCheckpoints: 1})
-	ctx := testContext(t)
-	var es []journal.Entry
-	for i := int64(0); i < 4; i++ {
-		es = append(es, entry("a/1", 2*i+1, journal.KindAttempt, fmt.Sprint("m", i)), entry("a/1", 2*i+2, journal.KindComplete, fmt.Sprint("m", i)))
-	}
-	es = append(es, entry("a/1", 9, journal.KindAttempt, "m4"))
-	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: es, Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 9}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := backendtest.Context(t)
+	backendtest.Compacted(t, ctx, j)
 	var got []string
 	for _, e := range readAll(t, j, "a/1") {
 		got = append(got, fmt.Sprintf("%d:%d:%s", e.Seq, e.Kind, e.Data))
@@ -173,7 +224,7 @@ func TestCompactionEntries(t *testing.T) {
 
 func TestRejectsWhatRedisCannotHold(t *testing.T) {
 	j := mustOpen(t, redis.Options{Namespace: freshNamespace(t)})
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	for _, e := range []journal.Entry{
 		{Actor: "a/1", Seq: 1 << 54, Kind: journal.KindAttempt, MsgID: "m"},
 		{Actor: "a/1", Seq: 1, Kind: journal.KindAttempt, MsgID: strings.Repeat("m", 1<<16)},

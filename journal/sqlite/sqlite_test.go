@@ -9,27 +9,34 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/postbox-dev/postbox/journal/internal/backendtest"
+	"github.com/postbox-dev/postbox/journal/journaltest"
 	"github.com/postbox-dev/postbox/journal/sqlite"
 )
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
+func TestConformance(t *testing.T)                   { conformance(t, journaltest.Defaults) }
+func TestConformanceCompact(t *testing.T)            { conformance(t, journaltest.Compacting) }
+func TestConformanceKeepAllCheckpoints(t *testing.T) { conformance(t, journaltest.KeepAll) }
+
+// conformance runs the suite on journals in files of their own. Runs
+// other than the defaults' commit with SyncNormal, for speed.
+func conformance(t *testing.T, r journaltest.Retention) {
+	opts := sqlite.Options{KeepCheckpoints: r.KeepCheckpoints, Compact: r.Compact}
+	if r != journaltest.Defaults {
+		opts.Synchronous = sqlite.SyncNormal
+	}
+	journaltest.RunStores(t, r.Features(), func(t *testing.T) string {
+		return filepath.Join(t.TempDir(), "journal.db")
+	}, func(t *testing.T, path string) journal.Journal {
+		return mustOpen(t, path, opts)
+	})
 }
 
-func mustOpen(t *testing.T, path string, opts sqlite.Options) *sqlite.Journal {
-	t.Helper()
-	j, err := sqlite.Open(path, opts)
-	if err != nil {
-		t.Fatalf("Open(%s): %v", path, err)
-	}
-	t.Cleanup(func() { j.Close() })
-	return j
+func mustOpen(t testing.TB, path string, opts sqlite.Options) *sqlite.Journal {
+	return backendtest.Open(t, path, func(context.Context) (*sqlite.Journal, error) { return sqlite.Open(path, opts) })
 }
 
 // rawDB opens the journal's file directly, to look behind the API.
@@ -41,10 +48,6 @@ func rawDB(t *testing.T, path string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
-}
-
-func entry(actor string, seq int64, kind journal.Kind, msg string) journal.Entry {
-	return journal.Entry{Actor: actor, Seq: seq, Kind: kind, MsgID: msg, Data: fmt.Appendf(nil, "%s#%d", actor, seq)}
 }
 
 func appendOK(t *testing.T, ctx context.Context, j journal.Journal, bs ...journal.Batch) {
@@ -65,7 +68,7 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 }
 
 func TestReopenKeepsEverything(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j := mustOpen(t, path, sqlite.Options{Compact: true})
 	e, err := journal.AcquireEpoch(ctx, j, "p0")
@@ -74,8 +77,8 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Epoch: e,
 		Entries: []journal.Entry{
-			entry("a/1", 1, journal.KindAttempt, "m1"),
-			entry("a/1", 2, journal.KindComplete, "m1"),
+			backendtest.Entry("a/1", 1, journal.KindAttempt, "m1"),
+			backendtest.Entry("a/1", 2, journal.KindComplete, "m1"),
 		},
 		Checkpoints: []journal.Checkpoint{{Actor: "a/1", Seq: 2, State: []byte("s2")}},
 	})
@@ -96,11 +99,11 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if cp, ok, err := j.LoadCheckpoint(ctx, "a/1", journal.MaxSeq); err != nil || !ok || string(cp.State) != "s2" {
 		t.Fatalf("LoadCheckpoint = %+v, %v, %v", cp, ok, err)
 	}
-	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{entry("a/1", 3, journal.KindAttempt, "m2")}})
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Epoch: e, Entries: []journal.Entry{backendtest.Entry("a/1", 3, journal.KindAttempt, "m2")}})
 }
 
 func TestCompaction(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j := mustOpen(t, path, sqlite.Options{Compact: true, KeepCheckpoints: 2})
 	const a = "counter/1"
@@ -110,9 +113,9 @@ func TestCompaction(t *testing.T) {
 	for m := range 10 {
 		msg := fmt.Sprintf("m%d", m)
 		es := []journal.Entry{
-			entry(a, seq+1, journal.KindAttempt, msg),
-			entry(a, seq+2, journal.KindEffect, msg),
-			entry(a, seq+3, journal.KindComplete, msg),
+			backendtest.Entry(a, seq+1, journal.KindAttempt, msg),
+			backendtest.Entry(a, seq+2, journal.KindEffect, msg),
+			backendtest.Entry(a, seq+3, journal.KindComplete, msg),
 		}
 		seq += 3
 		appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: es,
@@ -166,22 +169,22 @@ func TestCompaction(t *testing.T) {
 	// A checkpoint right after an attempt: the attempt, being the last
 	// entry, survives compaction, and the history continues.
 	appendOK(t, ctx, j, journal.Batch{Partition: "p0",
-		Entries:     []journal.Entry{entry(a, 31, journal.KindAttempt, "m10")},
+		Entries:     []journal.Entry{backendtest.Entry(a, 31, journal.KindAttempt, "m10")},
 		Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 31}}})
 	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 31, State: []byte("again")}}})
-	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry(a, 32, journal.KindComplete, "m10")},
+	appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: []journal.Entry{backendtest.Entry(a, 32, journal.KindComplete, "m10")},
 		Checkpoints: []journal.Checkpoint{{Actor: a, Seq: 32}}})
 	if seq, err := j.LastSeq(ctx, a); err != nil || seq != 32 {
 		t.Fatalf("LastSeq = %d, %v; want 32", seq, err)
 	}
-	if err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry(a, 32, journal.KindAttempt, "m11")}}); !errors.Is(err, journal.ErrSequence) {
+	if err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{backendtest.Entry(a, 32, journal.KindAttempt, "m11")}}); !errors.Is(err, journal.ErrSequence) {
 		t.Fatalf("rewriting seq 32 after compaction: err = %v, want ErrSequence", err)
 	}
 }
 
 // Two Journals on one file stand for two worker processes.
 func TestTwoProcessesFence(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j1 := mustOpen(t, path, sqlite.Options{})
 	j2 := mustOpen(t, path, sqlite.Options{})
@@ -191,7 +194,7 @@ func TestTwoProcessesFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendOK(t, ctx, j1, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{entry(a, 1, journal.KindComplete, "m1")}})
+	appendOK(t, ctx, j1, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{backendtest.Entry(a, 1, journal.KindComplete, "m1")}})
 
 	// Process 2 takes the partition over; process 1 is now a zombie.
 	e2, err := journal.AcquireEpoch(ctx, j2, "p0")
@@ -201,14 +204,14 @@ func TestTwoProcessesFence(t *testing.T) {
 	if e2 != e1+1 {
 		t.Fatalf("second process acquired epoch %d, want %d", e2, e1+1)
 	}
-	err = j1.Append(ctx, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{entry(a, 2, journal.KindComplete, "m2")}})
+	err = j1.Append(ctx, journal.Batch{Partition: "p0", Epoch: e1, Entries: []journal.Entry{backendtest.Entry(a, 2, journal.KindComplete, "m2")}})
 	if !journal.Fenced(err, "p0") {
 		t.Fatalf("zombie append: err = %v, want p0 fenced", err)
 	}
 	if o, ok, err := j2.Outcome(ctx, a, "m1"); err != nil || !ok || o.Seq != 1 {
 		t.Fatalf("new owner's Outcome(m1) = %+v, %v, %v", o, ok, err)
 	}
-	appendOK(t, ctx, j2, journal.Batch{Partition: "p0", Epoch: e2, Entries: []journal.Entry{entry(a, 2, journal.KindComplete, "m2")}})
+	appendOK(t, ctx, j2, journal.Batch{Partition: "p0", Epoch: e2, Entries: []journal.Entry{backendtest.Entry(a, 2, journal.KindComplete, "m2")}})
 	if seq, err := j1.LastSeq(ctx, a); err != nil || seq != 2 {
 		t.Fatalf("first process sees LastSeq %d, %v; want 2", seq, err)
 	}
@@ -248,7 +251,7 @@ func TestTwoProcessesFence(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = j.Append(ctx, journal.Batch{Partition: "p2", Entries: []journal.Entry{entry(a, round, journal.KindAttempt, "m")}})
+				errs[i] = j.Append(ctx, journal.Batch{Partition: "p2", Entries: []journal.Entry{backendtest.Entry(a, round, journal.KindAttempt, "m")}})
 			}()
 		}
 		wg.Wait()
@@ -318,12 +321,12 @@ func TestQueriesUseIndexes(t *testing.T) {
 // makes it unique, under the same name, or says what to do when the file
 // already holds a message with two outcomes.
 func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	oldFile := func(t *testing.T, dup bool) string {
 		path := filepath.Join(t.TempDir(), "j.db")
 		j := mustOpen(t, path, sqlite.Options{})
 		appendOK(t, ctx, j, journal.Batch{Partition: "p0", Entries: []journal.Entry{
-			entry("a/1", 1, journal.KindComplete, "m"), entry("a/1", 2, journal.KindAttempt, "m"),
+			backendtest.Entry("a/1", 1, journal.KindComplete, "m"), backendtest.Entry("a/1", 2, journal.KindAttempt, "m"),
 		}})
 		j.Close()
 		db := rawDB(t, path)
@@ -350,7 +353,7 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 	if !strings.HasPrefix(sqlText, "CREATE UNIQUE INDEX") {
 		t.Fatalf("outcome index after Open: %s, want a unique one", sqlText)
 	}
-	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{entry("a/1", 3, journal.KindDeadLetter, "m")}})
+	err := j.Append(ctx, journal.Batch{Partition: "p0", Entries: []journal.Entry{backendtest.Entry("a/1", 3, journal.KindDeadLetter, "m")}})
 	if !errors.Is(err, journal.ErrDuplicateOutcome) {
 		t.Fatalf("a second outcome after the upgrade: %v, want ErrDuplicateOutcome", err)
 	}
@@ -365,7 +368,7 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 // adds it, partitions read as having none, and Append stores them, for a
 // partition with an epoch row and for one without.
 func TestOpenAddsHorizonColumn(t *testing.T) {
-	ctx := testContext(t)
+	ctx := backendtest.Context(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	db := rawDB(t, path)
 	for _, q := range []string{
@@ -408,7 +411,7 @@ func TestOpenAddsHorizonColumn(t *testing.T) {
 		}
 	}
 	appendOK(t, ctx, j,
-		journal.Batch{Partition: "p0", Epoch: 2, Entries: []journal.Entry{entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
+		journal.Batch{Partition: "p0", Epoch: 2, Entries: []journal.Entry{backendtest.Entry("a/1", 2, journal.KindAttempt, "m2")}, Horizon: 1<<62 + 1},
 		journal.Batch{Partition: "p1", Horizon: 7})
 	if e, err := journal.AcquireEpoch(ctx, j, "p1"); err != nil || e != 1 {
 		t.Fatalf("AcquireEpoch(p1) after its horizon made its row = %d, %v; want 1", e, err)
