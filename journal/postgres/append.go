@@ -49,7 +49,7 @@ func (j *Journal) Append(ctx context.Context, batches ...journal.Batch) error {
 			continue
 		}
 		j.heads.forget(call.actors)
-		return j.failed(err)
+		return j.Failed(err)
 	}
 }
 

@@ -50,6 +50,7 @@ import (
 
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/internal/pages"
+	"github.com/postbox-dev/postbox/journal/internal/sqlreads"
 )
 
 // DefaultKeepCheckpoints is what Options.KeepCheckpoints 0 means.
@@ -103,8 +104,11 @@ func (o Options) withDefaults() (Options, error) {
 
 // Journal is a journal.Journal in PostgreSQL. It is safe for concurrent
 // use, and any number of Journals, in any processes, may share one set of
-// tables.
+// tables. Its reads (Read, LastSeq, Outcome, LoadCheckpoint, Horizon,
+// Epoch) are one query each, on a pooled connection; Data of a compacted
+// outcome reads as nil.
 type Journal struct {
+	reads
 	pool    *pgxpool.Pool
 	ownPool bool // opened by Open, so closed by Close
 	t       tables
@@ -174,105 +178,56 @@ func open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Journal, erro
 	if err := migrate(ctx, pool, t); err != nil {
 		return nil, fmt.Errorf("journal/postgres: migrate schema %s: %w", t.schema, err)
 	}
-	return &Journal{
+	j := &Journal{
 		pool:    pool,
 		t:       t,
 		keep:    opts.KeepCheckpoints,
 		compact: opts.Compact,
 		sql:     newStatements(t),
 		heads:   newHeadCache(),
-	}, nil
-}
-
-// failed turns an error of a call that raced with Close into ErrClosed.
-func (j *Journal) failed(err error) error {
-	if j.closed.Load() {
-		return journal.ErrClosed
 	}
-	return err
+	j.reads = sqlreads.New("journal/postgres", (*readDB)(j), pgx.ErrNoRows, j.closed.Load)
+	return j, nil
 }
 
-// Read implements journal.Journal. Data of a compacted outcome is nil.
+// reads serves the journal's reads; embedded, its methods are the
+// Journal's, but for those that also feed the head cache.
+type reads = sqlreads.Reads
+
+// readDB runs the journal's reads on its pool.
+type readDB Journal
+
+func (r *readDB) QueryRow(ctx context.Context, q sqlreads.Query, args []any, dest ...any) error {
+	return r.pool.QueryRow(ctx, r.sql.reads[q], args...).Scan(dest...)
+}
+
+func (r *readDB) Query(ctx context.Context, q sqlreads.Query, args []any, scan func(pages.Rows) error) error {
+	rows, err := r.pool.Query(ctx, r.sql.reads[q], args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	return scan(rows)
+}
+
+// Read implements journal.Journal, and tells the head cache the last seq
+// it read.
 func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
-	last, err := pages.Read(ctx, from, j.closed.Load, func(ctx context.Context, from int64, page []journal.Entry) ([]journal.Entry, error) {
-		rows, err := j.pool.Query(ctx, j.sql.read, actor, from, pages.Size)
-		if err == nil {
-			page, err = pages.Scan(rows, actor, page)
-			rows.Close()
-		}
-		if err != nil {
-			return page, j.failed(fmt.Errorf("journal/postgres: read %s from %d: %w", actor, from, err))
-		}
-		return page, nil
-	}, fn)
+	last, err := j.reads.ReadLast(ctx, actor, from, fn)
 	if err == nil && last > 0 {
 		j.heads.saw(actor, last)
 	}
 	return err
 }
 
-// row runs a lookup of at most one row into dest; found is false when it
-// matched none. what names the lookup in an error.
-func (j *Journal) row(ctx context.Context, what, query string, args []any, dest ...any) (found bool, err error) {
-	if j.closed.Load() {
-		return false, journal.ErrClosed
-	}
-	err = j.pool.QueryRow(ctx, query, args...).Scan(dest...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, j.failed(fmt.Errorf("journal/postgres: %s: %w", what, err))
-	}
-	return true, nil
-}
-
-// LastSeq implements journal.Journal.
+// LastSeq implements journal.Journal, and tells the head cache.
 func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
-	var seq int64
-	if _, err := j.row(ctx, "last seq of "+actor, j.sql.lastSeq, []any{actor}, &seq); err != nil {
+	seq, err := j.reads.LastSeq(ctx, actor)
+	if err != nil {
 		return 0, err
 	}
 	j.heads.saw(actor, seq)
 	return seq, nil
-}
-
-// Outcome implements journal.Journal. Data of a compacted outcome is nil.
-func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
-	e := journal.Entry{Actor: actor, MsgID: msgID}
-	var kind int16
-	ok, err := j.row(ctx, fmt.Sprintf("outcome of %s message %q", actor, msgID), j.sql.outcome, []any{actor, msgID}, &e.Seq, &kind, &e.Data)
-	if !ok {
-		return journal.Entry{}, false, err
-	}
-	e.Kind = journal.Kind(kind)
-	return e, true, nil
-}
-
-// LoadCheckpoint implements journal.Journal.
-func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
-	cp := journal.Checkpoint{Actor: actor}
-	ok, err := j.row(ctx, "checkpoint of "+actor, j.sql.loadCheckpoint, []any{actor, atOrBefore}, &cp.Seq, &cp.State)
-	if !ok {
-		return journal.Checkpoint{}, false, err
-	}
-	return cp, true, nil
-}
-
-// Horizon implements journal.Journal.
-func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
-	var h *int64
-	if _, err := j.row(ctx, fmt.Sprintf("horizon of %q", partition), j.sql.horizon, []any{partition}, &h); err != nil || h == nil {
-		return 0, false, err
-	}
-	return *h, true, nil
-}
-
-// Epoch implements journal.Journal.
-func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
-	var e int64
-	_, err := j.row(ctx, fmt.Sprintf("epoch of %q", partition), j.sql.epoch, []any{partition}, &e)
-	return e, err
 }
 
 // CompareAndSetEpoch implements journal.Journal, in one round trip. It
@@ -295,7 +250,7 @@ func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old,
 	})
 	// One round trip, one implicit transaction.
 	if err := j.pool.SendBatch(ctx, b).Close(); err != nil {
-		return false, j.failed(fmt.Errorf("journal/postgres: set epoch of %q: %w", partition, err))
+		return false, j.Failed(fmt.Errorf("journal/postgres: set epoch of %q: %w", partition, err))
 	}
 	return set, nil
 }

@@ -1,12 +1,16 @@
 package postgres
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/postbox-dev/postbox/journal/internal/sqlreads"
+)
 
 // statements is the SQL of one journal, its table names filled in. pgx
 // prepares each on first use per connection and caches it.
 type statements struct {
-	read, lastSeq, outcome, loadCheckpoint, epoch, horizon string
-	addEpoch, casEpoch                                     string
+	reads              [sqlreads.Queries]string
+	addEpoch, casEpoch string
 
 	lockEpochs, lockEpochsUpdate, addEpochs, heads, oldestCheckpoints string
 	insertEntries, saveCheckpoints, pruneCheckpoints, setHorizons     string
@@ -20,16 +24,18 @@ func newStatements(t tables) statements {
 		"{epochs}", t.epochs,
 	)
 	return statements{
-		read: r.Replace(`SELECT seq, kind, msg_id, data FROM {entries}
-			WHERE actor = $1 AND seq >= $2 ORDER BY seq LIMIT $3`),
-		lastSeq: r.Replace(`SELECT coalesce(max(seq), 0) FROM {entries} WHERE actor = $1`),
-		// The kind term matches the partial index's predicate.
-		outcome: r.Replace(`SELECT seq, kind, data FROM {entries}
-			WHERE actor = $1 AND msg_id = $2 AND kind IN (3, 4) ORDER BY seq LIMIT 1`),
-		loadCheckpoint: r.Replace(`SELECT seq, state FROM {checkpoints}
-			WHERE actor = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1`),
-		epoch:   r.Replace(`SELECT epoch FROM {epochs} WHERE partition_id = $1`),
-		horizon: r.Replace(`SELECT horizon FROM {epochs} WHERE partition_id = $1`),
+		reads: [sqlreads.Queries]string{
+			sqlreads.Read: r.Replace(`SELECT seq, kind, msg_id, data FROM {entries}
+				WHERE actor = $1 AND seq >= $2 ORDER BY seq LIMIT $3`),
+			sqlreads.LastSeq: r.Replace(`SELECT coalesce(max(seq), 0) FROM {entries} WHERE actor = $1`),
+			// The kind term matches the partial index's predicate.
+			sqlreads.Outcome: r.Replace(`SELECT seq, kind, data FROM {entries}
+				WHERE actor = $1 AND msg_id = $2 AND kind IN (3, 4) ORDER BY seq LIMIT 1`),
+			sqlreads.LoadCheckpoint: r.Replace(`SELECT seq, state FROM {checkpoints}
+				WHERE actor = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1`),
+			sqlreads.Horizon: r.Replace(`SELECT horizon FROM {epochs} WHERE partition_id = $1`),
+			sqlreads.Epoch:   r.Replace(`SELECT epoch FROM {epochs} WHERE partition_id = $1`),
+		},
 
 		// CompareAndSetEpoch from 0 first makes sure the row exists, so that
 		// the UPDATE has a row to compare; a row with epoch 0 means the same

@@ -26,6 +26,7 @@ import (
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/internal/pages"
+	"github.com/postbox-dev/postbox/journal/internal/sqlreads"
 )
 
 // Synchronous is SQLite's synchronous setting: how durable a commit is.
@@ -123,14 +124,17 @@ const (
 
 // Journal is a journal.Journal in a SQLite file. It is safe for concurrent
 // use; Appends of one Journal are serialized in Go, and those of other
-// processes on SQLite's write lock.
+// processes on SQLite's write lock. Its reads (Read, LastSeq, Outcome,
+// LoadCheckpoint, Horizon, Epoch) are one prepared statement each, run
+// beside the writer; Data of a compacted outcome reads as nil.
 type Journal struct {
+	reads
 	db      *sql.DB
 	keep    int // <= 0 keeps every checkpoint
 	compact bool
 	closed  atomic.Bool
 
-	read, lastSeq, outcome, loadCheckpoint, epoch, horizon *sql.Stmt
+	stmts readStmts
 
 	// mu serializes this process's writers: they queue here rather than on
 	// SQLite's busy timeout, which polls.
@@ -158,6 +162,7 @@ func Open(path string, opts Options) (*Journal, error) {
 	db.SetMaxIdleConns(5)
 	db.SetConnMaxIdleTime(0)
 	j := &Journal{db: db, keep: opts.KeepCheckpoints, compact: opts.Compact}
+	j.reads = sqlreads.New("journal/sqlite", &j.stmts, sql.ErrNoRows, j.closed.Load)
 
 	ctx := context.Background()
 	j.mu.Lock()
@@ -174,24 +179,66 @@ func Open(path string, opts Options) (*Journal, error) {
 }
 
 func (j *Journal) prepareReads(ctx context.Context) error {
-	for _, p := range []struct {
-		s   **sql.Stmt
-		sql string
-	}{
-		{&j.read, sqlRead},
-		{&j.lastSeq, sqlLastSeq},
-		{&j.outcome, sqlOutcome},
-		{&j.loadCheckpoint, sqlLoadCheckpoint},
-		{&j.epoch, sqlEpoch},
-		{&j.horizon, sqlHorizon},
-	} {
-		s, err := j.db.PrepareContext(ctx, p.sql)
+	err := prepare(ctx, j.db,
+		stmt{&j.stmts[sqlreads.Read], sqlRead},
+		stmt{&j.stmts[sqlreads.LastSeq], sqlLastSeq},
+		stmt{&j.stmts[sqlreads.Outcome], sqlOutcome},
+		stmt{&j.stmts[sqlreads.LoadCheckpoint], sqlLoadCheckpoint},
+		stmt{&j.stmts[sqlreads.Horizon], sqlHorizon},
+		stmt{&j.stmts[sqlreads.Epoch], sqlEpoch})
+	if err != nil {
+		return fmt.Errorf("journal/sqlite: %w", err)
+	}
+	return nil
+}
+
+// reads serves the journal's reads; embedded, its methods are the
+// Journal's.
+type reads = sqlreads.Reads
+
+// readStmts are the prepared reads, run on the pool.
+type readStmts [sqlreads.Queries]*sql.Stmt
+
+func (r *readStmts) QueryRow(ctx context.Context, q sqlreads.Query, args []any, dest ...any) error {
+	return r[q].QueryRowContext(ctx, args...).Scan(dest...)
+}
+
+func (r *readStmts) Query(ctx context.Context, q sqlreads.Query, args []any, scan func(pages.Rows) error) error {
+	rows, err := r[q].QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	return scan(rows)
+}
+
+// stmt is a statement to prepare, and where to keep it.
+type stmt struct {
+	s   **sql.Stmt
+	sql string
+}
+
+// prepare prepares each statement of stmts on db.
+func prepare(ctx context.Context, db *sql.DB, stmts ...stmt) error {
+	for _, p := range stmts {
+		s, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
-			return fmt.Errorf("journal/sqlite: prepare %q: %w", p.sql, err)
+			return fmt.Errorf("prepare %q: %w", p.sql, err)
 		}
 		*p.s = s
 	}
 	return nil
+}
+
+// closeStmts closes those of stmts that were prepared.
+func closeStmts(stmts ...*sql.Stmt) error {
+	var errs []error
+	for _, s := range stmts {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // writer returns the write connection, opening it if needed. j.mu must be
@@ -203,7 +250,7 @@ func (j *Journal) writer(ctx context.Context) (*writer, error) {
 	if j.w == nil {
 		w, err := newWriter(ctx, j.db)
 		if err != nil {
-			return nil, j.failed(fmt.Errorf("journal/sqlite: open write connection: %w", err))
+			return nil, j.Failed(fmt.Errorf("journal/sqlite: open write connection: %w", err))
 		}
 		j.w = w
 	}
@@ -217,15 +264,7 @@ func (j *Journal) writeFailed(err error) error {
 		j.w.close()
 		j.w = nil
 	}
-	return j.failed(err)
-}
-
-// failed turns an error of a call that raced with Close into ErrClosed.
-func (j *Journal) failed(err error) error {
-	if j.closed.Load() {
-		return journal.ErrClosed
-	}
-	return err
+	return j.Failed(err)
 }
 
 // Append implements journal.Journal, in one write transaction. The unique
@@ -283,81 +322,6 @@ func (j *Journal) duplicateOutcome(ctx context.Context, current []journal.Batch,
 	return fmt.Errorf("%w: nothing of this Append was written: %w", journal.ErrDuplicateOutcome, cause)
 }
 
-// Read implements journal.Journal. Data of a compacted outcome is nil.
-func (j *Journal) Read(ctx context.Context, actor string, from int64, fn func(journal.Entry) error) error {
-	_, err := pages.Read(ctx, from, j.closed.Load, func(ctx context.Context, from int64, page []journal.Entry) ([]journal.Entry, error) {
-		rows, err := j.read.QueryContext(ctx, actor, from, pages.Size)
-		if err == nil {
-			page, err = pages.Scan(rows, actor, page)
-			rows.Close()
-		}
-		if err != nil {
-			return page, j.failed(fmt.Errorf("journal/sqlite: read %s from %d: %w", actor, from, err))
-		}
-		return page, nil
-	}, fn)
-	return err
-}
-
-// row runs a lookup of at most one row into dest; found is false when it
-// matched none. what names the lookup in an error.
-func (j *Journal) row(ctx context.Context, what string, stmt *sql.Stmt, args []any, dest ...any) (found bool, err error) {
-	if j.closed.Load() {
-		return false, journal.ErrClosed
-	}
-	err = stmt.QueryRowContext(ctx, args...).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, j.failed(fmt.Errorf("journal/sqlite: %s: %w", what, err))
-	}
-	return true, nil
-}
-
-// LastSeq implements journal.Journal.
-func (j *Journal) LastSeq(ctx context.Context, actor string) (int64, error) {
-	var seq int64
-	_, err := j.row(ctx, "last seq of "+actor, j.lastSeq, []any{actor}, &seq)
-	return seq, err
-}
-
-// Outcome implements journal.Journal. Data of a compacted outcome is nil.
-func (j *Journal) Outcome(ctx context.Context, actor, msgID string) (journal.Entry, bool, error) {
-	e := journal.Entry{Actor: actor, MsgID: msgID}
-	var kind int64
-	ok, err := j.row(ctx, fmt.Sprintf("outcome of %s message %q", actor, msgID), j.outcome, []any{actor, msgID}, &e.Seq, &kind, &e.Data)
-	if !ok {
-		return journal.Entry{}, false, err
-	}
-	e.Kind = journal.Kind(kind)
-	return e, true, nil
-}
-
-// LoadCheckpoint implements journal.Journal.
-func (j *Journal) LoadCheckpoint(ctx context.Context, actor string, atOrBefore int64) (journal.Checkpoint, bool, error) {
-	cp := journal.Checkpoint{Actor: actor}
-	ok, err := j.row(ctx, "checkpoint of "+actor, j.loadCheckpoint, []any{actor, atOrBefore}, &cp.Seq, &cp.State)
-	if !ok {
-		return journal.Checkpoint{}, false, err
-	}
-	return cp, true, nil
-}
-
-// Horizon implements journal.Journal.
-func (j *Journal) Horizon(ctx context.Context, partition string) (int64, bool, error) {
-	var h sql.NullInt64
-	_, err := j.row(ctx, fmt.Sprintf("horizon of %q", partition), j.horizon, []any{partition}, &h)
-	return h.Int64, h.Valid && err == nil, err
-}
-
-// Epoch implements journal.Journal.
-func (j *Journal) Epoch(ctx context.Context, partition string) (int64, error) {
-	var e int64
-	_, err := j.row(ctx, fmt.Sprintf("epoch of %q", partition), j.epoch, []any{partition}, &e)
-	return e, err
-}
-
 // CompareAndSetEpoch implements journal.Journal. It refuses to move an
 // epoch backward, which would unfence a zombie.
 func (j *Journal) CompareAndSetEpoch(ctx context.Context, partition string, old, next int64) (bool, error) {
@@ -390,11 +354,7 @@ func (j *Journal) Close() error {
 		j.w = nil
 	}
 	j.mu.Unlock()
-	for _, s := range []*sql.Stmt{j.read, j.lastSeq, j.outcome, j.loadCheckpoint, j.epoch, j.horizon} {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
-	}
+	errs = append(errs, closeStmts(j.stmts[:]...))
 	errs = append(errs, j.db.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("journal/sqlite: close: %w", err)

@@ -95,27 +95,19 @@ func newWriter(ctx context.Context, db *sql.DB) (_ *writer, err error) {
 	if err := createSchema(ctx, conn); err != nil {
 		return nil, err
 	}
-	for _, p := range []struct {
-		s   **sql.Stmt
-		sql string
-	}{
-		{&w.insertOne, sqlInsertOne},
-		{&w.insertMany, sqlInsertMany},
-		{&w.heads, sqlHeads},
-		{&w.epoch, sqlEpoch},
-		{&w.saveCheckpoint, sqlSaveCheckpoint},
-		{&w.pruneCheckpoints, sqlPruneCheckpoints},
-		{&w.oldestCheckpoint, sqlOldestCheckpoint},
-		{&w.compactDelete, sqlCompactDelete},
-		{&w.compactClear, sqlCompactClear},
-		{&w.setEpoch, sqlSetEpoch},
-		{&w.setHorizon, sqlSetHorizon},
-	} {
-		s, err := db.PrepareContext(ctx, p.sql)
-		if err != nil {
-			return nil, fmt.Errorf("prepare %q: %w", p.sql, err)
-		}
-		*p.s = s
+	if err := prepare(ctx, db,
+		stmt{&w.insertOne, sqlInsertOne},
+		stmt{&w.insertMany, sqlInsertMany},
+		stmt{&w.heads, sqlHeads},
+		stmt{&w.epoch, sqlEpoch},
+		stmt{&w.saveCheckpoint, sqlSaveCheckpoint},
+		stmt{&w.pruneCheckpoints, sqlPruneCheckpoints},
+		stmt{&w.oldestCheckpoint, sqlOldestCheckpoint},
+		stmt{&w.compactDelete, sqlCompactDelete},
+		stmt{&w.compactClear, sqlCompactClear},
+		stmt{&w.setEpoch, sqlSetEpoch},
+		stmt{&w.setHorizon, sqlSetHorizon}); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -190,15 +182,9 @@ func addHorizons(ctx context.Context, tx *sql.Tx) error {
 }
 
 func (w *writer) close() error {
-	var errs []error
-	for _, s := range []*sql.Stmt{w.insertOne, w.insertMany, w.heads, w.epoch, w.saveCheckpoint,
-		w.pruneCheckpoints, w.oldestCheckpoint, w.compactDelete, w.compactClear, w.setEpoch, w.setHorizon} {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
-	}
-	errs = append(errs, w.conn.Close())
-	return errors.Join(errs...)
+	return errors.Join(closeStmts(w.insertOne, w.insertMany, w.heads, w.epoch, w.saveCheckpoint,
+		w.pruneCheckpoints, w.oldestCheckpoint, w.compactDelete, w.compactClear, w.setEpoch, w.setHorizon),
+		w.conn.Close())
 }
 
 // append writes the current batches in one transaction and returns the
