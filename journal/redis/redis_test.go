@@ -3,8 +3,6 @@ package redis_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -48,9 +46,7 @@ func namespaceKeys(t testing.TB, c *goredis.Client, ns string) []string {
 // deleted when t ends.
 func freshNamespace(t testing.TB) string {
 	t.Helper()
-	b := make([]byte, 6)
-	rand.Read(b)
-	ns := "test-" + hex.EncodeToString(b)
+	ns := backendtest.UniqueName("test-")
 	c := rawClient(t)
 	t.Cleanup(func() {
 		if keys := namespaceKeys(t, c, ns); len(keys) > 0 {
@@ -235,4 +231,13 @@ func TestRejectsWhatRedisCannotHold(t *testing.T) {
 			t.Errorf("Append(seq %d, kind %d, %d-byte message ID): err = %v, want ErrInvalid", e.Seq, e.Kind, len(e.MsgID), err)
 		}
 	}
+}
+
+// BenchmarkAppend measures group commit against REDIS_ADDR, as
+// journaltest.BenchAppend describes. With appendfsync always each Append
+// costs one fsync.
+func BenchmarkAppend(b *testing.B) {
+	journaltest.BenchAppend(b, func(b *testing.B) journal.Journal {
+		return mustOpen(b, redis.Options{Namespace: freshNamespace(b)})
+	}, nil)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 	"github.com/postbox-dev/postbox/journal"
@@ -370,34 +371,18 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 func TestOpenAddsHorizonColumn(t *testing.T) {
 	ctx := backendtest.Context(t)
 	path := filepath.Join(t.TempDir(), "j.db")
-	db := rawDB(t, path)
-	for _, q := range []string{
-		// The previous version's schema.
-		`CREATE TABLE journal_entries (
-			actor  TEXT    NOT NULL,
-			seq    INTEGER NOT NULL,
-			kind   INTEGER NOT NULL,
-			msg_id TEXT    NOT NULL,
-			data   BLOB,
-			PRIMARY KEY (actor, seq)
-		) WITHOUT ROWID`,
-		`CREATE UNIQUE INDEX journal_entries_outcome ON journal_entries (actor, msg_id) WHERE kind IN (3, 4)`,
-		`CREATE TABLE journal_checkpoints (
-			actor TEXT    NOT NULL,
-			seq   INTEGER NOT NULL,
-			state BLOB,
-			PRIMARY KEY (actor, seq)
-		) WITHOUT ROWID`,
-		`CREATE TABLE journal_epochs (
-			"partition" TEXT PRIMARY KEY,
-			epoch       INTEGER NOT NULL
-		)`,
-		`INSERT INTO journal_epochs ("partition", epoch) VALUES ('p0', 2)`,
-		`INSERT INTO journal_entries (actor, seq, kind, msg_id, data) VALUES ('a/1', 1, 3, 'm1', NULL)`,
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
+	// The previous version's file: today's, without the column.
+	old := mustOpen(t, path, sqlite.Options{})
+	for range 2 {
+		if _, err := journal.AcquireEpoch(ctx, old, "p0"); err != nil {
+			t.Fatal(err)
 		}
+	}
+	appendOK(t, ctx, old, journal.Batch{Partition: "p0", Epoch: 2, Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: journal.KindComplete, MsgID: "m1"}}})
+	old.Close()
+	db := rawDB(t, path)
+	if _, err := db.Exec(`ALTER TABLE journal_epochs DROP COLUMN horizon`); err != nil {
+		t.Fatal(err)
 	}
 	db.Close()
 
@@ -427,4 +412,74 @@ func TestOpenAddsHorizonColumn(t *testing.T) {
 	if e, err := j.Epoch(ctx, "p0"); err != nil || e != 2 {
 		t.Fatalf("Epoch(p0) = %d, %v; want 2", e, err)
 	}
+}
+
+// rawRowsPerTx is how many rows the reference commits at a time.
+const rawRowsPerTx = 500
+
+// BenchmarkAppend measures group commit with synchronous=FULL, as
+// journaltest.BenchAppend describes. Its reference writes the same rows
+// into a bare WITHOUT ROWID table of its own file, one prepared INSERT per
+// row, 500 rows per transaction. Small b.N flatter the journal (its larger
+// WAL absorbs short runs); compare with at least -benchtime=100x.
+func BenchmarkAppend(b *testing.B) {
+	journaltest.BenchAppend(b, func(b *testing.B) journal.Journal {
+		return mustOpen(b, filepath.Join(b.TempDir(), "journal.db"), sqlite.Options{})
+	}, func(b *testing.B) journaltest.Reference {
+		raw := newRawInserter(b)
+		return func(batches []journal.Batch) time.Duration { return raw.insert(b, batches) }
+	})
+}
+
+// rawInserter is the reference writer: plain batched INSERTs into a fresh
+// WAL file with synchronous=FULL.
+type rawInserter struct {
+	db   *sql.DB
+	stmt *sql.Stmt
+}
+
+func newRawInserter(b *testing.B) *rawInserter {
+	db, err := sqlitedb.Open(filepath.Join(b.TempDir(), "raw.db"), sqlitedb.Options{Synchronous: sqlitedb.SyncFull})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if _, err := db.Exec(`CREATE TABLE raw (actor TEXT, seq INTEGER, kind INTEGER, msg_id TEXT, payload BLOB,
+		PRIMARY KEY (actor, seq)) WITHOUT ROWID`); err != nil {
+		b.Fatal(err)
+	}
+	stmt, err := db.Prepare(`INSERT INTO raw (actor, seq, kind, msg_id, payload) VALUES (?, ?, ?, ?, ?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stmt.Close() })
+	return &rawInserter{db: db, stmt: stmt}
+}
+
+// insert inserts the entries of batches, rawRowsPerTx per transaction, and
+// returns the time it took.
+func (r *rawInserter) insert(b *testing.B, batches []journal.Batch) time.Duration {
+	var es []journal.Entry
+	for _, bt := range batches {
+		es = append(es, bt.Entries...)
+	}
+	start := time.Now()
+	for len(es) > 0 {
+		tx, err := r.db.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		txStmt := tx.Stmt(r.stmt)
+		n := min(rawRowsPerTx, len(es))
+		for _, e := range es[:n] {
+			if _, err := txStmt.Exec(e.Actor, e.Seq, int64(e.Kind), e.MsgID, e.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		es = es[n:]
+	}
+	return time.Since(start)
 }

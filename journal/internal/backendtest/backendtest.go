@@ -1,11 +1,13 @@
 // Package backendtest holds what the journal backends' own tests share
 // beyond the conformance suite (journal/journaltest): a bounded context,
-// entries that name themselves, opening a journal for a test, and the
-// history the compaction tests look behind.
+// unique names, entries that name themselves, opening a journal for a
+// test, and the history the compaction tests look behind.
 package backendtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"testing"
@@ -20,6 +22,15 @@ func Context(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// UniqueName returns prefix followed by 12 random hex digits: a schema,
+// table prefix or namespace no other test uses, in this run or another
+// one sharing the server.
+func UniqueName(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
 
 // Entry returns an entry whose Data is "<actor>#<seq>".
