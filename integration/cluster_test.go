@@ -163,7 +163,7 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	t.Logf("%s: three workers hold %v partitions", elapsed(), each)
 
 	spec := workload.Spec{Actors: 100, Count: 24000, Seed: 51, PoisonEvery: 300, FailEvery: 50, DuplicateEvery: 13}
-	l := newLoadRun(spec, 300)
+	l := newCheckedLoad(spec, 300)
 	mailbox := "kafka://" + strings.Join(hostAddrs, ",") + "/orders"
 	load := l.start(t, dir, mailbox)
 	processed := func() float64 {
@@ -242,17 +242,16 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	t.Logf("%s: postgres resumed", elapsed())
 
 	l.finish(t, dir, load, 5*time.Minute)
-	t.Logf("%s: %d messages published (%d poison, %d duplicates)", elapsed(), spec.Total(), l.exp.Poison, l.exp.Duplicates)
+	t.Logf("%s: %d messages published (%d poison, %d duplicates)", elapsed(), spec.Total(), len(l.want.poison), l.want.dups)
 	pgAddr := lastLine(docker(t, time.Minute, "docker", "port", pg, "5432/tcp")) // 127.0.0.1:port
 	j := openJournal(t, "postgres://postbox:postbox@"+pgAddr+"/postbox?sslmode=disable")
 	reg := actorRegistry(t)
 	waitfor.Every(t, 4*time.Minute, 2*time.Second, "every counter exact", func() bool {
-		n, _ := wrongCounters(reg, j, l.exp.States)
-		return n == 0
+		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0
 	})
 	t.Logf("%s: every counter exact", elapsed())
 	checkPublishOrder(t, j, spec)
-	l.checkDeadLetters(t, mailbox)
+	l.want.checkDeadLetters(t, mailbox)
 
 	var all []byte
 	for w := range workers {
@@ -266,9 +265,9 @@ func TestKafkaClusterUnderFaults(t *testing.T) {
 	if err := os.WriteFile(sink, all, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	extra := l.checkSink(t, sink, faults*concurrency)
+	extra := l.want.checkSink(t, sink, faults*concurrency)
 	t.Logf("%s: %d valid messages applied once each in publish order, %d poison dead-lettered, %d side effects ran twice (bound %d)",
-		elapsed(), l.exp.Valid, l.exp.Poison, extra, faults*concurrency)
+		elapsed(), len(l.want.valid), len(l.want.poison), extra, faults*concurrency)
 }
 
 // checkPublishOrder checks that each actor's journal holds one outcome per

@@ -48,7 +48,7 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	t.Logf("%s: Kafka, PostgreSQL and two workers up and healthy", elapsed())
 
 	spec := workload.Spec{Actors: 50, Count: 6000, Seed: 41, PoisonEvery: 300, FailEvery: 60, DuplicateEvery: 11}
-	l := newLoadRun(spec, 500)
+	l := newCheckedLoad(spec, 500)
 	published := make(chan error, 1)
 	go func() {
 		args := append(files, "run", "--rm", "--no-deps", "-T", "producer", "load", "--mailbox", "kafka://kafka:9092/orders")
@@ -76,19 +76,19 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	case <-time.After(5 * time.Minute):
 		t.Fatal("producer load did not finish")
 	}
-	t.Logf("%s: %d messages published (%d poison, %d duplicates)", elapsed(), spec.Total(), l.exp.Poison, l.exp.Duplicates)
+	t.Logf("%s: %d messages published (%d poison, %d duplicates)", elapsed(), spec.Total(), len(l.want.poison), l.want.dups)
 
 	// Inside the deployment, as an operator would look.
 	state := func(addr string) (string, error) {
 		return tryDocker(time.Minute, "docker", "exec", w2, "worker", "state", addr)
 	}
 	wrong := func() (n int, example string) {
-		for _, addr := range sortedKeys(l.exp.States) {
+		for _, addr := range sortedKeys(l.want.states) {
 			out, err := state(addr)
 			got, perr := parseState(out)
-			if err != nil || perr != nil || got != l.exp.States[addr] {
+			if err != nil || perr != nil || got != l.want.states[addr] {
 				if n == 0 {
-					example = fmt.Sprintf("%s = %q (%v %v), want %+v", addr, out, err, perr, l.exp.States[addr])
+					example = fmt.Sprintf("%s = %q (%v %v), want %+v", addr, out, err, perr, l.want.states[addr])
 				}
 				n++
 			}
@@ -107,7 +107,7 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 	rows := parseDLQList(t, docker(t, time.Minute, "docker", "exec", w2, "worker", "dlq", "list"))
-	l.checkDeadLetterRows(t, rows)
+	l.want.checkDeadLetterRows(t, rows)
 	t.Logf("%s: all %d counters exact through worker state (%d applied), %d poison messages dead-lettered once",
-		elapsed(), len(l.exp.States), l.exp.Valid, len(rows))
+		elapsed(), len(l.want.states), len(l.want.valid), len(rows))
 }

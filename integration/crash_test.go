@@ -15,7 +15,6 @@ import (
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/backend"
-	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
@@ -67,7 +66,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 	}
 	defer mb.Close()
 
-	load := startProcess(t, dir, "load", producerBin, append([]string{"load", "--mailbox", db, "--expect", expectPath}, loadArgs(spec, c.rate)...)...)
+	load := loadRun{spec: spec, rate: c.rate}.start(t, dir, "load", db, "--expect", expectPath)
 
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -83,12 +82,13 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 	}
 	load.exit(t, 3*time.Minute)
 
-	exp, _ := spec.Generate(nil)
+	want := expected(spec)
 	var fromFile map[string]counter.State
 	b, _ := os.ReadFile(expectPath)
-	if err := json.Unmarshal(b, &fromFile); err != nil || len(fromFile) != len(exp.States) {
+	if err := json.Unmarshal(b, &fromFile); err != nil || len(fromFile) != len(want.states) {
 		t.Fatalf("--expect file: %v (%d actors)", err, len(fromFile))
 	}
+	want.states = fromFile // the producer's own account of what it published
 
 	finalAdmin := testenv.FreeAddr(t)
 	final := startWorker(t, dir, "worker-final", args(finalAdmin))
@@ -98,69 +98,35 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 		code, _ := testenv.Get("http://" + finalAdmin + "/readyz")
 		return code == 200
 	})
-	j, err := backend.OpenJournal(context.Background(), db, backend.JournalOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
-	reg := actorRegistry(t)
-	ctx := context.Background()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		d := diffStates(ctx, reg, j, fromFile)
-		envs, _ := mb.DLQ.List(ctx)
-		if d.wrong == 0 && len(envs) >= exp.Poison {
-			break
-		}
-		if d.over > 0 {
-			t.Fatalf("%s actors: %s\n%s", typ, d, journalTail(ctx, j, d.addr, 12))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after recovery, %s actors: %s; %d dead letters of %d\n%s", typ, d, len(envs), exp.Poison, journalTail(ctx, j, d.addr, 12))
-		}
-		time.Sleep(200 * time.Millisecond)
+	check := newChecker(t, db, mb, want)
+	if err := check.waitExact(3 * time.Minute); err != nil {
+		t.Fatalf("after recovery, %s actors: %v", typ, err)
 	}
 	final.stop(t, time.Minute)
-	if d := diffStates(ctx, reg, j, fromFile); d.wrong != 0 {
-		t.Fatalf("after the final worker stopped, %s actors: %s\n%s", typ, d, journalTail(ctx, j, d.addr, 12))
+	ctx := context.Background()
+	if d := diffStates(ctx, check.reg, check.j, fromFile); d.wrong != 0 {
+		t.Fatalf("after the final worker stopped, %s actors: %s\n%s", typ, d, journalTail(ctx, check.j, d.addr, 12))
 	}
 	checkStateCLI(t, db, fromFile, 3)
 
 	// Dead letters: exactly the poison messages.
 	envs, _ := mb.DLQ.List(ctx)
-	poison := map[string]bool{}
-	spec.Generate(func(m channel.Message) error {
-		if string(m.Payload) == `{"add":"not a number"}` {
-			poison[m.ID] = true
-		}
-		return nil
-	})
-	if len(envs) != len(poison) {
-		t.Errorf("%d dead letters, want %d", len(envs), len(poison))
+	if len(envs) != len(want.poison) {
+		t.Errorf("%d dead letters, want %d", len(envs), len(want.poison))
 	}
 	for _, e := range envs {
-		if !poison[e.MessageID] {
+		if want.poison[e.MessageID] == "" {
 			t.Errorf("dead letter %s (%s, %s) is not a poison message", e.MessageID, e.Reason, e.LastError())
 		}
 	}
 
-	lines, err := counter.ReadSink(sinkPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]bool{}
-	for _, l := range lines {
-		keys[l.Key] = true
-	}
-	extra := len(lines) - len(keys)
+	lines, keys := sinkStats(t, sinkPath)
+	extra := lines - keys
 	t.Logf("%d kills, %d valid messages (%d published twice), %d sink lines, %d distinct keys, %d effects run twice",
-		c.kills, exp.Valid, exp.Duplicates, len(lines), len(keys), extra)
-	wantKeys := exp.Valid
-	if typ != counter.Type {
-		wantKeys = 0 // the tally makes no side effect
-	}
-	if len(keys) != wantKeys {
-		t.Errorf("%d distinct effect keys, want one per valid counter message: %d", len(keys), wantKeys)
+		c.kills, len(want.valid), want.dups, lines, keys, extra)
+	// One per valid counter message; the tally makes no side effect.
+	if keys != len(want.effects) {
+		t.Errorf("%d distinct effect keys, want one per valid counter message: %d", keys, len(want.effects))
 	}
 	if bound := c.kills * c.concurrency; extra > bound {
 		t.Errorf("%d effects ran twice; at most %d kills x %d in flight = %d may", extra, c.kills, c.concurrency, bound)

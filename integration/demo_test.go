@@ -18,7 +18,7 @@ func TestDemoOnEveryPairing(t *testing.T) {
 		{"sqlite", func(*testing.T) []string { return nil }},
 		{"redis-redis", func(t *testing.T) []string {
 			addr := testenv.Redis(t)
-			name := svcName(t)
+			name := uniqueName(t)
 			return []string{"--mailbox", "redis://" + addr + "/" + name, "--journal", "redis://" + addr + "/" + name + "-j"}
 		}},
 		{"kafka-postgres", func(t *testing.T) []string {

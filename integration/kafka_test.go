@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,8 @@ import (
 	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // End-to-end tests of the Kafka mailbox: real worker and producer binaries
@@ -39,153 +42,6 @@ import (
 // until the group's session timeout (kafkaSessionTimeout) has passed. With
 // POSTBOX_IT_KEEP set, each test's logs, journal and sink are kept and its
 // topics are not deleted.
-
-// loadRun is a `producer load` workload and what it must leave behind.
-type loadRun struct {
-	spec   workload.Spec
-	rate   int
-	exp    workload.Expected
-	poison map[string]string // message ID → address of the invalid messages
-}
-
-func newLoadRun(spec workload.Spec, rate int) loadRun {
-	l := loadRun{spec: spec, rate: rate, poison: map[string]string{}}
-	l.exp, _ = spec.Generate(func(m channel.Message) error {
-		var p counter.Payload
-		if json.Unmarshal(m.Payload, &p) != nil || p.Add == nil {
-			l.poison[m.ID] = m.Address.String()
-		}
-		return nil
-	})
-	return l
-}
-
-// start runs `producer load` against mailbox, writing its --expect file
-// into dir.
-func (l loadRun) start(t *testing.T, dir, mailbox string) *process {
-	t.Helper()
-	return startProcess(t, dir, "producer", producerBin, append([]string{"load", "--mailbox", mailbox,
-		"--expect", filepath.Join(dir, "expect.json")}, loadArgs(l.spec, l.rate)...)...)
-}
-
-// finish waits for the producer to publish everything, and checks that its
-// --expect file says what the workload in-process says.
-func (l loadRun) finish(t *testing.T, dir string, load *process, timeout time.Duration) {
-	t.Helper()
-	if !load.wait(timeout) {
-		t.Fatalf("producer load did not finish within %s", timeout)
-	}
-	if load.err != nil {
-		t.Fatalf("producer load failed: %v\n%s", load.err, load.tail(20))
-	}
-	var fromFile map[string]counter.State
-	b, err := os.ReadFile(filepath.Join(dir, "expect.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &fromFile)
-	}
-	if err != nil || len(fromFile) != len(l.exp.States) {
-		t.Fatalf("--expect file: %v (%d actors, want %d)", err, len(fromFile), len(l.exp.States))
-	}
-	for addr, st := range l.exp.States {
-		if fromFile[addr] != st {
-			t.Fatalf("--expect file says %s = %+v, the workload %+v", addr, fromFile[addr], st)
-		}
-	}
-}
-
-// checkSettled checks what two workers must leave behind once stopped:
-// every counter exact, every record committed by the group, and exactly
-// the poison messages dead-lettered.
-func (l loadRun) checkSettled(t *testing.T, reg *actorhost.Registry, j journal.Journal, brokers, topic, mailbox string) {
-	t.Helper()
-	if n, ex := wrongCounters(reg, j, l.exp.States); n != 0 {
-		t.Errorf("after both workers stopped, %d counters are wrong, e.g. %s", n, ex)
-	}
-	if lag := groupLag(t, brokers, topic); lag != 0 {
-		t.Errorf("the group has %d records not committed after both workers stopped", lag)
-	}
-	l.checkDeadLetters(t, mailbox)
-}
-
-// checkDeadLetters checks that the mailbox's DLQ holds exactly the poison
-// messages of the load: through `worker dlq list` (one line each, the right
-// addresses) and, for their message IDs, in-process. A poison message is
-// dead-lettered on its first attempt, unless that attempt was cut short
-// (its worker killed, its partition lost) before the dead letter was
-// stored: then the redelivery counts a second attempt, which is logged.
-func (l loadRun) checkDeadLetters(t *testing.T, mailbox string) {
-	t.Helper()
-	l.checkDeadLetterRows(t, dlqList(t, mailbox))
-	seen := map[string]bool{}
-	for _, e := range dlqEnvelopes(t, mailbox) {
-		switch {
-		case l.poison[e.MessageID] == "":
-			t.Errorf("dead letter %s of message %s (%s: %s) is not a poison message", e.ID, e.MessageID, e.Reason, e.LastError())
-		case seen[e.MessageID]:
-			t.Errorf("message %s is dead-lettered twice", e.MessageID)
-		case e.Address != l.poison[e.MessageID]:
-			t.Errorf("dead letter of %s has address %s, want %s", e.MessageID, e.Address, l.poison[e.MessageID])
-		}
-		seen[e.MessageID] = true
-	}
-	for id := range l.poison {
-		if !seen[id] {
-			t.Errorf("poison message %s is not in the DLQ", id)
-		}
-	}
-}
-
-// checkDeadLetterRows checks what `worker dlq list` printed: one dead letter
-// per poison message, each at its address, after 1 to 5 attempts.
-func (l loadRun) checkDeadLetterRows(t *testing.T, rows []dlqRow) {
-	t.Helper()
-	if len(rows) != len(l.poison) {
-		t.Errorf("worker dlq list: %d dead letters, want the %d poison messages", len(rows), len(l.poison))
-	}
-	wantAddrs := map[string]int{}
-	for _, addr := range l.poison {
-		wantAddrs[addr]++
-	}
-	retried := 0
-	for _, r := range rows {
-		wantAddrs[r.address]--
-		n, err := strconv.Atoi(strings.TrimPrefix(r.attempts, "attempts="))
-		switch {
-		case err != nil || n < 1 || n > 5:
-			t.Errorf("worker dlq list: %s (%s) has %s, want 1 to --max-attempts (5)", r.id, r.address, r.attempts)
-		case n > 1:
-			retried++
-		}
-	}
-	if retried > 0 {
-		t.Logf("%d poison messages were dead-lettered on a second or later attempt (the first one was cut short)", retried)
-	}
-	for addr, n := range wantAddrs {
-		if n != 0 {
-			t.Errorf("worker dlq list: %s has %d dead letters more than poison messages (negative: fewer)", addr, -n)
-		}
-	}
-}
-
-// checkSink checks the counter sink: one distinct idempotency key per valid
-// counter message (none for a tally), and at most bound extra lines (side effects run again after a
-// kill). It returns the number of extra lines.
-func (l loadRun) checkSink(t *testing.T, path string, bound int) int {
-	t.Helper()
-	lines, distinct := sinkStats(t, path)
-	want := l.exp.Valid
-	if l.spec.Type == tally.Type {
-		want = 0 // it makes no side effect
-	}
-	if distinct != want {
-		t.Errorf("sink: %d distinct effect keys, want one per valid counter message: %d", distinct, want)
-	}
-	extra := lines - distinct
-	if extra > bound {
-		t.Errorf("sink: %d side effects ran twice; at most %d may", extra, bound)
-	}
-	return extra
-}
 
 // TestKafkaScaleAndCrash: 200 counters, 50,000 messages published at a
 // steady rate (with poison messages and messages that fail once) to a
@@ -219,7 +75,7 @@ func TestKafkaScaleAndCrash(t *testing.T) {
 
 func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec workload.Spec) {
 	const concurrency, kills = 16, 1
-	l := newLoadRun(spec, 600)
+	l := newCheckedLoad(spec, 600)
 	topic := kafkaTopic(t, brokers)
 	mailbox := "kafka://" + brokers + "/" + topic
 	sink := filepath.Join(dir, "sink.ndjson")
@@ -291,22 +147,15 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
 	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		n, _ := wrongCounters(reg, j, l.exp.States)
-		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
+		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
 	})
 	t.Logf("%s: every counter exact", elapsed())
 	w1.stop(t, time.Minute)
 
-	if n, ex := wrongCounters(reg, j, l.exp.States); n != 0 {
-		t.Errorf("after the last worker stopped, %d counters are wrong, e.g. %s", n, ex)
-	}
-	if lag := groupLag(t, brokers, topic); lag != 0 {
-		t.Errorf("the group has %d records not committed after every worker stopped", lag)
-	}
-	l.checkDeadLetters(t, mailbox)
-	extra := l.checkSink(t, sink, kills*concurrency)
+	l.checkSettled(t, reg, j, brokers, topic, mailbox)
+	extra := l.want.checkSink(t, sink, kills*concurrency)
 	t.Logf("%s: %d valid messages, %d poison, %d kill(s) x concurrency %d: %d side effects ran twice",
-		elapsed(), l.exp.Valid, l.exp.Poison, kills, concurrency, extra)
+		elapsed(), len(l.want.valid), len(l.want.poison), kills, concurrency, extra)
 }
 
 // TestKafkaZombieIsFenced: a worker is SIGSTOPped while busy (just after a
@@ -327,7 +176,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	journalURL := "sqlite:" + journalPath
 	// Published about as fast as two workers process it, so that the
 	// zombie-to-be is busy when it is stopped.
-	l := newLoadRun(workload.Spec{Actors: 100, Count: 30000, Seed: 5, PoisonEvery: 200, FailEvery: 50}, 1500)
+	l := newCheckedLoad(workload.Spec{Actors: 100, Count: 30000, Seed: 5, PoisonEvery: 200, FailEvery: 50}, 1500)
 	topic := kafkaTopic(t, brokers)
 	mailbox := "kafka://" + brokers + "/" + topic
 	sink := filepath.Join(dir, "sink.ndjson")
@@ -437,8 +286,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	l.finish(t, dir, load, 3*time.Minute)
 	reg := actorRegistry(t)
 	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		n, _ := wrongCounters(reg, j, l.exp.States)
-		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
+		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
 	})
 	stopAll(t, time.Minute, a, b)
 	l.checkSettled(t, reg, j, brokers, topic, mailbox)
@@ -447,7 +295,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	// worker-b), and, after the resume, at most one per partition worker-a
 	// still believed it owned before each was refused.
 	bound := zombieConcurrency * (1 + len(aParts))
-	extra := l.checkSink(t, sink, bound)
+	extra := l.want.checkSink(t, sink, bound)
 	t.Logf("%s: %d side effects ran twice (bound %d)", elapsed(), extra, bound)
 }
 
@@ -471,14 +319,6 @@ func TestKafkaKcatInterop(t *testing.T) {
 		t.Parallel()
 		kcatInterop(t, brokers, []string{"-X", "partitioner=murmur2_random"}, false)
 	})
-}
-
-// kcatRecord is a record as kcat wrote it.
-type kcatRecord struct {
-	partition int32
-	offset    int64
-	key       string
-	k         int // the record's rank among its actor's records
 }
 
 func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) {
@@ -520,14 +360,18 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 	}
 
 	// Where kcat put them, before any worker forwards copies.
-	recs := kcatConsume(t, brokers, topic)
+	recs := kcatRecords(t, brokers, topic)
 	if len(recs) != actors*perActor {
 		t.Fatalf("kcat wrote %d records, want %d", len(recs), actors*perActor)
 	}
 	wantID := map[string]string{} // "addr k" → message ID
 	home := 0
 	for _, r := range recs {
-		wantID[fmt.Sprintf("%s %d", r.key, r.k)] = fmt.Sprintf("%s/%d/%d", topic, r.partition, r.offset)
+		var v struct{ K int }
+		if err := json.Unmarshal([]byte(r.value), &v); err != nil {
+			t.Fatalf("kcat -C %s: value %q: %v", topic, r.value, err)
+		}
+		wantID[fmt.Sprintf("%s %d", r.key, v.K)] = fmt.Sprintf("%s/%d/%d", topic, r.partition, r.offset)
 		if channel.HomePartition(r.key, partitions) == r.partition {
 			home++
 		}
@@ -549,8 +393,7 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
 	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact", func() bool {
-		n, _ := wrongCounters(reg, j, want)
-		return n == 0
+		return diffStates(context.Background(), reg, j, want).wrong == 0
 	})
 	w2.stop(t, time.Minute)
 	st, ok := w2.stats()
@@ -561,8 +404,8 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 	if st.Deduplicated == 0 {
 		t.Error("worker-2 deduplicated nothing: no record finished by worker-1 was delivered again, so the kill tested nothing")
 	}
-	if n, ex := wrongCounters(reg, j, want); n != 0 {
-		t.Errorf("%d counters wrong, e.g. %s", n, ex)
+	if d := diffStates(context.Background(), reg, j, want); d.wrong != 0 {
+		t.Errorf("%s", d)
 	}
 
 	// Exactly once and in order, per actor, under the original IDs.
@@ -610,32 +453,6 @@ func kcatInterop(t *testing.T, brokers string, kcatArgs []string, offHome bool) 
 	t.Logf("%d side effects ran twice", lines-distinct)
 }
 
-// kcatConsume reads a whole topic with kcat.
-func kcatConsume(t *testing.T, brokers, topic string) []kcatRecord {
-	t.Helper()
-	out, err := exec.Command("kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q",
-		"-f", "%p\t%o\t%k\t%s\n").Output()
-	if err != nil {
-		t.Fatalf("kcat -C %s: %v", topic, err)
-	}
-	var recs []kcatRecord
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(line, "\t", 4)
-		if len(f) != 4 {
-			t.Fatalf("kcat -C: unexpected line %q", line)
-		}
-		p, err1 := strconv.ParseInt(f[0], 10, 32)
-		o, err2 := strconv.ParseInt(f[1], 10, 64)
-		var v struct{ K int }
-		err3 := json.Unmarshal([]byte(f[3]), &v)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			t.Fatalf("kcat -C: line %q: %v", line, err)
-		}
-		recs = append(recs, kcatRecord{partition: int32(p), offset: o, key: f[2], k: v.K})
-	}
-	return recs
-}
-
 // TestKafkaBrokerRestart: two workers and a load run against a broker of
 // the test's own, which is stopped (scripts/kafka.sh stop) and started
 // again with the same data mid-run. The workers are left alone: they must
@@ -646,7 +463,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	k := startPrivateKafka(t, dir)
 	brokers := k.brokers
 	const concurrency, outage = 16, 5 * time.Second
-	l := newLoadRun(workload.Spec{Actors: 100, Count: 20000, Seed: 9, PoisonEvery: 200, FailEvery: 50}, 500)
+	l := newCheckedLoad(workload.Spec{Actors: 100, Count: 20000, Seed: 9, PoisonEvery: 200, FailEvery: 50}, 500)
 	topic := kafkaTopic(t, brokers)
 	mailbox := "kafka://" + brokers + "/" + topic
 	journalURL := sqliteJournal(dir)
@@ -696,8 +513,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
 	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		n, _ := wrongCounters(reg, j, l.exp.States)
-		return n == 0 && len(dlqList(t, mailbox)) >= len(l.poison)
+		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
 	})
 	for _, p := range []*process{w1, w2} {
 		if p.exited() {
@@ -708,7 +524,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	l.checkSettled(t, reg, j, brokers, topic, mailbox)
 	// The restart may end claims as lost, abandoning the handlers in flight
 	// on both workers.
-	extra := l.checkSink(t, sink, 2*concurrency)
+	extra := l.want.checkSink(t, sink, 2*concurrency)
 	t.Logf("%s: %d side effects ran twice (bound %d)", elapsed(), extra, 2*concurrency)
 }
 
@@ -788,8 +604,7 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 	reg := actorRegistry(t)
 	before := map[string]counter.State{"counter/1": {Value: 4, Applied: 2}, "counter/2": {Value: 4, Applied: 2}, "counter/3": {Value: 4, Applied: 2}}
 	waitfor.Every(t, time.Minute, 500*time.Millisecond, "the valid messages applied", func() bool {
-		n, _ := wrongCounters(reg, j, before)
-		return n == 0
+		return diffStates(context.Background(), reg, j, before).wrong == 0
 	})
 	wa.stop(t, time.Minute)
 
@@ -926,8 +741,7 @@ func TestKafkaDeadLettersAndRedrive(t *testing.T) {
 	}
 	after := map[string]counter.State{"counter/1": {Value: 11, Applied: 4}, "counter/2": {Value: 11, Applied: 4}, "counter/3": {Value: 11, Applied: 4}}
 	waitfor.Every(t, 2*time.Minute, 500*time.Millisecond, "the redriven messages applied", func() bool {
-		n, _ := wrongCounters(reg, j, after)
-		return n == 0
+		return diffStates(context.Background(), reg, j, after).wrong == 0
 	})
 	// Dead again: the invalid ones, under their redrive IDs, and the record
 	// without an address, which was not redriven.
@@ -1016,10 +830,10 @@ type kcatRec struct {
 	headers   map[string]string
 }
 
-// kcatRecords reads a whole topic with kcat, headers included. kcat prints
-// headers as k=v pairs joined by commas; every header postbox writes is
-// named postbox-… or orig-…, which tells a separating comma from one in a
-// value. Values must not hold newlines or tabs.
+// kcatRecords reads a whole topic with kcat, headers (if any) included.
+// kcat prints headers as k=v pairs joined by commas; every header postbox
+// writes is named postbox-… or orig-…, which tells a separating comma from
+// one in a value. Values must not hold newlines or tabs.
 func kcatRecords(t *testing.T, brokers, topic string) []kcatRec {
 	t.Helper()
 	out, err := exec.Command("kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q",
@@ -1036,8 +850,11 @@ func kcatRecords(t *testing.T, brokers, topic string) []kcatRec {
 		if len(f) != 6 {
 			t.Fatalf("kcat -C %s: unexpected line %q", topic, line)
 		}
-		p, _ := strconv.ParseInt(f[0], 10, 32)
-		o, _ := strconv.ParseInt(f[1], 10, 64)
+		p, err1 := strconv.ParseInt(f[0], 10, 32)
+		o, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("kcat -C %s: line %q: %v", topic, line, err)
+		}
 		r := kcatRec{partition: int32(p), offset: o, key: f[2], value: f[5], tombstone: f[3] == "-1", headers: map[string]string{}}
 		hs := f[4]
 		for hs != "" {
@@ -1100,13 +917,13 @@ func TestKafkaForwardsOldRecords(t *testing.T) {
 	reg := actorRegistry(t)
 	deadline := time.Now().Add(time.Minute)
 	for {
-		n, ex := wrongCounters(reg, j, want)
-		if n == 0 {
+		d := diffStates(context.Background(), reg, j, want)
+		if d.wrong == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("records published %s before the worker started are still not processed a minute later: %d counters wrong (e.g. %s); forwarding failed %d times",
-				age, n, ex, w.count("kafka: forwarding records to their home partitions failed"))
+			t.Fatalf("records published %s before the worker started are still not processed a minute later: %s; forwarding failed %d times",
+				age, d, w.count("kafka: forwarding records to their home partitions failed"))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -1114,4 +931,252 @@ func TestKafkaForwardsOldRecords(t *testing.T) {
 	if lag := groupLag(t, brokers, topic); lag != 0 {
 		t.Errorf("the group has %d records not committed after the worker stopped", lag)
 	}
+}
+
+// kafkaBrokers returns the brokers as worker URLs and kcat take them:
+// host:port[,host:port].
+func kafkaBrokers(t *testing.T) string {
+	t.Helper()
+	return strings.Join(testenv.Kafka(t), ",")
+}
+
+// requireKcat fails (under CI) or skips the test when kcat is missing.
+func requireKcat(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("kcat"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("kcat is not installed, and CI must run the Kafka interop tests: apt-get install kcat")
+		}
+		t.Skip("kcat is not installed: apt-get install kcat")
+	}
+}
+
+// kafkaTopic returns a topic name that no other test, and no earlier run,
+// uses, and deletes the topic and its dead-letter topic when the test ends.
+func kafkaTopic(t *testing.T, brokers string) string {
+	t.Helper()
+	topic := uniqueName(t)
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") == "" {
+			kafkaAdmin(t, brokers, func(ctx context.Context, adm *kadm.Client) { adm.DeleteTopics(ctx, topic, topic+".dlq") })
+		}
+	})
+	return topic
+}
+
+// kafkaAdmin runs fn with an admin client of brokers, within 30s.
+func kafkaAdmin(t *testing.T, brokers string, fn func(context.Context, *kadm.Client)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	fn(ctx, kadm.NewClient(cl))
+}
+
+// endOffsets returns the end offset of each partition of topic.
+func endOffsets(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) kadm.ListedOffsets {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	return ends
+}
+
+// checkSettled checks what the workers must leave behind once stopped:
+// every counter exact, every record committed by the group, and exactly
+// the poison messages dead-lettered.
+func (l checkedLoad) checkSettled(t *testing.T, reg *actorhost.Registry, j journal.Journal, brokers, topic, mailbox string) {
+	t.Helper()
+	if d := diffStates(context.Background(), reg, j, l.want.states); d.wrong != 0 {
+		t.Errorf("after the workers stopped, %s", d)
+	}
+	if lag := groupLag(t, brokers, topic); lag != 0 {
+		t.Errorf("the group has %d records not committed after the workers stopped", lag)
+	}
+	l.want.checkDeadLetters(t, mailbox)
+}
+
+// groupLag returns, for the mailbox group of topic, the sum over its
+// partitions of end offset minus committed offset.
+func groupLag(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	var lag int64
+	kafkaAdmin(t, brokers, func(ctx context.Context, adm *kadm.Client) {
+		ends := endOffsets(t, ctx, adm, topic)
+		committed, err := adm.FetchOffsets(ctx, "postbox."+topic)
+		if err == nil {
+			err = committed.Error()
+		}
+		if err != nil {
+			t.Fatalf("committed offsets of group postbox.%s: %v", topic, err)
+		}
+		ends.Each(func(o kadm.ListedOffset) {
+			c, ok := committed.Lookup(topic, o.Partition)
+			switch {
+			case !ok:
+				lag += o.Offset
+			default:
+				lag += o.Offset - c.At
+			}
+		})
+	})
+	return lag
+}
+
+// endOffsetSum returns how many records a topic's partitions hold in all.
+func endOffsetSum(t *testing.T, brokers, topic string) int64 {
+	t.Helper()
+	var n int64
+	kafkaAdmin(t, brokers, func(ctx context.Context, adm *kadm.Client) {
+		endOffsets(t, ctx, adm, topic).Each(func(o kadm.ListedOffset) { n += o.Offset })
+	})
+	return n
+}
+
+// stopBetweenJournalWrites SIGSTOPs a worker just after one of its writes
+// to the SQLite journal at journalPath has committed, and returns how many
+// tries that took. Stopped there, it holds no lock: a worker stopped
+// inside a journal transaction would block every other worker's journal
+// writes (SQLite has one writer) until it resumes, so none could take its
+// partitions over, which is what a zombie test needs. And under load its
+// next group commit, gathered during the last one, is then waiting to be
+// written with the old epoch as soon as it resumes. In WAL mode the write
+// lock is an exclusive POSIX lock on byte 120 of the -shm file, which
+// /proc/locks shows.
+func stopBetweenJournalWrites(t *testing.T, p *process, journalPath string) int {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(journalPath+"-shm", &st); err != nil {
+		t.Fatalf("stat the journal's shared memory file: %v", err)
+	}
+	pid := strconv.Itoa(p.cmd.Process.Pid)
+	inode := ":" + strconv.FormatUint(st.Ino, 10)
+	holding := func() bool {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			t.Fatalf("read /proc/locks: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			// 1: POSIX  ADVISORY  WRITE 2266 fe:00:9994369 120 120
+			f := strings.Fields(line)
+			if len(f) >= 8 && f[1] == "POSIX" && f[3] == "WRITE" && f[4] == pid &&
+				strings.HasSuffix(f[5], inode) && f[6] == "120" {
+				return true
+			}
+		}
+		return false
+	}
+	for try := 1; try <= 200; try++ {
+		waitfor.Until(t, 10*time.Second, p.name+" to write to the journal", holding)
+		deadline := time.Now().Add(10 * time.Second)
+		for holding() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s held the journal's write lock for 10s", p.name)
+			}
+		}
+		p.signal(t, syscall.SIGSTOP)
+		waitfor.Until(t, 5*time.Second, p.name+" to stop", func() bool { return allThreadsStopped(p.cmd.Process.Pid) })
+		if !holding() {
+			return try
+		}
+		p.signal(t, syscall.SIGCONT)
+	}
+	t.Fatalf("%s held the journal's write lock at each of 200 tries to stop it between two writes", p.name)
+	return 0
+}
+
+// allThreadsStopped reports whether every thread of pid is stopped by a
+// signal (state T in /proc/PID/task/*/stat).
+func allThreadsStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if len(stats) == 0 {
+		return false
+	}
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		// pid (comm) S ...: the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
+// privateKafka is a broker of one test's own, run by scripts/kafka.sh on
+// free loopback ports with its data in the test's directory, so that the
+// test can stop and restart it without disturbing the tests that share the
+// broker of KAFKA_BROKERS.
+type privateKafka struct {
+	brokers string
+	env     []string
+}
+
+// startPrivateKafka starts a broker and stops it when the test ends. It
+// needs what scripts/kafka.sh needs (a JDK, and Maven or the jars fetched
+// by an earlier start); it runs where KAFKA_BROKERS is set, as that says
+// the Kafka tests are wanted there.
+func startPrivateKafka(t *testing.T, dir string) *privateKafka {
+	t.Helper()
+	kafkaBrokers(t)
+	if _, err := exec.LookPath("java"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("java is not installed: scripts/kafka.sh needs a JDK 17+ to run a broker of this test's own")
+		}
+		t.Skip("java is not installed: scripts/kafka.sh needs a JDK 17+ to run a broker of this test's own")
+	}
+	port := func() string {
+		_, p, _ := net.SplitHostPort(testenv.FreeAddr(t))
+		return p
+	}
+	client := port()
+	k := &privateKafka{
+		brokers: "127.0.0.1:" + client,
+		env: append(os.Environ(), "KAFKA_PORT="+client, "KAFKA_CONTROLLER_PORT="+port(),
+			"KAFKA_DATA_DIR="+filepath.Join(dir, "kafka")),
+	}
+	t.Cleanup(func() { k.script(t, "stop") })
+	k.start(t)
+	return k
+}
+
+func (k *privateKafka) start(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if out := k.script(t, "start"); !strings.Contains(out, "KAFKA_BROKERS="+k.brokers) {
+		t.Fatalf("scripts/kafka.sh start printed no KAFKA_BROKERS=%s:\n%s", k.brokers, out)
+	}
+	return time.Since(start)
+}
+
+func (k *privateKafka) stop(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	k.script(t, "stop")
+	return time.Since(start)
+}
+
+// script runs scripts/kafka.sh with the broker's environment.
+func (k *privateKafka) script(t *testing.T, verb string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "../scripts/kafka.sh", verb)
+	cmd.Env = k.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("scripts/kafka.sh %s: %v\n%s", verb, err, out)
+	}
+	return string(out)
 }

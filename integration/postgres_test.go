@@ -20,19 +20,19 @@ import (
 // Not parallel: other tests use the same server.
 func TestPostgresRestartWorkersContinue(t *testing.T) {
 	dsn := testenv.Postgres(t)
-	svc := svcRestartable(t, "postgres", svcPostgresHostPort(t, dsn))
+	svc := restartable(t, "postgres", postgresHostPort(t, dsn))
 	journalURL := postgresJournal(t)
-	svcRestartUnderLoad(t, svcRestart{
+	restartUnderLoad(t, restartScenario{
 		mailbox: "sqlite:" + filepath.Join(t.TempDir(), "mailbox.db"), journal: journalURL, backend: "sqlite",
 		server: svc, down: 3 * time.Second,
-		before: svcLoad{spec: workload.Spec{Actors: 100, Count: 25000, Seed: 61, PoisonEvery: 250, FailEvery: 40}},
-		after:  svcLoad{spec: workload.Spec{Actors: 100, Count: 3000, Seed: 62, PoisonEvery: 250, FailEvery: 40}},
+		before: loadRun{spec: workload.Spec{Actors: 100, Count: 25000, Seed: 61, PoisonEvery: 250, FailEvery: 40}},
+		after:  loadRun{spec: workload.Spec{Actors: 100, Count: 3000, Seed: 62, PoisonEvery: 250, FailEvery: 40}},
 		extra:  []string{"--lease-ttl", "2s"},
 	})
 }
 
-// svcPostgresHostPort returns the HOST:PORT of a postgres:// URL.
-func svcPostgresHostPort(t *testing.T, dsn string) string {
+// postgresHostPort returns the HOST:PORT of a postgres:// URL.
+func postgresHostPort(t *testing.T, dsn string) string {
 	t.Helper()
 	u, err := url.Parse(dsn)
 	if err != nil || u.Hostname() == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/actors/tally"
 	"github.com/postbox-dev/postbox/backend"
@@ -44,15 +47,15 @@ func TestRedisScaleAndCrash(t *testing.T) {
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
-			mbURL, jURL, mailbox := svcRedisStores(t, addr)
-			rc := svcRedisClient(t, addr)
-			svcScaleAndCrash(t, svcCrash{
+			mbURL, jURL, mailbox := redisStores(t, addr)
+			rc := redisClient(t, addr)
+			scaleAndCrash(t, crashScenario{
 				mailbox: mbURL, journal: jURL, backend: "redis", partitions: 8,
 				workers: 3, kills: 2, concurrency: 16,
-				load: svcLoad{spec: v.spec, rate: 2000},
+				load: loadRun{spec: v.spec, rate: 2000},
 				// A killed worker's partitions move after the lease TTL.
 				extra:   []string{"--lease-ttl", "2s"},
-				drained: func(ctx context.Context) error { return svcRedisDrained(ctx, rc, mailbox, 8) },
+				drained: func(ctx context.Context) error { return redisDrained(ctx, rc, mailbox, 8) },
 			})
 		})
 	}
@@ -66,8 +69,8 @@ func TestRedisScaleAndCrash(t *testing.T) {
 func TestRedisZombieIsFenced(t *testing.T) {
 	t.Parallel()
 	addr := testenv.Redis(t)
-	mbURL, jURL, mailbox := svcRedisStores(t, addr)
-	rc := svcRedisClient(t, addr)
+	mbURL, jURL, mailbox := redisStores(t, addr)
+	rc := redisClient(t, addr)
 	const partitions = 8
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
@@ -78,8 +81,8 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mb.Close() })
-	load := svcLoad{spec: workload.Spec{Actors: 60, Count: 20000, Seed: 33, PoisonEvery: 200, FailEvery: 30}, rate: 2000}
-	check := svcNewChecker(t, jURL, mb, svcExpected(load.spec))
+	load := loadRun{spec: workload.Spec{Actors: 60, Count: 20000, Seed: 33, PoisonEvery: 200, FailEvery: 30}, rate: 2000}
+	check := newChecker(t, jURL, mb, expected(load.spec))
 	producer := load.start(t, dir, "load", mbURL)
 
 	const concurrency = 8
@@ -89,7 +92,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	owned := func(w *process) []int {
 		var ps []int
 		for p := range partitions {
-			if pid, _ := svcLeaseOwner(ctx, rc, mailbox, p); pid == w.pid() {
+			if pid, _ := redisLeaseOwner(ctx, rc, mailbox, p); pid == w.pid() {
 				ps = append(ps, p)
 			}
 		}
@@ -129,7 +132,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	waitfor.Until(t, 30*time.Second, "worker B to take over A's partitions and their epochs", func() bool {
 		alive(t, b)
 		for _, p := range zombie {
-			pid, _ := svcLeaseOwner(ctx, rc, mailbox, p)
+			pid, _ := redisLeaseOwner(ctx, rc, mailbox, p)
 			e, err := check.j.Epoch(ctx, fmt.Sprintf("%s/%d", mb.Name, p))
 			if pid != b.pid() || err != nil || e <= epochs[p] {
 				return false
@@ -188,7 +191,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// per partition.
 	bound := concurrency * len(zombie)
 	extra := check.final(t, "redis", sink, bound, 2)
-	if err := svcRedisDrained(ctx, rc, mailbox, partitions); err != nil {
+	if err := redisDrained(ctx, rc, mailbox, partitions); err != nil {
 		t.Errorf("mailbox not drained after the workers stopped: %v", err)
 	}
 	t.Logf("%d side effects ran twice (bound %d: A's concurrency x its partitions)", extra, bound)
@@ -204,8 +207,8 @@ func TestRedisZombieIsFenced(t *testing.T) {
 // Not parallel: other tests use the same server.
 func TestRedisRestartLosesNothing(t *testing.T) {
 	addr := testenv.Redis(t)
-	svc := svcRestartable(t, "redis", addr)
-	rc := svcRedisClient(t, addr)
+	svc := restartable(t, "redis", addr)
+	rc := redisClient(t, addr)
 	ctx := context.Background()
 	cfg, err := rc.ConfigGet(ctx, "append*").Result()
 	if err != nil {
@@ -215,16 +218,16 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 		t.Skipf("Redis runs appendonly %s, appendfsync %s: this test shows what appendonly yes, appendfsync always keeps (the default of scripts/services.sh)",
 			cfg["appendonly"], cfg["appendfsync"])
 	}
-	mbURL, jURL, mailbox := svcRedisStores(t, addr)
-	svcRestartUnderLoad(t, svcRestart{
+	mbURL, jURL, mailbox := redisStores(t, addr)
+	restartUnderLoad(t, restartScenario{
 		mailbox: mbURL, journal: jURL, backend: "redis", partitions: 8,
 		server: svc, down: 2 * time.Second,
-		before: svcLoad{spec: workload.Spec{Actors: 100, Count: 40000, Seed: 41, PoisonEvery: 250, FailEvery: 40}},
-		after:  svcLoad{spec: workload.Spec{Actors: 100, Count: 4000, Seed: 42, PoisonEvery: 250, FailEvery: 40}},
+		before: loadRun{spec: workload.Spec{Actors: 100, Count: 40000, Seed: 41, PoisonEvery: 250, FailEvery: 40}},
+		after:  loadRun{spec: workload.Spec{Actors: 100, Count: 4000, Seed: 42, PoisonEvery: 250, FailEvery: 40}},
 		// A lease TTL shorter than the outage: the workers lose every
 		// partition while Redis is away, and must take them again.
 		extra:   []string{"--lease-ttl", "1s"},
-		drained: func(ctx context.Context) error { return svcRedisDrained(ctx, rc, mailbox, 8) },
+		drained: func(ctx context.Context) error { return redisDrained(ctx, rc, mailbox, 8) },
 	})
 }
 
@@ -235,8 +238,8 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	t.Parallel()
 	addr := testenv.Redis(t)
-	mbURL, jURL, mailbox := svcRedisStores(t, addr)
-	rc := svcRedisClient(t, addr)
+	mbURL, jURL, mailbox := redisStores(t, addr)
+	rc := redisClient(t, addr)
 	ctx := context.Background()
 	dir := t.TempDir()
 	store := []string{"--mailbox", mbURL, "--journal", jURL}
@@ -408,7 +411,174 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		t.Errorf("journal of counter/9: want two completions and two dead-letter outcomes (bad-1, bad-1.r1): %+v", r)
 	}
 	worker.stop(t, time.Minute)
-	if err := svcRedisDrained(ctx, rc, mailbox, partitions); err != nil {
+	if err := redisDrained(ctx, rc, mailbox, partitions); err != nil {
 		t.Errorf("mailbox not drained: %v", err)
 	}
+}
+
+// redisClient connects to addr for inspection; closed when the test ends.
+func redisClient(t *testing.T, addr string) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// redisStores returns the URLs of a fresh Redis mailbox and a fresh
+// Redis journal namespace. Their keys are deleted when the test ends
+// (unless POSTBOX_IT_KEEP is set).
+func redisStores(t *testing.T, addr string) (mailboxURL, journalURL, mailbox string) {
+	t.Helper()
+	mailbox = uniqueName(t)
+	namespace := mailbox + "-j"
+	t.Cleanup(func() {
+		if os.Getenv("POSTBOX_IT_KEEP") != "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := goredis.NewClient(&goredis.Options{Addr: addr})
+		defer c.Close()
+		for _, tag := range []string{mailbox, namespace} {
+			iter := c.Scan(ctx, 0, "{postbox:"+tag+"}:*", 1000).Iterator()
+			var keys []string
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			for len(keys) > 0 {
+				n := min(len(keys), 500)
+				c.Del(ctx, keys[:n]...)
+				keys = keys[n:]
+			}
+		}
+	})
+	return "redis://" + addr + "/" + mailbox, "redis://" + addr + "/" + namespace, mailbox
+}
+
+// redisDrained checks that every partition stream of mailbox is empty and
+// has nothing pending: every message was acked (and so deleted).
+func redisDrained(ctx context.Context, c *goredis.Client, mailbox string, partitions int) error {
+	for p := range partitions {
+		key := fmt.Sprintf("{postbox:%s}:s:%d", mailbox, p)
+		n, err := c.XLen(ctx, key).Result()
+		if err != nil {
+			return fmt.Errorf("XLEN %s: %w", key, err)
+		}
+		pend, err := c.XPending(ctx, key, "postbox").Result()
+		if err != nil {
+			return fmt.Errorf("XPENDING %s: %w", key, err)
+		}
+		if n != 0 || pend.Count != 0 {
+			return fmt.Errorf("partition %d still has %d entries, %d of them pending", p, n, pend.Count)
+		}
+	}
+	return nil
+}
+
+// redisLeaseOwner returns the pid of the worker whose consumer holds the
+// lease of partition p of mailbox (owners are "host:pid:random"), and the
+// lease epoch; 0, 0 when the partition is not leased.
+func redisLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int) (pid int, epoch int64) {
+	v, err := c.Get(ctx, fmt.Sprintf("{postbox:%s}:lease:%d", mailbox, p)).Result()
+	if err != nil {
+		return 0, 0
+	}
+	e, owner, _ := strings.Cut(v, ":")
+	parts := strings.Split(owner, ":")
+	if len(parts) < 3 {
+		return 0, 0
+	}
+	pid, _ = strconv.Atoi(parts[len(parts)-2])
+	epoch, _ = strconv.ParseInt(e, 10, 64)
+	return pid, epoch
+}
+
+// crashScenario describes a run of several workers under a load, some of which
+// are SIGKILLed mid-run and replaced.
+type crashScenario struct {
+	mailbox, journal string // URLs
+	backend          string // the mailbox's backend, as dead letters name it
+	partitions       int    // of the mailbox, created before anything runs
+	workers          int    // running at once
+	kills            int    // workers SIGKILLed, each replaced by a new one
+	concurrency      int
+	load             loadRun
+	extra            []string                    // worker flags
+	drained          func(context.Context) error // nil once every message is acked
+}
+
+// scaleAndCrash runs c and checks the outcome exactly.
+func scaleAndCrash(t *testing.T, c crashScenario) {
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "sink.ndjson")
+	mb, err := backend.OpenMailbox(context.Background(), c.mailbox, backend.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	check := newChecker(t, c.journal, mb, expected(c.load.spec))
+
+	start := time.Now()
+	load := c.load.start(t, dir, "load", c.mailbox)
+	extra := append([]string{"--concurrency", strconv.Itoa(c.concurrency)}, c.extra...)
+	var live []*process
+	admin := map[*process]string{}
+	started := 0
+	startOne := func() {
+		started++
+		a := testenv.FreeAddr(t)
+		w := startWorker(t, dir, fmt.Sprintf("worker-%d", started), workerArgs{mailbox: c.mailbox, journal: c.journal, sink: sink,
+			concurrency: 16, admin: a, extra: slices.Concat(serviceFlags, extra)})
+		live = append(live, w)
+		admin[w] = a
+	}
+	for range c.workers {
+		startOne()
+	}
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 7))
+	t.Logf("kill schedule seed %d", seed)
+	for range c.kills {
+		time.Sleep(time.Duration(1000+rng.IntN(1500)) * time.Millisecond)
+		// The victim: a worker busy processing right now, so that the kill
+		// lands on work in flight.
+		i := -1
+		waitfor.Until(t, time.Minute, "a busy worker to kill", func() bool {
+			alive(t, live...)
+			k := rng.IntN(len(live))
+			before := processedOn(admin[live[k]])
+			time.Sleep(100 * time.Millisecond)
+			if processedOn(admin[live[k]]) > before {
+				i = k
+			}
+			return i >= 0
+		})
+		victim := live[i]
+		done := processedOn(admin[victim])
+		victim.kill(t)
+		t.Logf("%s SIGKILLed at %s, after processing %v messages", victim.name, time.Since(start).Round(time.Millisecond), done)
+		live = append(live[:i], live[i+1:]...)
+		startOne()
+	}
+	load.exit(t, 3*time.Minute)
+	t.Logf("load published in %s", time.Since(start).Round(time.Millisecond))
+	if err := check.waitExact(3 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counters exact after %s", time.Since(start).Round(time.Millisecond))
+	for _, w := range live {
+		w.signal(t, syscall.SIGTERM)
+	}
+	for _, w := range live {
+		w.exit(t, time.Minute)
+	}
+	extraEffects := check.final(t, c.backend, sink, c.kills*c.concurrency, 1+c.kills)
+	if c.drained != nil {
+		if err := c.drained(context.Background()); err != nil {
+			t.Errorf("mailbox not drained after the workers stopped: %v", err)
+		}
+	}
+	t.Logf("%d workers, %d SIGKILLed; %d valid and %d poison messages; %d side effects ran twice (bound %d); %s in all",
+		c.workers, c.kills, len(check.want.valid), len(check.want.poison), extraEffects, c.kills*c.concurrency,
+		time.Since(start).Round(time.Millisecond))
 }
