@@ -71,17 +71,12 @@ var _ *sql.DB
 // journaled, and returns msgs/s from host start to the last completion.
 func pipeline(b *testing.B, dir string, reg *actorhost.Registry, partitions int, msgs []channel.Message, cfg actorhost.Config) (float64, actorhost.Stats) {
 	b.Helper()
-	ctx := context.Background()
 	mb, err := chsqlite.Open(filepath.Join(dir, "mailbox.db"), chsqlite.Options{Partitions: partitions})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer mb.Close()
-	for i := 0; i < len(msgs); i += 1000 {
-		if err := mb.Publisher().Publish(ctx, msgs[i:min(i+1000, len(msgs))]...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	publish(b, mb.Publisher(), msgs)
 	j, err := jsqlite.Open(filepath.Join(dir, "journal.db"), jsqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -89,23 +84,47 @@ func pipeline(b *testing.B, dir string, reg *actorhost.Registry, partitions int,
 	defer j.Close()
 	cfg.Registry, cfg.Journal, cfg.DeadLetters = reg, j, mb.DLQ()
 	cfg.Consumer = mb.Consumer(chsqlite.ConsumerOptions{})
+	return runHost(b, cfg, len(msgs))
+}
+
+// publish publishes msgs, 1,000 at a time.
+func publish(b *testing.B, p channel.Publisher, msgs []channel.Message) {
+	b.Helper()
+	for i := 0; i < len(msgs); i += 1000 {
+		if err := p.Publish(context.Background(), msgs[i:min(i+1000, len(msgs))]...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runHost runs a host of cfg until it has processed n messages, stops it,
+// and returns msgs/s from its start to the last completion, and its stats.
+func runHost(b *testing.B, cfg actorhost.Config, n int) (float64, actorhost.Stats) {
+	b.Helper()
+	ctx := context.Background()
 	h, err := actorhost.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	h.Start(ctx)
+	if err := h.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
 	deadline := start.Add(10 * time.Minute)
-	for h.Stats().Processed < int64(len(msgs)) {
+	for h.Stats().Processed < int64(n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("pipeline stuck at %d of %d", h.Stats().Processed, len(msgs))
+			b.Fatalf("pipeline stuck at %d of %d", h.Stats().Processed, n)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	st := h.Stats()
-	h.Stop(ctx)
-	return float64(len(msgs)) / elapsed.Seconds(), st
+	stop, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := h.Stop(stop); err != nil {
+		b.Fatal(err)
+	}
+	return float64(n) / elapsed.Seconds(), st
 }
 
 func counterMessages(actors, count int) []channel.Message {

@@ -25,18 +25,9 @@ func redisBenchName(b *testing.B, c *goredis.Client, what string) string {
 	b.Helper()
 	tag := fmt.Sprintf("bench-%s-%s", what, strconv.FormatInt(time.Now().UnixNano(), 36))
 	b.Cleanup(func() {
-		ctx := context.Background()
-		for _, pattern := range []string{"{postbox:" + tag + "}:*", "{postbox:" + tag + "-j}:*", "{" + tag + "}:*"} {
-			var keys []string
-			iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-			}
-			for len(keys) > 0 {
-				n := min(len(keys), 500)
-				c.Unlink(ctx, keys[:n]...)
-				keys = keys[n:]
-			}
+		patterns := []string{"{postbox:" + tag + "}:*", "{postbox:" + tag + "-j}:*", "{" + tag + "}:*"}
+		if err := testenv.DeleteRedisKeys(context.Background(), c, patterns...); err != nil {
+			b.Logf("deleting the benchmark's keys: %v", err)
 		}
 	})
 	return tag
@@ -119,11 +110,7 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, partitions 
 		b.Fatal(err)
 	}
 	defer mb.Close()
-	for i := 0; i < len(msgs); i += 1000 {
-		if err := mb.Publisher().Publish(ctx, msgs[i:min(i+1000, len(msgs))]...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	publish(b, mb.Publisher(), msgs)
 	j, err := jredis.Open(ctx, addr, jredis.Options{Namespace: name + "-j"})
 	if err != nil {
 		b.Fatal(err)
@@ -134,29 +121,8 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, partitions 
 	counter.Register(reg, nil)
 	cfg.Registry, cfg.Journal, cfg.DeadLetters = reg, cj, mb.DLQ()
 	cfg.Consumer = mb.Consumer(chredis.ConsumerOptions{})
-	h, err := actorhost.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	start := time.Now()
-	if err := h.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	deadline := start.Add(10 * time.Minute)
-	for h.Stats().Processed < int64(len(msgs)) {
-		if time.Now().After(deadline) {
-			b.Fatalf("pipeline stuck at %d of %d", h.Stats().Processed, len(msgs))
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	elapsed := time.Since(start)
-	st := h.Stats()
-	stop, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := h.Stop(stop); err != nil {
-		b.Fatal(err)
-	}
-	return float64(len(msgs)) / elapsed.Seconds(), st, cj.perCall()
+	rate, st := runHost(b, cfg, len(msgs))
+	return rate, st, cj.perCall()
 }
 
 // BenchmarkRedisPipeline: 100k preloaded messages for 1,000 counters in a
@@ -169,7 +135,7 @@ func redisPipelineRate(b *testing.B, c *goredis.Client, addr string, partitions 
 func BenchmarkRedisPipeline(b *testing.B) {
 	addr := testenv.Redis(b)
 	c := goredis.NewClient(&goredis.Options{Addr: addr})
-	defer c.Close()
+	b.Cleanup(func() { c.Close() }) // after the cleanups that delete the keys
 	const actors, count, partitions = 1000, 100_000, 8
 	msgs := counterMessages(actors, count)
 	var rate, raw, groupCommit float64

@@ -60,11 +60,7 @@ func crashUnderLoad(t *testing.T, c crashRun) {
 		DuplicateEvery: c.duplicateEvery}
 
 	// Create the mailbox before the producer and workers race to.
-	mb, err := backend.OpenMailbox(context.Background(), db, backend.MailboxOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := openMailbox(t, db, backend.MailboxOptions{})
 
 	load := loadRun{spec: spec, rate: c.rate}.start(t, dir, "load", db, "--expect", expectPath)
 

@@ -145,10 +145,7 @@ func kafkaScaleAndCrash(t *testing.T, brokers, dir, journalURL string, spec work
 	l.finish(t, dir, load, 3*time.Minute)
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
-	reg := actorRegistry(t)
-	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
-	})
+	reg := l.waitSettled(t, j, mailbox)
 	t.Logf("%s: every counter exact", elapsed())
 	w1.stop(t, time.Minute)
 
@@ -284,10 +281,7 @@ func TestKafkaZombieIsFenced(t *testing.T) {
 	t.Logf("%s: worker-a rejoined with partitions %s", elapsed(), partitionList(a.owned()))
 
 	l.finish(t, dir, load, 3*time.Minute)
-	reg := actorRegistry(t)
-	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
-	})
+	reg := l.waitSettled(t, j, mailbox)
 	stopAll(t, time.Minute, a, b)
 	l.checkSettled(t, reg, j, brokers, topic, mailbox)
 	// A side effect runs again when a fence lands between its run and the
@@ -511,10 +505,7 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	l.finish(t, dir, load, 3*time.Minute)
 	t.Logf("%s: load published", elapsed())
 	j := openJournal(t, journalURL)
-	reg := actorRegistry(t)
-	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
-		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
-	})
+	reg := l.waitSettled(t, j, mailbox)
 	for _, p := range []*process{w1, w2} {
 		if p.exited() {
 			t.Errorf("%s exited during the run: %v\n%s", p.name, p.err, p.tail(10))

@@ -472,6 +472,17 @@ func postgresJournal(t *testing.T) string {
 	return u.String()
 }
 
+// openMailbox opens a mailbox URL in-process, closed when the test ends.
+func openMailbox(t *testing.T, url string, opts backend.MailboxOptions) *backend.Mailbox {
+	t.Helper()
+	mb, err := backend.OpenMailbox(context.Background(), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mb.Close() })
+	return mb
+}
+
 // openJournal opens a journal URL in-process, closed when the test ends.
 func openJournal(t *testing.T, url string) journal.Journal {
 	t.Helper()
@@ -526,11 +537,7 @@ func parseDLQList(t *testing.T, stdout string) []dlqRow {
 // print message IDs.
 func dlqEnvelopes(t *testing.T, mailbox string) []dlq.Envelope {
 	t.Helper()
-	mb, err := backend.OpenMailbox(context.Background(), mailbox, backend.MailboxOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	mb := openMailbox(t, mailbox, backend.MailboxOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	envs, err := mb.DLQ.List(ctx)
@@ -855,6 +862,18 @@ func (l checkedLoad) finish(t *testing.T, dir string, load *process, timeout tim
 	}
 }
 
+// waitSettled waits until every counter of the load is exact in j and
+// every poison message is dead-lettered in mailbox, and returns the
+// registry that replayed them.
+func (l checkedLoad) waitSettled(t *testing.T, j journal.Journal, mailbox string) *actorhost.Registry {
+	t.Helper()
+	reg := actorRegistry(t)
+	waitfor.Every(t, 3*time.Minute, time.Second, "every counter exact and every poison message dead-lettered", func() bool {
+		return diffStates(context.Background(), reg, j, l.want.states).wrong == 0 && len(dlqList(t, mailbox)) >= len(l.want.poison)
+	})
+	return reg
+}
+
 // checkDeadLetters checks that the mailbox's DLQ holds exactly the poison
 // messages of the load: through `worker dlq list` (one line each, the right
 // addresses) and, for their message IDs, in-process. A poison message is
@@ -1127,11 +1146,7 @@ type restartScenario struct {
 func restartUnderLoad(t *testing.T, r restartScenario) {
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
-	mb, err := backend.OpenMailbox(context.Background(), r.mailbox, backend.MailboxOptions{Partitions: r.partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mb.Close() })
+	mb := openMailbox(t, r.mailbox, backend.MailboxOptions{Partitions: r.partitions})
 	check := newChecker(t, r.journal, mb, expected(r.before.spec, r.after.spec))
 
 	// Both workers hold partitions before the load comes, so that both are

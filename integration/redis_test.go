@@ -47,15 +47,14 @@ func TestRedisScaleAndCrash(t *testing.T) {
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
-			mbURL, jURL, mailbox := redisStores(t, addr)
-			rc := redisClient(t, addr)
+			redis := newRedisStore(t, addr)
 			scaleAndCrash(t, crashScenario{
-				mailbox: mbURL, journal: jURL, backend: "redis", partitions: 8,
+				mailbox: redis.mailboxURL, journal: redis.journalURL, backend: "redis", partitions: 8,
 				workers: 3, kills: 2, concurrency: 16,
 				load: loadRun{spec: v.spec, rate: 2000},
 				// A killed worker's partitions move after the lease TTL.
 				extra:   []string{"--lease-ttl", "2s"},
-				drained: func(ctx context.Context) error { return redisDrained(ctx, rc, mailbox, 8) },
+				drained: func(ctx context.Context) error { return redis.drained(ctx, 8) },
 			})
 		})
 	}
@@ -69,30 +68,25 @@ func TestRedisScaleAndCrash(t *testing.T) {
 func TestRedisZombieIsFenced(t *testing.T) {
 	t.Parallel()
 	addr := testenv.Redis(t)
-	mbURL, jURL, mailbox := redisStores(t, addr)
-	rc := redisClient(t, addr)
+	redis := newRedisStore(t, addr)
 	const partitions = 8
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
 	ctx := context.Background()
 
-	mb, err := backend.OpenMailbox(context.Background(), mbURL, backend.MailboxOptions{Partitions: partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mb.Close() })
+	mb := openMailbox(t, redis.mailboxURL, backend.MailboxOptions{Partitions: partitions})
 	load := loadRun{spec: workload.Spec{Actors: 60, Count: 20000, Seed: 33, PoisonEvery: 200, FailEvery: 30}, rate: 2000}
-	check := newChecker(t, jURL, mb, expected(load.spec))
-	producer := load.start(t, dir, "load", mbURL)
+	check := newChecker(t, redis.journalURL, mb, expected(load.spec))
+	producer := load.start(t, dir, "load", redis.mailboxURL)
 
 	const concurrency = 8
 	adminA, adminB := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	flags := append(slices.Clone(serviceFlags), "--lease-ttl", "1s", "--log-level", "info")
-	a := startWorker(t, dir, "worker-a", workerArgs{mailbox: mbURL, journal: jURL, sink: sink, concurrency: concurrency, admin: adminA, extra: flags})
+	a := startWorker(t, dir, "worker-a", workerArgs{mailbox: redis.mailboxURL, journal: redis.journalURL, sink: sink, concurrency: concurrency, admin: adminA, extra: flags})
 	owned := func(w *process) []int {
 		var ps []int
 		for p := range partitions {
-			if pid, _ := redisLeaseOwner(ctx, rc, mailbox, p); pid == w.pid() {
+			if pid, _ := redis.leaseOwner(ctx, p); pid == w.pid() {
 				ps = append(ps, p)
 			}
 		}
@@ -102,7 +96,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 		alive(t, a)
 		return len(owned(a)) == partitions && processedOn(adminA) > 0
 	})
-	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: mbURL, journal: jURL, sink: sink, concurrency: concurrency, admin: adminB, extra: flags})
+	b := startWorker(t, dir, "worker-b", workerArgs{mailbox: redis.mailboxURL, journal: redis.journalURL, sink: sink, concurrency: concurrency, admin: adminB, extra: flags})
 	waitfor.Until(t, 30*time.Second, "the partitions to be shared by A and B", func() bool {
 		alive(t, a, b)
 		return len(owned(a)) > 0 && len(owned(b)) > 0 && len(owned(a))+len(owned(b)) == partitions
@@ -113,7 +107,8 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	zombie := owned(a)
 	epochs := map[int]int64{}
 	for _, p := range zombie {
-		epochs[p], err = check.j.Epoch(ctx, fmt.Sprintf("%s/%d", mb.Name, p))
+		e, err := check.j.Epoch(ctx, fmt.Sprintf("%s/%d", mb.Name, p))
+		epochs[p] = e
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +127,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	waitfor.Until(t, 30*time.Second, "worker B to take over A's partitions and their epochs", func() bool {
 		alive(t, b)
 		for _, p := range zombie {
-			pid, _ := redisLeaseOwner(ctx, rc, mailbox, p)
+			pid, _ := redis.leaseOwner(ctx, p)
 			e, err := check.j.Epoch(ctx, fmt.Sprintf("%s/%d", mb.Name, p))
 			if pid != b.pid() || err != nil || e <= epochs[p] {
 				return false
@@ -191,7 +186,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// per partition.
 	bound := concurrency * len(zombie)
 	extra := check.final(t, "redis", sink, bound, 2)
-	if err := redisDrained(ctx, rc, mailbox, partitions); err != nil {
+	if err := redis.drained(ctx, partitions); err != nil {
 		t.Errorf("mailbox not drained after the workers stopped: %v", err)
 	}
 	t.Logf("%d side effects ran twice (bound %d: A's concurrency x its partitions)", extra, bound)
@@ -208,9 +203,9 @@ func TestRedisZombieIsFenced(t *testing.T) {
 func TestRedisRestartLosesNothing(t *testing.T) {
 	addr := testenv.Redis(t)
 	svc := restartable(t, "redis", addr)
-	rc := redisClient(t, addr)
+	redis := newRedisStore(t, addr)
 	ctx := context.Background()
-	cfg, err := rc.ConfigGet(ctx, "append*").Result()
+	cfg, err := redis.client.ConfigGet(ctx, "append*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,16 +213,15 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 		t.Skipf("Redis runs appendonly %s, appendfsync %s: this test shows what appendonly yes, appendfsync always keeps (the default of scripts/services.sh)",
 			cfg["appendonly"], cfg["appendfsync"])
 	}
-	mbURL, jURL, mailbox := redisStores(t, addr)
 	restartUnderLoad(t, restartScenario{
-		mailbox: mbURL, journal: jURL, backend: "redis", partitions: 8,
+		mailbox: redis.mailboxURL, journal: redis.journalURL, backend: "redis", partitions: 8,
 		server: svc, down: 2 * time.Second,
 		before: loadRun{spec: workload.Spec{Actors: 100, Count: 40000, Seed: 41, PoisonEvery: 250, FailEvery: 40}},
 		after:  loadRun{spec: workload.Spec{Actors: 100, Count: 4000, Seed: 42, PoisonEvery: 250, FailEvery: 40}},
 		// A lease TTL shorter than the outage: the workers lose every
 		// partition while Redis is away, and must take them again.
 		extra:   []string{"--lease-ttl", "1s"},
-		drained: func(ctx context.Context) error { return redisDrained(ctx, rc, mailbox, 8) },
+		drained: func(ctx context.Context) error { return redis.drained(ctx, 8) },
 	})
 }
 
@@ -238,21 +232,16 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	t.Parallel()
 	addr := testenv.Redis(t)
-	mbURL, jURL, mailbox := redisStores(t, addr)
-	rc := redisClient(t, addr)
+	redis := newRedisStore(t, addr)
 	ctx := context.Background()
 	dir := t.TempDir()
-	store := []string{"--mailbox", mbURL, "--journal", jURL}
+	store := []string{"--mailbox", redis.mailboxURL, "--journal", redis.journalURL}
 	const partitions = 8
 
-	mb, err := backend.OpenMailbox(context.Background(), mbURL, backend.MailboxOptions{Partitions: partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mb.Close() })
+	mb := openMailbox(t, redis.mailboxURL, backend.MailboxOptions{Partitions: partitions})
 	send := func(id, addr, payload string) {
 		t.Helper()
-		if r := run(t, "", producerBin, "send", "--mailbox", mbURL, "--id", id, addr, payload); r.code != 0 {
+		if r := run(t, "", producerBin, "send", "--mailbox", redis.mailboxURL, "--id", id, addr, payload); r.code != 0 {
 			t.Fatalf("send %s: %+v", id, r)
 		}
 	}
@@ -270,7 +259,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 	}
 	where := map[string]position{}
 	for p := range partitions {
-		entries, err := rc.XRange(ctx, fmt.Sprintf("{postbox:%s}:s:%d", mailbox, p), "-", "+").Result()
+		entries, err := redis.client.XRange(ctx, fmt.Sprintf("{postbox:%s}:s:%d", redis.mailbox, p), "-", "+").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -357,10 +346,10 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		if s.ID != letters[c.addr] || s.MessageID != c.msgID || s.Address != c.addr || payload.String() != c.payload {
 			t.Errorf("dead letter of %s: id %q, message %q, address %q, payload %s", c.msgID, s.ID, s.MessageID, s.Address, s.Payload)
 		}
-		if s.Source.Backend != "redis" || s.Source.Mailbox != mailbox || s.Source.Partition != pos.partition || s.Source.Offset != pos.offset ||
+		if s.Source.Backend != "redis" || s.Source.Mailbox != redis.mailbox || s.Source.Partition != pos.partition || s.Source.Offset != pos.offset ||
 			!s.Source.Published.Equal(pos.published) {
 			t.Errorf("dead letter of %s: source %+v, want backend redis, mailbox %s, partition %d, offset %d, published %s",
-				c.msgID, s.Source, mailbox, pos.partition, pos.offset, pos.published)
+				c.msgID, s.Source, redis.mailbox, pos.partition, pos.offset, pos.published)
 		}
 		if s.Attempts != c.attempts || s.Reason != c.reason || len(s.Errors) != c.attempts {
 			t.Errorf("dead letter of %s: %d attempts, reason %q, %d errors; want %d, %q, %d",
@@ -411,60 +400,51 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		t.Errorf("journal of counter/9: want two completions and two dead-letter outcomes (bad-1, bad-1.r1): %+v", r)
 	}
 	worker.stop(t, time.Minute)
-	if err := redisDrained(ctx, rc, mailbox, partitions); err != nil {
+	if err := redis.drained(ctx, partitions); err != nil {
 		t.Errorf("mailbox not drained: %v", err)
 	}
 }
 
-// redisClient connects to addr for inspection; closed when the test ends.
-func redisClient(t *testing.T, addr string) *goredis.Client {
-	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: addr})
-	t.Cleanup(func() { c.Close() })
-	return c
+// redisStore is a fresh Redis mailbox and a fresh Redis journal namespace
+// on one server, with a client to inspect them.
+type redisStore struct {
+	mailboxURL, journalURL string
+	mailbox                string // the mailbox's name: the key tag of its streams
+	client                 *goredis.Client
 }
 
-// redisStores returns the URLs of a fresh Redis mailbox and a fresh
-// Redis journal namespace. Their keys are deleted when the test ends
-// (unless POSTBOX_IT_KEEP is set).
-func redisStores(t *testing.T, addr string) (mailboxURL, journalURL, mailbox string) {
+// newRedisStore returns a redisStore on the server at addr. Its keys are
+// deleted when the test ends (unless POSTBOX_IT_KEEP is set).
+func newRedisStore(t *testing.T, addr string) redisStore {
 	t.Helper()
-	mailbox = uniqueName(t)
+	mailbox := uniqueName(t)
 	namespace := mailbox + "-j"
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	t.Cleanup(func() {
+		defer c.Close()
 		if os.Getenv("POSTBOX_IT_KEEP") != "" {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c := goredis.NewClient(&goredis.Options{Addr: addr})
-		defer c.Close()
-		for _, tag := range []string{mailbox, namespace} {
-			iter := c.Scan(ctx, 0, "{postbox:"+tag+"}:*", 1000).Iterator()
-			var keys []string
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-			}
-			for len(keys) > 0 {
-				n := min(len(keys), 500)
-				c.Del(ctx, keys[:n]...)
-				keys = keys[n:]
-			}
+		if err := testenv.DeleteRedisKeys(ctx, c, "{postbox:"+mailbox+"}:*", "{postbox:"+namespace+"}:*"); err != nil {
+			t.Logf("deleting the test's Redis keys: %v", err)
 		}
 	})
-	return "redis://" + addr + "/" + mailbox, "redis://" + addr + "/" + namespace, mailbox
+	return redisStore{mailboxURL: "redis://" + addr + "/" + mailbox, journalURL: "redis://" + addr + "/" + namespace,
+		mailbox: mailbox, client: c}
 }
 
-// redisDrained checks that every partition stream of mailbox is empty and
+// drained checks that every partition stream of the mailbox is empty and
 // has nothing pending: every message was acked (and so deleted).
-func redisDrained(ctx context.Context, c *goredis.Client, mailbox string, partitions int) error {
+func (r redisStore) drained(ctx context.Context, partitions int) error {
 	for p := range partitions {
-		key := fmt.Sprintf("{postbox:%s}:s:%d", mailbox, p)
-		n, err := c.XLen(ctx, key).Result()
+		key := fmt.Sprintf("{postbox:%s}:s:%d", r.mailbox, p)
+		n, err := r.client.XLen(ctx, key).Result()
 		if err != nil {
 			return fmt.Errorf("XLEN %s: %w", key, err)
 		}
-		pend, err := c.XPending(ctx, key, "postbox").Result()
+		pend, err := r.client.XPending(ctx, key, "postbox").Result()
 		if err != nil {
 			return fmt.Errorf("XPENDING %s: %w", key, err)
 		}
@@ -475,11 +455,11 @@ func redisDrained(ctx context.Context, c *goredis.Client, mailbox string, partit
 	return nil
 }
 
-// redisLeaseOwner returns the pid of the worker whose consumer holds the
-// lease of partition p of mailbox (owners are "host:pid:random"), and the
+// leaseOwner returns the pid of the worker whose consumer holds the lease
+// of partition p of the mailbox (owners are "host:pid:random"), and the
 // lease epoch; 0, 0 when the partition is not leased.
-func redisLeaseOwner(ctx context.Context, c *goredis.Client, mailbox string, p int) (pid int, epoch int64) {
-	v, err := c.Get(ctx, fmt.Sprintf("{postbox:%s}:lease:%d", mailbox, p)).Result()
+func (r redisStore) leaseOwner(ctx context.Context, p int) (pid int, epoch int64) {
+	v, err := r.client.Get(ctx, fmt.Sprintf("{postbox:%s}:lease:%d", r.mailbox, p)).Result()
 	if err != nil {
 		return 0, 0
 	}
@@ -511,11 +491,7 @@ type crashScenario struct {
 func scaleAndCrash(t *testing.T, c crashScenario) {
 	dir := t.TempDir()
 	sink := filepath.Join(dir, "sink.ndjson")
-	mb, err := backend.OpenMailbox(context.Background(), c.mailbox, backend.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mb.Close() })
+	mb := openMailbox(t, c.mailbox, backend.MailboxOptions{Partitions: c.partitions, CreateTopics: true})
 	check := newChecker(t, c.journal, mb, expected(c.load.spec))
 
 	start := time.Now()

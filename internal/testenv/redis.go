@@ -1,0 +1,31 @@
+package testenv
+
+import (
+	"context"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// DeleteRedisKeys deletes the keys of c's server that match any of
+// patterns (SCAN MATCH syntax), 500 at a time: what a test wrote under key
+// tags of its own, on a server other tests share.
+func DeleteRedisKeys(ctx context.Context, c *goredis.Client, patterns ...string) error {
+	for _, pattern := range patterns {
+		var keys []string
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), 500)
+			if err := c.Unlink(ctx, keys[:n]...).Err(); err != nil {
+				return err
+			}
+			keys = keys[n:]
+		}
+	}
+	return nil
+}
