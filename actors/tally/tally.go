@@ -15,17 +15,16 @@ package tally
 
 import (
 	"github.com/postbox-dev/postbox/actorhost"
+	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/actors/internal/payload"
 )
 
 // Type is the actor type tallies register under.
 const Type = "tally"
 
-// State is a tally's state.
-type State struct {
-	Value   int64 `json:"value"`
-	Applied int64 `json:"applied"`
-}
+// State is a tally's state: the counter's, {"value": <sum>, "applied":
+// <count>}.
+type State = counter.State
 
 // Payload is a tally message.
 type Payload struct {

@@ -77,24 +77,27 @@ type reader struct {
 	err error
 }
 
+// uint and int read a varint. On a short or overlong one, binary's
+// decoders return 0 and n <= 0.
 func (r *reader) uint() uint64 {
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = ErrCorrupt
-		return 0
-	}
-	r.b = r.b[n:]
+	r.skip(n)
 	return v
 }
 
 func (r *reader) int() int64 {
 	v, n := binary.Varint(r.b)
+	r.skip(n)
+	return v
+}
+
+// skip consumes the n bytes a varint took; n <= 0 marks the data corrupt.
+func (r *reader) skip(n int) {
 	if n <= 0 {
 		r.err = ErrCorrupt
-		return 0
+		return
 	}
 	r.b = r.b[n:]
-	return v
 }
 
 func (r *reader) bytes() []byte {

@@ -27,33 +27,26 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{version, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}) // a header count beyond the data
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if a, err := DecodeAttempt(data); checkDecoded(t, "attempt", err) {
-			got, err := DecodeAttempt(Encode(a))
-			checkSame(t, a, got, err)
-		}
-		if e, err := DecodeEffect(data); checkDecoded(t, "effect", err) {
-			got, err := DecodeEffect(Encode(e))
-			checkSame(t, e, got, err)
-		}
-		if c, err := DecodeComplete(data); checkDecoded(t, "complete", err) {
-			got, err := DecodeComplete(Encode(c))
-			checkSame(t, c, got, err)
-		}
-		if d, err := DecodeDeadLetter(data); checkDecoded(t, "dead letter", err) {
-			got, err := DecodeDeadLetter(Encode(d))
-			checkSame(t, d, got, err)
-		}
+		reencodes(t, "attempt", data, DecodeAttempt)
+		reencodes(t, "effect", data, DecodeEffect)
+		reencodes(t, "complete", data, DecodeComplete)
+		reencodes(t, "dead letter", data, DecodeDeadLetter)
 	})
 }
 
-// checkDecoded reports whether a decode succeeded, failing t if its error
-// is not ErrCorrupt.
-func checkDecoded(t *testing.T, what string, err error) bool {
+// reencodes checks that data either decodes as a what, and then encodes
+// and decodes again to the same value, or is refused with ErrCorrupt.
+func reencodes[V any](t *testing.T, what string, data []byte, decode func([]byte) (V, error)) {
 	t.Helper()
-	if err != nil && !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("decode %s: error %v does not match ErrCorrupt", what, err)
+	v, err := decode(data)
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("decode %s: error %v does not match ErrCorrupt", what, err)
+		}
+		return
 	}
-	return err == nil
+	got, err := decode(Encode(v))
+	checkSame(t, v, got, err)
 }
 
 // checkSame fails t unless got, decoded with err, is exactly want. DeepEqual

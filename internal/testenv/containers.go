@@ -94,10 +94,7 @@ func startKafka(ctx context.Context) (string, error) {
 		}),
 		testcontainers.WithWaitStrategy(wait.ForListeningPort(p+"/tcp")),
 	)
-	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", KafkaImage, err), testcontainers.TerminateContainer(c))
-	}
-	return "127.0.0.1:" + p, nil
+	return started(KafkaImage, c, err, func() (string, error) { return "127.0.0.1:" + p, nil })
 }
 
 // startRedis runs Redis with every write fsynced to its append-only file,
@@ -105,28 +102,27 @@ func startKafka(ctx context.Context) (string, error) {
 func startRedis(ctx context.Context) (string, error) {
 	c, err := tcredis.Run(ctx, RedisImage,
 		testcontainers.WithCmd("redis-server", "--appendonly", "yes", "--appendfsync", "always"))
-	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", RedisImage, err), testcontainers.TerminateContainer(c))
-	}
-	endpoint, err := c.Endpoint(ctx, "")
-	if err != nil {
-		return "", errors.Join(fmt.Errorf("address of %s: %w", RedisImage, err), testcontainers.TerminateContainer(c))
-	}
-	return endpoint, nil
+	return started(RedisImage, c, err, func() (string, error) { return c.Endpoint(ctx, "") })
 }
 
 func startPostgres(ctx context.Context) (string, error) {
 	c, err := tcpostgres.Run(ctx, PostgresImage,
 		tcpostgres.WithDatabase("postbox"), tcpostgres.WithUsername("postbox"), tcpostgres.WithPassword("postbox"),
 		tcpostgres.BasicWaitStrategies())
+	return started(PostgresImage, c, err, func() (string, error) { return c.ConnectionString(ctx, "sslmode=disable") })
+}
+
+// started returns the address addr gives of a container that a Run call
+// started (err is Run's), and terminates the container when either fails.
+func started(image string, c testcontainers.Container, err error, addr func() (string, error)) (string, error) {
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("start %s: %w", PostgresImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("start %s: %w", image, err), testcontainers.TerminateContainer(c))
 	}
-	dsn, err := c.ConnectionString(ctx, "sslmode=disable")
+	a, err := addr()
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("address of %s: %w", PostgresImage, err), testcontainers.TerminateContainer(c))
+		return "", errors.Join(fmt.Errorf("address of %s: %w", image, err), testcontainers.TerminateContainer(c))
 	}
-	return dsn, nil
+	return a, nil
 }
 
 func freePort() (int, error) {
