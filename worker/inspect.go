@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -46,26 +47,43 @@ func parseAddressArg(cmd string, pos []string) (channel.Address, error) {
 	return addr, nil
 }
 
-func cmdState(reg *actorhost.Registry, args []string, stdout io.Writer) error {
-	fs := cli.NewFlagSet("state", "")
-	store := addStoreFlags(fs)
+// openActor parses the flags of an actor command (state, journal) and its
+// one TYPE/ID argument, runs check once they are parsed, and opens the
+// journal for reading.
+func openActor(cmd string, fs *flag.FlagSet, store *storeFlags, args []string, check func() error) (channel.Address, journal.Journal, error) {
 	pos, err := parseFlagsAround(func(a []string) error { return cli.Parse(fs, a) }, args)
 	if err != nil {
-		return err
+		return channel.Address{}, nil, err
 	}
-	addr, err := parseAddressArg("state", pos)
+	addr, err := parseAddressArg(cmd, pos)
+	if err == nil {
+		err = check()
+	}
 	if err != nil {
-		return err
+		return channel.Address{}, nil, err
 	}
 	j, err := store.openJournal(true)
+	return addr, j, err
+}
+
+// replay replays addr from j; an actor type the registry does not know is
+// a usage error.
+func replay(cmd string, reg *actorhost.Registry, j journal.Journal, addr channel.Address, opts actorhost.ReplayOptions) (actorhost.Replayed, error) {
+	st, err := reg.Replay(context.Background(), j, addr, opts)
+	if errors.Is(err, actorhost.ErrUnknownActorType) {
+		return st, Usagef("%s: %v", cmd, err)
+	}
+	return st, err
+}
+
+func cmdState(reg *actorhost.Registry, args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet("state", "")
+	addr, j, err := openActor("state", fs, addStoreFlags(fs), args, func() error { return nil })
 	if err != nil {
 		return err
 	}
 	defer j.Close()
-	st, err := reg.Replay(context.Background(), j, addr, actorhost.ReplayOptions{})
-	if errors.Is(err, actorhost.ErrUnknownActorType) {
-		return Usagef("state: %v", err)
-	}
+	st, err := replay("state", reg, j, addr, actorhost.ReplayOptions{})
 	if err != nil {
 		return err
 	}
@@ -76,28 +94,18 @@ func cmdJournal(reg *actorhost.Registry, args []string, stdout io.Writer) error 
 	fs := cli.NewFlagSet("journal", "")
 	store := addStoreFlags(fs)
 	until := fs.Int64("until", 0, "print the state replayed up to this sequence instead of the entries")
-	pos, err := parseFlagsAround(func(a []string) error { return cli.Parse(fs, a) }, args)
-	if err != nil {
-		return err
-	}
-	addr, err := parseAddressArg("journal", pos)
-	if err != nil {
-		return err
-	}
-	if *until < 0 {
-		return Usagef("--until %d: want a sequence of 1 or more", *until)
-	}
-	j, err := store.openJournal(true)
+	addr, j, err := openActor("journal", fs, store, args, func() error {
+		if *until < 0 {
+			return Usagef("--until %d: want a sequence of 1 or more", *until)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer j.Close()
-	ctx := context.Background()
 	if *until > 0 {
-		st, err := reg.Replay(ctx, j, addr, actorhost.ReplayOptions{Until: *until})
-		if errors.Is(err, actorhost.ErrUnknownActorType) {
-			return Usagef("journal: %v", err)
-		}
+		st, err := replay("journal", reg, j, addr, actorhost.ReplayOptions{Until: *until})
 		if err != nil {
 			return err
 		}
@@ -105,7 +113,7 @@ func cmdJournal(reg *actorhost.Registry, args []string, stdout io.Writer) error 
 	}
 	enc := json.NewEncoder(stdout)
 	n := 0
-	err = j.Read(ctx, addr.String(), 1, func(e journal.Entry) error {
+	err = j.Read(context.Background(), addr.String(), 1, func(e journal.Entry) error {
 		n++
 		return enc.Encode(actorhost.ViewEntry(e))
 	})
