@@ -68,13 +68,8 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 	waitfor.Every(t, 3*time.Minute, time.Second, "worker-1 healthy again", func() bool { return containerHealthy(w1) })
 	t.Logf("%s: worker-1 started again and healthy", elapsed())
 
-	select {
-	case err := <-published:
-		if err != nil {
-			t.Fatalf("producer load: %v", err)
-		}
-	case <-time.After(5 * time.Minute):
-		t.Fatal("producer load did not finish")
+	if err := waitfor.Receive(t, 5*time.Minute, "producer load to finish", published); err != nil {
+		t.Fatalf("producer load: %v", err)
 	}
 	t.Logf("%s: %d messages published (%d poison, %d duplicates)", elapsed(), spec.Total(), len(l.want.poison), l.want.dups)
 
@@ -95,17 +90,12 @@ func TestComposeDeploymentSurvivesAKill(t *testing.T) {
 		}
 		return n, example
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		n, example := wrong()
-		if n == 0 {
-			break
+	waitfor.Succeeds(t, 3*time.Minute, 2*time.Second, func() error {
+		if n, example := wrong(); n != 0 {
+			return fmt.Errorf("%d counters are wrong through worker state, e.g. %s", n, example)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 3 minutes, %d counters are wrong through worker state, e.g. %s", n, example)
-		}
-		time.Sleep(2 * time.Second)
-	}
+		return nil
+	})
 	rows := parseDLQList(t, docker(t, time.Minute, "docker", "exec", w2, "worker", "dlq", "list"))
 	l.want.checkDeadLetterRows(t, rows)
 	t.Logf("%s: all %d counters exact through worker state (%d applied), %d poison messages dead-lettered once",

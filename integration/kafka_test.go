@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/actors/tally"
@@ -29,8 +32,6 @@ import (
 	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/internal/workload"
 	"github.com/postbox-dev/postbox/journal"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // End-to-end tests of the Kafka mailbox: real worker and producer binaries
@@ -906,18 +907,13 @@ func TestKafkaForwardsOldRecords(t *testing.T) {
 	w := startWorker(t, dir, "worker", workerArgs{mailbox: mailbox, journal: journalURL, concurrency: 4})
 	j := openJournal(t, journalURL)
 	reg := actorRegistry(t)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		d := diffStates(context.Background(), reg, j, want)
-		if d.wrong == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("records published %s before the worker started are still not processed a minute later: %s; forwarding failed %d times",
+	waitfor.Succeeds(t, time.Minute, 500*time.Millisecond, func() error {
+		if d := diffStates(context.Background(), reg, j, want); d.wrong != 0 {
+			return fmt.Errorf("records published %s before the worker started are still not processed: %s; forwarding failed %d times",
 				age, d, w.count("kafka: forwarding records to their home partitions failed"))
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
 	w.stop(t, time.Minute)
 	if lag := groupLag(t, brokers, topic); lag != 0 {
 		t.Errorf("the group has %d records not committed after the worker stopped", lag)

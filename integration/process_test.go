@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/actors/tally"

@@ -149,19 +149,14 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// from them (the exact counters and the bound on repeated effects below
 	// check what it did). It must not crash, and works on the partitions it
 	// gets again.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitfor.Succeeds(t, 30*time.Second, 50*time.Millisecond, func() error {
 		alive(t, a, b)
-		gaveUp := a.count("partition fenced") + a.count("partition lost") - gaveUpBefore
-		if gaveUp >= len(zombie) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("30s after it resumed, the zombie had given up %d of its %d partitions (%d \"partition fenced\", %d \"partition lost\" log lines)",
+		if gaveUp := a.count("partition fenced") + a.count("partition lost") - gaveUpBefore; gaveUp < len(zombie) {
+			return fmt.Errorf("since it resumed, the zombie has given up %d of its %d partitions (%d \"partition fenced\", %d \"partition lost\" log lines)",
 				gaveUp, len(zombie), a.count("partition fenced"), a.count("partition lost"))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	var fenced float64
 	waitfor.Until(t, 10*time.Second, "the fence metric to match the fence log lines", func() bool {
 		fenced, _ = metric(adminA, "postbox_partitions_fenced_total")

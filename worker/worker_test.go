@@ -97,17 +97,13 @@ func TestRunServesAUsersActor(t *testing.T) {
 		}
 	}
 	var got greeter
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waitfor.Succeeds(t, 20*time.Second, 20*time.Millisecond, func() error {
 		code, body := testenv.Get("http://" + addr + "/actors/greeter/1")
 		if code == http.StatusOK && json.Unmarshal([]byte(body), &got) == nil && len(got.Greeted) == 3 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET /actors/greeter/1: %d %s; want all three greeted", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("GET /actors/greeter/1: %d %s; want all three greeted", code, body)
+	})
 	if strings.Join(got.Greeted, ",") != "ada,grace,edsger" {
 		t.Errorf("greeted %v, in publish order", got.Greeted)
 	}
@@ -131,13 +127,8 @@ func TestRunServesAUsersActor(t *testing.T) {
 		}
 	}
 	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after its ctx ended")
+	if err := waitfor.Receive(t, 30*time.Second, "Run to return after its ctx ended", done); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	j, err := backend.OpenJournal(ctx, db, backend.JournalOptions{})
 	if err != nil {

@@ -26,3 +26,35 @@ func Every(t testing.TB, timeout, interval time.Duration, what string, cond func
 		time.Sleep(interval)
 	}
 }
+
+// Succeeds is Every for a check that says what is still wrong: it calls
+// check every interval until it returns nil, and fails t with its last
+// error after timeout.
+func Succeeds(t testing.TB, timeout, interval time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// Receive waits up to timeout for a value from ch, and fails t, saying
+// what it waited for, if none comes.
+func Receive[V any](t testing.TB, timeout time.Duration, what string, ch <-chan V) V {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		var zero V
+		return zero
+	}
+}

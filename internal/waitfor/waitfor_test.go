@@ -28,7 +28,8 @@ func (f *failRecorder) Fatalf(format string, args ...any) {
 	panic(f)
 }
 
-func TestEveryFailsSayingWhatItWaitedFor(t *testing.T) {
+// failure runs wait against a failRecorder and returns how it failed.
+func failure(t *testing.T, wait func(testing.TB)) string {
 	rec := &failRecorder{TB: t}
 	func() {
 		defer func() {
@@ -36,9 +37,45 @@ func TestEveryFailsSayingWhatItWaitedFor(t *testing.T) {
 				panic(r)
 			}
 		}()
-		waitfor.Every(rec, 30*time.Millisecond, time.Millisecond, "the moon", func() bool { return false })
+		wait(rec)
 	}()
-	if rec.msg != "timed out after 30ms waiting for the moon" {
-		t.Fatalf("failure %q", rec.msg)
+	return rec.msg
+}
+
+func TestEveryFailsSayingWhatItWaitedFor(t *testing.T) {
+	msg := failure(t, func(tb testing.TB) {
+		waitfor.Every(tb, 30*time.Millisecond, time.Millisecond, "the moon", func() bool { return false })
+	})
+	if msg != "timed out after 30ms waiting for the moon" {
+		t.Fatalf("failure %q", msg)
+	}
+}
+
+func TestSucceedsFailsWithTheLastError(t *testing.T) {
+	n := 0
+	waitfor.Succeeds(t, time.Second, time.Millisecond, func() error {
+		if n++; n < 3 {
+			return fmt.Errorf("try %d", n)
+		}
+		return nil
+	})
+	msg := failure(t, func(tb testing.TB) {
+		n = 0
+		waitfor.Succeeds(tb, 30*time.Millisecond, time.Millisecond, func() error { n++; return fmt.Errorf("try %d", n) })
+	})
+	if want := fmt.Sprintf("after 30ms: try %d", n); msg != want {
+		t.Fatalf("failure %q, want %q", msg, want)
+	}
+}
+
+func TestReceive(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if v := waitfor.Receive(t, time.Second, "a number", ch); v != 7 {
+		t.Fatalf("received %d", v)
+	}
+	msg := failure(t, func(tb testing.TB) { waitfor.Receive(tb, 20*time.Millisecond, "a number", ch) })
+	if msg != "timed out after 20ms waiting for a number" {
+		t.Fatalf("failure %q", msg)
 	}
 }
