@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -64,8 +63,6 @@ func rawInsertRate(b *testing.B, dir string, rows int) float64 {
 	}
 	return float64(rows) / time.Since(start).Seconds()
 }
-
-var _ *sql.DB
 
 // pipeline publishes msgs, runs a host over them until every one is
 // journaled, and returns msgs/s from host start to the last completion.
