@@ -23,7 +23,7 @@ func TestPostgresRestartWorkersContinue(t *testing.T) {
 	svc := restartable(t, "postgres", postgresHostPort(t, dsn))
 	journalURL := postgresJournal(t)
 	restartUnderLoad(t, restartScenario{
-		mailbox: "sqlite:" + filepath.Join(t.TempDir(), "mailbox.db"), journal: journalURL, backend: "sqlite",
+		stores: stores{mailbox: "sqlite:" + filepath.Join(t.TempDir(), "mailbox.db"), journal: journalURL, backend: "sqlite"},
 		server: svc, down: 3 * time.Second,
 		before: loadRun{spec: workload.Spec{Actors: 100, Count: 25000, Seed: 61, PoisonEvery: 250, FailEvery: 40}},
 		after:  loadRun{spec: workload.Spec{Actors: 100, Count: 3000, Seed: 62, PoisonEvery: 250, FailEvery: 40}},

@@ -1126,17 +1126,36 @@ func (s services) restart(t *testing.T, down time.Duration) time.Duration {
 	return time.Since(begin)
 }
 
+// stores are the mailbox and the journal that a scenario's workers share.
+type stores struct {
+	mailbox, journal string // URLs
+	backend          string // the mailbox's backend, as dead letters name it
+	partitions       int    // of the mailbox, created before anything runs (0: its default)
+	// drained says whether every message was acked; nil if the backend
+	// cannot tell.
+	drained func(context.Context) error
+}
+
+// checkDrained checks, once the workers have stopped, that they acked
+// every message.
+func (s stores) checkDrained(t *testing.T) {
+	t.Helper()
+	if s.drained == nil {
+		return
+	}
+	if err := s.drained(context.Background()); err != nil {
+		t.Errorf("mailbox not drained after the workers stopped: %v", err)
+	}
+}
+
 // restartScenario describes a run in which the server behind the mailbox or the
 // journal is restarted while two workers are busy.
 type restartScenario struct {
-	mailbox, journal string // URLs
-	backend          string // the mailbox's backend, as dead letters name it
-	partitions       int
-	server           services
-	down             time.Duration // how long the server stays stopped
-	before, after    loadRun       // published before the workers start, and after the restart
-	extra            []string      // worker flags
-	drained          func(context.Context) error
+	stores
+	server        services
+	down          time.Duration // how long the server stays stopped
+	before, after loadRun       // published before the workers start, and after the restart
+	extra         []string      // worker flags
 }
 
 // restartUnderLoad runs r. The workers must ride the outage out on
@@ -1205,10 +1224,6 @@ func restartUnderLoad(t *testing.T, r restartScenario) {
 	// Messages in flight at the outage may make their effect again when
 	// they are redelivered: at most one per handler running at once.
 	extra := check.final(t, r.backend, sink, 2*16, 2)
-	if r.drained != nil {
-		if err := r.drained(context.Background()); err != nil {
-			t.Errorf("mailbox not drained after the workers stopped: %v", err)
-		}
-	}
+	r.checkDrained(t)
 	t.Logf("%d side effects ran twice", extra)
 }

@@ -49,12 +49,11 @@ func TestRedisScaleAndCrash(t *testing.T) {
 			t.Parallel()
 			redis := newRedisStore(t, addr)
 			scaleAndCrash(t, crashScenario{
-				mailbox: redis.mailboxURL, journal: redis.journalURL, backend: "redis", partitions: 8,
+				stores:  redis.stores(8),
 				workers: 3, kills: 2, concurrency: 16,
 				load: loadRun{spec: v.spec, rate: 2000},
 				// A killed worker's partitions move after the lease TTL.
-				extra:   []string{"--lease-ttl", "2s"},
-				drained: func(ctx context.Context) error { return redis.drained(ctx, 8) },
+				extra: []string{"--lease-ttl", "2s"},
 			})
 		})
 	}
@@ -181,9 +180,7 @@ func TestRedisZombieIsFenced(t *testing.T) {
 	// per partition.
 	bound := concurrency * len(zombie)
 	extra := check.final(t, "redis", sink, bound, 2)
-	if err := redis.drained(ctx, partitions); err != nil {
-		t.Errorf("mailbox not drained after the workers stopped: %v", err)
-	}
+	redis.stores(partitions).checkDrained(t)
 	t.Logf("%d side effects ran twice (bound %d: A's concurrency x its partitions)", extra, bound)
 }
 
@@ -209,14 +206,13 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 			cfg["appendonly"], cfg["appendfsync"])
 	}
 	restartUnderLoad(t, restartScenario{
-		mailbox: redis.mailboxURL, journal: redis.journalURL, backend: "redis", partitions: 8,
+		stores: redis.stores(8),
 		server: svc, down: 2 * time.Second,
 		before: loadRun{spec: workload.Spec{Actors: 100, Count: 40000, Seed: 41, PoisonEvery: 250, FailEvery: 40}},
 		after:  loadRun{spec: workload.Spec{Actors: 100, Count: 4000, Seed: 42, PoisonEvery: 250, FailEvery: 40}},
 		// A lease TTL shorter than the outage: the workers lose every
 		// partition while Redis is away, and must take them again.
-		extra:   []string{"--lease-ttl", "1s"},
-		drained: func(ctx context.Context) error { return redis.drained(ctx, 8) },
+		extra: []string{"--lease-ttl", "1s"},
 	})
 }
 
@@ -395,9 +391,7 @@ func TestRedisDeadLetterProvenanceAndRedrive(t *testing.T) {
 		t.Errorf("journal of counter/9: want two completions and two dead-letter outcomes (bad-1, bad-1.r1): %+v", r)
 	}
 	worker.stop(t, time.Minute)
-	if err := redis.drained(ctx, partitions); err != nil {
-		t.Errorf("mailbox not drained: %v", err)
-	}
+	redis.stores(partitions).checkDrained(t)
 }
 
 // redisStore is a fresh Redis mailbox and a fresh Redis journal namespace
@@ -428,6 +422,12 @@ func newRedisStore(t *testing.T, addr string) redisStore {
 	})
 	return redisStore{mailboxURL: "redis://" + addr + "/" + mailbox, journalURL: "redis://" + addr + "/" + namespace,
 		mailbox: mailbox, client: c}
+}
+
+// stores are r's mailbox, of partitions, and journal, for a scenario.
+func (r redisStore) stores(partitions int) stores {
+	return stores{mailbox: r.mailboxURL, journal: r.journalURL, backend: "redis", partitions: partitions,
+		drained: func(ctx context.Context) error { return r.drained(ctx, partitions) }}
 }
 
 // drained checks that every partition stream of the mailbox is empty and
@@ -471,15 +471,12 @@ func (r redisStore) leaseOwner(ctx context.Context, p int) (pid int, epoch int64
 // crashScenario describes a run of several workers under a load, some of which
 // are SIGKILLed mid-run and replaced.
 type crashScenario struct {
-	mailbox, journal string // URLs
-	backend          string // the mailbox's backend, as dead letters name it
-	partitions       int    // of the mailbox, created before anything runs
-	workers          int    // running at once
-	kills            int    // workers SIGKILLed, each replaced by a new one
-	concurrency      int
-	load             loadRun
-	extra            []string                    // worker flags
-	drained          func(context.Context) error // nil once every message is acked
+	stores
+	workers     int // running at once
+	kills       int // workers SIGKILLed, each replaced by a new one
+	concurrency int
+	load        loadRun
+	extra       []string // worker flags
 }
 
 // scaleAndCrash runs c and checks the outcome exactly.
@@ -544,11 +541,7 @@ func scaleAndCrash(t *testing.T, c crashScenario) {
 		w.exit(t, time.Minute)
 	}
 	extraEffects := check.final(t, c.backend, sink, c.kills*c.concurrency, 1+c.kills)
-	if c.drained != nil {
-		if err := c.drained(context.Background()); err != nil {
-			t.Errorf("mailbox not drained after the workers stopped: %v", err)
-		}
-	}
+	c.checkDrained(t)
 	t.Logf("%d workers, %d SIGKILLed; %d valid and %d poison messages; %d side effects ran twice (bound %d); %s in all",
 		c.workers, c.kills, len(check.want.valid), len(check.want.poison), extraEffects, c.kills*c.concurrency,
 		time.Since(start).Round(time.Millisecond))
