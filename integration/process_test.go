@@ -963,12 +963,7 @@ type checker struct {
 
 func newChecker(t *testing.T, journalURL string, mb *backend.Mailbox, want expectation) *checker {
 	t.Helper()
-	j, err := backend.OpenJournal(context.Background(), journalURL, backend.JournalOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { j.Close() })
-	return &checker{reg: actorRegistry(t), j: j, mb: mb, want: want}
+	return &checker{reg: actorRegistry(t), j: openJournal(t, journalURL), mb: mb, want: want}
 }
 
 // waitExact waits until every actor is exact and the dead-letter queue
