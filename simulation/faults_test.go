@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -259,11 +260,7 @@ func (l *lostAcks) lose(p int32, firstID string) (lost, lands bool) {
 func (l *lostAcks) take() []int32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var ps []int32
-	for p := range l.parts {
-		ps = append(ps, p)
-	}
-	slices.Sort(ps)
+	ps := slices.Sorted(maps.Keys(l.parts))
 	clear(l.parts)
 	return ps
 }
