@@ -2,6 +2,7 @@ package channel
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/postbox-dev/postbox/internal/ident"
 )
@@ -42,6 +43,30 @@ func CheckAddress(a Address) error {
 func CheckMessageID(id string) error {
 	if err := ident.CheckMessageID(id); err != nil {
 		return &badIdentifier{kind: ErrBadMessageID, err: err}
+	}
+	return nil
+}
+
+// CheckMessage checks what Publish takes of msg: its address with
+// CheckAddress, and its ID with CheckMessageID unless it is empty (Publish
+// assigns one then).
+func CheckMessage(msg Message) error {
+	if err := CheckAddress(msg.Address); err != nil {
+		return err
+	}
+	if msg.ID != "" {
+		return CheckMessageID(msg.ID)
+	}
+	return nil
+}
+
+// CheckPublish checks a batch with CheckMessage, as Publish must before it
+// writes any of it. Its error names the message's index in msgs.
+func CheckPublish(msgs []Message) error {
+	for i, msg := range msgs {
+		if err := CheckMessage(msg); err != nil {
+			return fmt.Errorf("publish message %d: %w", i, err)
+		}
 	}
 	return nil
 }

@@ -104,3 +104,18 @@ func TestCheckAddress(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckPublish(t *testing.T) {
+	good := channel.Message{Address: channel.Address{Type: "a", ID: "1"}}
+	if err := channel.CheckPublish([]channel.Message{good, {Address: good.Address, ID: "m-1"}}); err != nil {
+		t.Errorf("good batch: %v", err)
+	}
+	err := channel.CheckPublish([]channel.Message{good, {Address: channel.Address{Type: "a"}}})
+	if !errors.Is(err, channel.ErrBadAddress) || !strings.Contains(err.Error(), "message 1") {
+		t.Errorf("bad address: %v, want ErrBadAddress naming message 1", err)
+	}
+	err = channel.CheckPublish([]channel.Message{{Address: good.Address, ID: "m\x00"}, good})
+	if !errors.Is(err, channel.ErrBadMessageID) || !strings.Contains(err.Error(), "message 0") {
+		t.Errorf("bad ID: %v, want ErrBadMessageID naming message 0", err)
+	}
+}

@@ -262,10 +262,8 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: publish: %w", err)
 	}
-	for i, msg := range msgs {
-		if err := checkMessage(msg); err != nil {
-			return fmt.Errorf("memory: publish message %d: %w", i, err)
-		}
+	if err := channel.CheckPublish(msgs); err != nil {
+		return fmt.Errorf("memory: %w", err)
 	}
 	m := p.m
 	m.mu.Lock()
@@ -299,17 +297,8 @@ func (m *Mailbox) Inject(msgs ...channel.Message) error {
 	return nil
 }
 
-// checkMessage checks what Publish takes from the caller: the address, and
-// the ID unless it is empty (then Publish assigns one).
-func checkMessage(msg channel.Message) error {
-	if err := channel.CheckAddress(msg.Address); err != nil {
-		return err
-	}
-	if msg.ID != "" {
-		return channel.CheckMessageID(msg.ID)
-	}
-	return nil
-}
+// checkMessage checks a redriven message as Publish would.
+func checkMessage(msg channel.Message) error { return channel.CheckMessage(msg) }
 
 // appendLocked stores msgs and hands them to the claims that
 // own their partitions.

@@ -16,57 +16,41 @@ import (
 // errLost reports a script that found the lease gone.
 var errLost = errors.New("lease lost")
 
-// Claim is one partition owned by a Consumer under one lease epoch.
-//
-// Acks are buffered: a read carries them, or the consumer's
-// flusher sends them within AckInterval, or Release does. Every script of
-// the claim is fenced by its lease value, which names the epoch: after the
-// lease is lost, neither this claim nor its (possibly paused) process can
-// read, claim or ack entries of the partition.
+// Claim is one partition owned by a Consumer under one lease epoch. Acks
+// are buffered: a read carries them, or the consumer's flusher sends them
+// within AckInterval, or Release does. Every script of the claim is fenced
+// by its lease value, which names the epoch: after the lease is lost,
+// neither this claim nor its (possibly paused) process can read, claim or
+// ack entries of the partition.
 type Claim struct {
 	c         *Consumer
-	s         *lease.Slot // its lock guards the fields below
+	s         *lease.Slot
 	partition int32
 	epoch     int64
 	lease     string        // "<epoch>:<owner>", the lease key's value while it is ours
 	keys      []string      // lease, stream
 	wake      chan struct{} // wakes the reader while it waits for room
-	releaseMu sync.Mutex    // serializes Release calls
 	flushMu   sync.Mutex    // held while acks of the claim are on their way
-
-	inflight map[int64]string // handed out, not acked: offset -> entry ID
-	acks     []string
 }
 
 var _ channel.Claim = (*Claim)(nil)
 
 func newClaim(c *Consumer, s *lease.Slot) *Claim {
-	return &Claim{
-		c:         c,
-		s:         s,
-		partition: s.Partition(),
-		epoch:     s.Epoch(),
-		lease:     leaseValue(s.Epoch(), c.opts.Owner),
-		keys:      c.m.partitionKeys(s.Partition()),
-		wake:      make(chan struct{}, 1),
-		inflight:  make(map[int64]string),
-	}
+	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch(),
+		lease: leaseValue(s.Epoch(), c.opts.Owner), keys: c.m.partitionKeys(s.Partition()), wake: make(chan struct{}, 1)}
 }
 
-// Partition returns the claimed partition.
+// Partition implements channel.Claim.
 func (cl *Claim) Partition() int32 { return cl.partition }
 
 // Epoch returns the lease epoch: it grows every time the partition changes
 // hands.
 func (cl *Claim) Epoch() int64 { return cl.epoch }
 
-// Messages delivers the partition's messages in offset order. It is closed
-// when the claim is stopping (rebalance, Run ending, Release) or lost.
+// Messages implements channel.Claim.
 func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
 
-// Lost is closed when the lease was lost, or could not be renewed in time
-// by the local clock: another consumer may own the partition, so stop
-// working on it. Acks after that are ignored.
+// Lost implements channel.Claim.
 func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
 
 // Start starts the claim's reader.
@@ -76,20 +60,7 @@ func (cl *Claim) Start(work context.Context) {
 }
 
 // Wake wakes the reader.
-func (cl *Claim) Wake() { cl.kick() }
-
-// kick wakes the reader without blocking.
-func (cl *Claim) kick() {
-	select {
-	case cl.wake <- struct{}{}:
-	default:
-	}
-}
-
-// roomLocked is how many more messages the claim may take in.
-func (cl *Claim) roomLocked() int {
-	return cl.c.opts.Buffer - len(cl.inflight)
-}
+func (cl *Claim) Wake() { lease.Kick(cl.wake) }
 
 // got is an entry as a script returned it, decoded.
 type got struct {
@@ -114,8 +85,7 @@ func (cl *Claim) deliver(raw []any) (seen string, err error) {
 	defer cl.s.Unlock()
 	if cl.s.ActiveLocked() {
 		for _, e := range entries {
-			cl.inflight[e.msg.Offset] = e.entryID
-			cl.s.PushLocked(e.msg)
+			cl.s.PushLocked(e.msg, e.entryID)
 		}
 	}
 	return seen, nil
@@ -142,7 +112,7 @@ func (cl *Claim) read(ctx context.Context) {
 			cl.s.Unlock()
 			return
 		}
-		room := cl.roomLocked()
+		room := cl.s.RoomLocked()
 		cl.s.Unlock()
 
 		var err error
@@ -210,22 +180,6 @@ func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// takeAcksLocked takes the buffered acks.
-func (cl *Claim) takeAcksLocked() []string {
-	acks := cl.acks
-	cl.acks = nil
-	return acks
-}
-
-// restoreAcks puts acks that could not be sent back in front.
-func (cl *Claim) restoreAcks(acks []string) {
-	cl.s.Lock()
-	defer cl.s.Unlock()
-	if cl.s.HoldsLocked() {
-		cl.acks = append(acks, cl.acks...)
-	}
-}
-
 // readNew sends the buffered acks and reads up to limit entries: the
 // owner's pending entries after the entry ID after (read by a call whose
 // reply was lost), then new ones. It returns how many it looked at, the ID
@@ -239,14 +193,14 @@ func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, s
 		cl.s.Unlock()
 		return 0, "", "", nil
 	}
-	acks := cl.takeAcksLocked()
+	acks := cl.s.TakeAcksLocked()
 	cl.s.Unlock()
 	args := appendIDs([]any{cl.lease, group, cl.c.opts.Owner, limit, after}, acks)
 	res, err := readScript.Run(ctx, cl.c.m.client, cl.keys, args...).Result()
 	if err != nil {
 		// The script may have run: its acks are sent again (harmless),
 		// and what it read is served by the next read, from after.
-		cl.restoreAcks(acks)
+		cl.s.RestoreAcks(acks)
 		return 0, "", "", cl.c.m.failed(err)
 	}
 	reply, ok := res.([]any)
@@ -301,7 +255,7 @@ func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (ne
 
 // sendAcks runs the ack script; release drops the lease too. It reports
 // whether the lease was still the claim's.
-func (cl *Claim) sendAcks(ctx context.Context, acks []string, release bool) (bool, error) {
+func (cl *Claim) sendAcks(ctx context.Context, acks []lease.Ref, release bool) (bool, error) {
 	res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, ackArgs(cl.lease, acks, release)...).Int64()
 	if err != nil {
 		return false, cl.c.m.failed(err)
@@ -310,77 +264,43 @@ func (cl *Claim) sendAcks(ctx context.Context, acks []string, release bool) (boo
 }
 
 // ackArgs are the ack script's arguments for the lease value lease.
-func ackArgs(lease string, acks []string, release bool) []any {
+func ackArgs(leaseValue string, acks []lease.Ref, release bool) []any {
 	rel := "0"
 	if release {
 		rel = "1"
 	}
-	return appendIDs([]any{lease, group, rel}, acks)
+	return appendIDs([]any{leaseValue, group, rel}, acks)
 }
 
-// appendIDs appends entry IDs to script arguments.
-func appendIDs(args []any, ids []string) []any {
-	for _, id := range ids {
-		args = append(args, id)
+// appendIDs appends the entry IDs of acks to script arguments.
+func appendIDs(args []any, acks []lease.Ref) []any {
+	for _, a := range acks {
+		args = append(args, a.ID)
 	}
 	return args
 }
 
-// Ack acknowledges delivered messages of this claim. The acks are buffered
-// and become durable with the next read or flush (within AckInterval) or
-// Release; until then a crash redelivers them. Acks after Lost are ignored;
-// acking a message that is not outstanding (already acked) does nothing.
+// Ack implements channel.Claim. The acks become durable with the next
+// read or flush (within AckInterval) or Release.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	cl.s.Lock()
-	wasFull := cl.roomLocked() <= 0
-	for _, m := range msgs {
-		if ignore, err := cl.s.AckableLocked(m); ignore {
-			cl.s.Unlock()
-			return err
-		}
-		if id, ok := cl.inflight[m.Offset]; ok {
-			delete(cl.inflight, m.Offset)
-			cl.acks = append(cl.acks, id)
-		}
-	}
-	batch := len(cl.acks) >= cl.c.opts.BatchSize
-	cl.s.Unlock()
-	if wasFull {
-		cl.kick()
+	full, batch, err := cl.s.Ack(msgs)
+	if full {
+		lease.Kick(cl.wake)
 	}
 	if batch {
-		cl.c.kickFlush()
+		lease.Kick(cl.c.flushNow)
 	}
-	return nil
+	return err
 }
 
-// Release closes Messages, makes the buffered acks durable and drops the
-// lease, in one script call, so another consumer can take the partition at
-// once. Messages delivered and not acked are redelivered to the next owner.
-// If the lease turns out to be lost, nothing is applied and Lost is closed.
-// After Lost, Release only closes the claim. Release is idempotent; when it
-// fails (ctx ended, Redis error) it may be called again.
+// Release implements channel.Claim: one script call sends the buffered
+// acks and drops the lease, so another consumer can take the partition at
+// once. If the lease turns out to be lost, nothing is applied and Lost is
+// closed.
 func (cl *Claim) Release(ctx context.Context) error {
-	cl.releaseMu.Lock()
-	defer cl.releaseMu.Unlock()
-	if !cl.s.BeginRelease() {
-		return nil
-	}
-	cl.kick()
-
-	// Wait for acks a read or the flusher has on their way.
-	cl.flushMu.Lock()
-	cl.s.Lock()
-	acks := cl.takeAcksLocked()
-	cl.s.Unlock()
-	ok, err := cl.sendAcks(ctx, acks, true)
-	cl.flushMu.Unlock()
-
-	cl.s.EndRelease(err, ok)
-	cl.kick()
-	if err != nil {
-		cl.restoreAcks(acks)
-		return fmt.Errorf("redis: release partition %d: %w", cl.partition, err)
-	}
-	return nil
+	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
+		cl.flushMu.Lock() // acks a read or the flusher has on their way go first
+		defer cl.flushMu.Unlock()
+		return cl.sendAcks(ctx, take(), true)
+	})
 }

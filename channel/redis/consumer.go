@@ -14,23 +14,19 @@ import (
 )
 
 // Consumer shares a mailbox's partitions (one stream each) with the other
-// consumers of the same mailbox, in this process or others, and hands each
-// partition it owns to its caller as a Claim.
-//
-// The leased-partition engine (channel/internal/lease) runs the lease
-// keeper: every LeaseTTL/3 one script call renews the consumer's heartbeat
-// and the leases of its partitions and takes free partitions up to its fair
-// share ceil(partitions/live consumers); claims beyond that share are asked
-// to stop. Each claim has a reader goroutine that first claims the
-// partition's pending entries, then reads new ones, and a flusher sends the
-// acks that no read carried within AckInterval.
+// consumers of the same mailbox, in this process or others, through the
+// leased-partition engine (channel/internal/lease), whose keeper runs one
+// script call per tick. Each claim has a reader goroutine that first claims
+// the partition's pending entries, then reads new ones; a flusher sends
+// the acks that no read carried within AckInterval. A Redis that is away
+// (restarting, loading its dataset) loses the consumer its claims but does
+// not end Run.
 type Consumer struct {
-	m       *Mailbox
-	opts    ConsumerOptions
-	optsErr error
-	engine  *lease.Engine
+	m      *Mailbox
+	opts   ConsumerOptions
+	engine *lease.Engine
 
-	// Lock order: Claim.releaseMu, Claim.flushMu, the claim's lock.
+	// Lock order: Claim.flushMu, the claim's lock.
 	readers  sync.WaitGroup // claim readers
 	flushNow chan struct{}
 }
@@ -42,9 +38,9 @@ var (
 
 func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 	opts = opts.WithDefaults()
-	c := &Consumer{m: m, opts: opts, optsErr: opts.validate(), flushNow: make(chan struct{}, 1)}
-	c.engine = lease.New(lease.Config{Backend: Backend, Owner: opts.Owner, Partitions: m.partitions,
-		LeaseTTL: opts.LeaseTTL, Buffer: opts.Buffer, Attach: m.runs.Attach}, c)
+	c := &Consumer{m: m, opts: opts, flushNow: make(chan struct{}, 1)}
+	c.engine = lease.New(lease.Config{Options: opts.common(), Err: opts.validate(), Backend: Backend,
+		Partitions: m.partitions, Attach: m.runs.Attach}, c)
 	return c
 }
 
@@ -57,15 +53,9 @@ func (c *Consumer) Mailbox() string { return "redis:" + c.m.Name() }
 // Owner returns the name under which the consumer holds leases.
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
-// Run implements channel.Consumer, sharing the partitions by leases. It
-// also stops when the Mailbox is closed. A Redis that is away (restarting,
-// loading its dataset) loses the consumer its claims (each ends, Lost,
-// before its lease can expire) but does not end Run: the lease keeper
-// tries again until Redis answers, and takes partitions again.
+// Run implements channel.Consumer. It also stops when the Mailbox is
+// closed.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
-	if c.optsErr != nil {
-		return c.optsErr
-	}
 	return c.engine.Run(ctx, onClaim)
 }
 
@@ -133,14 +123,6 @@ func (c *Consumer) Work(ctx context.Context) error {
 	return nil
 }
 
-// kickFlush wakes the flusher without blocking.
-func (c *Consumer) kickFlush() {
-	select {
-	case c.flushNow <- struct{}{}:
-	default:
-	}
-}
-
 // flushLoop sends buffered acks every AckInterval, or at once when a claim
 // has a batch of them, until ctx is done.
 func (c *Consumer) flushLoop(ctx context.Context) {
@@ -170,7 +152,7 @@ func (c *Consumer) flushLoop(ctx context.Context) {
 func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 	type batch struct {
 		cl   *Claim
-		acks []string
+		acks []lease.Ref
 		cmd  *redis.Cmd
 	}
 	var todo []batch
@@ -178,13 +160,17 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 		if !cl.flushMu.TryLock() {
 			continue
 		}
+		var acks []lease.Ref
 		cl.s.Lock()
-		if cl.s.HoldsLocked() && !cl.s.ReleasingLocked() && len(cl.acks) > 0 {
-			todo = append(todo, batch{cl: cl, acks: cl.takeAcksLocked()})
+		if cl.s.HoldsLocked() && !cl.s.ReleasingLocked() {
+			acks = cl.s.TakeAcksLocked()
+		}
+		cl.s.Unlock()
+		if len(acks) > 0 {
+			todo = append(todo, batch{cl: cl, acks: acks})
 		} else {
 			cl.flushMu.Unlock()
 		}
-		cl.s.Unlock()
 	}
 	if len(todo) == 0 {
 		return
@@ -204,7 +190,7 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 		}
 		switch {
 		case err != nil:
-			b.cl.restoreAcks(b.acks)
+			b.cl.s.RestoreAcks(b.acks)
 		case res != 1:
 			b.cl.s.Lose()
 		}

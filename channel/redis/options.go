@@ -8,29 +8,20 @@ import (
 	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
-// maxPartitions bounds Options.Partitions. The lease keeper's script names
-// every partition's lease key, and a consumer reads every partition it owns; far
-// more partitions than worker processes only adds overhead.
-const maxPartitions = 4096
-
-// defaultPartitions is the partition count of a new mailbox when
-// Options.Partitions is zero.
-const defaultPartitions = 8
-
 // Options configure Open and New.
 type Options struct {
-	// Partitions is how many partition streams the mailbox has. It is fixed
-	// when the mailbox is created and stored in Redis; opening an existing
-	// mailbox with a different non-zero count is an error, because every
-	// address would move to another partition and lose its order.
+	// Partitions is how many partition streams the mailbox has, 1 to 4096.
+	// It is stored in Redis when the mailbox is created; opening it with
+	// another non-zero count is an error, as every address would move to
+	// another partition and lose its order.
 	//
 	// Defaults to 8 for a new mailbox and to the stored count for an
 	// existing one.
 	Partitions int
 
 	// PoolSize is the connection pool size of the client Open creates. A
-	// consumer keeps one connection blocked per owned partition while it waits
-	// for new messages, so the pool needs room for those and for
+	// consumer keeps one connection blocked per owned partition while it
+	// waits for new messages, so the pool needs room for those and for
 	// publishing, acking and lease renewal besides. New ignores it: size
 	// the pool of your own client likewise.
 	//
@@ -40,13 +31,10 @@ type Options struct {
 }
 
 func (o Options) validate() error {
-	if o.Partitions < 0 || o.Partitions > maxPartitions {
-		return fmt.Errorf("redis: Options.Partitions is %d: use 1 to %d, or 0 for the default", o.Partitions, maxPartitions)
-	}
 	if o.PoolSize < 0 {
 		return fmt.Errorf("redis: Options.PoolSize is %d: use a positive size, or 0 for the default", o.PoolSize)
 	}
-	return nil
+	return lease.CheckPartitions(Backend, o.Partitions)
 }
 
 // validateMailbox checks a mailbox name: it goes into the keys' hash tag.
@@ -62,21 +50,18 @@ func validateMailbox(name string) error {
 
 // ConsumerOptions configure a Consumer.
 type ConsumerOptions struct {
-	// Owner identifies the consumer in the partition leases, in the heartbeat
-	// set and as the consumer name within the streams' consumer group. It
-	// must be unique among the consumers of one mailbox: two consumers with
-	// the same Owner would renew each other's leases.
+	// Owner names the consumer in the leases, the heartbeat set and the
+	// streams' consumer group; unique among the consumers of a mailbox
+	// (two of one name would renew each other's leases).
 	//
 	// Defaults to "hostname:pid:random".
 	Owner string
 
-	// LeaseTTL is how long a partition stays owned without renewal. Leases and
-	// the consumer's heartbeat are renewed every LeaseTTL/3, so a consumer
-	// that dies hands its partitions to the others after at most LeaseTTL. A
-	// consumer whose renewals fail (Redis unreachable, a long pause) gives
-	// its claims up as lost by its own clock, a tenth of LeaseTTL before
-	// the lease can end on the server. Use the same value for every
-	// consumer of a mailbox.
+	// LeaseTTL is how long a partition stays owned without renewal: a
+	// consumer that dies hands its partitions on after at most LeaseTTL,
+	// and one whose renewals fail (Redis unreachable, a long pause) gives
+	// its claims up as lost by its own clock a tenth of LeaseTTL before.
+	// Use the same value for every consumer of a mailbox.
 	//
 	// Defaults to 10s.
 	LeaseTTL time.Duration
@@ -87,8 +72,7 @@ type ConsumerOptions struct {
 	BatchSize int
 
 	// Buffer is how many messages of one claim may be delivered and not
-	// yet acked. When a claim has that many, its partition is not read
-	// until acks come in: backpressure instead of an unbounded queue.
+	// yet acked; a claim with that many is not read until acks come in.
 	//
 	// Defaults to 1024.
 	Buffer int

@@ -31,16 +31,8 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if len(msgs) == 0 {
 		return nil
 	}
-	// The identifier limits first: a bad message rejects the whole batch.
-	for i, msg := range msgs {
-		if err := channel.CheckAddress(msg.Address); err != nil {
-			return fmt.Errorf("redis: publish message %d: %w", i, err)
-		}
-		if msg.ID != "" {
-			if err := channel.CheckMessageID(msg.ID); err != nil {
-				return fmt.Errorf("redis: publish message %d: %w", i, err)
-			}
-		}
+	if err := channel.CheckPublish(msgs); err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
 	entries, err := prepareEntries(msgs, p.m.partitions)
 	if err != nil {

@@ -75,6 +75,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,12 +119,6 @@ type Mailbox struct {
 // mailbox there, creating it when needed. Close closes the connection. ctx
 // bounds the setup round trips.
 func Open(ctx context.Context, addr, mailbox string, opts Options) (*Mailbox, error) {
-	if err := opts.validate(); err != nil {
-		return nil, err
-	}
-	if err := validateMailbox(mailbox); err != nil {
-		return nil, err
-	}
 	ropts := &redis.Options{Addr: addr}
 	if strings.Contains(addr, "://") {
 		var err error
@@ -137,17 +132,14 @@ func Open(ctx context.Context, addr, mailbox string, opts Options) (*Mailbox, er
 		}
 		return 10*runtime.GOMAXPROCS(0) + partitions
 	}
-	want := opts.Partitions
-	if want == 0 {
-		want = defaultPartitions
-	}
-	ropts.PoolSize = pool(want)
+	ropts.PoolSize = pool(cmp.Or(opts.Partitions, lease.DefaultPartitions))
 	client := redis.NewClient(ropts)
-	m, err := newMailbox(ctx, client, mailbox, opts, true)
+	m, err := New(ctx, client, mailbox, opts)
 	if err != nil {
 		client.Close()
 		return nil, err
 	}
+	m.owned = true
 	if ropts.PoolSize < pool(m.partitions) {
 		// An existing mailbox with more partitions than guessed: a blocked
 		// reader per partition needs a larger pool.
@@ -168,10 +160,6 @@ func New(ctx context.Context, client redis.UniversalClient, mailbox string, opts
 	if err := validateMailbox(mailbox); err != nil {
 		return nil, err
 	}
-	return newMailbox(ctx, client, mailbox, opts, false)
-}
-
-func newMailbox(ctx context.Context, client redis.UniversalClient, mailbox string, opts Options, owned bool) (*Mailbox, error) {
 	if err := client.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("redis: connect: %w (is the server up? scripts/services.sh start redis runs one for tests)", err)
 	}
@@ -180,30 +168,20 @@ func newMailbox(ctx context.Context, client redis.UniversalClient, mailbox strin
 			return nil, fmt.Errorf("redis: load scripts: %w (the mailbox needs Redis 7.0 or newer)", err)
 		}
 	}
-	m := &Mailbox{
-		client: client,
-		owned:  owned,
-		name:   mailbox,
-		prefix: "{postbox:" + mailbox + "}:",
-	}
-	n, err := m.init(ctx, opts.Partitions)
-	if err != nil {
+	m := &Mailbox{client: client, name: mailbox, prefix: "{postbox:" + mailbox + "}:"}
+	var err error
+	if m.partitions, err = m.init(ctx, opts.Partitions); err != nil {
 		return nil, fmt.Errorf("redis: open mailbox %s: %w", mailbox, err)
 	}
-	m.partitions = n
 	return m, nil
 }
 
 // init settles the partition count, the stored one or want (defaulting to 8)
 // for a new mailbox, and makes sure every partition has its stream and group.
 func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
-	n := want
-	if n == 0 {
-		n = defaultPartitions
-	}
 	// HSETNX: of two processes creating the mailbox at once, one count wins
 	// and both read it back.
-	if err := m.client.HSetNX(ctx, m.metaKey(), "partitions", n).Err(); err != nil {
+	if err := m.client.HSetNX(ctx, m.metaKey(), "partitions", cmp.Or(want, lease.DefaultPartitions)).Err(); err != nil {
 		return 0, fmt.Errorf("store partition count: %w", err)
 	}
 	if err := m.client.HSetNX(ctx, m.metaKey(), "version", schemaVersion).Err(); err != nil {
@@ -213,12 +191,9 @@ func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read partition count: %w", err)
 	}
-	n, err = strconv.Atoi(stored)
-	if err != nil || n <= 0 || n > maxPartitions {
-		return 0, fmt.Errorf("stored partition count %q in %s is not a number from 1 to %d: the mailbox is damaged", stored, m.metaKey(), maxPartitions)
-	}
-	if want != 0 && want != n {
-		return 0, fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
+	n, err := lease.StoredPartitions(stored, want)
+	if err != nil {
+		return 0, err
 	}
 	// A group reading from the start, on every partition; MKSTREAM creates the
 	// stream. BUSYGROUP: it exists already.

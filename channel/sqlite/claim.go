@@ -8,151 +8,87 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
-// Claim is one partition owned by a Consumer under one lease epoch.
-//
-// Acks are buffered and applied by the consumer's next poll, at most
-// PollInterval later, or by Release. Messages of a claim are fenced by
-// its epoch: after the lease is lost, neither this claim nor its
-// (possibly paused) process can delete a message the next owner has taken.
+// Claim is one partition owned by a Consumer under one lease epoch. Acks
+// are buffered until the consumer's next poll, at most PollInterval later,
+// or Release. Its rows are fenced by its epoch: after the lease is lost,
+// neither this claim nor its (possibly paused) process can delete a
+// message the next owner has taken.
 type Claim struct {
 	c         *Consumer
 	s         *lease.Slot
 	partition int32
 	epoch     int64
-	releaseMu sync.Mutex // serializes Release calls
 
-	// Guarded by c.mu.
-	cursor   int64 // every row of the partition up to here is delivered by this claim or gone
-	inflight map[int64]struct{}
-
-	// What the last poll of this claim saw, so that an idle poller can tell
-	// without a write transaction that polling would find nothing.
+	// Guarded by c.cycleMu: what the last poll of this claim saw, so that
+	// an idle poller can tell without a write transaction that polling
+	// would find nothing.
+	cursor  int64 // every row of the partition up to here is delivered by this claim or gone
 	polled  bool  // polled at least once
 	seenSeq int64 // the mailbox's highest offset then
 	more    bool  // it stopped at its limit: more rows may be waiting
-
-	acks []int64
 }
 
 var _ channel.Claim = (*Claim)(nil)
 
 func newClaim(c *Consumer, s *lease.Slot) *Claim {
-	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch(), inflight: make(map[int64]struct{})}
+	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
 }
 
-// Partition returns the claimed partition.
+// Partition implements channel.Claim.
 func (cl *Claim) Partition() int32 { return cl.partition }
 
 // Epoch returns the lease epoch: it grows every time the partition changes
 // hands.
 func (cl *Claim) Epoch() int64 { return cl.epoch }
 
-// Messages delivers the partition's messages in offset order. It is closed
-// when the claim is stopping (rebalance, Run ending, Release) or lost.
+// Messages implements channel.Claim.
 func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
 
-// Lost is closed when the lease was lost: another consumer may own the
-// partition, so stop working on it. Acks after that are ignored.
+// Lost implements channel.Claim.
 func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
 
 // Start wakes the poller for the new claim.
-func (cl *Claim) Start(context.Context) { cl.c.kick() }
+func (cl *Claim) Start(context.Context) { lease.Kick(cl.c.wake) }
 
 // Wake wakes the poller.
-func (cl *Claim) Wake() { cl.c.kick() }
+func (cl *Claim) Wake() { lease.Kick(cl.c.wake) }
 
-// active reports whether the claim hands out messages.
-func (cl *Claim) active() bool {
-	cl.s.Lock()
-	defer cl.s.Unlock()
-	return cl.s.ActiveLocked()
-}
-
-// holds reports whether the claim still holds its lease.
-func (cl *Claim) holds() bool {
-	cl.s.Lock()
-	defer cl.s.Unlock()
-	return cl.s.HoldsLocked()
-}
-
-// Ack acknowledges delivered messages of this claim. The acks are buffered
-// and become durable with the next poll (within PollInterval) or Release;
-// until then a crash redelivers them. Acks after Lost are ignored; acking a
-// message that is not outstanding (already acked) does nothing.
+// Ack implements channel.Claim. The acks become durable with the next
+// poll (within PollInterval) or Release.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	c := cl.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	wasFull := len(cl.inflight) >= c.opts.Buffer
-	for _, m := range msgs {
-		cl.s.Lock()
-		ignore, err := cl.s.AckableLocked(m)
-		cl.s.Unlock()
-		if ignore {
-			return err
-		}
-		if _, ok := cl.inflight[m.Offset]; ok {
-			delete(cl.inflight, m.Offset)
-			cl.acks = append(cl.acks, m.Offset)
-		}
+	full, batch, err := cl.s.Ack(msgs)
+	if full || batch {
+		lease.Kick(cl.c.wake)
 	}
-	if wasFull || len(cl.acks) >= c.opts.BatchSize {
-		c.kick()
-	}
-	return nil
+	return err
 }
 
-// Release closes Messages, makes the buffered acks durable and drops the
-// lease, so another consumer can take the partition at once.
-// Messages delivered and not acked are redelivered to the next owner. After
-// Lost, Release only closes the claim. Release is idempotent; when it fails
-// (ctx ended, database error) it may be called again.
+// Release implements channel.Claim: in one transaction it deletes the
+// acked messages and drops the lease, so another consumer can take the
+// partition at once.
 func (cl *Claim) Release(ctx context.Context) error {
-	cl.releaseMu.Lock()
-	defer cl.releaseMu.Unlock()
 	c := cl.c
-
-	c.cycleMu.Lock()
-	if !cl.s.BeginRelease() {
+	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
+		c.cycleMu.Lock() // a poll under way applies or restores its acks first
+		acks := take()
 		c.cycleMu.Unlock()
-		return nil
-	}
-	c.mu.Lock()
-	acks := cl.acks
-	cl.acks = nil
-	c.mu.Unlock()
-	c.cycleMu.Unlock()
-
-	err := c.m.write(ctx, func(tx *sql.Tx) error {
-		st, err := prepareStmts(ctx, c.m, tx)
-		if err != nil {
-			return err
-		}
-		if err := st.ack(ctx, cl, acks); err != nil {
-			return err
-		}
-		return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
+		return true, c.m.write(ctx, func(tx *sql.Tx) error {
+			st, err := prepareStmts(ctx, c.m, tx)
+			if err != nil {
+				return err
+			}
+			if err := st.ack(ctx, cl, acks); err != nil {
+				return err
+			}
+			return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
+		})
 	})
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		cl.acks = append(acks, cl.acks...)
-	}
-	if cl.s.EndRelease(err, true) {
-		cl.inflight, cl.acks = nil, nil
-	}
-	if err != nil {
-		return fmt.Errorf("sqlite: release partition %d: %w", cl.partition, err)
-	}
-	return nil
 }
 
 // pollStmts are the statements of a poll, bound to its transaction.
@@ -181,7 +117,7 @@ func prepareStmts(ctx context.Context, m *Mailbox, tx *sql.Tx) (*pollStmts, erro
 }
 
 // ack deletes the acked rows of cl.
-func (s *pollStmts) ack(ctx context.Context, cl *Claim, acks []int64) error {
+func (s *pollStmts) ack(ctx context.Context, cl *Claim, acks []lease.Ref) error {
 	if len(acks) == 0 {
 		return nil
 	}
@@ -244,15 +180,15 @@ func newMessage(mailbox string, partition int32, id int64, msgID, addr string, p
 	return msg, nil
 }
 
-// jsonInts encodes ns as a JSON array for json_each.
-func jsonInts(ns []int64) string {
-	b := make([]byte, 0, 2+len(ns)*8)
+// jsonInts encodes the offsets of acks as a JSON array for json_each.
+func jsonInts(acks []lease.Ref) string {
+	b := make([]byte, 0, 2+len(acks)*8)
 	b = append(b, '[')
-	for i, n := range ns {
+	for i, a := range acks {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendInt(b, n, 10)
+		b = strconv.AppendInt(b, a.Offset, 10)
 	}
 	return string(append(b, ']'))
 }

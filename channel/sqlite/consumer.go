@@ -13,31 +13,25 @@ import (
 )
 
 // Consumer shares a mailbox's partitions with the other consumers of the
-// same file, in this process or others, and hands each partition it owns to
-// its caller as a Claim.
-//
-// The leased-partition engine (channel/internal/lease) runs the lease
-// keeper: every LeaseTTL/3 one transaction renews the consumer's heartbeat
-// and leases and takes free partitions up to its fair share
-// ceil(partitions/live consumers); claims beyond that share are asked to
-// stop. The poller serves every claim in one transaction per poll: it
-// deletes the messages acked since the last poll and takes the next
-// messages of each partition. One transaction for all partitions means one
-// fsync per poll instead of one per partition. A poller that has nothing to
-// flush and whose claims saw no new message since their last poll (it reads
-// the newest offset first) skips the write transaction altogether.
+// same file, in this process or others, through the leased-partition
+// engine (channel/internal/lease), whose keeper runs one transaction per
+// tick. One poller serves every claim in one transaction per poll: it
+// deletes the messages acked since the last poll and takes the next ones
+// of each partition, so one fsync serves them all. An idle poller whose
+// claims saw no new message since their last poll (it reads the newest
+// offset first) skips the write transaction altogether. A database that
+// fails the keeper loses the consumer its claims but does not end Run; a
+// failed poll does.
 type Consumer struct {
-	m       *Mailbox
-	opts    ConsumerOptions
-	optsErr error
-	engine  *lease.Engine
+	m      *Mailbox
+	opts   ConsumerOptions
+	engine *lease.Engine
 
-	// cycleMu is held by a whole poll (transaction and hand-out), and by
-	// Release while it takes the claim's buffered acks, so that a poll's
-	// acks are durable before Release drops the lease.
-	// Lock order: Claim.releaseMu, cycleMu, mu, the claim's lock.
+	// cycleMu is held by a whole poll (transaction and hand-out), and
+	// guards the claims' poll fields. Release takes its claim's acks under
+	// it, so that a poll's acks are durable before Release drops the lease.
+	// Lock order: cycleMu, the claim's lock.
 	cycleMu sync.Mutex
-	mu      sync.Mutex // guards the claims' poll fields
 	wake    chan struct{}
 }
 
@@ -48,9 +42,9 @@ var (
 
 func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 	opts = opts.WithDefaults()
-	c := &Consumer{m: m, opts: opts, optsErr: opts.validate(), wake: make(chan struct{}, 1)}
-	c.engine = lease.New(lease.Config{Backend: Backend, Owner: opts.Owner, Partitions: m.partitions,
-		LeaseTTL: opts.LeaseTTL, Buffer: opts.Buffer, Attach: m.runs.Attach}, c)
+	c := &Consumer{m: m, opts: opts, wake: make(chan struct{}, 1)}
+	c.engine = lease.New(lease.Config{Options: opts.common(), Err: opts.validate(), Backend: Backend,
+		Partitions: m.partitions, Attach: m.runs.Attach}, c)
 	return c
 }
 
@@ -63,15 +57,9 @@ func (c *Consumer) Mailbox() string { return c.m.Identity() }
 // Owner returns the name under which the consumer holds leases.
 func (c *Consumer) Owner() string { return c.opts.Owner }
 
-// Run implements channel.Consumer, sharing the partitions by leases. It
-// also stops when the Mailbox is closed, and fails when a poll fails. A
-// database that fails the lease keeper loses the consumer its claims (each
-// ends, Lost, before its lease can expire) but does not end Run: the
-// keeper tries again until the database answers.
+// Run implements channel.Consumer. It also stops when the Mailbox is
+// closed.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
-	if c.optsErr != nil {
-		return c.optsErr
-	}
 	return c.engine.Run(ctx, onClaim)
 }
 
@@ -218,14 +206,6 @@ func dropLease(ctx context.Context, tx *sql.Tx, partition int32, owner string, e
 	return nil
 }
 
-// kick wakes the poller without blocking.
-func (c *Consumer) kick() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
 // poll runs the poller until ctx is done.
 func (c *Consumer) poll(ctx context.Context) error {
 	t := time.NewTimer(c.opts.PollInterval)
@@ -257,7 +237,7 @@ type work struct {
 	cl    *Claim
 	from  int64 // take rows after this offset
 	limit int   // deliver at most this many
-	acks  []int64
+	acks  []lease.Ref
 
 	// results
 	lost      bool
@@ -281,12 +261,12 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	// leave the lock to those who need it.
 	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
 	claims := c.claims()
-	c.mu.Lock()
 	needSeq := false
 	for _, cl := range claims {
-		needSeq = needSeq || cl.active() && idle(cl)
+		cl.s.Lock()
+		needSeq = needSeq || cl.s.ActiveLocked() && idle(cl)
+		cl.s.Unlock()
 	}
-	c.mu.Unlock()
 	seq, seqKnown := int64(0), false
 	if needSeq {
 		if err := c.m.db.QueryRowContext(ctx, newestOffsetSQL).Scan(&seq); err != nil {
@@ -295,19 +275,19 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		seqKnown = true
 	}
 
-	c.mu.Lock()
 	var todo []*work
 	for _, cl := range claims {
-		w := &work{cl: cl, from: cl.cursor, acks: cl.acks}
-		cl.acks = nil
-		if cl.active() && (!idle(cl) || !seqKnown || seq > cl.seenSeq) {
-			w.limit = min(c.opts.BatchSize, c.opts.Buffer-len(cl.inflight), cl.s.Room())
+		w := &work{cl: cl, from: cl.cursor}
+		cl.s.Lock()
+		w.acks = cl.s.TakeAcksLocked()
+		if cl.s.ActiveLocked() && (!idle(cl) || !seqKnown || seq > cl.seenSeq) {
+			w.limit = min(c.opts.BatchSize, cl.s.RoomLocked())
 		}
+		cl.s.Unlock()
 		if w.limit > 0 || len(w.acks) > 0 {
 			todo = append(todo, w)
 		}
 	}
-	c.mu.Unlock()
 	if len(todo) == 0 {
 		return false, nil
 	}
@@ -320,14 +300,10 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		}
 		return c.pollTx(ctx, tx, todo)
 	})
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err != nil {
 		// Nothing was applied: keep the acks for the next poll.
 		for _, w := range todo {
-			if w.cl.holds() {
-				w.cl.acks = append(w.acks, w.cl.acks...)
-			}
+			w.cl.s.RestoreAcks(w.acks)
 		}
 		return false, fmt.Errorf("poll: %w", err)
 	}
@@ -348,8 +324,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		again = again || cl.more
 		for _, msg := range w.delivered {
 			cl.cursor = msg.Offset
-			cl.inflight[msg.Offset] = struct{}{}
-			cl.s.PushLocked(msg) // never blocks: limit reserved the room
+			cl.s.PushLocked(msg, "") // never blocks: limit reserved the room
 		}
 		cl.s.Unlock()
 	}

@@ -30,6 +30,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -160,28 +161,18 @@ func (m *Mailbox) init(want int) (int, error) {
 		if _, err := tx.Exec(schema); err != nil {
 			return fmt.Errorf("create tables: %w", err)
 		}
-		var stored string
-		err := tx.QueryRow(`SELECT value FROM mailbox_meta WHERE key = 'partitions'`).Scan(&stored)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			n = want
-			if n == 0 {
-				n = defaultPartitions
-			}
-			if _, err := tx.Exec(`INSERT INTO mailbox_meta (key, value) VALUES ('partitions', ?), ('version', ?)`,
-				strconv.Itoa(n), schemaVersion); err != nil {
-				return fmt.Errorf("store partition count: %w", err)
-			}
-		case err != nil:
+		stored := strconv.Itoa(cmp.Or(want, lease.DefaultPartitions))
+		// A new mailbox stores its count; an existing one keeps its own.
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO mailbox_meta (key, value) VALUES ('partitions', ?), ('version', ?)`,
+			stored, schemaVersion); err != nil {
+			return fmt.Errorf("store partition count: %w", err)
+		}
+		if err := tx.QueryRow(`SELECT value FROM mailbox_meta WHERE key = 'partitions'`).Scan(&stored); err != nil {
 			return fmt.Errorf("read partition count: %w", err)
-		default:
-			n, err = strconv.Atoi(stored)
-			if err != nil || n <= 0 {
-				return fmt.Errorf("stored partition count %q is not a positive number: the file is damaged", stored)
-			}
-			if want != 0 && want != n {
-				return fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
-			}
+		}
+		var err error
+		if n, err = lease.StoredPartitions(stored, want); err != nil {
+			return err
 		}
 		// One lease row per partition, kept forever, so epochs only grow.
 		stmt, err := tx.Prepare(`INSERT OR IGNORE INTO mailbox_leases (partition) VALUES (?)`)

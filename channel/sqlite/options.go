@@ -21,11 +21,6 @@ const (
 	SyncNormal Synchronous = "NORMAL"
 )
 
-// maxPartitions bounds Options.Partitions. A consumer polls and leases every
-// partition it owns; far more partitions than worker processes only adds
-// overhead.
-const maxPartitions = 4096
-
 // Options configure Open.
 type Options struct {
 	// Synchronous trades durability on power loss for commit latency. Use
@@ -35,19 +30,15 @@ type Options struct {
 	// Defaults to SyncFull.
 	Synchronous Synchronous
 
-	// Partitions is how many partitions the mailbox has. It is fixed when
-	// the file's mailbox is created and stored in the file; opening an
-	// existing mailbox with a different non-zero count is an error, because
-	// every address would move to another partition and lose its order.
+	// Partitions is how many partitions the mailbox has, 1 to 4096. It is
+	// stored in the file when the mailbox is created; opening it with
+	// another non-zero count is an error, as every address would move to
+	// another partition and lose its order.
 	//
 	// Defaults to 8 for a new mailbox and to the stored count for an
 	// existing one.
 	Partitions int
 }
-
-// defaultPartitions is the partition count of a new mailbox when
-// Options.Partitions is zero.
-const defaultPartitions = 8
 
 // WithDefaults returns a copy of o with zero fields set to their defaults.
 // Partitions stays zero: its default depends on whether the file already
@@ -65,29 +56,23 @@ func (o Options) validate() error {
 	default:
 		return fmt.Errorf("sqlite: Options.Synchronous is %q: use SyncFull or SyncNormal", o.Synchronous)
 	}
-	if o.Partitions < 0 || o.Partitions > maxPartitions {
-		return fmt.Errorf("sqlite: Options.Partitions is %d: use 1 to %d, or 0 for the default", o.Partitions, maxPartitions)
-	}
-	return nil
+	return lease.CheckPartitions(Backend, o.Partitions)
 }
 
 // ConsumerOptions configure a Consumer.
 type ConsumerOptions struct {
-	// Owner identifies the consumer in the lease table. It must be unique
-	// among the consumers of one mailbox: two consumers with the same Owner
-	// would renew each other's leases.
+	// Owner names the consumer in the lease table; unique among the
+	// consumers of a mailbox (two of one name would renew each other's
+	// leases).
 	//
 	// Defaults to "hostname:pid:random".
 	Owner string
 
-	// LeaseTTL is how long a partition stays owned without renewal. Leases
-	// and the consumer's heartbeat are renewed every LeaseTTL/3, so a
-	// consumer that dies hands its partitions to the others after at most
-	// LeaseTTL. A consumer whose renewals fail (a stalled disk, a long
-	// pause) gives its claims up as lost by its own clock, a tenth of
-	// LeaseTTL before the lease can end in the file. A shorter TTL fails
-	// over faster but loses leases sooner when the process stalls (GC, a
-	// saturated disk). Use the same value for every consumer of a mailbox.
+	// LeaseTTL is how long a partition stays owned without renewal: a
+	// consumer that dies hands its partitions on after at most LeaseTTL,
+	// and one whose renewals fail (a stalled disk, a long pause) gives its
+	// claims up as lost by its own clock a tenth of LeaseTTL before. Use
+	// the same value for every consumer of a mailbox.
 	//
 	// Defaults to 10s.
 	LeaseTTL time.Duration
@@ -99,14 +84,12 @@ type ConsumerOptions struct {
 	PollInterval time.Duration
 
 	// BatchSize is how many messages one poll takes from a partition.
-	// Larger batches spread the cost of a commit over more messages.
 	//
 	// Defaults to 256.
 	BatchSize int
 
 	// Buffer is how many messages of one claim may be delivered and not yet
-	// acked. When a claim has that many outstanding, its partition is not
-	// polled until acks come in: backpressure instead of an unbounded queue.
+	// acked; a claim with that many is not polled until acks come in.
 	//
 	// Defaults to 1024.
 	Buffer int

@@ -63,10 +63,10 @@ type row struct {
 func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 	rows := make([]row, len(msgs))
 	var ids []byte // random bytes for the messages without an ID, drawn at once
+	if err := channel.CheckPublish(msgs); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
 	for i, msg := range msgs {
-		if err := checkMessage(msg); err != nil {
-			return nil, fmt.Errorf("sqlite: publish message %d: %w", i, err)
-		}
 		addr := msg.Address.String()
 		r := row{
 			partition: channel.HomePartition(addr, partitions),
@@ -92,18 +92,6 @@ func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 		rows[i] = r
 	}
 	return rows, nil
-}
-
-// checkMessage checks what Publish takes from the caller: the address, and
-// the ID unless it is empty (then Publish assigns one).
-func checkMessage(msg channel.Message) error {
-	if err := channel.CheckAddress(msg.Address); err != nil {
-		return err
-	}
-	if msg.ID != "" {
-		return channel.CheckMessageID(msg.ID)
-	}
-	return nil
 }
 
 // insertChunks are the row counts of the prepared INSERT statements, largest

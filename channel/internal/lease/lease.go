@@ -80,16 +80,14 @@ type Claim interface {
 
 // Config configures an Engine.
 type Config struct {
+	// Options are the consumer's, after WithDefaults; Err is what
+	// validating all its options found, and Run returns it.
+	Options
+	Err error
 	// Backend names the backend in errors ("sqlite", "redis").
 	Backend string
-	// Owner names the consumer in the leases; unique per mailbox.
-	Owner string
 	// Partitions is the mailbox's partition count.
 	Partitions int
-	// LeaseTTL is how long a lease lasts without renewal.
-	LeaseTTL time.Duration
-	// Buffer is the room of a claim's Messages channel.
-	Buffer int
 	// Attach registers a Run with the mailbox: closing is closed when the
 	// mailbox is being closed, and detach is called when Run returns. It
 	// fails with channel.ErrClosed on a closed mailbox.
@@ -149,6 +147,9 @@ func New(cfg Config, d Driver) *Engine {
 // returns nil when stopped by ctx or Close, and runs once.
 func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	b := e.cfg.Backend
+	if e.cfg.Err != nil {
+		return e.cfg.Err
+	}
 	if onClaim == nil {
 		return fmt.Errorf("%s: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it", b)
 	}
@@ -373,7 +374,7 @@ func (e *Engine) drain(en *entry) {
 func (e *Engine) lose(en *entry) {
 	s := en.slot
 	s.mu.Lock()
-	ended := s.LoseLocked()
+	ended := s.loseLocked()
 	s.mu.Unlock()
 	if ended {
 		en.claim.Wake()
@@ -386,6 +387,15 @@ func (e *Engine) forget(s *Slot) {
 	defer e.mu.Unlock()
 	if en := e.claims[s.partition]; en != nil && en.slot == s {
 		delete(e.claims, s.partition)
+	}
+}
+
+// Kick sends on a wake-up channel of room 1 without blocking: a wake-up
+// already pending does as well.
+func Kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

@@ -118,20 +118,18 @@ func (c *claim) Ack(context.Context, ...channel.Message) error { return nil }
 func (c *claim) Start(context.Context)                         {}
 func (c *claim) Wake()                                         {}
 
-func (c *claim) Release(context.Context) error {
-	if !c.s.BeginRelease() {
-		return nil
-	}
-	c.d.st.mu.Lock()
-	c.d.drop(Held{c.s.Partition(), c.s.Epoch()})
-	c.d.st.mu.Unlock()
-	c.s.EndRelease(nil, true)
-	return nil
+func (c *claim) Release(ctx context.Context) error {
+	return c.s.Release(ctx, func(context.Context, func() []Ref) (bool, error) {
+		c.d.st.mu.Lock()
+		defer c.d.st.mu.Unlock()
+		c.d.drop(Held{c.s.Partition(), c.s.Epoch()})
+		return true, nil
+	})
 }
 
 func newEngine(st *store, name string, ttl time.Duration) (*Engine, *driver) {
 	d := &driver{st: st, name: name}
-	return New(Config{Backend: "test", Owner: name, Partitions: st.partitions, LeaseTTL: ttl, Buffer: 4,
+	return New(Config{Backend: "test", Options: Options{Owner: name, LeaseTTL: ttl, Buffer: 4, BatchSize: 4}, Partitions: st.partitions,
 		Attach: func() (<-chan struct{}, func(), error) { return nil, func() {}, nil }}, d), d
 }
 

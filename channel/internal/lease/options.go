@@ -9,6 +9,37 @@ import (
 	"time"
 )
 
+// MaxPartitions bounds a mailbox's partition count: a consumer leases and
+// reads every partition it owns, and far more partitions than worker
+// processes only adds overhead.
+const MaxPartitions = 4096
+
+// DefaultPartitions is the partition count of a new mailbox when
+// Options.Partitions is zero.
+const DefaultPartitions = 8
+
+// CheckPartitions checks a backend's Options.Partitions.
+func CheckPartitions(backend string, n int) error {
+	if n < 0 || n > MaxPartitions {
+		return fmt.Errorf("%s: Options.Partitions is %d: use 1 to %d, or 0 for the default", backend, n, MaxPartitions)
+	}
+	return nil
+}
+
+// StoredPartitions reads the partition count a mailbox stored when it was
+// created, and checks that want (Options.Partitions) is 0 or the same: a
+// different count would move every address to another partition.
+func StoredPartitions(stored string, want int) (int, error) {
+	n, err := strconv.Atoi(stored)
+	if err != nil || n <= 0 || n > MaxPartitions {
+		return 0, fmt.Errorf("stored partition count %q is not a number from 1 to %d: the mailbox is damaged", stored, MaxPartitions)
+	}
+	if want != 0 && want != n {
+		return 0, fmt.Errorf("the mailbox has %d partitions but Options.Partitions is %d: set it to %d or 0 (the count is fixed when the mailbox is created)", n, want, n)
+	}
+	return n, nil
+}
+
 // Options are the consumer options every leased mailbox has, as its
 // ConsumerOptions spell them.
 type Options struct {

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -24,10 +25,11 @@ const (
 )
 
 // Slot is the part of a claim the engine keeps: the partition and epoch,
-// the Messages and Lost channels, the state and the watchdog. Its mutex is
-// the claim's mutex: a driver guards its own claim fields with Lock and
-// Unlock too, and hands messages out only while Active, under the lock, so
-// that no send races with the engine closing Messages.
+// the Messages and Lost channels, the state, the watchdog and the messages
+// in flight and acked. Its mutex is the claim's mutex: a driver guards its
+// own claim fields with Lock and Unlock too, and hands messages out only
+// while Active, under the lock, so that no send races with the engine
+// closing Messages.
 type Slot struct {
 	e         *Engine
 	entry     *entry
@@ -35,6 +37,7 @@ type Slot struct {
 	epoch     int64
 	msgs      chan channel.Message
 	lost      chan struct{}
+	releaseMu sync.Mutex // serializes Release calls
 
 	mu         sync.Mutex
 	state      state
@@ -42,11 +45,20 @@ type Slot struct {
 	msgsClosed bool
 	validUntil time.Time // by the local clock: the lease surely lasts until then
 	watchdog   *time.Timer
+	inflight   map[int64]string // handed out, not acked: offset -> the driver's ID
+	acks       []Ref            // acked, not yet applied
+}
+
+// Ref is an acked message the driver has yet to apply: its offset and the
+// driver's own ID for it (a stream entry ID; "" where the offset is enough).
+type Ref struct {
+	Offset int64
+	ID     string
 }
 
 func newSlot(e *Engine, h Held, validUntil time.Time) *Slot {
 	return &Slot{e: e, partition: h.Partition, epoch: h.Epoch, validUntil: validUntil,
-		msgs: make(chan channel.Message, e.cfg.Buffer), lost: make(chan struct{})}
+		msgs: make(chan channel.Message, e.cfg.Buffer), lost: make(chan struct{}), inflight: make(map[int64]string)}
 }
 
 // Partition returns the claimed partition.
@@ -78,14 +90,62 @@ func (s *Slot) HoldsLocked() bool { return s.state == active || s.state == drain
 // and dropping its lease.
 func (s *Slot) ReleasingLocked() bool { return s.releasing }
 
-// PushLocked hands msg out. The caller holds the lock, checked ActiveLocked
-// and reserved the room, so the send never blocks.
-func (s *Slot) PushLocked(msg channel.Message) { s.msgs <- msg }
+// PushLocked hands msg out, in flight under the driver's id. The caller
+// holds the lock, checked ActiveLocked and RoomLocked, so the send never
+// blocks.
+func (s *Slot) PushLocked(msg channel.Message, id string) {
+	s.inflight[msg.Offset] = id
+	s.msgs <- msg
+}
 
-// AckableLocked is the check of Ack: ignore is true after the lease was
+// RoomLocked is how many more messages may be handed out: Buffer bounds
+// the messages in flight.
+func (s *Slot) RoomLocked() int {
+	return min(s.e.cfg.Buffer-len(s.inflight), cap(s.msgs)-len(s.msgs))
+}
+
+// Ack is a claim's Ack: it moves msgs from in flight to the acks the driver
+// applies next. After Lost it does nothing; after Release, or for a message
+// of another partition, it fails; a message not in flight is skipped. full
+// reports that the claim had no room before (its reader may go on now),
+// batch that BatchSize acks are waiting.
+func (s *Slot) Ack(msgs []channel.Message) (full, batch bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	full = s.RoomLocked() <= 0
+	for _, m := range msgs {
+		if ignore, err := s.ackableLocked(m); ignore {
+			return false, false, err
+		}
+		if id, ok := s.inflight[m.Offset]; ok {
+			delete(s.inflight, m.Offset)
+			s.acks = append(s.acks, Ref{m.Offset, id})
+		}
+	}
+	return full, len(s.acks) >= s.e.cfg.BatchSize, nil
+}
+
+// TakeAcksLocked takes the acks to apply.
+func (s *Slot) TakeAcksLocked() []Ref {
+	acks := s.acks
+	s.acks = nil
+	return acks
+}
+
+// RestoreAcks puts acks that could not be applied back in front, unless
+// the claim has ended.
+func (s *Slot) RestoreAcks(acks []Ref) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.HoldsLocked() {
+		s.acks = append(acks, s.acks...)
+	}
+}
+
+// ackableLocked is the check of Ack: ignore is true after the lease was
 // lost (another consumer may have the partition), err is set after
 // Release, or when msg is of another partition.
-func (s *Slot) AckableLocked(msg channel.Message) (ignore bool, err error) {
+func (s *Slot) ackableLocked(msg channel.Message) (ignore bool, err error) {
 	switch s.state {
 	case lost:
 		return true, nil
@@ -107,30 +167,65 @@ func (s *Slot) closeMessagesLocked() {
 	}
 }
 
-// LoseLocked ends the claim after its lease was lost, unless it has ended
-// already or is being released, and reports whether it did. The caller
-// then drops what the claim buffered.
-func (s *Slot) LoseLocked() bool {
+// loseLocked ends the claim after its lease was lost, unless it has ended
+// already or is being released, and reports whether it did.
+func (s *Slot) loseLocked() bool {
 	if !s.HoldsLocked() || s.releasing {
 		return false
 	}
 	s.state = lost
 	close(s.lost) // before Messages: a reader that sees Messages closed can tell a loss
-	s.closeMessagesLocked()
-	s.stopWatchdogLocked()
-	s.e.forget(s)
+	s.endLocked()
 	return true
 }
 
-// Lose is LoseLocked for a caller without the lock; it wakes the claim.
+// endLocked lets go of an ended claim: its buffers, watchdog and entry.
+func (s *Slot) endLocked() {
+	s.closeMessagesLocked()
+	s.stopWatchdogLocked()
+	s.inflight, s.acks = map[int64]string{}, nil
+	s.e.forget(s)
+}
+
+// Lose ends the claim after the store said its lease is gone, and wakes it.
 func (s *Slot) Lose() {
 	s.e.lose(s.entry)
 }
 
-// BeginRelease starts Release: Messages closes and a loss of the lease
+// Release is a claim's Release. Messages closes; apply calls take for the
+// acks to apply, makes them durable and drops the lease, and reports
+// whether the lease was still the claim's (else the claim is lost). After
+// an error the acks are kept and Release may be called again. On an ended
+// claim it does nothing.
+func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take func() []Ref) (stillOurs bool, err error)) error {
+	s.releaseMu.Lock()
+	defer s.releaseMu.Unlock()
+	if !s.beginRelease() {
+		return nil
+	}
+	s.entry.claim.Wake()
+	var acks []Ref
+	ours, err := apply(ctx, func() []Ref {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		acks = s.TakeAcksLocked()
+		return acks
+	})
+	if err != nil {
+		s.RestoreAcks(acks)
+	}
+	s.endRelease(err, ours)
+	s.entry.claim.Wake()
+	if err != nil {
+		return fmt.Errorf("%s: release partition %d: %w", s.e.cfg.Backend, s.partition, err)
+	}
+	return nil
+}
+
+// beginRelease starts Release: Messages closes and a loss of the lease
 // from here on is expected. It reports false when the claim has ended
 // already (lost or released), and Release has nothing to do.
-func (s *Slot) BeginRelease() bool {
+func (s *Slot) beginRelease() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == released || s.state == lost {
@@ -142,26 +237,21 @@ func (s *Slot) BeginRelease() bool {
 	return true
 }
 
-// EndRelease ends Release: after an error the claim stays draining, and
+// endRelease ends Release: after an error the claim stays draining, and
 // Release may be called again; when the store said the lease was gone, the
-// claim is lost; else it is released. It reports whether the claim has
-// ended, so that the driver drops what it buffered.
-func (s *Slot) EndRelease(err error, stillOurs bool) bool {
+// claim is lost; else it is released.
+func (s *Slot) endRelease(err error, stillOurs bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releasing = false
 	switch {
 	case err != nil:
-		return false
 	case !stillOurs:
-		return s.LoseLocked()
+		s.loseLocked()
 	case s.state == draining:
 		s.state = released
-		s.stopWatchdogLocked()
-		s.e.forget(s)
-		return true
+		s.endLocked()
 	}
-	return false
 }
 
 // startWatchdog arms the local-clock expiry of the lease.
@@ -189,7 +279,7 @@ func (s *Slot) expire() {
 		s.mu.Unlock()
 		return
 	}
-	ended := s.LoseLocked()
+	ended := s.loseLocked()
 	s.mu.Unlock()
 	if ended {
 		s.entry.claim.Wake()
@@ -212,6 +302,3 @@ func (s *Slot) renewed(until time.Time) bool {
 	}
 	return s.state == active
 }
-
-// Room is how many more messages Messages has room for.
-func (s *Slot) Room() int { return cap(s.msgs) - len(s.msgs) }
