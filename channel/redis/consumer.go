@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -116,32 +115,16 @@ func (c *Consumer) Leave(ctx context.Context) error {
 // NewClaim makes the claim of a partition the keeper took.
 func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
 
-// Work runs the ack flusher, then waits for the claims' readers.
+// Work runs the ack flusher, which sends buffered acks every AckInterval,
+// or at once when a claim has a batch of them; then it waits for the
+// claims' readers.
 func (c *Consumer) Work(ctx context.Context) error {
-	c.flushLoop(ctx)
+	_ = lease.Every(ctx, c.opts.AckInterval, c.flushNow, func() (bool, error) {
+		c.flushAll(ctx, lease.Claims[*Claim](c.engine))
+		return false, nil
+	})
 	c.readers.Wait()
 	return nil
-}
-
-// flushLoop sends buffered acks every AckInterval, or at once when a claim
-// has a batch of them, until ctx is done.
-func (c *Consumer) flushLoop(ctx context.Context) {
-	t := time.NewTicker(c.opts.AckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-c.flushNow:
-		}
-		all := c.engine.Claims()
-		todo := make([]*Claim, len(all))
-		for i, cl := range all {
-			todo[i] = cl.(*Claim)
-		}
-		c.flushAll(ctx, todo)
-	}
 }
 
 // flushAll sends the buffered acks of the claims in one pipeline: one

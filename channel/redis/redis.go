@@ -1,44 +1,33 @@
 // Package redis is a channel backend that keeps a mailbox in Redis Streams,
 // on go-redis.
 //
-// A mailbox is a fixed number of partitions, each a Redis stream. A message
-// goes to the partition channel.HomePartition(address, partitions), so one actor's
-// messages stay in order. All partitions share one consumer group, but each
-// partition is read by one consumer at a time, the holder of the partition's lease:
-// consumers of a mailbox, in any number of processes on any hosts, share
-// the partitions through leases with epochs, each taking up to
-// ceil(partitions/live consumers), so a second worker picks up half the partitions
-// and a stopping or dead one hands its partitions to the others within one
-// lease TTL.
+// A mailbox is a fixed number of partitions, each a stream with the
+// consumer group "postbox". Consumers, in any number of processes on any
+// hosts, share the partitions through leases with epochs
+// (channel/internal/lease): each partition is read by its lease holder.
 //
 // # Delivery
 //
-// Delivery is at least once. A new owner of a partition first claims the
-// partition's pending entries (delivered before, never acked) and delivers
-// them, then reads new entries. An entry read but still buffered when its
-// claim ended is pending too, and is delivered again. A redelivered entry
-// keeps its message ID and its Offset, both taken from the entry. Acked
-// entries are acknowledged and deleted from the stream (XACK and XDEL), so
-// a stream holds only what is not yet acked; nothing is ever trimmed by
-// length or age.
+// A new owner of a partition first claims the partition's pending entries
+// (delivered before, never acked, or read but still buffered when a claim
+// ended) and delivers them with their IDs and offsets, then reads new
+// ones. Acked entries are acknowledged and deleted (XACK and XDEL), so a
+// stream holds only what is not yet acked; nothing is trimmed by length or
+// age.
 //
-// An entry written to a partition stream by something other than a Publisher
-// is delivered with the ID "<mailbox>/<partition>/<entry ID>" when it has no id
-// field. One whose address field is missing or not "type/id" is delivered
-// too, with the zero Address and the field in the header HeaderBadAddress
-// (as channel/kafka delivers a record key that is not an address): the
-// host dead-letters it. Addresses and IDs are delivered as found, whatever
-// their bytes and length.
+// An entry written by something other than a Publisher is delivered with
+// the ID "<mailbox>/<partition>/<entry ID>" when it has no id field; one
+// whose address field is missing or not "type/id" is delivered with the
+// zero Address and the field in the header HeaderBadAddress, for the host
+// to dead-letter. Addresses and IDs are delivered as found.
 //
 // A call whose reply is lost (a timeout or a dropped connection after
-// Redis ran it, or a client retry that runs it twice) loses nothing and
-// reorders nothing: every read first serves the consumer's own pending
-// entries beyond the last entry it got, before any new one.
-//
-// Every command that moves entries into a consumer's pending list or acks
-// them runs in a Lua script that first checks the partition's lease: a zombie
-// consumer (its lease expired while it was paused) can neither read new
-// entries nor ack entries that the partition's new owner has claimed.
+// Redis ran it, or a client retry that runs it twice) loses and reorders
+// nothing: every read first serves the consumer's own pending entries
+// beyond the last entry it got. Every command that moves entries into a
+// consumer's pending list or acks them runs in a Lua script that first
+// checks the partition's lease, so a zombie consumer can neither read new
+// entries nor ack entries the partition's new owner has claimed.
 //
 // # Keys
 //
@@ -47,7 +36,7 @@
 // mailbox is then served by one shard of the cluster):
 //
 //	meta         hash: partitions, version
-//	s:<p>        the stream of partition p, with the consumer group "postbox"
+//	s:<p>        the stream of partition p
 //	lease:<p>    "<epoch>:<owner>" of partition p's current owner, with a PX TTL
 //	epochs       hash: partition -> epoch, incremented on every takeover
 //	consumers    sorted set: live consumers scored by heartbeat expiry
@@ -59,19 +48,17 @@
 //
 // # Durability and limits
 //
-// A mailbox is as durable as the server's append-only file settings make
-// it. With appendonly yes and appendfsync always (as scripts/services.sh
-// runs Redis), Publish, acks and leases survive a crash of Redis and a
-// power loss once they returned. With appendfsync everysec, about a second
-// of acknowledged writes can be lost on power loss: published messages may
-// vanish and acked ones come back. With AOF off, much more. Replication is
+// With appendonly yes and appendfsync always (as scripts/services.sh runs
+// Redis), Publish, acks and leases survive a crash of Redis and a power
+// loss once they returned. With appendfsync everysec about a second of
+// acknowledged writes can be lost on power loss (published messages
+// vanish, acked ones come back); with AOF off, much more. Replication is
 // asynchronous: a failover can lose acknowledged writes (WAIT is not used).
 //
 // Offsets are the entry ID's millisecond time shifted left by 20 bits plus
 // its sequence number: they grow with publish order unless 2^20 entries of
-// one partition share a millisecond (Redis only gets there when the clock
-// steps back for long under heavy publishing). Needs Redis 7.0 or newer,
-// or a compatible server.
+// one partition share a millisecond. Needs Redis 7.0 or newer, or a
+// compatible server.
 package redis
 
 import (
@@ -90,8 +77,7 @@ import (
 	"github.com/postbox-dev/postbox/dlq"
 )
 
-// Backend is the name this package reports in Consumer.Backend and in
-// dead-letter provenance.
+// Backend is the name reported by Consumer.Backend and in dead letters.
 const Backend = "redis"
 
 // group is the consumer group of every partition stream.
@@ -101,9 +87,8 @@ const group = "postbox"
 // an old mailbox apart.
 const schemaVersion = "1"
 
-// Mailbox is one mailbox in Redis. It is safe for concurrent use. Its
-// publishers, consumers and dead-letter store share one client and stop
-// working when the Mailbox is closed.
+// Mailbox is one mailbox in Redis, safe for concurrent use. Its
+// publishers, consumers and dead-letter store share one client.
 type Mailbox struct {
 	client     redis.UniversalClient
 	owned      bool // Close closes client
@@ -232,21 +217,18 @@ func (m *Mailbox) Partitions() int { return m.partitions }
 // Name returns the mailbox's name, as reported in Message.Mailbox.
 func (m *Mailbox) Name() string { return m.name }
 
-// Publisher returns a publisher for the mailbox. Closing it does not close
-// the Mailbox.
+// Publisher returns a publisher; closing it leaves the Mailbox open.
 func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
 
-// Consumer returns a consumer of the mailbox. Invalid options are reported
-// by its Run.
+// Consumer returns a consumer; Run reports invalid options.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
-// DLQ returns the mailbox's dead-letter store. Redrive puts messages back
-// into this mailbox.
+// DLQ returns the dead-letter store; Redrive puts messages back here.
 func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 
-// Close stops the mailbox's running consumers, waits for their Run to
-// return, and closes the connection if Open made it. Calls after Close
-// return channel.ErrClosed. Close is idempotent.
+// Close stops the running consumers, waits for their Run to return, and
+// closes the connection if Open made it. It is idempotent; later calls
+// fail with channel.ErrClosed.
 func (m *Mailbox) Close() error {
 	if !m.runs.Close() {
 		return nil

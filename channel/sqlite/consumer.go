@@ -182,19 +182,6 @@ func (c *Consumer) Leave(ctx context.Context) error {
 // NewClaim makes the claim of a partition the keeper took.
 func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
 
-// Work is the poller.
-func (c *Consumer) Work(ctx context.Context) error { return c.poll(ctx) }
-
-// claims returns the claims holding a lease.
-func (c *Consumer) claims() []*Claim {
-	all := c.engine.Claims()
-	out := make([]*Claim, len(all))
-	for i, cl := range all {
-		out[i] = cl.(*Claim)
-	}
-	return out
-}
-
 // dropLease frees a partition held under epoch, so that another consumer
 // can take it at once. A lease taken over since is left alone.
 func dropLease(ctx context.Context, tx *sql.Tx, partition int32, owner string, epoch int64) error {
@@ -206,30 +193,9 @@ func dropLease(ctx context.Context, tx *sql.Tx, partition int32, owner string, e
 	return nil
 }
 
-// poll runs the poller until ctx is done.
-func (c *Consumer) poll(ctx context.Context) error {
-	t := time.NewTimer(c.opts.PollInterval)
-	defer t.Stop()
-	for {
-		again, err := c.pollOnce(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if !again {
-			t.Reset(c.opts.PollInterval)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-c.wake:
-			case <-t.C:
-			}
-		} else if ctx.Err() != nil {
-			return nil
-		}
-	}
+// Work is the poller.
+func (c *Consumer) Work(ctx context.Context) error {
+	return lease.Every(ctx, c.opts.PollInterval, c.wake, func() (bool, error) { return c.pollOnce(ctx) })
 }
 
 // work is what one poll does for one claim.
@@ -260,7 +226,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	// ever published tells, read without the write lock: idle consumers
 	// leave the lock to those who need it.
 	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
-	claims := c.claims()
+	claims := lease.Claims[*Claim](c.engine)
 	needSeq := false
 	for _, cl := range claims {
 		cl.s.Lock()

@@ -1,25 +1,19 @@
 // Package sqlite is a channel backend that keeps a mailbox in a SQLite file.
 //
 // One file holds one mailbox: its messages, the partition leases of its
-// consumers, and its dead letters, in tables prefixed "mailbox_". The same
-// file may also hold other packages' tables (a journal, for example), so an
-// actor's mailbox and history can live side by side.
-//
-// Several processes on one host may open the same file: publishers append,
-// and consumers share the partitions through leases with epochs. Each live
-// consumer takes up to ceil(partitions/live consumers), so a second worker
-// process picks up half of the partitions and a stopping or dead one hands
-// its partitions to the others within one lease TTL.
-//
-// Delivery is at least once. A zombie consumer (one whose lease expired
-// while it was paused) cannot delete messages that the partition's new owner
-// has taken.
+// consumers and its dead letters, in tables prefixed "mailbox_". The file
+// may hold other packages' tables too (a journal, say), so an actor's
+// mailbox and history can live side by side. Several processes on one
+// host may open it: publishers append, and consumers share the partitions
+// through leases with epochs (channel/internal/lease). A zombie consumer
+// (its lease expired while it was paused) cannot delete messages that the
+// partition's new owner has taken.
 //
 // Writes are batched: Publish stores its messages in one transaction, and
-// a consumer serves all its partitions in one transaction per poll (acks
-// deleted, next messages taken), so a commit's fsync is shared by many
-// messages. Writers queue on the file through an advisory lock on a sidecar
-// file, "<file>-postbox-lock", rather than by polling SQLite's lock.
+// a consumer serves all its partitions in one transaction per poll, so a
+// commit's fsync is shared by many messages. Writers queue on the file
+// through an advisory lock on a sidecar file, "<file>-postbox-lock",
+// rather than by polling SQLite's lock.
 //
 // What it does not give: the file must be on a local disk of the host that
 // runs every process using it (SQLite's locking does not work over network
@@ -47,8 +41,7 @@ import (
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 )
 
-// Backend is the name this package reports in Consumer.Backend and in
-// dead-letter provenance.
+// Backend is the name reported by Consumer.Backend and in dead letters.
 const Backend = "sqlite"
 
 // schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs, so
@@ -100,9 +93,8 @@ CREATE INDEX IF NOT EXISTS mailbox_dead_letters_age ON mailbox_dead_letters (dea
 // an old file apart.
 const schemaVersion = "1"
 
-// Mailbox is one mailbox in a SQLite file. It is safe for concurrent use.
-// Its publisher, consumers and dead-letter store share one connection pool
-// and stop working when the Mailbox is closed.
+// Mailbox is one mailbox in a SQLite file, safe for concurrent use. Its
+// publishers, consumers and dead-letter store share one connection pool.
 type Mailbox struct {
 	db         *sql.DB
 	name       string // absolute path, reported as Message.Mailbox
@@ -204,21 +196,18 @@ func (m *Mailbox) Name() string { return m.name }
 // consumers report as their Mailbox, whatever path a process opened it by.
 func (m *Mailbox) Identity() string { return "sqlite:" + filepath.Base(m.name) }
 
-// Publisher returns a publisher for the mailbox. Closing it does not close
-// the Mailbox.
+// Publisher returns a publisher; closing it leaves the Mailbox open.
 func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
 
-// Consumer returns a consumer of the mailbox. Invalid options are reported
-// by its Run.
+// Consumer returns a consumer; Run reports invalid options.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
-// DLQ returns the mailbox's dead-letter store. Redrive puts messages back
-// into this mailbox.
+// DLQ returns the dead-letter store; Redrive puts messages back here.
 func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 
-// Close stops the mailbox's running consumers, waits for their Run to
-// return, and closes the file. Calls after Close return channel.ErrClosed.
-// Close is idempotent.
+// Close stops the running consumers, waits for their Run to return, and
+// closes the file. It is idempotent; later calls fail with
+// channel.ErrClosed.
 func (m *Mailbox) Close() error {
 	if !m.runs.Close() {
 		return nil
@@ -262,18 +251,7 @@ func (m *Mailbox) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt
 // write runs fn in one write transaction, queued behind the other writers
 // of the file, and commits when fn returns nil.
 func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if err := m.writer.lock(ctx); err != nil {
-		return fmt.Errorf("wait for the writer lock: %w", err)
-	}
-	defer m.writer.unlock()
-	if m.dbClosed {
-		return channel.ErrClosed
-	}
-	tx, err := m.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	return commit(tx, fn)
+	return m.writeTx(ctx, false, fn)
 }
 
 // writeBookkeeping is write for the consumer's takes and acks, committed
@@ -282,15 +260,23 @@ func (m *Mailbox) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // delivered again, and the host's journal deduplicates them.
 // Publishes and dead letters always get the mailbox's own setting.
 func (m *Mailbox) writeBookkeeping(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if !m.syncFull {
-		return m.write(ctx, fn)
-	}
+	return m.writeTx(ctx, m.syncFull, fn)
+}
+
+func (m *Mailbox) writeTx(ctx context.Context, relax bool, fn func(tx *sql.Tx) error) error {
 	if err := m.writer.lock(ctx); err != nil {
 		return fmt.Errorf("wait for the writer lock: %w", err)
 	}
 	defer m.writer.unlock()
 	if m.dbClosed {
 		return channel.ErrClosed
+	}
+	if !relax {
+		tx, err := m.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		return commit(tx, fn)
 	}
 	conn, err := m.db.Conn(ctx)
 	if err != nil {

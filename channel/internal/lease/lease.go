@@ -131,20 +131,12 @@ func New(cfg Config, d Driver) *Engine {
 	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*entry)}
 }
 
-// Run takes part in sharing the mailbox's partitions until ctx is
-// cancelled, Close is called, the mailbox is closed or the driver's Work
-// fails. It calls onClaim in a new goroutine for every partition the
-// consumer comes to own. A store that fails the lease keeper after it has
-// answered once does not end it: the claims' watchdogs end the claims
-// before their leases can expire, and the keeper tries again every
-// LeaseTTL/3 until the store is back. A store that does not answer within a
-// LeaseTTL of the start ends Run with the error.
-//
-// Stopping is graceful: Run closes the Messages channel of every claim,
-// keeps their leases renewed and their acks flowing while the onClaim calls
-// finish their work and Release, and returns once every onClaim call has
-// returned. A claim that onClaim left unreleased is released then. Run
-// returns nil when stopped by ctx or Close, and runs once.
+// Run is a backend's Consumer.Run, as channel.Consumer describes it. It
+// also ends when the mailbox is closed or the driver's Work fails. A store
+// that fails the lease keeper after it has answered once does not end it:
+// the claims' watchdogs end the claims before their leases can expire, and
+// the keeper tries again every LeaseTTL/3. A store that does not answer
+// within a LeaseTTL of the start ends Run with the error.
 func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	b := e.cfg.Backend
 	if e.cfg.Err != nil {
@@ -222,9 +214,7 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// Close stops Run, if it is running, and waits for it to return, so it
-// must not be called from onClaim. Later calls to Run fail with
-// channel.ErrClosed. Close is idempotent.
+// Close is a backend's Consumer.Close.
 func (e *Engine) Close() error {
 	e.runMu.Lock()
 	e.closed = true
@@ -237,12 +227,12 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Claims returns the claims holding a lease now (active or draining), in
-// partition order.
-func (e *Engine) Claims() []Claim {
-	var out []Claim
+// Claims returns the driver's claims holding a lease now (active or
+// draining), in partition order.
+func Claims[C Claim](e *Engine) []C {
+	var out []C
 	for _, en := range e.snapshot() {
-		out = append(out, en.claim)
+		out = append(out, en.claim.(C))
 	}
 	return out
 }
@@ -260,32 +250,47 @@ func (e *Engine) snapshot() []*entry {
 }
 
 // keep runs the lease keeper until ctx ends. Once a tick has succeeded, a
-// failed one is tried again at the next, however long the store is away: a
-// restart of the store must not stop the workers (Kafka's consumers ride
-// out a broker outage the same way); the claims whose leases could not be
-// renewed end by their watchdogs. A keeper that has not once succeeded
-// within a LeaseTTL of starting gives up with the error: a store that never
-// answered is more likely misconfigured than restarting.
+// failed one is tried again at the next, however long the store is away
+// (Kafka's consumers ride out a broker outage alike). One that has not
+// once succeeded within a LeaseTTL gives up: a store that never answered
+// is more likely misconfigured than restarting.
 func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
+	began, answered := time.Now(), false
+	return Every(ctx, e.cfg.LeaseTTL/3, nil, func() (bool, error) {
+		err := e.tick(ctx, onClaim)
+		switch {
+		case err == nil:
+			answered = true
+		case !answered && time.Since(began) >= e.cfg.LeaseTTL:
+			return false, err
+		}
+		return false, nil
+	})
+}
+
+// Every runs fn at once, then again d after it returned or on a wake-up,
+// and at once when it reports more, until ctx ends or fn fails.
+func Every(ctx context.Context, d time.Duration, wake <-chan struct{}, fn func() (more bool, err error)) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
-	began, answered := time.Now(), false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-wake:
 		}
-		err := e.tick(ctx, onClaim)
+		more, err := fn()
 		switch {
-		case err == nil:
-			answered = true
 		case ctx.Err() != nil:
 			return nil
-		case !answered && time.Since(began) >= e.cfg.LeaseTTL:
+		case err != nil:
 			return err
+		case more:
+			t.Reset(0)
+		default:
+			t.Reset(d)
 		}
-		t.Reset(e.cfg.LeaseTTL / 3)
 	}
 }
 

@@ -175,7 +175,7 @@ func TestFairShareMovesPartitionsToANewConsumer(t *testing.T) {
 	stopB := running(t, b)
 	waitfor.Until(t, 5*time.Second, "3 each", func() bool { return owned(st, "a") == 3 && owned(st, "b") == 3 })
 	// a gave up its highest partitions and kept the low ones.
-	for _, cl := range a.Claims() {
+	for _, cl := range Claims[*claim](a) {
 		if cl.Partition() >= 3 {
 			t.Errorf("a kept partition %d", cl.Partition())
 		}
@@ -200,7 +200,7 @@ func TestLostLeaseEndsTheClaim(t *testing.T) {
 			cl.Release(context.Background())
 		})
 	}()
-	waitfor.Until(t, 5*time.Second, "a claim", func() bool { return len(e.Claims()) == 1 })
+	waitfor.Until(t, 5*time.Second, "a claim", func() bool { return len(Claims[*claim](e)) == 1 })
 	st.steal(0)
 	select {
 	case cl := <-lost:
