@@ -61,6 +61,22 @@ type Mailbox struct {
 	Partitions int
 }
 
+// MailboxOf returns the Mailbox of a backend's mailbox mb: its publisher,
+// closed when t ends, its partition count, and the consumers newConsumer
+// makes, each closed when its test ends.
+func MailboxOf(t *testing.T, mb interface {
+	Publisher() channel.Publisher
+	Partitions() int
+}, newConsumer func(t *testing.T) channel.Consumer) Mailbox {
+	pub := mb.Publisher()
+	t.Cleanup(func() { pub.Close() })
+	return Mailbox{Publisher: pub, Partitions: mb.Partitions(), NewConsumer: func(t *testing.T) channel.Consumer {
+		c := newConsumer(t)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}}
+}
+
 // Run runs the suite. setup is called once per test, possibly from
 // parallel tests, and must return a new, empty mailbox each time, cleaned up
 // when its t ends.

@@ -43,15 +43,19 @@ type OpenHelperConsumer func(ctx context.Context, mailbox, owner string, leaseTT
 
 // IsProcessHelper reports whether this test binary was started by
 // RunAcrossProcesses as a helper consumer process. A backend's TestMain
-// then runs ProcessHelperMain instead of its tests:
+// then runs ProcessHelperMain instead of its tests, as Main does:
 //
-//	func TestMain(m *testing.M) {
-//		if channeltest.IsProcessHelper() {
-//			os.Exit(channeltest.ProcessHelperMain(openHelperConsumer))
-//		}
-//		os.Exit(m.Run())
-//	}
+//	func TestMain(m *testing.M) { os.Exit(channeltest.Main(m, openHelperConsumer)) }
 func IsProcessHelper() bool { return os.Getenv(helperMailboxEnv) != "" }
+
+// Main runs ProcessHelperMain in a helper process, else the tests, and
+// returns the exit code.
+func Main(m *testing.M, open OpenHelperConsumer) int {
+	if IsProcessHelper() {
+		return ProcessHelperMain(open)
+	}
+	return m.Run()
+}
 
 // ProcessHelperMain consumes the mailbox until SIGTERM and returns the exit
 // code. It writes one line per event to the log file, each written before

@@ -1,14 +1,12 @@
 package memory_test
 
 import (
-	"context"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/memory"
 	"github.com/postbox-dev/postbox/dlq/dlqtest"
 )
@@ -26,77 +24,10 @@ func newMailbox(t *testing.T, opts memory.Options) *memory.Mailbox {
 }
 
 func TestConformance(t *testing.T) {
-	channeltest.Run(t, channeltest.Features{
-		Leases:  true,
-		Timeout: 10 * time.Second,
-	}, func(t *testing.T) channeltest.Mailbox {
+	channeltest.Run(t, channeltest.Features{Leases: true, Timeout: 10 * time.Second}, func(t *testing.T) channeltest.Mailbox {
 		mb := newMailbox(t, memory.Options{Partitions: 4})
-		pub := mb.Publisher()
-		t.Cleanup(func() { pub.Close() })
-		return channeltest.Mailbox{
-			Publisher:  pub,
-			Partitions: mb.Partitions(),
-			NewConsumer: func(t *testing.T) channel.Consumer {
-				c := mb.Consumer()
-				t.Cleanup(func() { c.Close() })
-				return c
-			},
-		}
+		return channeltest.MailboxOf(t, mb, func(*testing.T) channel.Consumer { return mb.Consumer() })
 	})
-}
-
-// consume runs a consumer of mb until it has received n messages, acking
-// each, and returns them in the order received.
-func consume(t *testing.T, mb *memory.Mailbox, n int) []channel.Message {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		got  []channel.Message
-		more = make(chan struct{}, 1)
-		done = make(chan error, 1)
-	)
-	c := mb.Consumer()
-	go func() {
-		done <- c.Run(ctx, func(cl channel.Claim) {
-			for m := range cl.Messages() {
-				mu.Lock()
-				got = append(got, m)
-				mu.Unlock()
-				select {
-				case more <- struct{}{}:
-				default:
-				}
-				if err := cl.Ack(context.Background(), m); err != nil {
-					t.Errorf("ack: %v", err)
-				}
-			}
-			if err := cl.Release(context.Background()); err != nil {
-				t.Errorf("release: %v", err)
-			}
-		})
-	}()
-	deadline := time.After(10 * time.Second)
-	for {
-		mu.Lock()
-		k := len(got)
-		mu.Unlock()
-		if k >= n {
-			break
-		}
-		select {
-		case <-more:
-		case <-deadline:
-			t.Fatalf("received %d messages, want %d", k, n)
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return slices.Clone(got)
 }
 
 func TestDLQConformance(t *testing.T) {
@@ -109,7 +40,7 @@ func TestDLQConformance(t *testing.T) {
 			Partitions: mb.Partitions(),
 			Next: func(t *testing.T, n int) []channel.Message {
 				t.Helper()
-				got := consume(t, mb, n)
+				got := backendtest.Consume(t, mb.Consumer(), n, nil)
 				// Everything is delivered at once: more than n is a
 				// redrive that published twice.
 				if len(got) != n || mb.Pending() != 0 {

@@ -3,15 +3,14 @@ package redis_test
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
@@ -22,21 +21,6 @@ const (
 	benchBatch      = 100
 	benchPartitions = 8
 )
-
-var benchPayload = []byte(`{"op":"increment","by":1}`)
-
-func benchMessages(start, n int) []channel.Message {
-	msgs := make([]channel.Message, n)
-	for i := range msgs {
-		k := start + i
-		msgs[i] = channel.Message{
-			Address: channel.Address{Type: "bench", ID: strconv.Itoa(k % 1000)},
-			Payload: benchPayload,
-			Headers: map[string]string{"trace": strconv.Itoa(k)},
-		}
-	}
-	return msgs
-}
 
 // BenchmarkPublishConsumeAck publishes b.N messages in batches of 100 while
 // a consumer receives and acks them one by one, as a host does, through the
@@ -65,45 +49,12 @@ func benchChannel(b *testing.B, addr string) float64 {
 	defer mb.Close()
 	pub := mb.Publisher()
 	n := b.N
-	var got atomic.Int64
-	all := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	b.ResetTimer()
 	start := time.Now()
-	go func() {
-		done <- mb.Consumer(redis.ConsumerOptions{}).Run(ctx, func(cl channel.Claim) {
-			for m := range cl.Messages() {
-				if err := cl.Ack(ctx, m); err != nil {
-					b.Error(err)
-				}
-				if got.Add(1) == int64(n) {
-					close(all)
-				}
-			}
-			if err := cl.Release(context.Background()); err != nil {
-				b.Error(err)
-			}
-		})
-	}()
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; i < n; i += benchBatch {
-			if err := pub.Publish(context.Background(), benchMessages(i, min(benchBatch, n-i))...); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	select {
-	case <-all:
-	case <-time.After(5 * time.Minute):
-		b.Fatalf("received %d of %d messages", got.Load(), n)
-	}
-	cancel()
-	if err := <-done; err != nil { // the last acks are durable once Run returns
-		b.Fatal(err)
-	}
+	wg.Go(func() { backendtest.PublishBatches(b, pub, n, benchBatch) })
+	// The last acks are durable once the consumer has stopped.
+	backendtest.ConsumeAcking(b, mb.Consumer(redis.ConsumerOptions{}), n)
 	elapsed := time.Since(start)
 	wg.Wait()
 	b.StopTimer()
@@ -135,7 +86,7 @@ func benchRaw(b *testing.B, addr string) float64 {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 0; i < n; i += benchBatch {
-			msgs := benchMessages(i, min(benchBatch, n-i))
+			msgs := backendtest.BenchMessages(i, min(benchBatch, n-i))
 			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 				for _, m := range msgs {
 					addr := m.Address.String()

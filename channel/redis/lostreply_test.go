@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
@@ -172,14 +173,14 @@ func ids(msgs []channel.Message) []string {
 
 // expectIDs waits until r received at least len(want) messages (or 10s
 // passed), gives a straggler a moment, and checks what arrived, in order.
-func expectIDs(t *testing.T, r *recorder, want ...string) {
+func expectIDs(t *testing.T, r *backendtest.Recorder, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(r.received()) < len(want) && time.Now().Before(deadline) {
+	for len(r.Received()) < len(want) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // a duplicate or straggler would show by now
-	if got := ids(r.received()); !slices.Equal(got, want) {
+	if got := ids(r.Received()); !slices.Equal(got, want) {
 		t.Fatalf("received %v, want %v: in order, none missing, none twice", got, want)
 	}
 }
@@ -224,7 +225,7 @@ func TestLostReadReplyKeepsOrder(t *testing.T) {
 			oneActor(t, mb, tc.early...)
 			h := newReplyLoss(loseOnce(redis.ReadScriptSHA, "m1"))
 			h.rerun = tc.rerun
-			r := record(t, lossyMailbox(t, name, h).Consumer(tc.opts), true)
+			r := backendtest.Record(t, lossyMailbox(t, name, h).Consumer(tc.opts), true)
 			select {
 			case <-h.hit:
 			case <-time.After(10 * time.Second):
@@ -244,13 +245,13 @@ func TestLostClaimReplyKeepsOrder(t *testing.T) {
 		name := freshMailbox(t)
 		mb := open(t, name, redis.Options{Partitions: 1})
 		oneActor(t, mb, "m1", "m2", "m3")
-		a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-		waitfor.Until(t, 10*time.Second, "A to receive 3", func() bool { return len(a.received()) == 3 })
-		if err := a.claim(t).Release(t.Context()); err != nil {
+		a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
+		waitfor.Until(t, 10*time.Second, "A to receive 3", func() bool { return len(a.Received()) == 3 })
+		if err := a.Claim(t).Release(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		h := newReplyLoss(loseOnce(redis.ClaimScriptSHA, "m1"))
-		b := record(t, lossyMailbox(t, name, h).Consumer(testConsumerOptions), true)
+		b := backendtest.Record(t, lossyMailbox(t, name, h).Consumer(testConsumerOptions), true)
 		select {
 		case <-h.hit:
 		case <-time.After(10 * time.Second):
@@ -349,18 +350,18 @@ func TestRandomLostRepliesKeepOrder(t *testing.T) {
 	publish(0, each/2)
 	opts := testConsumerOptions
 	opts.BatchSize = 5
-	r := record(t, lossyMailbox(t, name, h).Consumer(opts), true)
+	r := backendtest.Record(t, lossyMailbox(t, name, h).Consumer(opts), true)
 	for i := each / 2; i < each; i += 4 {
 		publish(i, i+4)
 		time.Sleep(5 * time.Millisecond)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(r.received()) < actors*each && time.Now().Before(deadline) {
+	for len(r.Received()) < actors*each && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
 	per := make(map[string][]string)
-	for _, m := range r.received() {
+	for _, m := range r.Received() {
 		per[m.Address.ID] = append(per[m.Address.ID], m.ID)
 	}
 	for a := range actors {

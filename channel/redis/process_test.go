@@ -19,12 +19,7 @@ import (
 
 // The test binary doubles as a helper consumer process for
 // TestLeasesAcrossProcesses.
-func TestMain(m *testing.M) {
-	if channeltest.IsProcessHelper() {
-		os.Exit(channeltest.ProcessHelperMain(openHelperConsumer))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { os.Exit(channeltest.Main(m, openHelperConsumer)) }
 
 // openHelperConsumer opens the mailbox that name ("ADDR|MAILBOX") names:
 // the server may be a container only the test process knows of.

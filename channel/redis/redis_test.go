@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,9 +13,9 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/testenv"
-	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
 // rawClient is a plain client on REDIS_ADDR, closed when t ends.
@@ -61,16 +60,24 @@ func mailboxKeys(t testing.TB, c *goredis.Client, name string) []string {
 // open opens the mailbox or fails the test, closing it when t ends.
 func open(t testing.TB, name string, opts redis.Options) *redis.Mailbox {
 	t.Helper()
-	mb, err := redis.Open(t.Context(), testenv.Redis(t), name, opts)
+	mb, err := tryOpen(t, name, opts)
 	if err != nil {
 		t.Fatalf("open %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		if err := mb.Close(); err != nil {
-			t.Errorf("close %s: %v", name, err)
-		}
-	})
 	return mb
+}
+
+// tryOpen opens the mailbox, closing it when t ends.
+func tryOpen(t testing.TB, name string, opts redis.Options) (*redis.Mailbox, error) {
+	mb, err := redis.Open(context.Background(), testenv.Redis(t), name, opts)
+	if err == nil {
+		t.Cleanup(func() {
+			if err := mb.Close(); err != nil {
+				t.Errorf("close %s: %v", name, err)
+			}
+		})
+	}
+	return mb, err
 }
 
 // testConsumerOptions fail over fast, so rebalancing tests take seconds.
@@ -80,45 +87,21 @@ func TestConformance(t *testing.T) {
 	testenv.Redis(t)
 	channeltest.Run(t, channeltest.Features{Leases: true}, func(t *testing.T) channeltest.Mailbox {
 		name := freshMailbox(t)
-		mb := open(t, name, redis.Options{Partitions: 4})
-		pub := mb.Publisher()
-		t.Cleanup(func() { pub.Close() })
-		return channeltest.Mailbox{
-			Publisher:  pub,
-			Partitions: mb.Partitions(),
-			// Each consumer has a client of its own, as another worker
-			// process would.
-			NewConsumer: func(t *testing.T) channel.Consumer {
-				c := open(t, name, redis.Options{}).Consumer(testConsumerOptions)
-				t.Cleanup(func() { c.Close() })
-				return c
-			},
-		}
+		// Each consumer has a client of its own, as another worker
+		// process would.
+		return channeltest.MailboxOf(t, open(t, name, redis.Options{Partitions: 4}), func(t *testing.T) channel.Consumer {
+			return open(t, name, redis.Options{}).Consumer(testConsumerOptions)
+		})
 	})
 }
 
 func TestPartitionCountIsFixed(t *testing.T) {
-	name := freshMailbox(t)
-	mb, err := redis.Open(t.Context(), testenv.Redis(t), name, redis.Options{Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_, err = redis.Open(t.Context(), testenv.Redis(t), name, redis.Options{Partitions: 8})
-	if err == nil || !strings.Contains(err.Error(), "has 6 partitions") {
-		t.Fatalf("reopen with 8 partitions: %v, want an error naming the stored 6", err)
-	}
-	for _, n := range []int{0, 6} {
-		mb := open(t, name, redis.Options{Partitions: n})
-		if mb.Partitions() != 6 {
-			t.Errorf("reopen with Partitions %d: %d partitions, want the stored 6", n, mb.Partitions())
+	backendtest.PartitionCountIsFixed(t, func(t *testing.T) backendtest.Opener[*redis.Mailbox] {
+		name := freshMailbox(t)
+		return func(t *testing.T, n int) (*redis.Mailbox, error) {
+			return tryOpen(t, name, redis.Options{Partitions: n})
 		}
-	}
-	if mb := open(t, freshMailbox(t), redis.Options{}); mb.Partitions() != 8 {
-		t.Errorf("new mailbox has %d partitions, want the default 8", mb.Partitions())
-	}
+	})
 }
 
 func TestOptionsAreValidated(t *testing.T) {
@@ -269,40 +252,5 @@ func TestClosedMailbox(t *testing.T) {
 // each to handle (nil: ack it), and returns them in the order received.
 func consume(t *testing.T, mb *redis.Mailbox, n int, handle func(channel.Claim, channel.Message)) []channel.Message {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		got  []channel.Message
-		done = make(chan error, 1)
-	)
-	c := mb.Consumer(testConsumerOptions)
-	go func() {
-		done <- c.Run(ctx, func(cl channel.Claim) {
-			for m := range cl.Messages() {
-				mu.Lock()
-				got = append(got, m)
-				mu.Unlock()
-				if handle != nil {
-					handle(cl, m)
-				} else if err := cl.Ack(context.Background(), m); err != nil {
-					t.Errorf("ack: %v", err)
-				}
-			}
-			if err := cl.Release(context.Background()); err != nil {
-				t.Errorf("release: %v", err)
-			}
-		})
-	}()
-	waitfor.Until(t, 30*time.Second, "messages", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) >= n
-	})
-	cancel()
-	if err := <-done; err != nil { // returns after every claim released
-		t.Fatalf("run: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return append([]channel.Message(nil), got...)
+	return backendtest.Consume(t, mb.Consumer(testConsumerOptions), n, handle)
 }

@@ -3,84 +3,23 @@ package redis_test
 import (
 	"context"
 	"fmt"
-	"slices"
+	"maps"
 	"strconv"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )
 
-// recorder runs a consumer and keeps its claims and deliveries; it acks
-// nothing unless ack is set.
-type recorder struct {
-	mu     sync.Mutex
-	claims []channel.Claim
-	got    []channel.Message
-	ended  []channel.Claim // claims whose Messages closed
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func record(t *testing.T, c channel.Consumer, ack bool) *recorder {
+func record(t *testing.T, c channel.Consumer, ack bool) *backendtest.Recorder {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorder{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		r.done <- c.Run(ctx, func(cl channel.Claim) {
-			r.mu.Lock()
-			r.claims = append(r.claims, cl)
-			r.mu.Unlock()
-			for m := range cl.Messages() {
-				r.mu.Lock()
-				r.got = append(r.got, m)
-				r.mu.Unlock()
-				if ack {
-					if err := cl.Ack(context.Background(), m); err != nil {
-						t.Errorf("ack: %v", err)
-					}
-				}
-			}
-			r.mu.Lock()
-			r.ended = append(r.ended, cl)
-			r.mu.Unlock()
-		})
-	}()
-	t.Cleanup(r.stop(t))
-	return r
-}
-
-func (r *recorder) stop(t *testing.T) func() {
-	return func() {
-		r.cancel()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return within 30s of cancel")
-		}
-	}
-}
-
-func (r *recorder) received() []channel.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.got)
-}
-
-func (r *recorder) claim(t *testing.T) channel.Claim {
-	t.Helper()
-	waitfor.Until(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.claims[len(r.claims)-1]
+	return backendtest.Record(t, c, ack)
 }
 
 func publishN(t *testing.T, mb *redis.Mailbox, prefix string, n int) {
@@ -106,18 +45,18 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	mb := open(t, name, redis.Options{Partitions: 1})
 	publishN(t, mb, "old", 10)
 
-	a := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
-	waitfor.Until(t, 30*time.Second, "A to receive 10", func() bool { return len(a.received()) == 10 })
-	cl := a.claim(t)
+	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), false)
+	waitfor.Until(t, 30*time.Second, "A to receive 10", func() bool { return len(a.Received()) == 10 })
+	cl := a.Claim(t)
 	toA := map[string]int64{} // ID -> offset, of each message delivered to A
-	for _, m := range a.received() {
+	for _, m := range a.Received() {
 		toA[m.ID] = m.Offset
 	}
 	if len(toA) != 10 {
 		t.Fatalf("A received %d distinct messages, want 10 delivered once each", len(toA))
 	}
 	// A acks the first three and gives the partition up.
-	if err := cl.Ack(t.Context(), a.received()[:3]...); err != nil {
+	if err := cl.Ack(t.Context(), a.Received()[:3]...); err != nil {
 		t.Fatal(err)
 	}
 	if err := cl.Release(t.Context()); err != nil {
@@ -125,11 +64,11 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 	}
 	publishN(t, mb, "new", 5)
 
-	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
-	waitfor.Until(t, 30*time.Second, "B to receive 12", func() bool { return len(b.received()) >= 12 })
+	b := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	waitfor.Until(t, 30*time.Second, "B to receive 12", func() bool { return len(b.Received()) >= 12 })
 	var order []string
 	var last int64
-	for i, m := range b.received() {
+	for i, m := range b.Received() {
 		order = append(order, m.ID)
 		offset, again := toA[m.ID]
 		switch {
@@ -171,9 +110,9 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	name := freshMailbox(t)
 	mb := open(t, name, redis.Options{Partitions: 1})
 	publishN(t, mb, "z", 5)
-	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 30 * time.Second}), false)
-	waitfor.Until(t, 30*time.Second, "A to receive 5", func() bool { return len(a.received()) == 5 })
-	cl := a.claim(t)
+	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 30 * time.Second}), false)
+	waitfor.Until(t, 30*time.Second, "A to receive 5", func() bool { return len(a.Received()) == 5 })
+	cl := a.Claim(t)
 
 	// Another owner takes the lease, as after A's lease expired.
 	c := rawClient(t)
@@ -181,7 +120,7 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	if err := c.Set(t.Context(), lease, "99:intruder", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Ack(t.Context(), a.received()...); err != nil {
+	if err := cl.Ack(t.Context(), a.Received()...); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -210,8 +149,8 @@ func TestTakenLeaseIsLost(t *testing.T) {
 	name := freshMailbox(t)
 	open(t, name, redis.Options{Partitions: 1})
 	c := rawClient(t)
-	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 600 * time.Millisecond}), false)
-	cl := a.claim(t)
+	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 600 * time.Millisecond}), false)
+	cl := a.Claim(t)
 	if err := c.Set(t.Context(), "{postbox:"+name+"}:lease:0", "0:other", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -230,8 +169,8 @@ func TestStalledRenewalLosesLease(t *testing.T) {
 	open(t, name, redis.Options{Partitions: 1})
 	c := rawClient(t)
 	const ttl = 600 * time.Millisecond
-	a := record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: ttl}), false)
-	cl := a.claim(t)
+	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: ttl}), false)
+	cl := a.Claim(t)
 	time.Sleep(ttl / 2) // let a renewal or two go through
 	paused := time.Now()
 	if err := c.Do(t.Context(), "CLIENT", "PAUSE", "2000", "WRITE").Err(); err != nil {
@@ -294,13 +233,13 @@ func TestTakeoverSkipsDeletedPendingEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	b := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
 	waitfor.Until(t, 30*time.Second, "nothing left pending", func() bool {
 		p, err := c.XPending(t.Context(), stream, "postbox").Result()
-		return err == nil && p.Count == 0 && len(b.received()) >= 2
+		return err == nil && p.Count == 0 && len(b.Received()) >= 2
 	})
 	var ids []string
-	for _, m := range b.received() {
+	for _, m := range b.Received() {
 		ids = append(ids, m.ID)
 	}
 	if fmt.Sprint(ids) != "[d-0 d-2]" {
@@ -310,4 +249,89 @@ func TestTakeoverSkipsDeletedPendingEntry(t *testing.T) {
 	if err != nil || len(consumers) != 1 || consumers[0].Name == "gone" {
 		t.Errorf("group consumers after takeover: %+v, %v; want the new owner alone", consumers, err)
 	}
+}
+
+// Entries written by another client with XADD, whose fields are missing or
+// garbled, are delivered anyway, in entry order: with the zero Address and
+// the address field in HeaderBadAddress when it is not "type/id", so the
+// host dead-letters and acks them. Addresses and IDs a journal cannot
+// store (NUL, invalid UTF-8, very long) are delivered as they are, for the
+// host to refuse. None is dropped or left pending, and none stalls the
+// partition.
+func TestGarbledEntriesAreDelivered(t *testing.T) {
+	name := freshMailbox(t)
+	open(t, name, redis.Options{Partitions: 1}) // creates the stream and group
+	long := strings.Repeat("x", 1100)
+	type want struct {
+		id      string // "" : the position ID
+		addr    channel.Address
+		payload string
+		headers map[string]string
+	}
+	bad := func(raw string, h ...string) map[string]string {
+		m := map[string]string{redis.HeaderBadAddress: raw}
+		for i := 0; i+1 < len(h); i += 2 {
+			m[h[i]] = h[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		fields []any
+		want   want
+	}{
+		{[]any{"id", "no-address", "payload", "p1", "h:trace", "t1"}, want{"no-address", channel.Address{}, "p1", bad("", "trace", "t1")}},
+		{[]any{"id", "no-slash", "address", "nobody", "payload", "p2"}, want{"no-slash", channel.Address{}, "p2", bad("nobody")}},
+		{[]any{"address", "/x", "payload", "p3"}, want{"", channel.Address{}, "p3", bad("/x")}},
+		{[]any{"id", "no-id-part", "address", "a/"}, want{"no-id-part", channel.Address{}, "", bad("a/")}},
+		{[]any{"foo", "bar"}, want{"", channel.Address{}, "", bad("")}},
+		{[]any{"id", "", "address", "", "payload", ""}, want{"", channel.Address{}, "", bad("")}},
+		// A bad address replaces a header of that name; a valid one keeps it.
+		{[]any{"id", "own-header", "h:" + redis.HeaderBadAddress, "x", "address", "nokey"}, want{"own-header", channel.Address{}, "", bad("nokey")}},
+		{[]any{"id", "valid", "address", "t/ok", "h:" + redis.HeaderBadAddress, "x"}, want{"valid", channel.Address{Type: "t", ID: "ok"}, "", map[string]string{redis.HeaderBadAddress: "x"}}},
+		{[]any{"id", "nul\x00id", "address", "t/a\x00b", "payload", "p7"}, want{"nul\x00id", channel.Address{Type: "t", ID: "a\x00b"}, "p7", nil}},
+		{[]any{"id", "\xff\xfe", "address", "t\xff/\xfe", "payload", "\xff"}, want{"\xff\xfe", channel.Address{Type: "t\xff", ID: "\xfe"}, "\xff", nil}},
+		{[]any{"id", "long-" + long, "address", "t/" + long}, want{"long-" + long, channel.Address{Type: "t", ID: long}, "", nil}},
+		{[]any{"id", "last", "address", "t/1", "payload", "end"}, want{"last", channel.Address{Type: "t", ID: "1"}, "end", nil}},
+	}
+	c := rawClient(t)
+	stream := "{postbox:" + name + "}:s:0"
+	entryIDs := make([]string, len(cases))
+	for i, tc := range cases {
+		id, err := c.XAdd(t.Context(), &goredis.XAddArgs{Stream: stream, Values: tc.fields}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		entryIDs[i] = id
+	}
+
+	r := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(testConsumerOptions), true)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.Received()) < len(cases) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := r.Received()
+	if len(got) != len(cases) {
+		t.Fatalf("delivered %d of %d entries: %q", len(got), len(cases), short(ids(got)))
+	}
+	for i, tc := range cases {
+		m, w := got[i], tc.want
+		if w.id == "" {
+			w.id = fmt.Sprintf("%s/0/%s", name, entryIDs[i])
+		}
+		if m.ID != w.id || m.Address != w.addr || string(m.Payload) != w.payload || m.Payload == nil || !maps.Equal(m.Headers, w.headers) {
+			t.Errorf("entry %d %q delivered as ID %q, address %q, payload %q, headers %q; want ID %q, address %q, payload %q, headers %q",
+				i, short(fmt.Sprint(tc.fields)), short(m.ID), short(m.Address.String()), m.Payload, m.Headers,
+				short(w.id), short(w.addr.String()), w.payload, w.headers)
+		}
+	}
+	waitEmpty(t, name)
+}
+
+// short keeps a failure message readable.
+func short[T string | []string](v T) string {
+	s := fmt.Sprint(v)
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }

@@ -3,17 +3,15 @@
 package sqlite_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 )
 
@@ -21,64 +19,13 @@ import (
 // benchmark says otherwise.
 const benchBatch = 100
 
-func benchMessages(start, n int) []channel.Message {
-	msgs := make([]channel.Message, n)
-	for i := range msgs {
-		k := start + i
-		msgs[i] = channel.Message{
-			Address: channel.Address{Type: "bench", ID: strconv.Itoa(k % 1000)},
-			Payload: []byte(`{"op":"increment","by":1}`),
-			Headers: map[string]string{"trace": strconv.Itoa(k)},
-		}
-	}
-	return msgs
-}
-
 func benchPublish(b *testing.B, pub channel.Publisher, n int) {
-	benchPublishBatches(b, pub, n, benchBatch)
+	backendtest.PublishBatches(b, pub, n, benchBatch)
 }
 
-func benchPublishBatches(b *testing.B, pub channel.Publisher, n, batch int) {
-	for start := 0; start < n; start += batch {
-		if err := pub.Publish(context.Background(), benchMessages(start, min(batch, n-start))...); err != nil {
-			b.Error(err)
-			return
-		}
-	}
-}
-
-// benchConsume runs a consumer that acks every message one by one, as a
-// host does, until n messages were received; then it stops and releases,
-// which makes the last acks durable.
+// benchConsume acks n messages one by one, as a host does.
 func benchConsume(b *testing.B, mb *sqlite.Mailbox, n int64) {
-	var got atomic.Int64
-	all := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- mb.Consumer(sqlite.ConsumerOptions{}).Run(ctx, func(cl channel.Claim) {
-			for m := range cl.Messages() {
-				if err := cl.Ack(ctx, m); err != nil {
-					b.Error(err)
-				}
-				if got.Add(1) == n {
-					close(all)
-				}
-			}
-			if err := cl.Release(context.Background()); err != nil {
-				b.Error(err)
-			}
-		})
-	}()
-	select {
-	case <-all:
-	case <-time.After(5 * time.Minute):
-		b.Fatalf("received %d of %d messages", got.Load(), n)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
+	backendtest.ConsumeAcking(b, mb.Consumer(sqlite.ConsumerOptions{}), int(n))
 }
 
 func openBench(b *testing.B) *sqlite.Mailbox {
@@ -148,7 +95,7 @@ func BenchmarkPipeline(b *testing.B) {
 				if i == tc.publishers-1 {
 					n = b.N - per*(tc.publishers-1)
 				}
-				wg.Go(func() { benchPublishBatches(b, pub, n, tc.batch) })
+				wg.Go(func() { backendtest.PublishBatches(b, pub, n, tc.batch) })
 			}
 			benchConsume(b, mb, int64(b.N))
 			wg.Wait()

@@ -6,65 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )
-
-// claimRecorder runs a consumer and keeps its claims and deliveries.
-type claimRecorder struct {
-	mu     sync.Mutex
-	claims []channel.Claim
-	got    []channel.Message
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func record(t *testing.T, c channel.Consumer) *claimRecorder {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &claimRecorder{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		r.done <- c.Run(ctx, func(cl channel.Claim) {
-			r.mu.Lock()
-			r.claims = append(r.claims, cl)
-			r.mu.Unlock()
-			for m := range cl.Messages() {
-				r.mu.Lock()
-				r.got = append(r.got, m)
-				r.mu.Unlock()
-			}
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return within 30s of cancel")
-		}
-	})
-	return r
-}
-
-func (r *claimRecorder) received() []channel.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]channel.Message(nil), r.got...)
-}
-
-func (r *claimRecorder) claim(t *testing.T) channel.Claim {
-	t.Helper()
-	waitfor.Until(t, 30*time.Second, "a claim", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.claims) > 0 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.claims[len(r.claims)-1]
-}
 
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
@@ -115,20 +65,20 @@ func TestZombieAcksAreFenced(t *testing.T) {
 
 	// A renews rarely and polls rarely, so its buffered ack stays buffered
 	// and it does not notice the takeover on its own.
-	za := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: time.Hour, PollInterval: time.Hour}))
-	claimA := za.claim(t)
-	waitfor.Until(t, 30*time.Second, "A to receive both", func() bool { return len(za.received()) == 2 })
-	if err := claimA.Ack(t.Context(), za.received()[0]); err != nil {
+	za := backendtest.Record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: time.Hour, PollInterval: time.Hour}), false)
+	claimA := za.Claim(t)
+	waitfor.Until(t, 30*time.Second, "A to receive both", func() bool { return len(za.Received()) == 2 })
+	if err := claimA.Ack(t.Context(), za.Received()[0]); err != nil {
 		t.Fatal(err)
 	}
 
 	expireLeases(t, db)
-	b := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "B", LeaseTTL: time.Hour, PollInterval: 5 * time.Millisecond}))
-	waitfor.Until(t, 30*time.Second, "B to receive both again", func() bool { return len(b.received()) == 2 })
+	b := backendtest.Record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "B", LeaseTTL: time.Hour, PollInterval: 5 * time.Millisecond}), false)
+	waitfor.Until(t, 30*time.Second, "B to receive both again", func() bool { return len(b.Received()) == 2 })
 	// Both are redeliveries of what A got, the one A acked included: the
 	// same messages at the same offsets.
-	for i, m := range b.received() {
-		if was := za.received()[i]; m.ID != was.ID || m.Offset != was.Offset {
+	for i, m := range b.Received() {
+		if was := za.Received()[i]; m.ID != was.ID || m.Offset != was.Offset {
 			t.Errorf("B's message %d is %s at offset %d, want A's %s at offset %d again", i, m.ID, m.Offset, was.ID, was.Offset)
 		}
 	}
@@ -145,8 +95,8 @@ func TestZombieAcksAreFenced(t *testing.T) {
 		t.Errorf("B's lease is gone after the zombie's release")
 	}
 
-	claimB := b.claim(t)
-	if err := claimB.Ack(t.Context(), b.received()...); err != nil {
+	claimB := b.Claim(t)
+	if err := claimB.Ack(t.Context(), b.Received()...); err != nil {
 		t.Fatal(err)
 	}
 	if err := claimB.Release(t.Context()); err != nil {
@@ -165,9 +115,9 @@ func TestLostLeaseClosesClaim(t *testing.T) {
 	db := rawDB(t, path)
 	publishN(t, mb, 3)
 
-	a := record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: 300 * time.Millisecond}))
-	cl := a.claim(t)
-	waitfor.Until(t, 30*time.Second, "A to receive", func() bool { return len(a.received()) == 3 })
+	a := backendtest.Record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: 300 * time.Millisecond}), false)
+	cl := a.Claim(t)
+	waitfor.Until(t, 30*time.Second, "A to receive", func() bool { return len(a.Received()) == 3 })
 	// Steal the lease, as a consumer that saw it expired would.
 	if _, err := db.Exec(`UPDATE mailbox_leases SET owner = 'thief', epoch = epoch + 1, expires_at = ?`, time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
@@ -180,7 +130,7 @@ func TestLostLeaseClosesClaim(t *testing.T) {
 	if _, open := <-cl.Messages(); open {
 		t.Error("Messages still open after Lost")
 	}
-	if err := cl.Ack(t.Context(), a.received()...); err != nil {
+	if err := cl.Ack(t.Context(), a.Received()...); err != nil {
 		t.Errorf("ack after Lost: %v, want nil (ignored)", err)
 	}
 	if err := cl.Release(t.Context()); err != nil {
@@ -200,22 +150,22 @@ func TestBufferAppliesBackpressure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mailbox.db")
 	mb := open(t, path, sqlite.Options{Partitions: 1})
 	publishN(t, mb, 100)
-	r := record(t, mb.Consumer(sqlite.ConsumerOptions{Buffer: 10, BatchSize: 4, PollInterval: time.Millisecond}))
-	cl := r.claim(t)
-	waitfor.Until(t, 30*time.Second, "the first 10", func() bool { return len(r.received()) >= 10 })
+	r := backendtest.Record(t, mb.Consumer(sqlite.ConsumerOptions{Buffer: 10, BatchSize: 4, PollInterval: time.Millisecond}), false)
+	cl := r.Claim(t)
+	waitfor.Until(t, 30*time.Second, "the first 10", func() bool { return len(r.Received()) >= 10 })
 	// Give the poller time to overshoot, if it would.
 	observe := time.NewTimer(200 * time.Millisecond)
 	<-observe.C
-	if n := len(r.received()); n != 10 {
+	if n := len(r.Received()); n != 10 {
 		t.Fatalf("%d delivered without acks, want Buffer = 10", n)
 	}
-	if err := cl.Ack(t.Context(), r.received()[:5]...); err != nil {
+	if err := cl.Ack(t.Context(), r.Received()[:5]...); err != nil {
 		t.Fatal(err)
 	}
-	waitfor.Until(t, 30*time.Second, "5 more after 5 acks", func() bool { return len(r.received()) >= 15 })
+	waitfor.Until(t, 30*time.Second, "5 more after 5 acks", func() bool { return len(r.Received()) >= 15 })
 	observe.Reset(200 * time.Millisecond)
 	<-observe.C
-	if n := len(r.received()); n != 15 {
+	if n := len(r.Received()); n != 15 {
 		t.Fatalf("%d delivered with 5 acked, want 15", n)
 	}
 }
@@ -290,10 +240,10 @@ func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
 	mb := open(t, path, sqlite.Options{Partitions: 1})
 	publishN(t, mb, 2)
 
-	r := record(t, mb.Consumer(sqlite.ConsumerOptions{PollInterval: time.Millisecond}))
-	cl := r.claim(t)
-	waitfor.Until(t, 30*time.Second, "all 3", func() bool { return len(r.received()) == 3 })
-	got := r.received()
+	r := backendtest.Record(t, mb.Consumer(sqlite.ConsumerOptions{PollInterval: time.Millisecond}), false)
+	cl := r.Claim(t)
+	waitfor.Until(t, 30*time.Second, "all 3", func() bool { return len(r.Received()) == 3 })
+	got := r.Received()
 	if got[0].ID != "nacked" || got[0].Offset != nacked {
 		t.Errorf("first delivery is %s at offset %d, want the nacked row at its offset %d", got[0].ID, got[0].Offset, nacked)
 	}

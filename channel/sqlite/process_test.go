@@ -18,12 +18,7 @@ import (
 
 // The test binary doubles as a helper consumer process for
 // TestLeasesAcrossProcesses.
-func TestMain(m *testing.M) {
-	if channeltest.IsProcessHelper() {
-		os.Exit(channeltest.ProcessHelperMain(openHelperConsumer))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { os.Exit(channeltest.Main(m, openHelperConsumer)) }
 
 // openHelperConsumer opens the mailbox file at path.
 func openHelperConsumer(_ context.Context, path, owner string, leaseTTL time.Duration) (channel.Consumer, io.Closer, error) {

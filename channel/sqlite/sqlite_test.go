@@ -8,71 +8,54 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 )
 
 // open opens the mailbox at path or fails the test, closing it when t ends.
 func open(t *testing.T, path string, opts sqlite.Options) *sqlite.Mailbox {
 	t.Helper()
-	mb, err := sqlite.Open(path, opts)
+	mb, err := tryOpen(t, path, opts)
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
-	t.Cleanup(func() {
-		if err := mb.Close(); err != nil {
-			t.Errorf("close %s: %v", path, err)
-		}
-	})
 	return mb
+}
+
+// tryOpen opens the mailbox at path, closing it when t ends.
+func tryOpen(t *testing.T, path string, opts sqlite.Options) (*sqlite.Mailbox, error) {
+	mb, err := sqlite.Open(path, opts)
+	if err == nil {
+		t.Cleanup(func() {
+			if err := mb.Close(); err != nil {
+				t.Errorf("close %s: %v", path, err)
+			}
+		})
+	}
+	return mb, err
 }
 
 // testConsumerOptions fail over fast, so rebalancing tests take seconds.
 var testConsumerOptions = sqlite.ConsumerOptions{LeaseTTL: time.Second, PollInterval: 5 * time.Millisecond}
 
 func TestConformance(t *testing.T) {
-	channeltest.Run(t, channeltest.Features{
-		Leases: true,
-	}, func(t *testing.T) channeltest.Mailbox {
+	channeltest.Run(t, channeltest.Features{Leases: true}, func(t *testing.T) channeltest.Mailbox {
 		path := filepath.Join(t.TempDir(), "mailbox.db")
-		mb := open(t, path, sqlite.Options{Partitions: 4})
-		pub := mb.Publisher()
-		t.Cleanup(func() { pub.Close() })
-		return channeltest.Mailbox{
-			Publisher:  pub,
-			Partitions: mb.Partitions(),
-			// Each consumer opens the file on its own, as another worker
-			// process would.
-			NewConsumer: func(t *testing.T) channel.Consumer {
-				c := open(t, path, sqlite.Options{}).Consumer(testConsumerOptions)
-				t.Cleanup(func() { c.Close() })
-				return c
-			},
-		}
+		// Each consumer opens the file on its own, as another worker
+		// process would.
+		return channeltest.MailboxOf(t, open(t, path, sqlite.Options{Partitions: 4}), func(t *testing.T) channel.Consumer {
+			return open(t, path, sqlite.Options{}).Consumer(testConsumerOptions)
+		})
 	})
 }
 
 func TestPartitionCountIsFixed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mailbox.db")
-	mb, err := sqlite.Open(path, sqlite.Options{Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	_, err = sqlite.Open(path, sqlite.Options{Partitions: 8})
-	if err == nil || !strings.Contains(err.Error(), "has 6 partitions") {
-		t.Fatalf("reopen with 8 partitions: %v, want an error naming the stored 6", err)
-	}
-	for _, n := range []int{0, 6} {
-		mb := open(t, path, sqlite.Options{Partitions: n})
-		if mb.Partitions() != 6 {
-			t.Errorf("reopen with Partitions %d: %d partitions, want the stored 6", n, mb.Partitions())
+	backendtest.PartitionCountIsFixed(t, func(t *testing.T) backendtest.Opener[*sqlite.Mailbox] {
+		path := filepath.Join(t.TempDir(), "mailbox.db")
+		return func(t *testing.T, n int) (*sqlite.Mailbox, error) {
+			return tryOpen(t, path, sqlite.Options{Partitions: n})
 		}
-	}
-	if mb := open(t, filepath.Join(t.TempDir(), "new.db"), sqlite.Options{}); mb.Partitions() != 8 {
-		t.Errorf("new mailbox has %d partitions, want the default 8", mb.Partitions())
-	}
+	})
 }
 
 func TestOptionsAreValidated(t *testing.T) {
