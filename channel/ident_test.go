@@ -49,13 +49,7 @@ func TestCheckMessageID(t *testing.T) {
 			if errors.Is(err, channel.ErrBadAddress) {
 				t.Fatalf("CheckMessageID error %v matches ErrBadAddress too", err)
 			}
-			msg := err.Error()
-			if !strings.Contains(msg, tc.wantText) {
-				t.Fatalf("error %q does not say %q", msg, tc.wantText)
-			}
-			if strings.ContainsAny(msg, "\n\r") || len(msg) > 300 {
-				t.Fatalf("error %q is not one short line", msg)
-			}
+			saysInOneLine(t, err, tc.wantText)
 		})
 	}
 }
@@ -94,13 +88,7 @@ func TestCheckAddress(t *testing.T) {
 			if !errors.Is(err, channel.ErrBadAddress) {
 				t.Fatalf("CheckAddress(%q) = %v, want ErrBadAddress", tc.a.String(), err)
 			}
-			msg := err.Error()
-			if !strings.Contains(msg, tc.wantText) {
-				t.Fatalf("error %q does not say %q", msg, tc.wantText)
-			}
-			if strings.ContainsAny(msg, "\n\r") || len(msg) > 300 {
-				t.Fatalf("error %q is not one short line", msg)
-			}
+			saysInOneLine(t, err, tc.wantText)
 		})
 	}
 }
@@ -117,5 +105,17 @@ func TestCheckPublish(t *testing.T) {
 	err = channel.CheckPublish([]channel.Message{{Address: good.Address, ID: "m\x00"}, good})
 	if !errors.Is(err, channel.ErrBadMessageID) || !strings.Contains(err.Error(), "message 0") {
 		t.Errorf("bad ID: %v, want ErrBadMessageID naming message 0", err)
+	}
+}
+
+// saysInOneLine checks that err says want, in one short line.
+func saysInOneLine(t *testing.T, err error, want string) {
+	t.Helper()
+	msg := err.Error()
+	if !strings.Contains(msg, want) {
+		t.Fatalf("error %q does not say %q", msg, want)
+	}
+	if strings.ContainsAny(msg, "\n\r") || len(msg) > 300 {
+		t.Fatalf("error %q is not one short line", msg)
 	}
 }
