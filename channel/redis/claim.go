@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,10 +19,8 @@ var errLost = errors.New("lease lost")
 
 // Claim is one partition owned by a Consumer under one lease epoch. Acks
 // are buffered: a read carries them, or the consumer's flusher sends them
-// within AckInterval, or Release does. Every script of the claim is fenced
-// by its lease value, which names the epoch: after the lease is lost,
-// neither this claim nor its (possibly paused) process can read, claim or
-// ack entries of the partition.
+// within AckInterval, or Release does. Its scripts are fenced by its lease
+// value, which names the epoch.
 type Claim struct {
 	c         *Consumer
 	s         *lease.Slot
@@ -32,8 +31,6 @@ type Claim struct {
 	wake      chan struct{} // wakes the reader while it waits for room
 	flushMu   sync.Mutex    // held while acks of the claim are on their way
 }
-
-var _ channel.Claim = (*Claim)(nil)
 
 func newClaim(c *Consumer, s *lease.Slot) *Claim {
 	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch(),
@@ -62,44 +59,35 @@ func (cl *Claim) Start(work context.Context) {
 // Wake wakes the reader.
 func (cl *Claim) Wake() { lease.Kick(cl.wake) }
 
-// got is an entry as a script returned it, decoded.
-type got struct {
-	msg     channel.Message
-	entryID string
-}
-
 // deliver hands out the entries of a script reply, in order, each {id,
-// {field, value, ...}}. Room was reserved before the read, so pushing never
-// blocks. It returns the ID of the last entry ("" when none).
+// {field, value, ...}}, and returns the ID of the last ("" when none).
+// Room was reserved before the read, so pushing never blocks.
 func (cl *Claim) deliver(raw []any) (seen string, err error) {
-	entries := make([]got, 0, len(raw))
-	for _, r := range raw {
-		msg, id, err := decodeEntry(r, cl.c.m.name, cl.partition)
-		if err != nil {
+	msgs := make([]channel.Message, len(raw))
+	ids := make([]string, len(raw))
+	for i, r := range raw {
+		if msgs[i], ids[i], err = decodeEntry(r, cl.c.m.name, cl.partition); err != nil {
 			return "", fmt.Errorf("partition %d: %w", cl.partition, err)
 		}
-		entries = append(entries, got{msg: msg, entryID: id})
-		seen = id
+		seen = ids[i]
 	}
 	cl.s.Lock()
 	defer cl.s.Unlock()
 	if cl.s.ActiveLocked() {
-		for _, e := range entries {
-			cl.s.PushLocked(e.msg, e.entryID)
+		for i, msg := range msgs {
+			cl.s.PushLocked(msg, ids[i])
 		}
 	}
 	return seen, nil
 }
 
-// read is the claim's reader: it first claims and delivers the partition's
-// pending entries, then reads new entries. It returns when the claim is no
-// longer active.
-//
-// Every call may have run on the server although its reply was lost (or
-// ran twice, when the client retried it), so each is safe to repeat: a
-// claim page is asked for again from the same cursor, acks are sent again,
-// and a read first serves the owner's pending entries after the last entry
-// the claim got (after), which are exactly those a lost reply held.
+// read is the claim's reader: it claims and delivers the partition's
+// pending entries, then reads new entries, until the claim is no longer
+// active. Every call may have run although its reply was lost (or run
+// twice, when the client retried it), so each is safe to repeat: a claim
+// page is asked for again from the same cursor, acks are sent again, and a
+// read first serves the owner's pending entries after the last entry the
+// claim got (after), which are exactly those a lost reply held.
 func (cl *Claim) read(ctx context.Context) {
 	defer cl.c.readers.Done()
 	opts := cl.c.opts
@@ -108,63 +96,53 @@ func (cl *Claim) read(ctx context.Context) {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		cl.s.Lock()
-		if !cl.s.ActiveLocked() {
-			cl.s.Unlock()
+		active, room := cl.s.ActiveLocked(), cl.s.RoomLocked()
+		cl.s.Unlock()
+		if !active {
 			return
 		}
-		room := cl.s.RoomLocked()
-		cl.s.Unlock()
-
+		limit := min(room, opts.BatchSize)
 		var err error
-		if room > 0 && !caughtUp {
-			limit := min(room, opts.BatchSize)
+		switch {
+		case room <= 0:
+			cl.sleep(ctx, opts.MaxWait) // until acks make room
+			continue
+		case scanning:
 			var seen string
-			if scanning {
-				cursor, seen, err = cl.claimPending(ctx, cursor, limit)
-				scanning = err != nil || cursor != "0-0"
-			} else {
-				var n int
-				n, seen, last, err = cl.readNew(ctx, limit, after)
-				caughtUp = err == nil && n < limit
-			}
-			if err == nil {
-				after = laterID(after, seen)
-				backoff = 0
-				continue
+			cursor, seen, err = cl.claimPending(ctx, cursor, limit)
+			scanning = err != nil || cursor != "0-0"
+			after = laterID(after, seen)
+		case !caughtUp:
+			var n int
+			var seen string
+			n, seen, last, err = cl.readNew(ctx, limit, after)
+			caughtUp = err == nil && n < limit
+			after = laterID(after, seen)
+		default:
+			// Block until the stream has an entry after the last one read.
+			// XREAD leaves the group alone; the fenced read follows.
+			var res []redis.XStream
+			res, err = cl.c.m.client.XRead(ctx, &redis.XReadArgs{
+				Streams: []string{cl.keys[1], cmp.Or(last, "0-0")},
+				Count:   1,
+				Block:   opts.MaxWait,
+			}).Result()
+			caughtUp = err != nil || len(res) == 0 || len(res[0].Messages) == 0
+			if errors.Is(err, redis.Nil) {
+				err = nil
 			}
 		}
-		if errors.Is(err, errLost) {
+		switch {
+		case errors.Is(err, errLost):
 			cl.s.Lose()
 			return
-		}
-		if err != nil {
+		case err != nil:
 			// Redis trouble: retry. If it lasts, the lease runs out and the
 			// watchdog ends the claim.
 			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 			cl.sleep(ctx, backoff)
-			continue
-		}
-
-		if room <= 0 {
-			cl.sleep(ctx, opts.MaxWait) // until acks make room
-			continue
-		}
-		// Caught up: block until the stream has an entry after the last
-		// one read. XREAD leaves the group alone; the fenced read follows.
-		if last == "" {
-			last = "0-0"
-		}
-		res, err := cl.c.m.client.XRead(ctx, &redis.XReadArgs{
-			Streams: []string{cl.keys[1], last},
-			Count:   1,
-			Block:   opts.MaxWait,
-		}).Result()
-		switch {
-		case err == nil && len(res) > 0 && len(res[0].Messages) > 0:
-			caughtUp = false
-		case err != nil && !errors.Is(err, redis.Nil):
-			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
-			cl.sleep(ctx, backoff)
+		default:
+			backoff = 0
 		}
 	}
 }
@@ -181,10 +159,9 @@ func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
 }
 
 // readNew sends the buffered acks and reads up to limit entries: the
-// owner's pending entries after the entry ID after (read by a call whose
-// reply was lost), then new ones. It returns how many it looked at, the ID
-// of the last of them ("" when none), and, when fewer than limit, the ID
-// after which to wait for more.
+// owner's pending entries after the entry ID after, then new ones. It
+// returns how many it looked at, the ID of the last of them ("" when none),
+// and, when fewer than limit, the ID after which to wait for more.
 func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
 	cl.flushMu.Lock()
 	defer cl.flushMu.Unlock()
@@ -233,10 +210,9 @@ func laterID(a, b string) string {
 	return a
 }
 
-// claimPending claims one page of the partition's pending entries from cursor
-// and hands them out. It returns the next cursor, "0-0" when done, and the
-// ID of the last entry it handed out ("" when none). When the reply is
-// lost, the same cursor claims the same page again.
+// claimPending claims one page of the partition's pending entries from
+// cursor and hands them out. It returns the next cursor, "0-0" when done,
+// and the ID of the last entry it handed out ("" when none).
 func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (next, seen string, err error) {
 	res, err := claimScript.Run(ctx, cl.c.m.client, cl.keys, cl.lease, group, cl.c.opts.Owner, cursor, limit).Result()
 	if err != nil {
@@ -253,23 +229,9 @@ func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (ne
 	return next, seen, nil
 }
 
-// sendAcks runs the ack script; release drops the lease too. It reports
-// whether the lease was still the claim's.
-func (cl *Claim) sendAcks(ctx context.Context, acks []lease.Ref, release bool) (bool, error) {
-	res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, ackArgs(cl.lease, acks, release)...).Int64()
-	if err != nil {
-		return false, cl.c.m.failed(err)
-	}
-	return res == 1, nil
-}
-
-// ackArgs are the ack script's arguments for the lease value lease.
+// ackArgs are the ack script's arguments: release drops the lease too.
 func ackArgs(leaseValue string, acks []lease.Ref, release bool) []any {
-	rel := "0"
-	if release {
-		rel = "1"
-	}
-	return appendIDs([]any{leaseValue, group, rel}, acks)
+	return appendIDs([]any{leaseValue, group, release}, acks)
 }
 
 // appendIDs appends the entry IDs of acks to script arguments.
@@ -301,6 +263,7 @@ func (cl *Claim) Release(ctx context.Context) error {
 	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
 		cl.flushMu.Lock() // acks a read or the flusher has on their way go first
 		defer cl.flushMu.Unlock()
-		return cl.sendAcks(ctx, take(), true)
+		res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, ackArgs(cl.lease, take(), true)...).Int64()
+		return res == 1, cl.c.m.failed(err)
 	})
 }

@@ -13,13 +13,11 @@ import (
 )
 
 // Consumer shares a mailbox's partitions (one stream each) with the other
-// consumers of the same mailbox, in this process or others, through the
-// leased-partition engine (channel/internal/lease), whose keeper runs one
-// script call per tick. Each claim has a reader goroutine that first claims
-// the partition's pending entries, then reads new ones; a flusher sends
-// the acks that no read carried within AckInterval. A Redis that is away
-// (restarting, loading its dataset) loses the consumer its claims but does
-// not end Run.
+// consumers of the same mailbox, in this process or others; its lease
+// keeper runs one script call per tick. Each claim has a reader goroutine;
+// a flusher sends the acks that no read carried within AckInterval. A
+// Redis that is away (restarting, loading its dataset) loses the consumer
+// its claims but does not end Run.
 type Consumer struct {
 	m      *Mailbox
 	opts   ConsumerOptions
@@ -30,10 +28,7 @@ type Consumer struct {
 	flushNow chan struct{}
 }
 
-var (
-	_ channel.Consumer = (*Consumer)(nil)
-	_ lease.Driver     = (*Consumer)(nil)
-)
+var _ channel.Consumer = (*Consumer)(nil)
 
 func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 	opts = opts.WithDefaults()
@@ -69,12 +64,8 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 	for p := range n {
 		keys = append(keys, c.m.leaseKey(int32(p)))
 	}
-	flag := "0"
-	if take {
-		flag = "1"
-	}
 	args := make([]any, 0, 4+2*len(held))
-	args = append(args, c.opts.Owner, c.opts.LeaseTTL.Milliseconds(), flag, len(held))
+	args = append(args, c.opts.Owner, c.opts.LeaseTTL.Milliseconds(), take, len(held))
 	for _, h := range held {
 		args = append(args, h.Partition, leaseValue(h.Epoch, c.opts.Owner))
 	}
@@ -129,9 +120,7 @@ func (c *Consumer) Work(ctx context.Context) error {
 
 // flushAll sends the buffered acks of the claims in one pipeline: one
 // round trip, and with appendfsync always one fsync, for all of them. A
-// claim whose read or Release is sending its acks right now is skipped. A
-// failed flush keeps its acks for the next one; a lost lease ends the
-// claim.
+// claim whose read or Release is sending its acks right now is skipped.
 func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 	type batch struct {
 		cl   *Claim

@@ -21,11 +21,9 @@ const (
 )
 
 // HeaderBadAddress carries the address field of a delivered entry that is
-// not a "type/id" address ("" when the entry has none): such a message has
-// the zero Address, and the host dead-letters it ("no actor address"). It
-// is the header channel/kafka sets for a record key that is not an
-// address. It replaces an entry's own header of that name; an entry with
-// a valid address keeps its headers as they are.
+// not a "type/id" address ("" when the entry has none), as channel/kafka
+// does for a record key; such a message has the zero Address, and the host
+// dead-letters it. It replaces an entry's own header of that name.
 const HeaderBadAddress = "postbox-bad-address"
 
 // seqBits is how many low bits of an Offset hold the entry ID's sequence
@@ -38,16 +36,15 @@ type entry struct {
 	values    []any // field, value, …
 }
 
-// prepareEntries validates msgs and encodes them, before anything is sent:
-// a bad message rejects the whole batch. The caller's slice is not modified.
+// prepareEntries checks msgs and encodes them, before anything is sent: a
+// bad message rejects the whole batch.
 func prepareEntries(msgs []channel.Message, partitions int) ([]entry, error) {
+	if err := channel.CheckPublish(msgs); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
 	out := make([]entry, len(msgs))
 	for i, msg := range msgs {
-		a := msg.Address
-		if a.Type == "" || a.ID == "" || strings.Contains(a.Type, "/") {
-			return nil, fmt.Errorf("redis: publish message %d: %w: %q, want TYPE/ID such as counter/7", i, channel.ErrBadAddress, a.String())
-		}
-		addr := a.String()
+		addr := msg.Address.String()
 		id := msg.ID
 		if id == "" {
 			id = channel.NewMessageID()
@@ -89,11 +86,9 @@ func offsetOf(ms, seq uint64) int64 {
 }
 
 // decodeEntry builds a delivered message from a stream entry as a script
-// returns it: {id, {field, value, …}}. Any entry is delivered, whatever
-// its fields: one whose address field is missing or not "type/id" gets the
-// zero Address and the field in HeaderBadAddress, so that the host
-// dead-letters it rather than it staying pending forever. It fails only
-// on a reply that is not a stream entry.
+// returns it: {id, {field, value, …}}. Any entry is delivered, whatever its
+// fields (see HeaderBadAddress), rather than stay pending forever; it fails
+// only on a reply that is not a stream entry.
 func decodeEntry(raw any, mailbox string, partition int32) (channel.Message, string, error) {
 	e, ok := raw.([]any)
 	if !ok || len(e) < 2 {

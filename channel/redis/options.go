@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -101,24 +102,17 @@ func (o ConsumerOptions) common() lease.Options {
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
 	l := o.common().WithDefaults()
 	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
-	if o.MaxWait == 0 {
-		o.MaxWait = 250 * time.Millisecond
-	}
-	if o.AckInterval == 0 {
-		o.AckInterval = 5 * time.Millisecond
-	}
+	o.MaxWait = cmp.Or(o.MaxWait, 250*time.Millisecond)
+	o.AckInterval = cmp.Or(o.AckInterval, 5*time.Millisecond)
 	return o
 }
 
 func (o ConsumerOptions) validate() error {
-	if err := o.common().Validate(Backend); err != nil {
-		return err
-	}
 	if o.MaxWait < time.Millisecond {
 		return fmt.Errorf("redis: ConsumerOptions.MaxWait is %v: use at least 1ms, or 0 for the default", o.MaxWait)
 	}
 	if o.AckInterval < 0 {
 		return fmt.Errorf("redis: ConsumerOptions.AckInterval is %v: use a positive duration, or 0 for the default", o.AckInterval)
 	}
-	return nil
+	return o.common().Validate(Backend)
 }

@@ -31,9 +31,6 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := channel.CheckPublish(msgs); err != nil {
-		return fmt.Errorf("redis: %w", err)
-	}
 	entries, err := prepareEntries(msgs, p.m.partitions)
 	if err != nil {
 		return err

@@ -3,31 +3,24 @@
 //
 // A mailbox is a fixed number of partitions, each a stream with the
 // consumer group "postbox". Consumers, in any number of processes on any
-// hosts, share the partitions through leases with epochs
-// (channel/internal/lease): each partition is read by its lease holder.
+// hosts, share the partitions through leases with epochs. A new owner of a
+// partition first claims its pending entries (delivered before and never
+// acked, or read but still buffered when a claim ended) and delivers them
+// with their IDs and offsets, then reads new ones. Acked entries are
+// acknowledged and deleted (XACK and XDEL), so a stream holds only what is
+// not yet acked; nothing is trimmed by length or age.
 //
-// # Delivery
-//
-// A new owner of a partition first claims the partition's pending entries
-// (delivered before, never acked, or read but still buffered when a claim
-// ended) and delivers them with their IDs and offsets, then reads new
-// ones. Acked entries are acknowledged and deleted (XACK and XDEL), so a
-// stream holds only what is not yet acked; nothing is trimmed by length or
-// age.
+// Every command that moves entries into a consumer's pending list or acks
+// them runs in a Lua script that first checks the partition's lease, so a
+// zombie consumer can neither read new entries nor ack entries the new
+// owner has claimed. A call whose reply is lost (a timeout or a dropped
+// connection after Redis ran it, or a client retry that runs it twice)
+// loses and reorders nothing: every read first serves the consumer's own
+// pending entries beyond the last entry it got.
 //
 // An entry written by something other than a Publisher is delivered with
-// the ID "<mailbox>/<partition>/<entry ID>" when it has no id field; one
-// whose address field is missing or not "type/id" is delivered with the
-// zero Address and the field in the header HeaderBadAddress, for the host
-// to dead-letter. Addresses and IDs are delivered as found.
-//
-// A call whose reply is lost (a timeout or a dropped connection after
-// Redis ran it, or a client retry that runs it twice) loses and reorders
-// nothing: every read first serves the consumer's own pending entries
-// beyond the last entry it got. Every command that moves entries into a
-// consumer's pending list or acks them runs in a Lua script that first
-// checks the partition's lease, so a zombie consumer can neither read new
-// entries nor ack entries the partition's new owner has claimed.
+// the ID "<mailbox>/<partition>/<entry ID>" when it has no id field, and
+// with HeaderBadAddress when its address field is not "type/id".
 //
 // # Keys
 //
@@ -43,8 +36,7 @@
 //	dlq          stream of dead letters
 //	dlq:index    hash: dead-letter ID -> its entry in dlq
 //
-// Earlier versions kept nack delays in hashes nacks:<p>; such a key is
-// ignored.
+// Keys nacks:<p> of earlier versions are ignored.
 //
 // # Durability and limits
 //
@@ -54,11 +46,9 @@
 // acknowledged writes can be lost on power loss (published messages
 // vanish, acked ones come back); with AOF off, much more. Replication is
 // asynchronous: a failover can lose acknowledged writes (WAIT is not used).
-//
 // Offsets are the entry ID's millisecond time shifted left by 20 bits plus
 // its sequence number: they grow with publish order unless 2^20 entries of
-// one partition share a millisecond. Needs Redis 7.0 or newer, or a
-// compatible server.
+// one partition share a millisecond. Needs Redis 7.0 or newer.
 package redis
 
 import (

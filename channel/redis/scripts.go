@@ -2,19 +2,14 @@ package redis
 
 import "github.com/redis/go-redis/v9"
 
-// The scripts run atomically on the server: no other command runs between
-// their checks and their writes. Each declares every key it touches in
-// KEYS, all under the mailbox's hash tag, so they run on Redis Cluster
-// too. The shebang line makes Redis refuse a writing script up front when
-// it is out of memory, instead of failing it halfway.
-//
-// Every script that reads, claims or acks entries of a partition first checks
-// the partition's lease against the caller's value ("<epoch>:<owner>"): a
-// consumer whose lease ended (a zombie) can neither move entries into its
-// pending list nor ack entries the partition's new owner has claimed. Such a
-// script returns 0 and touches nothing.
+// Each script declares every key it touches in KEYS, all under the
+// mailbox's hash tag, so they run on Redis Cluster too. The shebang line
+// makes Redis refuse a writing script up front when it is out of memory,
+// instead of failing it halfway. A script that reads, claims or acks
+// entries first checks the partition's lease against the caller's value
+// ("<epoch>:<owner>"), and returns 0 and touches nothing when it differs.
 
-// luaPrelude holds the helper the scripts share. It follows the shebang.
+// luaPrelude holds the helper the scripts share.
 const luaPrelude = `
 -- ack acks the entry IDs ARGV[first..] in the group and deletes the
 -- entries from the stream (they were delivered to this owner and only it
@@ -32,18 +27,12 @@ func newScript(body string) *redis.Script {
 	return redis.NewScript("#!lua\n" + luaPrelude + body)
 }
 
-// leaseScript is one tick of a consumer's lease keeper: heartbeat, renew
-// the leases it holds, and take free partitions up to its fair share.
-//
-// KEYS[1] is the heartbeat sorted set (owner scored by expiry, server ms),
-// KEYS[2] the epochs hash, KEYS[3+p] the lease of partition p, for every
-// partition. ARGV: owner, TTL in ms, "1" to take free partitions ("0": the
-// consumer is draining, and leaves the heartbeat set), the number of held
-// partitions, then per held partition: partition, lease value.
-//
-// It returns {live consumers, {lost partitions}, {taken partition, epoch,
-// ...}}. Taking a partition increments its epoch and sets the lease to
-// "<epoch>:<owner>" with the TTL.
+// leaseScript is one Tick of the lease keeper (lease.Driver). KEYS: the
+// heartbeat sorted set (owner scored by expiry, server ms), the epochs
+// hash, then the lease of every partition. ARGV: owner, TTL in ms, "1" to
+// take ("0": draining), the number of held partitions, then per held
+// partition: partition, lease value. It returns {live consumers, {lost
+// partitions}, {taken partition, epoch, ...}}.
 var leaseScript = newScript(`
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -89,24 +78,16 @@ return {live, lost, taken}
 `)
 
 // readScript applies buffered acks and reads the partition's next entries
-// into the owner's pending list: first the owner's own pending entries
-// after a given ID, then new ones.
+// into the owner's pending list. KEYS: lease, stream. ARGV: lease value,
+// group, consumer, count, after, then the entry IDs to ack. after is the ID
+// of the last entry the claim got: an own pending entry beyond it was read
+// by a call whose reply was lost, and comes before anything new.
 //
-// KEYS: lease, stream. ARGV: lease value, group, consumer, count, after,
-// then the entry IDs to ack. after is the ID of the last entry the claim
-// got from a reply: an own pending entry beyond it was read by a call whose
-// reply was lost (or by the first run of a call the client retried), and
-// comes before anything new, so that no later entry of the partition
-// overtakes it. Without such a loss there is none,
-// and the extra XREADGROUP finds nothing.
-//
-// It returns 0 when the lease is not the caller's; {1} when count is 0;
-// else {1, entries, n, seen, last}: the entries in ID order, each {id,
-// {field, value, ...}}; n how many entries it looked at, counting pending
-// ones deleted from the stream (acked and left out); seen the ID of the
-// last of them ("" when none), after which the next call reads; and, when
-// n < count, last the ID of the stream's newest entry ("0-0" when empty),
-// from which to wait for the next one.
+// It returns {1} when count is 0, else {1, entries, n, seen, last}: the
+// entries in ID order, each {id, {field, value, ...}}; n how many it looked
+// at, counting pending ones deleted from the stream (acked and left out);
+// seen the ID of the last of them ("" when none); and, when n < count, last
+// the ID of the stream's newest entry ("0-0" when empty).
 var readScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
@@ -153,16 +134,11 @@ return {1, out, n, seen, last}
 `)
 
 // claimScript claims one page of the partition's pending entries, whoever
-// holds them, for the new owner (XAUTOCLAIM with min-idle 0).
-//
-// KEYS: lease, stream. ARGV: lease value, group, consumer, cursor, count.
-//
-// It returns 0 when the lease is not the caller's, else {next cursor,
-// entries}, each {id, {field, value, ...}}, as XAUTOCLAIM returns them:
-// since Redis 7.0 it leaves out, and drops from the pending list, entries
-// deleted from the stream. When the scan is complete (cursor "0-0") it
-// also drops the group's other consumers, which have nothing pending any
-// more.
+// holds them, for the new owner (XAUTOCLAIM with min-idle 0). KEYS: lease,
+// stream. ARGV: lease value, group, consumer, cursor, count. It returns
+// {next cursor, entries} as XAUTOCLAIM does (since Redis 7.0 without the
+// entries deleted from the stream). When the scan is complete it drops
+// the group's other consumers, which have nothing pending any more.
 var claimScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0
@@ -186,13 +162,9 @@ end
 return {r[1], r[2]}
 `)
 
-// ackScript applies buffered acks, and on release drops the lease.
-//
-// KEYS: lease, stream. ARGV: lease value, group, "1" to drop the lease,
-// then the entry IDs to ack.
-//
-// It returns 0 when the lease is not the caller's (nothing is applied),
-// else 1.
+// ackScript applies buffered acks, and on release drops the lease. KEYS:
+// lease, stream. ARGV: lease value, group, "1" to drop the lease, then the
+// entry IDs to ack. It returns 1.
 var ackScript = newScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 	return 0

@@ -16,25 +16,22 @@ import (
 
 // Claim is one partition owned by a Consumer under one lease epoch. Acks
 // are buffered until the consumer's next poll, at most PollInterval later,
-// or Release. Its rows are fenced by its epoch: after the lease is lost,
-// neither this claim nor its (possibly paused) process can delete a
-// message the next owner has taken.
+// or Release. A poll marks the rows it takes with the claim's epoch, and
+// only acks of that epoch delete them: after the lease is lost, neither
+// this claim nor its (possibly paused) process can delete a message the
+// next owner has taken.
 type Claim struct {
 	c         *Consumer
 	s         *lease.Slot
 	partition int32
 	epoch     int64
 
-	// Guarded by c.cycleMu: what the last poll of this claim saw, so that
-	// an idle poller can tell without a write transaction that polling
-	// would find nothing.
+	// Guarded by c.cycleMu: what the last poll of this claim saw.
 	cursor  int64 // every row of the partition up to here is delivered by this claim or gone
 	polled  bool  // polled at least once
 	seenSeq int64 // the mailbox's highest offset then
 	more    bool  // it stopped at its limit: more rows may be waiting
 }
-
-var _ channel.Claim = (*Claim)(nil)
 
 func newClaim(c *Consumer, s *lease.Slot) *Claim {
 	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
@@ -79,11 +76,7 @@ func (cl *Claim) Release(ctx context.Context) error {
 		acks := take()
 		c.cycleMu.Unlock()
 		return true, c.m.write(ctx, func(tx *sql.Tx) error {
-			st, err := prepareStmts(ctx, c.m, tx)
-			if err != nil {
-				return err
-			}
-			if err := st.ack(ctx, cl, acks); err != nil {
+			if err := c.deleteAcked(ctx, tx, cl, acks); err != nil {
 				return err
 			}
 			return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
@@ -91,46 +84,34 @@ func (cl *Claim) Release(ctx context.Context) error {
 	})
 }
 
-// pollStmts are the statements of a poll, bound to its transaction.
-type pollStmts struct {
-	del, take *sql.Stmt
-}
-
-func prepareStmts(ctx context.Context, m *Mailbox, tx *sql.Tx) (*pollStmts, error) {
-	var s pollStmts
-	var err error
-	// Offsets go in as one JSON array: one statement per batch instead of
-	// one per message. Only rows this claim took are deleted: a zombie's
-	// acks delete nothing that the next owner has taken since.
-	if s.del, err = m.stmt(ctx, tx, `DELETE FROM mailbox_messages
-		WHERE id IN (SELECT value FROM json_each(?)) AND claim = ?`); err != nil {
-		return nil, fmt.Errorf("prepare poll: %w", err)
-	}
-	// OR FAIL: nothing here can violate a constraint, and without the
-	// default ABORT, SQLite keeps no statement journal for the update.
-	if s.take, err = m.stmt(ctx, tx, `UPDATE OR FAIL mailbox_messages SET claim = ?1
-		WHERE id IN (SELECT id FROM mailbox_messages WHERE partition = ?2 AND id > ?3 ORDER BY id LIMIT ?4)
-		RETURNING id, msg_id, address, payload, headers, created_at`); err != nil {
-		return nil, fmt.Errorf("prepare poll: %w", err)
-	}
-	return &s, nil
-}
-
-// ack deletes the acked rows of cl.
-func (s *pollStmts) ack(ctx context.Context, cl *Claim, acks []lease.Ref) error {
+// deleteAcked deletes the acked rows of cl, in one statement: the offsets
+// go in as one JSON array.
+func (c *Consumer) deleteAcked(ctx context.Context, tx *sql.Tx, cl *Claim, acks []lease.Ref) error {
 	if len(acks) == 0 {
 		return nil
 	}
-	if _, err := s.del.ExecContext(ctx, jsonInts(acks), cl.epoch); err != nil {
+	st, err := c.m.stmt(ctx, tx, `DELETE FROM mailbox_messages WHERE id IN (SELECT value FROM json_each(?)) AND claim = ?`)
+	if err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(ctx, jsonInts(acks), cl.epoch); err != nil {
 		return fmt.Errorf("delete acked: %w", err)
 	}
 	return nil
 }
 
 // takeNext takes up to w.limit rows after w.from and marks them with the
-// claim's epoch in the same statement, so that only its acks delete them.
-func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error {
-	rows, err := s.take.QueryContext(ctx, w.cl.epoch, w.cl.partition, w.from, w.limit)
+// claim's epoch in the same statement.
+func (c *Consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
+	// OR FAIL: nothing here can violate a constraint, and without the
+	// default ABORT, SQLite keeps no statement journal for the update.
+	st, err := c.m.stmt(ctx, tx, `UPDATE OR FAIL mailbox_messages SET claim = ?1
+		WHERE id IN (SELECT id FROM mailbox_messages WHERE partition = ?2 AND id > ?3 ORDER BY id LIMIT ?4)
+		RETURNING id, msg_id, address, payload, headers, created_at`)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, w.cl.epoch, w.cl.partition, w.from, w.limit)
 	if err != nil {
 		return fmt.Errorf("take messages: %w", err)
 	}
@@ -144,9 +125,13 @@ func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error
 		if err := rows.Scan(&id, &msgID, &addr, &payload, &headers, &created); err != nil {
 			return fmt.Errorf("read message: %w", err)
 		}
-		msg, err := newMessage(mailbox, w.cl.partition, id, msgID, addr, payload, headers, created)
-		if err != nil {
-			return err
+		typ, aid, _ := strings.Cut(addr, "/")
+		msg := channel.Message{ID: msgID, Address: channel.Address{Type: typ, ID: aid}, Payload: payload,
+			Mailbox: c.m.name, Partition: w.cl.partition, Offset: id, PublishedAt: time.Unix(0, created)}
+		if len(headers) > 0 {
+			if msg.Headers, err = decodeHeaders(headers); err != nil {
+				return fmt.Errorf("decode headers of message %s at offset %d: %w", msgID, id, err)
+			}
 		}
 		w.delivered = append(w.delivered, msg)
 	}
@@ -156,28 +141,6 @@ func (s *pollStmts) takeNext(ctx context.Context, w *work, mailbox string) error
 	// RETURNING does not promise an order.
 	slices.SortFunc(w.delivered, func(a, b channel.Message) int { return cmp.Compare(a.Offset, b.Offset) })
 	return nil
-}
-
-// newMessage builds a delivered message from its row.
-func newMessage(mailbox string, partition int32, id int64, msgID, addr string, payload, headers []byte, created int64) (channel.Message, error) {
-	typ, aid, _ := strings.Cut(addr, "/")
-	msg := channel.Message{
-		ID:          msgID,
-		Address:     channel.Address{Type: typ, ID: aid},
-		Payload:     payload,
-		Mailbox:     mailbox,
-		Partition:   partition,
-		Offset:      id,
-		PublishedAt: time.Unix(0, created),
-	}
-	if len(headers) > 0 {
-		h, err := decodeHeaders(headers)
-		if err != nil {
-			return msg, fmt.Errorf("decode headers of message %s at offset %d: %w", msgID, id, err)
-		}
-		msg.Headers = h
-	}
-	return msg, nil
 }
 
 // jsonInts encodes the offsets of acks as a JSON array for json_each.

@@ -1,10 +1,11 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,32 +14,26 @@ import (
 )
 
 // Consumer shares a mailbox's partitions with the other consumers of the
-// same file, in this process or others, through the leased-partition
-// engine (channel/internal/lease), whose keeper runs one transaction per
-// tick. One poller serves every claim in one transaction per poll: it
-// deletes the messages acked since the last poll and takes the next ones
-// of each partition, so one fsync serves them all. An idle poller whose
-// claims saw no new message since their last poll (it reads the newest
-// offset first) skips the write transaction altogether. A database that
-// fails the keeper loses the consumer its claims but does not end Run; a
-// failed poll does.
+// same file, in this process or others; its lease keeper runs one
+// transaction per tick. One poller serves every claim in one transaction
+// per poll: it deletes the messages acked since the last poll and takes
+// the next ones of each partition, so one fsync serves them all. A poller
+// whose claims saw everything there was skips the write transaction until
+// the newest offset moves. A database that fails the keeper loses the
+// consumer its claims but does not end Run; a failed poll does.
 type Consumer struct {
 	m      *Mailbox
 	opts   ConsumerOptions
 	engine *lease.Engine
 
-	// cycleMu is held by a whole poll (transaction and hand-out), and
-	// guards the claims' poll fields. Release takes its claim's acks under
-	// it, so that a poll's acks are durable before Release drops the lease.
-	// Lock order: cycleMu, the claim's lock.
+	// cycleMu is held by a whole poll and guards the claims' poll fields.
+	// Release takes its acks under it, so that a poll's acks are durable
+	// before Release drops the lease. Lock order: cycleMu, the claim's lock.
 	cycleMu sync.Mutex
 	wake    chan struct{}
 }
 
-var (
-	_ channel.Consumer = (*Consumer)(nil)
-	_ lease.Driver     = (*Consumer)(nil)
-)
+var _ channel.Consumer = (*Consumer)(nil)
 
 func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
 	opts = opts.WithDefaults()
@@ -66,18 +61,17 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 // Close implements channel.Consumer.
 func (c *Consumer) Close() error { return c.engine.Close() }
 
+const leaveSQL = `DELETE FROM mailbox_consumers WHERE owner = ?`
+
 // Tick is the lease keeper's transaction (see lease.Driver).
 func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
 	var res lease.TickResult
 	owner := c.opts.Owner
 	err := c.m.write(ctx, func(tx *sql.Tx) error {
-		res = lease.TickResult{}
 		now := time.Now().UnixNano()
 		expires := now + int64(c.opts.LeaseTTL)
 		if !take {
-			// A draining consumer no longer counts: the others may take
-			// its partitions as soon as they are released.
-			if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, owner); err != nil {
+			if _, err := tx.ExecContext(ctx, leaveSQL, owner); err != nil {
 				return fmt.Errorf("leave: %w", err)
 			}
 		} else if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_consumers (owner, heartbeat, expires_at) VALUES (?, ?, ?)
@@ -91,7 +85,6 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM mailbox_consumers`).Scan(&res.Live); err != nil {
 			return fmt.Errorf("count consumers: %w", err)
 		}
-		target := (c.m.partitions + max(res.Live, 1) - 1) / max(res.Live, 1)
 
 		renew, err := c.m.stmt(ctx, tx, `UPDATE mailbox_leases SET expires_at = ?
 			WHERE partition = ? AND owner = ? AND epoch = ? AND expires_at > ?`)
@@ -109,54 +102,37 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 				res.Lost = append(res.Lost, h.Partition)
 			}
 		}
-		owned := len(held) - len(res.Lost)
-		if !take || owned >= target {
+		want := lease.FairShare(c.m.partitions, res.Live) - (len(held) - len(res.Lost))
+		if !take || want <= 0 {
 			return nil
 		}
-		free, err := freePartitions(ctx, tx, now)
+		res.Taken, err = scanLeases(tx.QueryContext(ctx, `UPDATE mailbox_leases SET owner = ?, epoch = epoch + 1, expires_at = ?
+			WHERE partition IN (SELECT partition FROM mailbox_leases WHERE expires_at <= ? ORDER BY partition LIMIT ?)
+			RETURNING partition, epoch`, owner, expires, now, want))
 		if err != nil {
-			return err
-		}
-		grab, err := c.m.stmt(ctx, tx, `UPDATE mailbox_leases SET owner = ?, epoch = epoch + 1, expires_at = ?
-			WHERE partition = ? AND expires_at <= ? RETURNING epoch`)
-		if err != nil {
-			return err
-		}
-		for _, p := range free {
-			if owned >= target {
-				break
-			}
-			var epoch int64
-			if err := grab.QueryRowContext(ctx, owner, expires, p, now).Scan(&epoch); err != nil {
-				if errors.Is(err, sql.ErrNoRows) {
-					continue
-				}
-				return fmt.Errorf("take partition %d: %w", p, err)
-			}
-			res.Taken = append(res.Taken, lease.Held{Partition: p, Epoch: epoch})
-			owned++
+			return fmt.Errorf("take partitions: %w", err)
 		}
 		return nil
 	})
 	return res, err
 }
 
-// freePartitions lists the partitions whose lease has expired, in order.
-func freePartitions(ctx context.Context, tx *sql.Tx, now int64) ([]int32, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT partition FROM mailbox_leases WHERE expires_at <= ? ORDER BY partition`, now)
+// scanLeases reads rows of (partition, epoch), in partition order.
+func scanLeases(rows *sql.Rows, err error) ([]lease.Held, error) {
 	if err != nil {
-		return nil, fmt.Errorf("find free partitions: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
-	var free []int32
+	var out []lease.Held
 	for rows.Next() {
-		var p int32
-		if err := rows.Scan(&p); err != nil {
+		var h lease.Held
+		if err := rows.Scan(&h.Partition, &h.Epoch); err != nil {
 			return nil, err
 		}
-		free = append(free, p)
+		out = append(out, h)
 	}
-	return free, rows.Err()
+	slices.SortFunc(out, func(a, b lease.Held) int { return cmp.Compare(a.Partition, b.Partition) })
+	return out, rows.Err()
 }
 
 // GiveBack drops leases taken while Run began to drain.
@@ -174,7 +150,7 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 // Leave removes the consumer from the consumer table.
 func (c *Consumer) Leave(ctx context.Context) error {
 	return c.m.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, c.opts.Owner)
+		_, err := tx.ExecContext(ctx, leaveSQL, c.opts.Owner)
 		return err
 	})
 }
@@ -205,7 +181,6 @@ type work struct {
 	limit int   // deliver at most this many
 	acks  []lease.Ref
 
-	// results
 	lost      bool
 	delivered []channel.Message // in offset order
 }
@@ -221,10 +196,9 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	c.cycleMu.Lock()
 	defer c.cycleMu.Unlock()
 
-	// A claim that has polled before and got everything there was only
-	// needs polling when something was published since. The highest offset
-	// ever published tells, read without the write lock: idle consumers
-	// leave the lock to those who need it.
+	// A claim that got everything there was at its last poll needs polling
+	// only when something was published since: the newest offset tells,
+	// read without the write lock, which idle consumers leave to others.
 	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
 	claims := lease.Claims[*Claim](c.engine)
 	needSeq := false
@@ -267,9 +241,8 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 		return c.pollTx(ctx, tx, todo)
 	})
 	if err != nil {
-		// Nothing was applied: keep the acks for the next poll.
 		for _, w := range todo {
-			w.cl.s.RestoreAcks(w.acks)
+			w.cl.s.RestoreAcks(w.acks) // nothing was applied
 		}
 		return false, fmt.Errorf("poll: %w", err)
 	}
@@ -281,63 +254,38 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 			continue
 		}
 		cl.s.Lock()
-		if w.limit == 0 || !cl.s.ActiveLocked() {
-			cl.s.Unlock()
-			continue
-		}
-		cl.polled, cl.seenSeq = true, seq
-		cl.more = len(w.delivered) == w.limit
-		again = again || cl.more
-		for _, msg := range w.delivered {
-			cl.cursor = msg.Offset
-			cl.s.PushLocked(msg, "") // never blocks: limit reserved the room
+		if w.limit > 0 && cl.s.ActiveLocked() {
+			cl.polled, cl.seenSeq = true, seq
+			cl.more = len(w.delivered) == w.limit
+			again = again || cl.more
+			for _, msg := range w.delivered {
+				cl.cursor = msg.Offset
+				cl.s.PushLocked(msg, "") // never blocks: limit reserved the room
+			}
 		}
 		cl.s.Unlock()
 	}
 	return again, nil
 }
 
-// pollTx is the body of a poll transaction.
+// pollTx is the body of a poll transaction. A claim whose lease is no
+// longer its own touches nothing: another consumer may own the partition.
 func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
-	now := time.Now().UnixNano()
-	type held struct{ epoch, expires int64 }
-	leases := make(map[int32]held)
-	rows, err := tx.QueryContext(ctx, `SELECT partition, epoch, expires_at FROM mailbox_leases WHERE owner = ?`, c.opts.Owner)
+	leases, err := scanLeases(tx.QueryContext(ctx, `SELECT partition, epoch FROM mailbox_leases WHERE owner = ? AND expires_at > ?`,
+		c.opts.Owner, time.Now().UnixNano()))
 	if err != nil {
 		return fmt.Errorf("read leases: %w", err)
 	}
-	for rows.Next() {
-		var p int32
-		var l held
-		if err := rows.Scan(&p, &l.epoch, &l.expires); err != nil {
-			rows.Close()
-			return err
-		}
-		leases[p] = l
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-
-	var st *pollStmts
 	for _, w := range todo {
-		w.lost, w.delivered = false, nil
-		if l, ok := leases[w.cl.partition]; !ok || l.epoch != w.cl.epoch || l.expires <= now {
-			// Another consumer may own the partition now: touch nothing.
-			w.lost = true
+		w.lost, w.delivered = !slices.Contains(leases, lease.Held{Partition: w.cl.partition, Epoch: w.cl.epoch}), nil
+		if w.lost {
 			continue
 		}
-		if st == nil {
-			if st, err = prepareStmts(ctx, c.m, tx); err != nil {
-				return err
-			}
-		}
-		if err := st.ack(ctx, w.cl, w.acks); err != nil {
+		if err := c.deleteAcked(ctx, tx, w.cl, w.acks); err != nil {
 			return err
 		}
 		if w.limit > 0 {
-			if err := st.takeNext(ctx, w, c.m.name); err != nil {
+			if err := c.takeNext(ctx, tx, w); err != nil {
 				return err
 			}
 		}

@@ -1,24 +1,18 @@
 // Package sqlite is a channel backend that keeps a mailbox in a SQLite file.
 //
 // One file holds one mailbox: its messages, the partition leases of its
-// consumers and its dead letters, in tables prefixed "mailbox_". The file
-// may hold other packages' tables too (a journal, say), so an actor's
-// mailbox and history can live side by side. Several processes on one
-// host may open it: publishers append, and consumers share the partitions
-// through leases with epochs (channel/internal/lease). A zombie consumer
-// (its lease expired while it was paused) cannot delete messages that the
-// partition's new owner has taken.
-//
-// Writes are batched: Publish stores its messages in one transaction, and
-// a consumer serves all its partitions in one transaction per poll, so a
-// commit's fsync is shared by many messages. Writers queue on the file
-// through an advisory lock on a sidecar file, "<file>-postbox-lock",
-// rather than by polling SQLite's lock.
+// consumers and its dead letters, in tables prefixed "mailbox_"; it may
+// hold other tables too (a journal, say). Several processes on one host may
+// open it: publishers append, and consumers share the partitions through
+// leases with epochs. Writes are batched: Publish stores its messages in
+// one transaction and a consumer serves all its partitions in one
+// transaction per poll, so one fsync serves many messages. Writers queue on
+// an advisory lock on "<file>-postbox-lock" rather than polling SQLite's.
 //
 // What it does not give: the file must be on a local disk of the host that
 // runs every process using it (SQLite's locking does not work over network
-// file systems), and throughput is bounded by one writer at a time per file.
-// With SyncNormal, the last commits may be lost on power loss. Acks are
+// file systems), and one writer at a time per file bounds throughput. With
+// SyncNormal, the last commits may be lost on power loss. Acks are
 // buffered until the next poll or Release, so a crash redelivers the
 // messages acked just before it.
 package sqlite
@@ -44,11 +38,10 @@ import (
 // Backend is the name reported by Consumer.Backend and in dead letters.
 const Backend = "sqlite"
 
-// schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs, so
-// they never go back even when the newest messages have been deleted. Files
-// made by earlier versions also have a column deliveries in
-// mailbox_messages, and older ones a column visible_at and an index
-// mailbox_messages_delayed: unused, and left alone.
+// schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs:
+// they never go back, even after the newest messages are deleted. Columns
+// and indexes of earlier versions (deliveries, visible_at,
+// mailbox_messages_delayed) are unused and left alone.
 const schema = `
 CREATE TABLE IF NOT EXISTS mailbox_meta (
 	key   TEXT PRIMARY KEY,
@@ -271,35 +264,26 @@ func (m *Mailbox) writeTx(ctx context.Context, relax bool, fn func(tx *sql.Tx) e
 	if m.dbClosed {
 		return channel.ErrClosed
 	}
-	if !relax {
-		tx, err := m.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("begin: %w", err)
-		}
-		return commit(tx, fn)
-	}
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
-		return fmt.Errorf("relax synchronous: %w", err)
-	}
-	defer func() {
-		// The connection goes back to the pool: restore FULL, or drop it.
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	if relax {
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+			return fmt.Errorf("relax synchronous: %w", err)
 		}
-	}()
+		defer func() {
+			// The connection goes back to the pool: restore FULL, or drop it.
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	return commit(tx, fn)
-}
-
-func commit(tx *sql.Tx, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err

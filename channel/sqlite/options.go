@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -23,9 +24,7 @@ const (
 
 // Options configure Open.
 type Options struct {
-	// Synchronous trades durability on power loss for commit latency. Use
-	// SyncNormal only when losing the last commits on power loss is
-	// acceptable.
+	// Synchronous trades durability on power loss for commit latency.
 	//
 	// Defaults to SyncFull.
 	Synchronous Synchronous
@@ -44,9 +43,7 @@ type Options struct {
 // Partitions stays zero: its default depends on whether the file already
 // holds a mailbox, which only Open knows.
 func (o Options) WithDefaults() Options {
-	if o.Synchronous == "" {
-		o.Synchronous = SyncFull
-	}
+	o.Synchronous = cmp.Or(o.Synchronous, SyncFull)
 	return o
 }
 
@@ -104,18 +101,13 @@ func (o ConsumerOptions) common() lease.Options {
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
 	l := o.common().WithDefaults()
 	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
-	if o.PollInterval == 0 {
-		o.PollInterval = 10 * time.Millisecond
-	}
+	o.PollInterval = cmp.Or(o.PollInterval, 10*time.Millisecond)
 	return o
 }
 
 func (o ConsumerOptions) validate() error {
-	if err := o.common().Validate(Backend); err != nil {
-		return err
-	}
 	if o.PollInterval < 0 {
 		return fmt.Errorf("sqlite: ConsumerOptions.PollInterval is %v: use a positive duration, or 0 for the default", o.PollInterval)
 	}
-	return nil
+	return o.common().Validate(Backend)
 }

@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -58,36 +56,25 @@ type row struct {
 	headers   []byte // JSON, nil when there are none
 }
 
-// prepareRows validates msgs and computes what insertRows stores, before
-// any transaction starts: a bad message rejects the whole batch.
+// prepareRows checks msgs and computes what insertRows stores, before any
+// transaction starts: a bad message rejects the whole batch.
 func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
-	rows := make([]row, len(msgs))
-	var ids []byte // random bytes for the messages without an ID, drawn at once
 	if err := channel.CheckPublish(msgs); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+	rows := make([]row, len(msgs))
 	for i, msg := range msgs {
 		addr := msg.Address.String()
-		r := row{
-			partition: channel.HomePartition(addr, partitions),
-			msgID:     msg.ID,
-			address:   addr,
-			payload:   msg.Payload,
-		}
-		if r.payload == nil {
-			r.payload = []byte{}
-		}
 		h, err := encodeHeaders(msg.Headers)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: publish message %d: encode headers: %w", i, err)
 		}
-		r.headers = h
+		r := row{partition: channel.HomePartition(addr, partitions), msgID: msg.ID, address: addr, payload: msg.Payload, headers: h}
 		if r.msgID == "" {
-			if ids == nil {
-				ids = make([]byte, 16*len(msgs))
-				_, _ = rand.Read(ids) // crypto/rand.Read never fails on supported platforms
-			}
-			r.msgID = hex.EncodeToString(ids[16*i : 16*i+16])
+			r.msgID = channel.NewMessageID()
+		}
+		if r.payload == nil {
+			r.payload = []byte{}
 		}
 		rows[i] = r
 	}

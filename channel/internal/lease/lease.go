@@ -1,15 +1,13 @@
-// Package lease is the leased-partition engine of the mailboxes that keep
-// their own leases (channel/sqlite and channel/redis). It is written once
-// here; a backend is a small Driver that stores leases and moves messages.
+// Package lease is the leased-partition engine under channel/sqlite and
+// channel/redis, written once; a backend is a small Driver that stores the
+// leases and moves the messages.
 //
-// The engine owns what every leased mailbox does alike: the Run lifecycle,
-// the lease keeper (every LeaseTTL/3 one Tick renews the heartbeat and the
-// leases, takes free partitions up to the fair share
-// ceil(partitions/live consumers) and reports the leases lost), asking the
-// claims beyond the fair share to stop, a local-clock watchdog per claim,
-// the claim's states (active, draining, lost, released) and the graceful
-// drain when Run ends. The driver owns the storage: the Tick itself,
-// reading and handing out messages, and applying acks.
+// The engine owns the Run lifecycle and the lease keeper: every LeaseTTL/3
+// one Tick heartbeats, renews the leases and takes free partitions up to
+// the fair share ceil(partitions/live consumers). It drains the claims
+// beyond the share, ends a claim by its local-clock watchdog before its
+// lease can expire in the store, and keeps each claim's state, messages in
+// flight and buffered acks.
 package lease
 
 import (
@@ -17,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -32,27 +31,21 @@ type Held struct {
 
 // TickResult is what one Tick found and did.
 type TickResult struct {
-	// Live counts the consumers with a live heartbeat, this one included.
-	Live int
-	// Lost lists the held partitions whose lease is no longer this
-	// consumer's under the epoch it held.
-	Lost []int32
-	// Taken lists the free partitions the Tick took, each under its new
-	// epoch.
-	Taken []Held
+	Live  int     // consumers with a live heartbeat, this one included
+	Lost  []int32 // held partitions no longer this consumer's under their epoch
+	Taken []Held  // free partitions taken, each under its new epoch
 }
 
 // Driver is the storage of one leased mailbox.
 type Driver interface {
-	// Tick does one round of the lease keeper at once (one transaction,
-	// one script): when take is true, heartbeat the consumer, forget
-	// consumers whose heartbeat has expired, renew the held leases and take
-	// free partitions until the consumer owns ceil(partitions/live). When
-	// take is false the consumer is draining: it leaves the live count,
-	// renews its leases and takes nothing.
+	// Tick is one round of the keeper, atomic in the store: when take is
+	// true, heartbeat the consumer, forget consumers whose heartbeat
+	// expired, renew the held leases and take free partitions, lowest
+	// first, until the consumer owns ceil(partitions/live). When take is
+	// false the consumer is draining: it leaves the live count, renews its
+	// leases and takes nothing.
 	Tick(ctx context.Context, held []Held, take bool) (TickResult, error)
-	// GiveBack frees leases taken by a Tick that ended after Run began to
-	// drain, so that another consumer can take them at once.
+	// GiveBack frees leases a Tick took after Run began to drain.
 	GiveBack(ctx context.Context, taken []Held) error
 	// Leave takes the consumer out of the live count, so that the others
 	// raise their fair share now rather than after LeaseTTL.
@@ -60,21 +53,19 @@ type Driver interface {
 	// NewClaim makes the backend's claim for a partition the keeper took.
 	NewClaim(s *Slot) Claim
 	// Work runs the driver's own loops (a poller, an ack flusher) until
-	// ctx ends; an error ends Run. It returns only once whatever it
-	// started for the claims has stopped.
+	// ctx ends, and returns once whatever it started has stopped; an error
+	// ends Run.
 	Work(ctx context.Context) error
 }
 
 // Claim is a backend's claim as the engine drives it.
 type Claim interface {
 	channel.Claim
-	// Start runs once the claim is registered, before onClaim is called:
-	// start its reader, or wake the poller. work lives until Run has
-	// drained.
+	// Start runs once the claim is registered, before onClaim is called.
+	// work lives until Run has drained.
 	Start(work context.Context)
-	// Wake is called, outside the engine's locks, after the engine changed
-	// the claim's state (drained, lost): a reader waiting for room or
-	// new messages looks again.
+	// Wake is called, outside the engine's locks, after the claim's state
+	// changed: a reader waiting for room or new messages looks again.
 	Wake()
 }
 
@@ -85,12 +76,9 @@ type Config struct {
 	Options
 	Err error
 	// Backend names the backend in errors ("sqlite", "redis").
-	Backend string
-	// Partitions is the mailbox's partition count.
+	Backend    string
 	Partitions int
-	// Attach registers a Run with the mailbox: closing is closed when the
-	// mailbox is being closed, and detach is called when Run returns. It
-	// fails with channel.ErrClosed on a closed mailbox.
+	// Attach registers a Run with the mailbox (see Runs.Attach).
 	Attach func() (closing <-chan struct{}, detach func(), err error)
 }
 
@@ -113,30 +101,22 @@ type Engine struct {
 
 	// Lock order: a driver's locks, Slot.mu, mu.
 	mu       sync.Mutex
-	claims   map[int32]*entry // holding a lease: active or draining
-	stopping bool             // Run is draining: take no partitions
-	work     context.Context  // lives until the claims have drained
-	handlers sync.WaitGroup   // onClaim calls; Add under mu while !stopping
+	claims   map[int32]*Slot // holding a lease: active or draining
+	stopping bool            // Run is draining: take no partitions
+	work     context.Context // lives until the claims have drained
+	handlers sync.WaitGroup  // onClaim calls; Add under mu while !stopping
 }
 
-// entry is a registered claim.
-type entry struct {
-	slot  *Slot
-	claim Claim
-}
-
-// New returns an engine over d. It does not validate cfg: the backend's
-// options do.
+// New returns an engine over d. The backend validates cfg.
 func New(cfg Config, d Driver) *Engine {
-	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*entry)}
+	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*Slot)}
 }
 
-// Run is a backend's Consumer.Run, as channel.Consumer describes it. It
-// also ends when the mailbox is closed or the driver's Work fails. A store
-// that fails the lease keeper after it has answered once does not end it:
-// the claims' watchdogs end the claims before their leases can expire, and
-// the keeper tries again every LeaseTTL/3. A store that does not answer
-// within a LeaseTTL of the start ends Run with the error.
+// Run is a backend's Consumer.Run. It also ends when the mailbox is closed
+// or the driver's Work fails. A store that fails the keeper after it has
+// answered once does not end it: the watchdogs end the claims before their
+// leases can expire, and the keeper tries again. A store that does not
+// answer within a LeaseTTL of the start ends Run with the error.
 func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	b := e.cfg.Backend
 	if e.cfg.Err != nil {
@@ -195,15 +175,15 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	e.mu.Lock()
 	e.stopping = true
 	e.mu.Unlock()
-	for _, en := range e.snapshot() {
-		e.drain(en)
+	for _, s := range e.snapshot() {
+		s.drain()
 	}
 	cleanup, cancelCleanup := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.LeaseTTL)
 	defer cancelCleanup()
 	_ = e.d.Leave(cleanup) // best effort: the heartbeat expires
 	e.handlers.Wait()
-	for _, en := range e.snapshot() {
-		_ = en.claim.Release(cleanup) // best effort: an unreleased lease expires
+	for _, s := range e.snapshot() {
+		_ = s.claim.Release(cleanup) // best effort: an unreleased lease expires
 	}
 	stopWork()
 	wg.Wait()
@@ -227,33 +207,30 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Claims returns the driver's claims holding a lease now (active or
-// draining), in partition order.
+// Claims returns the driver's claims holding a lease now, in partition
+// order.
 func Claims[C Claim](e *Engine) []C {
 	var out []C
-	for _, en := range e.snapshot() {
-		out = append(out, en.claim.(C))
+	for _, s := range e.snapshot() {
+		out = append(out, s.claim.(C))
 	}
 	return out
 }
 
 // snapshot returns the registered claims in partition order.
-func (e *Engine) snapshot() []*entry {
+func (e *Engine) snapshot() []*Slot {
 	e.mu.Lock()
-	out := make([]*entry, 0, len(e.claims))
-	for _, en := range e.claims {
-		out = append(out, en)
-	}
+	out := slices.Collect(maps.Values(e.claims))
 	e.mu.Unlock()
-	slices.SortFunc(out, func(a, b *entry) int { return cmp.Compare(a.slot.partition, b.slot.partition) })
+	slices.SortFunc(out, func(a, b *Slot) int { return cmp.Compare(a.partition, b.partition) })
 	return out
 }
 
 // keep runs the lease keeper until ctx ends. Once a tick has succeeded, a
 // failed one is tried again at the next, however long the store is away
-// (Kafka's consumers ride out a broker outage alike). One that has not
-// once succeeded within a LeaseTTL gives up: a store that never answered
-// is more likely misconfigured than restarting.
+// (as Kafka's consumers ride out a broker outage). One that has not once
+// succeeded within a LeaseTTL gives up: a store that never answered is
+// more likely misconfigured than restarting.
 func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
 	began, answered := time.Now(), false
 	return Every(ctx, e.cfg.LeaseTTL/3, nil, func() (bool, error) {
@@ -303,55 +280,50 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	stopping := e.stopping
 	e.mu.Unlock()
 	held := make([]Held, len(hold))
-	for i, en := range hold {
-		held[i] = Held{Partition: en.slot.partition, Epoch: en.slot.epoch}
+	for i, s := range hold {
+		held[i] = Held{Partition: s.partition, Epoch: s.epoch}
 	}
 	sent := time.Now()
 	res, err := e.d.Tick(ctx, held, !stopping)
 	if err != nil {
 		return fmt.Errorf("renew leases: %w", err)
 	}
-	target := (e.cfg.Partitions + max(res.Live, 1) - 1) / max(res.Live, 1)
-	var active []*entry
-	for _, en := range hold {
-		if slices.Contains(res.Lost, en.slot.partition) {
-			e.lose(en)
-			continue
-		}
-		if en.slot.renewed(sent.Add(e.cfg.localTTL())) {
-			active = append(active, en)
+	var active []*Slot
+	for _, s := range hold {
+		if slices.Contains(res.Lost, s.partition) {
+			s.Lose()
+		} else if s.renewed(sent.Add(e.cfg.localTTL())) {
+			active = append(active, s)
 		}
 	}
-	if !stopping && len(active) > target {
-		for _, en := range active[target:] {
-			e.drain(en)
+	if target := FairShare(e.cfg.Partitions, res.Live); !stopping && len(active) > target {
+		for _, s := range active[target:] {
+			s.drain()
 		}
 	}
 
-	var started []*entry
+	var started []*Slot
 	var giveBack []Held
 	e.mu.Lock()
 	for _, h := range res.Taken {
-		if e.stopping {
-			// Run began draining during the Tick.
+		if e.stopping { // Run began draining during the Tick
 			giveBack = append(giveBack, h)
 			continue
 		}
 		s := newSlot(e, h, sent.Add(e.cfg.localTTL()))
-		en := &entry{slot: s, claim: e.d.NewClaim(s)}
-		s.entry = en
-		e.claims[h.Partition] = en
+		s.claim = e.d.NewClaim(s)
+		e.claims[h.Partition] = s
 		e.handlers.Add(1)
-		started = append(started, en)
+		started = append(started, s)
 	}
 	work := e.work
 	e.mu.Unlock()
-	for _, en := range started {
-		en.slot.startWatchdog()
-		en.claim.Start(work)
+	for _, s := range started {
+		s.startWatchdog()
+		s.claim.Start(work)
 		go func() {
 			defer e.handlers.Done()
-			onClaim(en.claim)
+			onClaim(s.claim)
 		}()
 	}
 	if len(giveBack) > 0 {
@@ -362,35 +334,18 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// drain asks a claim to stop: Messages is closed, the lease kept until
-// Release.
-func (e *Engine) drain(en *entry) {
-	s := en.slot
-	s.mu.Lock()
-	if s.state == active {
-		s.state = draining
-		s.closeMessagesLocked()
-	}
-	s.mu.Unlock()
-	en.claim.Wake()
-}
-
-// lose ends a claim whose lease was lost.
-func (e *Engine) lose(en *entry) {
-	s := en.slot
-	s.mu.Lock()
-	ended := s.loseLocked()
-	s.mu.Unlock()
-	if ended {
-		en.claim.Wake()
-	}
+// FairShare is how many of partitions each of live consumers owns at most:
+// ceil(partitions/live).
+func FairShare(partitions, live int) int {
+	live = max(live, 1)
+	return (partitions + live - 1) / live
 }
 
 // forget removes a claim that ended from the registry.
 func (e *Engine) forget(s *Slot) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if en := e.claims[s.partition]; en != nil && en.slot == s {
+	if e.claims[s.partition] == s {
 		delete(e.claims, s.partition)
 	}
 }

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -58,15 +59,9 @@ func (o Options) WithDefaults() Options {
 	if o.Owner == "" {
 		o.Owner = defaultOwner()
 	}
-	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 10 * time.Second
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 256
-	}
-	if o.Buffer == 0 {
-		o.Buffer = 1024
-	}
+	o.LeaseTTL = cmp.Or(o.LeaseTTL, 10*time.Second)
+	o.BatchSize = cmp.Or(o.BatchSize, 256)
+	o.Buffer = cmp.Or(o.Buffer, 1024)
 	return o
 }
 
