@@ -98,11 +98,6 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	return nil
 }
 
-// Leave removes the consumer from the heartbeat set.
-func (c *Consumer) Leave(ctx context.Context) error {
-	return c.m.client.ZRem(ctx, c.m.consumersKey(), c.opts.Owner).Err()
-}
-
 // NewClaim makes the claim of a partition the keeper took.
 func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
 

@@ -156,17 +156,16 @@ func New(ctx context.Context, client redis.UniversalClient, mailbox string, opts
 func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
 	// HSETNX: of two processes creating the mailbox at once, one count wins
 	// and both read it back.
-	if err := m.client.HSetNX(ctx, m.metaKey(), "partitions", cmp.Or(want, lease.DefaultPartitions)).Err(); err != nil {
+	var stored *redis.StringCmd
+	if _, err := m.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSetNX(ctx, m.metaKey(), "partitions", cmp.Or(want, lease.DefaultPartitions))
+		p.HSetNX(ctx, m.metaKey(), "version", schemaVersion)
+		stored = p.HGet(ctx, m.metaKey(), "partitions")
+		return nil
+	}); err != nil {
 		return 0, fmt.Errorf("store partition count: %w", err)
 	}
-	if err := m.client.HSetNX(ctx, m.metaKey(), "version", schemaVersion).Err(); err != nil {
-		return 0, fmt.Errorf("store version: %w", err)
-	}
-	stored, err := m.client.HGet(ctx, m.metaKey(), "partitions").Result()
-	if err != nil {
-		return 0, fmt.Errorf("read partition count: %w", err)
-	}
-	n, err := lease.StoredPartitions(stored, want)
+	n, err := lease.StoredPartitions(stored.Val(), want)
 	if err != nil {
 		return 0, err
 	}
@@ -207,18 +206,20 @@ func (m *Mailbox) Partitions() int { return m.partitions }
 // Name returns the mailbox's name, as reported in Message.Mailbox.
 func (m *Mailbox) Name() string { return m.name }
 
-// Publisher returns a publisher; closing it leaves the Mailbox open.
+// Publisher returns a publisher to the partition streams.
 func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
 
-// Consumer returns a consumer; Run reports invalid options.
+// Consumer returns a consumer of the partition streams; Run reports
+// invalid options.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
-// DLQ returns the dead-letter store; Redrive puts messages back here.
+// DLQ returns the dead-letter stream; Redrive puts messages back in the
+// partition streams.
 func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 
 // Close stops the running consumers, waits for their Run to return, and
-// closes the connection if Open made it. It is idempotent; later calls
-// fail with channel.ErrClosed.
+// closes the connection if Open made it. It is idempotent; the Mailbox's
+// other calls fail with channel.ErrClosed after it.
 func (m *Mailbox) Close() error {
 	if !m.runs.Close() {
 		return nil

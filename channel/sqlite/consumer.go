@@ -61,8 +61,6 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 // Close implements channel.Consumer.
 func (c *Consumer) Close() error { return c.engine.Close() }
 
-const leaveSQL = `DELETE FROM mailbox_consumers WHERE owner = ?`
-
 // Tick is the lease keeper's transaction (see lease.Driver).
 func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
 	var res lease.TickResult
@@ -71,7 +69,7 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 		now := time.Now().UnixNano()
 		expires := now + int64(c.opts.LeaseTTL)
 		if !take {
-			if _, err := tx.ExecContext(ctx, leaveSQL, owner); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_consumers WHERE owner = ?`, owner); err != nil {
 				return fmt.Errorf("leave: %w", err)
 			}
 		} else if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_consumers (owner, heartbeat, expires_at) VALUES (?, ?, ?)
@@ -147,14 +145,6 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	})
 }
 
-// Leave removes the consumer from the consumer table.
-func (c *Consumer) Leave(ctx context.Context) error {
-	return c.m.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, leaveSQL, c.opts.Owner)
-		return err
-	})
-}
-
 // NewClaim makes the claim of a partition the keeper took.
 func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
 
@@ -201,14 +191,8 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	// read without the write lock, which idle consumers leave to others.
 	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
 	claims := lease.Claims[*Claim](c.engine)
-	needSeq := false
-	for _, cl := range claims {
-		cl.s.Lock()
-		needSeq = needSeq || cl.s.ActiveLocked() && idle(cl)
-		cl.s.Unlock()
-	}
 	seq, seqKnown := int64(0), false
-	if needSeq {
+	if slices.ContainsFunc(claims, idle) {
 		if err := c.m.db.QueryRowContext(ctx, newestOffsetSQL).Scan(&seq); err != nil {
 			return false, fmt.Errorf("poll: read the newest offset: %w", err)
 		}

@@ -160,15 +160,9 @@ func (m *Mailbox) init(want int) (int, error) {
 			return err
 		}
 		// One lease row per partition, kept forever, so epochs only grow.
-		stmt, err := tx.Prepare(`INSERT OR IGNORE INTO mailbox_leases (partition) VALUES (?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for p := range n {
-			if _, err := stmt.Exec(p); err != nil {
-				return fmt.Errorf("create lease rows: %w", err)
-			}
+		if _, err := tx.Exec(`WITH RECURSIVE p(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM p WHERE n + 1 < ?)
+			INSERT OR IGNORE INTO mailbox_leases (partition) SELECT n FROM p`, n); err != nil {
+			return fmt.Errorf("create lease rows: %w", err)
 		}
 		return nil
 	})
@@ -189,18 +183,20 @@ func (m *Mailbox) Name() string { return m.name }
 // consumers report as their Mailbox, whatever path a process opened it by.
 func (m *Mailbox) Identity() string { return "sqlite:" + filepath.Base(m.name) }
 
-// Publisher returns a publisher; closing it leaves the Mailbox open.
+// Publisher returns a publisher to the file's mailbox_messages table.
 func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
 
-// Consumer returns a consumer; Run reports invalid options.
+// Consumer returns a consumer of the file's partitions; Run reports
+// invalid options.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
-// DLQ returns the dead-letter store; Redrive puts messages back here.
+// DLQ returns the file's dead-letter table; Redrive puts messages back in
+// mailbox_messages.
 func (m *Mailbox) DLQ() dlq.Store { return &DeadLetters{m: m} }
 
 // Close stops the running consumers, waits for their Run to return, and
-// closes the file. It is idempotent; later calls fail with
-// channel.ErrClosed.
+// closes the file. It is idempotent; the Mailbox's other calls fail with
+// channel.ErrClosed after it.
 func (m *Mailbox) Close() error {
 	if !m.runs.Close() {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -81,52 +82,31 @@ func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 	return rows, nil
 }
 
-// insertChunks are the row counts of the prepared INSERT statements, largest
-// first: a multi-row statement costs far less per row than one execution
-// per row, and a batch is split into as few of them as possible.
-var insertChunks = [...]int{64, 8, 1}
+// insertChunk is the most rows one INSERT takes: a multi-row statement
+// costs far less per row than one execution per row.
+const insertChunk = 64
 
 // insertRows inserts rows with multi-row INSERT statements.
 func insertRows(ctx context.Context, m *Mailbox, tx *sql.Tx, rows []row) error {
 	now := time.Now().UnixNano()
-	args := make([]any, 0, 6*min(len(rows), insertChunks[0]))
-	for len(rows) > 0 {
-		n := insertChunks[len(insertChunks)-1]
-		for _, c := range insertChunks {
-			if c <= len(rows) {
-				n = c
-				break
-			}
-		}
+	args := make([]any, 0, 6*min(len(rows), insertChunk))
+	for chunk := range slices.Chunk(rows, insertChunk) {
 		args = args[:0]
-		for _, r := range rows[:n] {
+		for _, r := range chunk {
 			var headers any
 			if r.headers != nil {
 				headers = r.headers
 			}
 			args = append(args, r.partition, r.msgID, r.address, r.payload, headers, now)
 		}
-		st, err := m.stmt(ctx, tx, insertSQL(n))
+		st, err := m.stmt(ctx, tx, `INSERT INTO mailbox_messages (partition, msg_id, address, payload, headers, created_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", len(chunk)), ","))
 		if err != nil {
 			return err
 		}
 		if _, err := st.ExecContext(ctx, args...); err != nil {
 			return err
 		}
-		rows = rows[n:]
 	}
 	return nil
-}
-
-// insertSQL is an INSERT of n messages.
-func insertSQL(n int) string {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO mailbox_messages (partition, msg_id, address, payload, headers, created_at) VALUES `)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("(?, ?, ?, ?, ?, ?)")
-	}
-	return b.String()
 }

@@ -47,9 +47,6 @@ type Driver interface {
 	Tick(ctx context.Context, held []Held, take bool) (TickResult, error)
 	// GiveBack frees leases a Tick took after Run began to drain.
 	GiveBack(ctx context.Context, taken []Held) error
-	// Leave takes the consumer out of the live count, so that the others
-	// raise their fair share now rather than after LeaseTTL.
-	Leave(ctx context.Context) error
 	// NewClaim makes the backend's claim for a partition the keeper took.
 	NewClaim(s *Slot) Claim
 	// Work runs the driver's own loops (a poller, an ack flusher) until
@@ -103,7 +100,7 @@ type Engine struct {
 	mu       sync.Mutex
 	claims   map[int32]*Slot // holding a lease: active or draining
 	stopping bool            // Run is draining: take no partitions
-	work     context.Context // lives until the claims have drained
+	work     context.Context // lives until the claims have drained; set before the keeper starts
 	handlers sync.WaitGroup  // onClaim calls; Add under mu while !stopping
 }
 
@@ -147,20 +144,9 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	defer cancel()
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	e.started, e.cancel, e.runDone = true, cancel, make(chan struct{})
+	e.started, e.cancel, e.runDone, e.work = true, cancel, make(chan struct{}), work
 	defer close(e.runDone)
-	e.mu.Lock()
-	e.work = work
-	e.mu.Unlock()
 	e.runMu.Unlock()
-
-	go func() {
-		select {
-		case <-closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
@@ -168,6 +154,7 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	wg.Go(func() { errc <- e.d.Work(work) })
 	select {
 	case <-ctx.Done():
+	case <-closing:
 	case err = <-errc:
 	}
 
@@ -180,7 +167,9 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	}
 	cleanup, cancelCleanup := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.LeaseTTL)
 	defer cancelCleanup()
-	_ = e.d.Leave(cleanup) // best effort: the heartbeat expires
+	// Leave the live count, so that the others raise their fair share now
+	// rather than after LeaseTTL. Best effort: the heartbeat expires.
+	_ = e.tick(cleanup, onClaim)
 	e.handlers.Wait()
 	for _, s := range e.snapshot() {
 		_ = s.claim.Release(cleanup) // best effort: an unreleased lease expires

@@ -91,13 +91,6 @@ func (d *driver) drop(h Held) {
 	}
 }
 
-func (d *driver) Leave(context.Context) error {
-	d.st.mu.Lock()
-	defer d.st.mu.Unlock()
-	delete(d.st.live, d.name)
-	return nil
-}
-
 func (d *driver) NewClaim(s *Slot) Claim { return &claim{d: d, s: s} }
 
 func (d *driver) Work(ctx context.Context) error {
