@@ -83,11 +83,10 @@ func (cl *Claim) deliver(raw []any) (seen string, err error) {
 
 // read is the claim's reader: it claims and delivers the partition's
 // pending entries, then reads new entries, until the claim is no longer
-// active. Every call may have run although its reply was lost (or run
-// twice, when the client retried it), so each is safe to repeat: a claim
-// page is asked for again from the same cursor, acks are sent again, and a
-// read first serves the owner's pending entries after the last entry the
-// claim got (after), which are exactly those a lost reply held.
+// active. Each call is safe to repeat after a lost reply: a claim page is
+// asked for again from the same cursor, acks are sent again, and a read
+// first serves the owner's pending entries after the last entry the claim
+// got (after), which are exactly those a lost reply held.
 func (cl *Claim) read(ctx context.Context) {
 	defer cl.c.readers.Done()
 	opts := cl.c.opts
@@ -242,8 +241,7 @@ func appendIDs(args []any, acks []lease.Ref) []any {
 	return args
 }
 
-// Ack implements channel.Claim. The acks become durable with the next
-// read or flush (within AckInterval) or Release.
+// Ack implements channel.Claim.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	full, batch, err := cl.s.Ack(msgs)
 	if full {
@@ -257,8 +255,7 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 
 // Release implements channel.Claim: one script call sends the buffered
 // acks and drops the lease, so another consumer can take the partition at
-// once. If the lease turns out to be lost, nothing is applied and Lost is
-// closed.
+// once.
 func (cl *Claim) Release(ctx context.Context) error {
 	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
 		cl.flushMu.Lock() // acks a read or the flusher has on their way go first

@@ -101,9 +101,8 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 // NewClaim makes the claim of a partition the keeper took.
 func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
 
-// Work runs the ack flusher, which sends buffered acks every AckInterval,
-// or at once when a claim has a batch of them; then it waits for the
-// claims' readers.
+// Work runs the ack flusher, every AckInterval or when a claim has a batch
+// of acks, then waits for the claims' readers.
 func (c *Consumer) Work(ctx context.Context) error {
 	_ = lease.Every(ctx, c.opts.AckInterval, c.flushNow, func() (bool, error) {
 		c.flushAll(ctx, lease.Claims[*Claim](c.engine))

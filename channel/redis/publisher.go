@@ -21,9 +21,7 @@ var _ channel.Publisher = (*Publisher)(nil)
 
 // Publish implements channel.Publisher in one MULTI/EXEC transaction: all
 // of msgs or none, in one round trip, on disk once Redis applied it with
-// appendfsync always. Each message is an entry with the fields id, address,
-// payload and h:<name> per header. A message with an empty ID gets a
-// random one; the caller's slice is not modified.
+// appendfsync always. The caller's slice is not modified.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	if p.closed.Load() || p.m.isClosed() {
 		return fmt.Errorf("redis: publish: %w", channel.ErrClosed)
@@ -35,21 +33,16 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if err != nil {
 		return err
 	}
-	if err := p.m.xadd(ctx, entries); err != nil {
-		return fmt.Errorf("redis: publish %d messages: %w", len(msgs), p.m.failed(err))
-	}
-	return nil
-}
-
-// xadd appends entries in one transaction.
-func (m *Mailbox) xadd(ctx context.Context, entries []entry) error {
-	_, err := m.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+	_, err = p.m.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 		for _, e := range entries {
-			tx.XAdd(ctx, &redis.XAddArgs{Stream: m.streamKey(e.partition), ID: "*", Values: e.values})
+			tx.XAdd(ctx, &redis.XAddArgs{Stream: p.m.streamKey(e.partition), ID: "*", Values: e.values})
 		}
 		return nil
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("redis: publish %d messages: %w", len(msgs), p.m.failed(err))
+	}
+	return nil
 }
 
 // Close makes later Publish calls fail with channel.ErrClosed. It does not

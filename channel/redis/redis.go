@@ -73,8 +73,7 @@ const Backend = "redis"
 // group is the consumer group of every partition stream.
 const group = "postbox"
 
-// schemaVersion is stored in the meta hash so that a later layout can tell
-// an old mailbox apart.
+// schemaVersion is stored in the meta hash for a later layout to tell.
 const schemaVersion = "1"
 
 // Mailbox is one mailbox in Redis, safe for concurrent use. Its
@@ -151,8 +150,8 @@ func New(ctx context.Context, client redis.UniversalClient, mailbox string, opts
 	return m, nil
 }
 
-// init settles the partition count, the stored one or want (defaulting to 8)
-// for a new mailbox, and makes sure every partition has its stream and group.
+// init settles the partition count (see lease.StoredPartitions) and makes
+// sure every partition has its stream and group.
 func (m *Mailbox) init(ctx context.Context, want int) (int, error) {
 	// HSETNX: of two processes creating the mailbox at once, one count wins
 	// and both read it back.

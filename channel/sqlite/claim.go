@@ -15,11 +15,9 @@ import (
 )
 
 // Claim is one partition owned by a Consumer under one lease epoch. Acks
-// are buffered until the consumer's next poll, at most PollInterval later,
-// or Release. A poll marks the rows it takes with the claim's epoch, and
-// only acks of that epoch delete them: after the lease is lost, neither
-// this claim nor its (possibly paused) process can delete a message the
-// next owner has taken.
+// are buffered until the consumer's next poll or Release. A poll marks the
+// rows it takes with the claim's epoch, and only acks of that epoch delete
+// them: a zombie cannot delete a message the next owner has taken.
 type Claim struct {
 	c         *Consumer
 	s         *lease.Slot
@@ -56,8 +54,7 @@ func (cl *Claim) Start(context.Context) { lease.Kick(cl.c.wake) }
 // Wake wakes the poller.
 func (cl *Claim) Wake() { lease.Kick(cl.c.wake) }
 
-// Ack implements channel.Claim. The acks become durable with the next
-// poll (within PollInterval) or Release.
+// Ack implements channel.Claim.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	full, batch, err := cl.s.Ack(msgs)
 	if full || batch {

@@ -82,8 +82,7 @@ CREATE TABLE IF NOT EXISTS mailbox_dead_letters (
 CREATE INDEX IF NOT EXISTS mailbox_dead_letters_age ON mailbox_dead_letters (dead_lettered_at, seq);
 `
 
-// schemaVersion is stored in mailbox_meta so that a later layout can tell
-// an old file apart.
+// schemaVersion is stored in mailbox_meta for a later layout to tell.
 const schemaVersion = "1"
 
 // Mailbox is one mailbox in a SQLite file, safe for concurrent use. Its
@@ -128,7 +127,7 @@ func Open(path string, opts Options) (*Mailbox, error) {
 		db.Close()
 		return nil, err
 	}
-	m := &Mailbox{db: db, name: abs, writer: writer,
+	m := &Mailbox{db: db, name: abs, writer: writer, stmts: make(map[string]*sql.Stmt),
 		syncFull: strings.EqualFold(string(opts.Synchronous), string(SyncFull))}
 	if m.partitions, err = m.init(opts.Partitions); err != nil {
 		db.Close()
@@ -138,8 +137,8 @@ func Open(path string, opts Options) (*Mailbox, error) {
 	return m, nil
 }
 
-// init creates the tables and settles the partition count: the stored one,
-// or want (defaulting to 8) for a new mailbox.
+// init creates the tables and settles the partition count (see
+// lease.StoredPartitions).
 func (m *Mailbox) init(want int) (int, error) {
 	var n int
 	err := m.write(context.Background(), func(tx *sql.Tx) error {
@@ -227,9 +226,6 @@ func (m *Mailbox) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt
 		if st, err = m.db.PrepareContext(ctx, query); err != nil {
 			m.stmtMu.Unlock()
 			return nil, fmt.Errorf("prepare: %w", err)
-		}
-		if m.stmts == nil {
-			m.stmts = make(map[string]*sql.Stmt)
 		}
 		m.stmts[query] = st
 	}

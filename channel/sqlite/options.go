@@ -39,9 +39,8 @@ type Options struct {
 	Partitions int
 }
 
-// WithDefaults returns a copy of o with zero fields set to their defaults.
-// Partitions stays zero: its default depends on whether the file already
-// holds a mailbox, which only Open knows.
+// WithDefaults returns a copy of o with zero fields set to their defaults,
+// but for Partitions: only Open knows whether the file holds a mailbox.
 func (o Options) WithDefaults() Options {
 	o.Synchronous = cmp.Or(o.Synchronous, SyncFull)
 	return o

@@ -66,17 +66,15 @@ type Claim interface {
 	Wake()
 }
 
-// Config configures an Engine.
+// Config configures an Engine: the consumer's Options after WithDefaults,
+// what validating all its options found (Err, which Run returns), the
+// backend's name for errors, and the mailbox's Runs.Attach.
 type Config struct {
-	// Options are the consumer's, after WithDefaults; Err is what
-	// validating all its options found, and Run returns it.
 	Options
-	Err error
-	// Backend names the backend in errors ("sqlite", "redis").
+	Err        error
 	Backend    string
 	Partitions int
-	// Attach registers a Run with the mailbox (see Runs.Attach).
-	Attach func() (closing <-chan struct{}, detach func(), err error)
+	Attach     func() (closing <-chan struct{}, detach func(), err error)
 }
 
 // localTTL is how long after sending a renewal the consumer trusts its
@@ -109,11 +107,9 @@ func New(cfg Config, d Driver) *Engine {
 	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*Slot)}
 }
 
-// Run is a backend's Consumer.Run. It also ends when the mailbox is closed
-// or the driver's Work fails. A store that fails the keeper after it has
-// answered once does not end it: the watchdogs end the claims before their
-// leases can expire, and the keeper tries again. A store that does not
-// answer within a LeaseTTL of the start ends Run with the error.
+// Run is a backend's Consumer.Run. It also ends when the mailbox is closed,
+// the driver's Work fails, or the store fails the keeper from the start
+// (see keep).
 func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	b := e.cfg.Backend
 	if e.cfg.Err != nil {
@@ -196,8 +192,7 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Claims returns the driver's claims holding a lease now, in partition
-// order.
+// Claims returns the driver's claims holding a lease, in partition order.
 func Claims[C Claim](e *Engine) []C {
 	var out []C
 	for _, s := range e.snapshot() {
@@ -217,7 +212,7 @@ func (e *Engine) snapshot() []*Slot {
 
 // keep runs the lease keeper until ctx ends. Once a tick has succeeded, a
 // failed one is tried again at the next, however long the store is away
-// (as Kafka's consumers ride out a broker outage). One that has not once
+// (the watchdogs end the claims meanwhile). One that has not once
 // succeeded within a LeaseTTL gives up: a store that never answered is
 // more likely misconfigured than restarting.
 func (e *Engine) keep(ctx context.Context, onClaim func(channel.Claim)) error {
@@ -323,8 +318,7 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// FairShare is how many of partitions each of live consumers owns at most:
-// ceil(partitions/live).
+// FairShare is ceil(partitions/live): how many partitions a consumer owns.
 func FairShare(partitions, live int) int {
 	live = max(live, 1)
 	return (partitions + live - 1) / live
@@ -339,8 +333,7 @@ func (e *Engine) forget(s *Slot) {
 	}
 }
 
-// Kick sends on a wake-up channel of room 1 without blocking: a wake-up
-// already pending does as well.
+// Kick sends on a wake-up channel of room 1 unless a wake-up is pending.
 func Kick(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:

@@ -43,7 +43,7 @@ type Slot struct {
 }
 
 // Ref is an acked message the driver has yet to apply: its offset and the
-// driver's own ID for it (a stream entry ID; "" where the offset is enough).
+// driver's ID for it ("" where the offset is enough).
 type Ref struct {
 	Offset int64
 	ID     string
@@ -181,8 +181,7 @@ func (s *Slot) Lose() {
 	}
 }
 
-// drain asks the claim to stop: Messages closes, the lease is kept until
-// Release.
+// drain asks the claim to stop; it keeps its lease until Release.
 func (s *Slot) drain() {
 	s.mu.Lock()
 	if s.state == active {
@@ -194,9 +193,8 @@ func (s *Slot) drain() {
 
 // Release is a claim's Release. apply calls take for the acks to apply,
 // makes them durable and drops the lease, and reports whether the lease
-// was still the claim's (else the claim is lost). After an error the acks
-// are kept and Release may be called again. On an ended claim it does
-// nothing.
+// was still the claim's. After an error the acks are kept for another
+// Release.
 func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take func() []Ref) (stillOurs bool, err error)) error {
 	s.releaseMu.Lock()
 	defer s.releaseMu.Unlock()
@@ -246,9 +244,8 @@ func (s *Slot) startWatchdog() {
 	}
 }
 
-// expire runs when the lease may have ended by the local clock without a
-// renewal: the claim is lost before the store can give the partition to
-// another consumer.
+// expire loses the claim when, by the local clock, the lease may end
+// without a renewal: before the store can give the partition to another.
 func (s *Slot) expire() {
 	s.mu.Lock()
 	left := time.Until(s.validUntil)
