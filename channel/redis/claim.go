@@ -71,13 +71,7 @@ func (cl *Claim) deliver(raw []any) (seen string, err error) {
 		}
 		seen = ids[i]
 	}
-	cl.s.Lock()
-	defer cl.s.Unlock()
-	if cl.s.ActiveLocked() {
-		for i, msg := range msgs {
-			cl.s.PushLocked(msg, ids[i])
-		}
-	}
+	cl.s.Push(msgs, ids)
 	return seen, nil
 }
 
@@ -94,9 +88,7 @@ func (cl *Claim) read(ctx context.Context) {
 	caughtUp, last, after := false, "", "0-0"
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		cl.s.Lock()
-		active, room := cl.s.ActiveLocked(), cl.s.RoomLocked()
-		cl.s.Unlock()
+		room, active := cl.s.Room()
 		if !active {
 			return
 		}
@@ -164,14 +156,8 @@ func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
 func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
 	cl.flushMu.Lock()
 	defer cl.flushMu.Unlock()
-	cl.s.Lock()
-	if !cl.s.ActiveLocked() {
-		cl.s.Unlock()
-		return 0, "", "", nil
-	}
-	acks := cl.s.TakeAcksLocked()
-	cl.s.Unlock()
-	args := appendIDs([]any{cl.lease, group, cl.c.opts.Owner, limit, after}, acks)
+	acks, room := cl.s.Take() // no room once the claim stopped: the script only acks
+	args := appendIDs([]any{cl.lease, group, cl.c.opts.Owner, min(limit, room), after}, acks)
 	res, err := readScript.Run(ctx, cl.c.m.client, cl.keys, args...).Result()
 	if err != nil {
 		// The script may have run: its acks are sent again (harmless),

@@ -114,7 +114,7 @@ func (c *Consumer) Work(ctx context.Context) error {
 
 // flushAll sends the buffered acks of the claims in one pipeline: one
 // round trip, and with appendfsync always one fsync, for all of them. A
-// claim whose read or Release is sending its acks right now is skipped.
+// claim whose read or Release is sending acks right now is skipped.
 func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 	type batch struct {
 		cl   *Claim
@@ -126,13 +126,7 @@ func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
 		if !cl.flushMu.TryLock() {
 			continue
 		}
-		var acks []lease.Ref
-		cl.s.Lock()
-		if cl.s.HoldsLocked() && !cl.s.ReleasingLocked() {
-			acks = cl.s.TakeAcksLocked()
-		}
-		cl.s.Unlock()
-		if len(acks) > 0 {
+		if acks, _ := cl.s.Take(); len(acks) > 0 {
 			todo = append(todo, batch{cl: cl, acks: acks})
 		} else {
 			cl.flushMu.Unlock()

@@ -201,13 +201,11 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 
 	var todo []*work
 	for _, cl := range claims {
-		w := &work{cl: cl, from: cl.cursor}
-		cl.s.Lock()
-		w.acks = cl.s.TakeAcksLocked()
-		if cl.s.ActiveLocked() && (!idle(cl) || !seqKnown || seq > cl.seenSeq) {
-			w.limit = min(c.opts.BatchSize, cl.s.RoomLocked())
+		acks, room := cl.s.Take()
+		w := &work{cl: cl, from: cl.cursor, acks: acks}
+		if !idle(cl) || !seqKnown || seq > cl.seenSeq {
+			w.limit = min(c.opts.BatchSize, room)
 		}
-		cl.s.Unlock()
 		if w.limit > 0 || len(w.acks) > 0 {
 			todo = append(todo, w)
 		}
@@ -232,22 +230,17 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 	}
 	again := false
 	for _, w := range todo {
-		cl := w.cl
-		if w.lost {
+		cl, n := w.cl, len(w.delivered)
+		switch {
+		case w.lost:
 			cl.s.Lose()
-			continue
-		}
-		cl.s.Lock()
-		if w.limit > 0 && cl.s.ActiveLocked() {
-			cl.polled, cl.seenSeq = true, seq
-			cl.more = len(w.delivered) == w.limit
+		case w.limit > 0 && cl.s.Push(w.delivered, nil):
+			cl.polled, cl.seenSeq, cl.more = true, seq, n == w.limit
 			again = again || cl.more
-			for _, msg := range w.delivered {
-				cl.cursor = msg.Offset
-				cl.s.PushLocked(msg, "") // never blocks: limit reserved the room
+			if n > 0 {
+				cl.cursor = w.delivered[n-1].Offset
 			}
 		}
-		cl.s.Unlock()
 	}
 	return again, nil
 }

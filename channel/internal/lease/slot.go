@@ -20,10 +20,8 @@ const (
 	released       // Release dropped the lease
 )
 
-// Slot is the engine's part of a claim. Its mutex is the claim's: a driver
-// guards its own claim fields with Lock too, and hands messages out only
-// while ActiveLocked, so that no send races with the engine closing
-// Messages.
+// Slot is the engine's part of a claim: its state, its Messages and Lost
+// channels, its watchdog and its messages in flight and acked.
 type Slot struct {
 	e         *Engine
 	claim     Claim
@@ -66,32 +64,48 @@ func (s *Slot) Messages() <-chan channel.Message { return s.msgs }
 // Lost is the claim's Lost channel.
 func (s *Slot) Lost() <-chan struct{} { return s.lost }
 
-// Lock locks the claim.
-func (s *Slot) Lock() { s.mu.Lock() }
+func (s *Slot) holdsLocked() bool { return s.state == active || s.state == draining }
 
-// Unlock unlocks the claim.
-func (s *Slot) Unlock() { s.mu.Unlock() }
-
-// ActiveLocked reports whether messages may be handed out.
-func (s *Slot) ActiveLocked() bool { return s.state == active }
-
-// HoldsLocked reports whether the claim still holds its lease.
-func (s *Slot) HoldsLocked() bool { return s.state == active || s.state == draining }
-
-// ReleasingLocked reports whether Release is sending the last acks.
-func (s *Slot) ReleasingLocked() bool { return s.releasing }
-
-// PushLocked hands msg out, in flight under the driver's id. The caller
-// checked ActiveLocked and RoomLocked, so the send never blocks.
-func (s *Slot) PushLocked(msg channel.Message, id string) {
-	s.inflight[msg.Offset] = id
-	s.msgs <- msg
+// Room is how many more messages the claim may hand out (Buffer bounds the
+// messages in flight), and false once it is no longer active.
+func (s *Slot) Room() (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roomLocked(), s.state == active
 }
 
-// RoomLocked is how many more messages may be handed out: Buffer bounds
-// the messages in flight.
-func (s *Slot) RoomLocked() int {
+func (s *Slot) roomLocked() int {
+	if s.state != active {
+		return 0
+	}
 	return min(s.e.cfg.Buffer-len(s.inflight), cap(s.msgs)-len(s.msgs))
+}
+
+// Take takes the acks to apply, and reports Room.
+func (s *Slot) Take() (acks []Ref, room int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takeAcksLocked(), s.roomLocked()
+}
+
+// Push hands msgs out, each in flight under the driver's ID for it (ids
+// may be nil), unless the claim is no longer active; it reports whether it
+// did. The room was reserved (Room, Take), so it never blocks.
+func (s *Slot) Push(msgs []channel.Message, ids []string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != active {
+		return false
+	}
+	for i, m := range msgs {
+		if ids != nil {
+			s.inflight[m.Offset] = ids[i]
+		} else {
+			s.inflight[m.Offset] = ""
+		}
+		s.msgs <- m
+	}
+	return true
 }
 
 // Ack is a claim's Ack: it moves msgs from in flight to the acks the driver
@@ -102,7 +116,7 @@ func (s *Slot) RoomLocked() int {
 func (s *Slot) Ack(msgs []channel.Message) (full, batch bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	full = s.RoomLocked() <= 0
+	full = s.state == active && s.roomLocked() <= 0
 	for _, m := range msgs {
 		switch {
 		case s.state == lost:
@@ -121,8 +135,7 @@ func (s *Slot) Ack(msgs []channel.Message) (full, batch bool, err error) {
 	return full, len(s.acks) >= s.e.cfg.BatchSize, nil
 }
 
-// TakeAcksLocked takes the acks to apply.
-func (s *Slot) TakeAcksLocked() []Ref {
+func (s *Slot) takeAcksLocked() []Ref {
 	acks := s.acks
 	s.acks = nil
 	return acks
@@ -137,7 +150,7 @@ func (s *Slot) RestoreAcks(acks []Ref) {
 }
 
 func (s *Slot) restoreLocked(acks []Ref) {
-	if s.HoldsLocked() {
+	if s.holdsLocked() {
 		s.acks = append(acks, s.acks...)
 	}
 }
@@ -153,7 +166,7 @@ func (s *Slot) setLocked(st state) {
 // loseLocked ends the claim after its lease was lost, unless it has ended
 // already or is being released, and reports whether it did.
 func (s *Slot) loseLocked() bool {
-	if !s.HoldsLocked() || s.releasing {
+	if !s.holdsLocked() || s.releasing {
 		return false
 	}
 	close(s.lost) // before Messages: a reader that sees Messages closed can tell a loss
@@ -213,7 +226,7 @@ func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take
 	ours, err := apply(ctx, func() []Ref {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		acks = s.TakeAcksLocked()
+		acks = s.takeAcksLocked()
 		return acks
 	})
 	s.mu.Lock()
@@ -239,7 +252,7 @@ func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take
 func (s *Slot) startWatchdog() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.HoldsLocked() {
+	if s.holdsLocked() {
 		s.watchdog = time.AfterFunc(time.Until(s.validUntil), s.expire)
 	}
 }
@@ -264,7 +277,7 @@ func (s *Slot) expire() {
 func (s *Slot) renewed(until time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.HoldsLocked() {
+	if !s.holdsLocked() {
 		return false
 	}
 	if until.After(s.validUntil) {
