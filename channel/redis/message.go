@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // Stream entries carry a message in these fields, in this order; each
@@ -45,14 +46,7 @@ func prepareEntries(msgs []channel.Message, partitions int) ([]entry, error) {
 	out := make([]entry, len(msgs))
 	for i, msg := range msgs {
 		addr := msg.Address.String()
-		id := msg.ID
-		if id == "" {
-			id = channel.NewMessageID()
-		}
-		payload := msg.Payload
-		if payload == nil {
-			payload = []byte{}
-		}
+		id, payload := lease.Stored(msg)
 		values := make([]any, 0, 6+2*len(msg.Headers))
 		values = append(values, fieldID, id, fieldAddress, addr, fieldPayload, payload)
 		for k, v := range msg.Headers {

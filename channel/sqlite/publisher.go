@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // Publisher appends messages to a Mailbox. It is safe for concurrent use.
@@ -70,14 +71,8 @@ func prepareRows(msgs []channel.Message, partitions int) ([]row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: publish message %d: encode headers: %w", i, err)
 		}
-		r := row{partition: channel.HomePartition(addr, partitions), msgID: msg.ID, address: addr, payload: msg.Payload, headers: h}
-		if r.msgID == "" {
-			r.msgID = channel.NewMessageID()
-		}
-		if r.payload == nil {
-			r.payload = []byte{}
-		}
-		rows[i] = r
+		id, payload := lease.Stored(msg)
+		rows[i] = row{partition: channel.HomePartition(addr, partitions), msgID: id, address: addr, payload: payload, headers: h}
 	}
 	return rows, nil
 }

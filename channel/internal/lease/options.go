@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/postbox-dev/postbox/channel"
 )
 
 // MaxPartitions bounds a mailbox's partition count: a consumer leases and
@@ -92,4 +94,16 @@ func defaultOwner() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
+}
+
+// Stored is the ID and payload a mailbox stores of a published message: a
+// new ID where it has none, and an empty payload for a nil one.
+func Stored(msg channel.Message) (id string, payload []byte) {
+	if msg.ID == "" {
+		msg.ID = channel.NewMessageID()
+	}
+	if msg.Payload == nil {
+		msg.Payload = []byte{}
+	}
+	return msg.ID, msg.Payload
 }
