@@ -59,9 +59,7 @@ func TestBrokenActorDeadLettersItsMessagesAndSaysWhy(t *testing.T) {
 		return s.Processed == int64(4*len(healthy)) && s.DeadLettered == 4
 	})
 	for _, a := range healthy {
-		if s := b.state(a.String()); s.Value != 8 || s.Applied != 4 {
-			t.Errorf("%s = %+v, want value 8 from 4 messages", a, s)
-		}
+		b.wantState(a.String(), 8, 4)
 	}
 	envs, err := b.mb.DLQ().List(ctx)
 	if err != nil {

@@ -26,9 +26,7 @@ func TestTinyIdleTimeoutPassivatesWithoutPanicking(t *testing.T) {
 		waitfor.Until(t, 20*time.Second, fmt.Sprintf("message %d processed", i+1), func() bool { return h.Stats().Processed == int64(i+1) })
 		time.Sleep(5 * time.Millisecond)
 	}
-	if s := b.state("counter/idle"); s.Value != 20 || s.Applied != 20 {
-		t.Errorf("state %+v, want 20 from 20", s)
-	}
+	b.wantState("counter/idle", 20, 20)
 	if n := h.Stats().Activations; n < 2 {
 		t.Errorf("%d activations, want the actor passivated and activated again", n)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/actorhost"
-	"github.com/postbox-dev/postbox/actors/counter"
 	"github.com/postbox-dev/postbox/channel"
 	chsqlite "github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/internal/waitfor"
@@ -103,9 +102,7 @@ func TestRetriesUntilMaxAttemptsThenDeadLetters(t *testing.T) {
 	}
 	// The failed attempts' state changes were rolled back; the later message
 	// of the same actor was applied after the dead letter, in order.
-	if got := b.state("counter/h"); got != (counter.State{Value: 1, Applied: 1}) {
-		t.Errorf("state = %+v, want value 1 applied 1", got)
-	}
+	b.wantState("counter/h", 1, 1)
 	// The effect ran once, on attempt 1, and was answered from the journal on
 	// attempts 2 and 3: one key, stable across attempts.
 	if keys := b.sink.keys(); keys[actorhost.EffectKey("hopeless", 0)] != 1 {
@@ -174,9 +171,7 @@ func TestRedeliveredCompletedMessageIsAckedWithoutRunning(t *testing.T) {
 		st := h.Stats()
 		return st.Deduplicated == 1 && st.Processed == 2
 	})
-	if got := b.state("counter/d"); got != (counter.State{Value: 8, Applied: 2}) {
-		t.Errorf("state = %+v, want value 8 applied 2", got)
-	}
+	b.wantState("counter/d", 8, 2)
 	if n := len(b.sink.snapshot()); n != 2 {
 		t.Errorf("%d side effects, want 2", n)
 	}
@@ -212,12 +207,8 @@ func TestDuplicatesAreCaughtBeforeAndAfterCheckpointsAndRestarts(t *testing.T) {
 		st := h2.Stats()
 		return st.Deduplicated == 3 && st.Processed == 1
 	})
-	if got := b.state("counter/fresh"); got != (counter.State{Value: 3, Applied: 3}) {
-		t.Errorf("counter/fresh = %+v, want value 3 applied 3", got)
-	}
-	if got := b.state("counter/old"); got != (counter.State{Value: 7, Applied: 7}) {
-		t.Errorf("counter/old = %+v, want value 7 applied 7", got)
-	}
+	b.wantState("counter/fresh", 3, 3)
+	b.wantState("counter/old", 7, 7)
 	if n := len(b.sink.snapshot()); n != 10 {
 		t.Errorf("%d side effects, want 10 (one per distinct message)", n)
 	}
@@ -277,9 +268,7 @@ func TestPassivatedActorsComeBackWithState(t *testing.T) {
 		waitfor.Until(t, 10*time.Second, "actors passivated", func() bool { return h.Stats().ActiveActors <= 5 })
 	}
 	for a := range actors {
-		if got := b.state(fmt.Sprintf("counter/%d", a)); got != (counter.State{Value: 3, Applied: 2}) {
-			t.Errorf("counter/%d = %+v, want value 3 applied 2", a, got)
-		}
+		b.wantState(fmt.Sprintf("counter/%d", a), 3, 2)
 	}
 	if st := h.Stats(); st.Activations < 2*actors-5 {
 		t.Errorf("%d activations: actors were not passivated and reactivated", st.Activations)
@@ -306,9 +295,7 @@ func TestFencedHostAcksNothingAndLosesNothing(t *testing.T) {
 	}
 	// The partition comes back to a live owner: f2 is processed exactly once.
 	waitfor.Until(t, 20*time.Second, "f2 after reclaim", func() bool { return b.state("counter/f").Applied == 2 })
-	if got := b.state("counter/f"); got != (counter.State{Value: 11, Applied: 2}) {
-		t.Errorf("state = %+v", got)
-	}
+	b.wantState("counter/f", 11, 2)
 }
 
 func TestStopDuringBackoffKeepsTheBackoff(t *testing.T) {
@@ -337,9 +324,7 @@ func TestStopDuringBackoffKeepsTheBackoff(t *testing.T) {
 	if d := time.Since(failed); d < 1400*time.Millisecond {
 		t.Errorf("retried %s after the failure: the rest of its backoff (at least 1.5s) was lost with the host", d)
 	}
-	if got := b.state("counter/s"); got != (counter.State{Value: 2, Applied: 1}) {
-		t.Errorf("state = %+v", got)
-	}
+	b.wantState("counter/s", 2, 1)
 	if keys := b.sink.keys(); len(keys) != 1 || keys["slow#0"] != 1 {
 		t.Errorf("effect keys = %v, want slow#0 once", keys)
 	}

@@ -102,6 +102,15 @@ func (b *bundle) state(addr string) counter.State {
 	return s
 }
 
+// wantState fails the test unless the counter at addr holds value from
+// applied messages.
+func (b *bundle) wantState(addr string, value, applied int64) {
+	b.t.Helper()
+	if got, want := b.state(addr), (counter.State{Value: value, Applied: applied}); got != want {
+		b.t.Errorf("%s = %+v, want %+v", addr, got, want)
+	}
+}
+
 func (b *bundle) deadLetters() int {
 	envs, err := b.mb.DLQ().List(context.Background())
 	if err != nil {
