@@ -2,12 +2,10 @@ package memory
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -31,11 +29,9 @@ const (
 // errReleased is returned by Ack after Release.
 var errReleased = errors.New("memory: claim already released: its unacked messages go to the partition's next claim; ack before Release")
 
-// Claim is one partition owned by one Consumer for a while.
-//
-// Acks take effect at once: there is nothing to flush. Messages
-// is buffered (Options.Buffer): a message counts as delivered, out with
-// this claim, when it enters the buffer.
+// Claim is one partition owned by one Consumer for a while. Acks take
+// effect at once: there is nothing to flush. A message counts as delivered,
+// out with this claim, when it enters the Messages buffer (Options.Buffer).
 type Claim struct {
 	c    *Consumer
 	p    *partition
@@ -65,22 +61,18 @@ func newClaim(c *Consumer, p *partition) *Claim {
 // Partition returns the claimed partition.
 func (cl *Claim) Partition() int32 { return cl.p.id }
 
-// Messages delivers the partition's messages in offset order: first the
-// unacked messages left by earlier claims, from the lowest offset, then new
-// ones as they are published. It is closed when the claim is stopping
-// (rebalance, Revoke, Run ending), released or lost. Messages already
-// buffered can still be read after it is closed.
+// Messages implements channel.Claim: the unacked messages left by earlier
+// claims, from the lowest offset, then new ones. Messages already buffered
+// can still be read after it is closed.
 func (cl *Claim) Messages() <-chan channel.Message { return cl.msgs }
 
-// Lost is closed, before Messages, when ownership ended without warning
-// (Lose, Crash, or ReleaseTimeout passed after Messages closed). Acks after
-// that are ignored.
+// Lost implements channel.Claim: it is closed by Lose, Crash, or
+// ReleaseTimeout passing after Messages closed.
 func (cl *Claim) Lost() <-chan struct{} { return cl.lost }
 
-// Ack acknowledges delivered messages of this claim, at once. Acks after
-// Lost are ignored, as are acks of messages not out with this claim
-// (already acked, or delivered by an earlier claim). After Release
-// Ack returns an error.
+// Ack implements channel.Claim. Acks of messages not out with this claim
+// (already acked, or delivered by an earlier claim) are ignored too; after
+// Release, Ack returns an error.
 func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	m := cl.c.m
 	m.mu.Lock()
@@ -106,14 +98,11 @@ func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	return nil
 }
 
-// Release gives up the partition: Messages closes, and the partition is
-// claimed again, also when nothing asked for the Release, by whichever
-// consumer should own it now (this one, if nothing else changed), which
-// gets the unacked messages again. That happens as soon as this claim's
-// onClaim call returns, so that a graceful handoff never has two onClaim
-// calls working on one partition, or after Options.ReleaseTimeout if
-// onClaim keeps running. After Lost, Release does nothing. Release is
-// idempotent.
+// Release implements channel.Claim. The partition is claimed again, also
+// when nothing asked for the Release, by whichever consumer should own it
+// now (this one, if nothing else changed): once this claim's onClaim
+// returns, so that two onClaim calls never work on one partition, or after
+// Options.ReleaseTimeout if it keeps running. After Lost, it does nothing.
 func (cl *Claim) Release(_ context.Context) error {
 	m := cl.c.m
 	m.mu.Lock()
@@ -195,7 +184,7 @@ func (cl *Claim) fillLocked() {
 		return
 	}
 	log := cl.p.log
-	i, _ := slices.BinarySearchFunc(log, cl.cursor, func(r *record, off int64) int { return cmp.Compare(r.msg.Offset, off) })
+	i, _ := cl.p.search(cl.cursor)
 	for ; i < len(log); i++ {
 		if r := log[i]; !r.acked && r.holder != cl && !cl.sendLocked(r) {
 			return // a full claim fills again on the acks that make room

@@ -98,7 +98,7 @@ func (d *DeadLetters) Redrive(_ context.Context, ids ...string) (int, error) {
 		return 0, fmt.Errorf("memory: redrive: %w", err)
 	}
 	msgs, err := dlq.RedriveMessages(picked, func(dl *dlq.Envelope) dlq.Envelope { return *dl },
-		func(msgs []channel.Message) ([]channel.Message, error) { return msgs, checkMessage(msgs[0]) })
+		func(msgs []channel.Message) ([]channel.Message, error) { return msgs, channel.CheckMessage(msgs[0]) })
 	if err != nil {
 		return 0, fmt.Errorf("memory: redrive: %w", err)
 	}

@@ -2,11 +2,9 @@
 // tests and single-process use. Nothing is durable: messages, acks and dead
 // letters live as long as the Mailbox value, and a process crash loses them.
 //
-// It keeps the contract as the durable backends do: each message goes to
-// the home partition of its address (channel.HomePartition), a claim
-// delivers in offset order, unacked messages go to the partition's next
-// claim with their IDs and offsets unchanged, and several consumers share
-// the partitions. It passes channel/channeltest and dlq/dlqtest.
+// It keeps the channel contract as the durable backends do, several
+// consumers sharing the partitions: it passes channel/channeltest and
+// dlq/dlqtest.
 //
 // It is deterministic, for simulations: which consumer owns which partition
 // and what a claim delivers depend only on the order of calls, never on map
@@ -28,7 +26,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
@@ -206,21 +203,9 @@ func (m *Mailbox) Acked(p int32) []string {
 // Messages closes, and once its owner has called Release and returned from
 // onClaim, or after Options.ReleaseTimeout when it does not release (the
 // claim is then lost), p is claimed again, possibly by the same consumer,
-// and its unacked messages are delivered again from the lowest offset. It reports whether p had an
-// active claim to revoke.
-func (m *Mailbox) Revoke(p int32) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if p < 0 || int(p) >= len(m.parts) {
-		return false
-	}
-	cl := m.parts[p].owner
-	if cl == nil || cl.state != stateActive {
-		return false
-	}
-	cl.drainLocked()
-	return true
-}
+// and its unacked messages are delivered again from the lowest offset. It
+// reports whether p had an active claim to revoke.
+func (m *Mailbox) Revoke(p int32) bool { return m.endClaim(p, false) }
 
 // Lose is a test hook: the claim of partition p loses its ownership without
 // warning, as when a lease expires. Its Lost and Messages close, its acks
@@ -228,35 +213,45 @@ func (m *Mailbox) Revoke(p int32) bool {
 // same consumer, its unacked messages delivered again from the lowest
 // offset, while the old owner may still be working. It reports whether p
 // had a claim to lose.
-func (m *Mailbox) Lose(p int32) bool {
+func (m *Mailbox) Lose(p int32) bool { return m.endClaim(p, true) }
+
+// endClaim loses the claim of partition p, or drains it if it is active.
+func (m *Mailbox) endClaim(p int32, lose bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p < 0 || int(p) >= len(m.parts) {
 		return false
 	}
-	cl := m.parts[p].owner
-	if cl == nil {
+	switch cl := m.parts[p].owner; {
+	case cl == nil:
 		return false
+	case lose:
+		cl.endLocked(stateLost)
+		m.rebalanceLocked()
+	case cl.state != stateActive:
+		return false
+	default:
+		cl.drainLocked()
 	}
-	cl.endLocked(stateLost)
-	m.rebalanceLocked()
 	return true
 }
 
 // Publisher publishes to a Mailbox. It is safe for concurrent use.
 type Publisher struct {
 	m      *Mailbox
-	closed atomic.Bool
+	closed bool // guarded by m.mu
 }
 
 var _ channel.Publisher = (*Publisher)(nil)
 
-// Publish implements channel.Publisher: all of msgs or none, each under
-// the next offset of its partition. A message with an empty ID gets
-// "NAME/PARTITION/OFFSET", as a Kafka record without one does. Payload and
-// headers are copied; the caller's slice is not modified.
+// Publish implements channel.Publisher. Each message takes the next offset
+// of its partition; one with an empty ID gets "NAME/PARTITION/OFFSET", as a
+// Kafka record without one does. Payload and headers are copied.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
-	if p.closed.Load() {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.closed {
 		return fmt.Errorf("memory: publish: %w", channel.ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
@@ -265,9 +260,6 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if err := channel.CheckPublish(msgs); err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
-	m := p.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
 		return fmt.Errorf("memory: publish: %w", channel.ErrClosed)
 	}
@@ -278,7 +270,9 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 // Close makes later Publish calls fail with channel.ErrClosed. It does not
 // close the Mailbox, and it is idempotent.
 func (p *Publisher) Close() error {
-	p.closed.Store(true)
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	p.closed = true
 	return nil
 }
 
@@ -297,11 +291,8 @@ func (m *Mailbox) Inject(msgs ...channel.Message) error {
 	return nil
 }
 
-// checkMessage checks a redriven message as Publish would.
-func checkMessage(msg channel.Message) error { return channel.CheckMessage(msg) }
-
-// appendLocked stores msgs and hands them to the claims that
-// own their partitions.
+// appendLocked stores msgs and hands them to the claims that own their
+// partitions.
 func (m *Mailbox) appendLocked(msgs []channel.Message) {
 	now := time.Now()
 	touched := make([]bool, len(m.parts))
@@ -333,9 +324,15 @@ func (m *Mailbox) appendLocked(msgs []channel.Message) {
 	}
 }
 
+// search returns the index in the log of the record at offset, or where it
+// would be, and whether it is there.
+func (p *partition) search(offset int64) (int, bool) {
+	return slices.BinarySearchFunc(p.log, offset, func(r *record, off int64) int { return cmp.Compare(r.msg.Offset, off) })
+}
+
 // find returns the record at offset, or nil when it is acked or unknown.
 func (p *partition) find(offset int64) *record {
-	i, ok := slices.BinarySearchFunc(p.log, offset, func(r *record, off int64) int { return cmp.Compare(r.msg.Offset, off) })
+	i, ok := p.search(offset)
 	if !ok || p.log[i].acked {
 		return nil
 	}
