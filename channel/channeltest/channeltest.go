@@ -112,19 +112,15 @@ func testDeliversInPublishOrder(t *testing.T, f Features, mb Mailbox) {
 	var sent []channel.Message
 	before := time.Now()
 	for start := 0; start < n; start += perBatch {
-		var batch []channel.Message
-		for i := start; i < start+perBatch; i++ {
-			m := channel.Message{
-				Address: channel.Address{Type: "order", ID: fmt.Sprint(i % actors)},
-				Payload: payload(i),
-			}
+		batch := numbered("order", actors, start, start+perBatch)
+		for j := range batch {
+			i := start + j
 			if i%3 == 0 {
-				m.ID = fmt.Sprintf("given-%d", i)
+				batch[j].ID = fmt.Sprintf("given-%d", i)
 			}
 			if i%2 == 0 {
-				m.Headers = map[string]string{"seq": fmt.Sprint(i), "kind": "even"}
+				batch[j].Headers = map[string]string{"seq": fmt.Sprint(i), "kind": "even"}
 			}
-			batch = append(batch, m)
 		}
 		publish(t, mb.Publisher, batch...)
 		sent = append(sent, batch...)
@@ -132,7 +128,7 @@ func testDeliversInPublishOrder(t *testing.T, f Features, mb Mailbox) {
 	after := time.Now()
 
 	r := startConsumer(t, f, mb.NewConsumer(t), nil)
-	r.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r.waitAll(n)
 	r.stop()
 
 	got := r.received()
@@ -199,13 +195,9 @@ func testDeliversInPublishOrder(t *testing.T, f Features, mb Mailbox) {
 // next consumer: it sees only what was published after them.
 func testAckedNotRedelivered(t *testing.T, f Features, mb Mailbox) {
 	const n = 40
-	var msgs []channel.Message
-	for i := range n {
-		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "acked", ID: fmt.Sprint(i % 8)}, Payload: payload(i)})
-	}
-	publish(t, mb.Publisher, msgs...)
+	publish(t, mb.Publisher, numbered("acked", 8, 0, n)...)
 	r1 := startConsumer(t, f, mb.NewConsumer(t), nil)
-	r1.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r1.waitAll(n)
 	r1.stop()
 
 	r2 := startConsumer(t, f, mb.NewConsumer(t), nil)
@@ -222,13 +214,9 @@ func testAckedNotRedelivered(t *testing.T, f Features, mb Mailbox) {
 // goes to the next consumer, same ID and order, counted once more.
 func testUnackedRedelivered(t *testing.T, f Features, mb Mailbox) {
 	const n = 40
-	var msgs []channel.Message
-	for i := range n {
-		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "unacked", ID: fmt.Sprint(i % 8)}, Payload: payload(i)})
-	}
-	publish(t, mb.Publisher, msgs...)
+	publish(t, mb.Publisher, numbered("unacked", 8, 0, n)...)
 	r1 := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{noAck: true})
-	r1.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r1.waitAll(n)
 
 	// Ack the first half of every partition, in offset order, as a host
 	// acks up to its watermark.
@@ -289,7 +277,7 @@ func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
 	const n, delivered, acked = 30, 15, 10
 	var msgs []channel.Message
 	for i := range n {
-		a := addressOn(t, fmt.Sprintf("reclaim%d", i%4), 0, mb.Partitions)
+		a := AddressOn(t, fmt.Sprintf("reclaim%d", i%4), 0, mb.Partitions)
 		msgs = append(msgs, channel.Message{Address: a, Payload: payload(i)})
 	}
 	publish(t, mb.Publisher, msgs...)
@@ -381,7 +369,7 @@ func testReleaseReclaims(t *testing.T, f Features, mb Mailbox) {
 		return containsAll(redelivered(), unacked)
 	})
 	// The new claim keeps flowing.
-	marker := channel.Message{Address: addressOn(t, "reclaim0", 0, mb.Partitions), Payload: []byte("reclaim-marker")}
+	marker := channel.Message{Address: AddressOn(t, "reclaim0", 0, mb.Partitions), Payload: []byte("reclaim-marker")}
 	publish(t, mb.Publisher, marker)
 	waitfor.Until(t, f.timeout(), "a message published after the reclaim", func() bool {
 		return indexOf(redelivered(), "reclaim-marker", 0) >= 0
@@ -446,11 +434,7 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 	})
 
 	const n = 200
-	var msgs []channel.Message
-	for i := range n {
-		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
-	}
-	publish(t, mb.Publisher, msgs...)
+	publish(t, mb.Publisher, numbered("split", 32, 0, n)...)
 	waitfor.Until(t, f.timeout(), "A and B together to receive every message", func() bool {
 		return len(distinctPayloads(append(ra.received(), rb.received()...))) == n
 	})
@@ -460,11 +444,7 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 
 	ra.stop()
 	waitfor.Until(t, f.timeout(), "B to take over every partition after A stopped", func() bool { return rb.owns() == mb.Partitions })
-	var more []channel.Message
-	for i := n; i < n+100; i++ {
-		more = append(more, channel.Message{Address: channel.Address{Type: "split", ID: fmt.Sprint(i % 32)}, Payload: payload(i)})
-	}
-	publish(t, mb.Publisher, more...)
+	publish(t, mb.Publisher, numbered("split", 32, n, n+100)...)
 	rb.waitReceived(func(got []channel.Message) bool {
 		seen := distinctPayloads(got)
 		for i := n; i < n+100; i++ {
@@ -481,13 +461,9 @@ func testConsumersSplitPartitions(t *testing.T, f Features, mb Mailbox) {
 // with every claim's Messages closed.
 func testCancelEndsRun(t *testing.T, f Features, mb Mailbox) {
 	const n = 20
-	var msgs []channel.Message
-	for i := range n {
-		msgs = append(msgs, channel.Message{Address: channel.Address{Type: "cancel", ID: fmt.Sprint(i)}, Payload: payload(i)})
-	}
-	publish(t, mb.Publisher, msgs...)
+	publish(t, mb.Publisher, numbered("cancel", n, 0, n)...)
 	r := startConsumer(t, f, mb.NewConsumer(t), &consumerOptions{noAck: true})
-	r.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+	r.waitAll(n)
 	claims := r.claimsSeen()
 	r.cancel()
 	select {
@@ -635,15 +611,16 @@ func publishMarkers(t *testing.T, mb Mailbox, prefix string) []string {
 	var out []string
 	for p := range mb.Partitions {
 		pl := fmt.Sprintf("%s-marker-%d", prefix, p)
-		msgs = append(msgs, channel.Message{Address: addressOn(t, prefix, int32(p), mb.Partitions), Payload: []byte(pl)})
+		msgs = append(msgs, channel.Message{Address: AddressOn(t, prefix, int32(p), mb.Partitions), Payload: []byte(pl)})
 		out = append(out, pl)
 	}
 	publish(t, mb.Publisher, msgs...)
 	return out
 }
 
-// addressOn returns an address of type typ whose home partition is p.
-func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Address {
+// AddressOn returns an address of type typ whose home partition is p of
+// partitions (channel.HomePartition), for tests that aim at one partition.
+func AddressOn(t testing.TB, typ string, p int32, partitions int) channel.Address {
 	t.Helper()
 	for i := range 100000 {
 		a := channel.Address{Type: typ, ID: fmt.Sprint(i)}
@@ -653,6 +630,16 @@ func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Addres
 	}
 	t.Fatalf("no address of type %s found for partition %d of %d", typ, p, partitions)
 	return channel.Address{}
+}
+
+// numbered returns the messages from to to-1, spread over actors actors of
+// type typ, each with payload(i).
+func numbered(typ string, actors, from, to int) []channel.Message {
+	var msgs []channel.Message
+	for i := from; i < to; i++ {
+		msgs = append(msgs, channel.Message{Address: channel.Address{Type: typ, ID: fmt.Sprint(i % actors)}, Payload: payload(i)})
+	}
+	return msgs
 }
 
 func payload(i int) []byte { return fmt.Appendf(nil, "msg-%06d", i) }

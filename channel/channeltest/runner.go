@@ -143,6 +143,12 @@ func (r *runner) waitReceived(cond func([]channel.Message) bool, what string, ar
 	waitfor.Until(r.t, r.f.timeout(), fmt.Sprintf(what, args...), func() bool { return cond(r.received()) })
 }
 
+// waitAll waits until n distinct payloads have been received.
+func (r *runner) waitAll(n int) {
+	r.t.Helper()
+	r.waitReceived(func(got []channel.Message) bool { return len(distinctPayloads(got)) == n }, "all %d messages", n)
+}
+
 // owns returns how many partitions the consumer's host is working on.
 func (r *runner) owns() int {
 	r.mu.Lock()
