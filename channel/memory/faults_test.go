@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/memory"
 )
 
@@ -18,18 +19,29 @@ import (
 // goroutine is blocked, so the state they check has settled, and time
 // moves only when everything waits for it.
 
+// bubble runs test in a synctest bubble, with a mailbox of opts that is
+// closed when the test ends.
+func bubble(t *testing.T, opts memory.Options, test func(t *testing.T, mb *memory.Mailbox)) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) { test(t, newMailbox(t, opts)) })
+}
+
 // worker runs a consumer as a host does: each claim is read until Messages
 // closes (then released) or Lost closes (then abandoned), and every
 // delivery is recorded and passed to handle.
 type worker struct {
 	t      *testing.T
 	name   string
+	c      *memory.Consumer
 	handle func(cl channel.Claim, m channel.Message)
 	// noRelease: after Messages closes, wait for Lost instead of releasing.
 	noRelease bool
 
-	cancel context.CancelFunc
-	done   chan error
+	cancel  context.CancelFunc
+	done    chan error
+	once    sync.Once
+	err     error // Run's result
+	crashed bool
 
 	mu      sync.Mutex
 	got     []delivery
@@ -49,15 +61,22 @@ func ackAll(cl channel.Claim, m channel.Message) { _ = cl.Ack(context.Background
 // ackNone leaves every message unacked.
 func ackNone(channel.Claim, channel.Message) {}
 
-func startWorker(t *testing.T, c *memory.Consumer, name string, handle func(channel.Claim, channel.Message)) *worker {
-	w := &worker{t: t, name: name, handle: handle, done: make(chan error, 1), current: make(map[int32]channel.Claim)}
-	return w.start(c)
-}
-
-func (w *worker) start(c *memory.Consumer) *worker {
+// startWorker runs a worker on a new consumer of mb. When the test ends,
+// the worker is stopped, and its Run must have returned nil, or ErrCrashed
+// after crash.
+func startWorker(t *testing.T, mb *memory.Mailbox, name string, handle func(channel.Claim, channel.Message)) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	go func() { w.done <- c.Run(ctx, w.onClaim) }()
+	w := &worker{t: t, name: name, c: mb.Consumer(), handle: handle, cancel: cancel, done: make(chan error, 1), current: make(map[int32]channel.Claim)}
+	go func() { w.done <- w.c.Run(ctx, w.onClaim) }()
+	t.Cleanup(func() {
+		var want error
+		if w.crashed {
+			want = memory.ErrCrashed
+		}
+		if err := w.stop(); !errors.Is(err, want) {
+			t.Errorf("%s: Run = %v, want %v", w.name, err, want)
+		}
+	})
 	return w
 }
 
@@ -121,6 +140,19 @@ func (w *worker) claimsSeen() []channel.Claim {
 	return slices.Clone(w.claims)
 }
 
+// claimOf returns the newest claim of partition p the worker got.
+func (w *worker) claimOf(p int32) channel.Claim {
+	w.t.Helper()
+	cls := w.claimsSeen()
+	for i := len(cls) - 1; i >= 0; i-- {
+		if cls[i].Partition() == p {
+			return cls[i]
+		}
+	}
+	w.t.Fatalf("%s got no claim of partition %d", w.name, p)
+	return nil
+}
+
 // owned returns the partitions the worker is working on, ascending.
 func (w *worker) owned() []int32 {
 	w.mu.Lock()
@@ -133,23 +165,22 @@ func (w *worker) owned() []int32 {
 	return ps
 }
 
-// stop cancels Run and returns its result.
+// stop cancels Run and returns its result. It may be called again.
 func (w *worker) stop() error {
 	w.cancel()
-	return <-w.done
+	return w.result()
 }
 
-// addressOn returns an address of type typ whose home partition is p.
-func addressOn(t *testing.T, typ string, p int32, partitions int) channel.Address {
-	t.Helper()
-	for i := range 100000 {
-		a := channel.Address{Type: typ, ID: fmt.Sprint(i)}
-		if channel.HomePartition(a.String(), partitions) == p {
-			return a
-		}
-	}
-	t.Fatalf("no address of type %s on partition %d", typ, p)
-	return channel.Address{}
+// result waits for Run to return and returns its result.
+func (w *worker) result() error {
+	w.once.Do(func() { w.err = <-w.done })
+	return w.err
+}
+
+// crash crashes the worker's consumer (Consumer.Crash).
+func (w *worker) crash() {
+	w.crashed = true
+	w.c.Crash()
 }
 
 func publishN(t *testing.T, mb *memory.Mailbox, p int32, n int, prefix string) []channel.Message {
@@ -157,7 +188,7 @@ func publishN(t *testing.T, mb *memory.Mailbox, p int32, n int, prefix string) [
 	var msgs []channel.Message
 	for i := range n {
 		msgs = append(msgs, channel.Message{
-			Address: addressOn(t, fmt.Sprintf("%s%d", prefix, i%3), p, mb.Partitions()),
+			Address: channeltest.AddressOn(t, fmt.Sprintf("%s%d", prefix, i%3), p, mb.Partitions()),
 			Payload: fmt.Appendf(nil, "%s-%d", prefix, i),
 		})
 	}
@@ -168,20 +199,26 @@ func publishN(t *testing.T, mb *memory.Mailbox, p int32, n int, prefix string) [
 	return msgs
 }
 
-func messages(ds []delivery) []channel.Message {
-	out := make([]channel.Message, len(ds))
+// project returns f of each of ds.
+func project[T any](ds []delivery, f func(delivery) T) []T {
+	out := make([]T, len(ds))
 	for i, d := range ds {
-		out[i] = d.Message
+		out[i] = f(d)
 	}
 	return out
 }
 
-func offsets(ds []delivery) []int64 {
-	out := make([]int64, len(ds))
-	for i, d := range ds {
-		out[i] = d.Offset
-	}
-	return out
+func messages(ds []delivery) []channel.Message {
+	return project(ds, func(d delivery) channel.Message { return d.Message })
+}
+
+func offsets(ds []delivery) []int64 { return project(ds, func(d delivery) int64 { return d.Offset }) }
+
+func ids(ds []delivery) []string { return project(ds, func(d delivery) string { return d.ID }) }
+
+// onPartition returns the deliveries of ds from partition p.
+func onPartition(ds []delivery, p int32) []delivery {
+	return slices.DeleteFunc(slices.Clone(ds), func(d delivery) bool { return d.Partition != p })
 }
 
 // receipts returns, for each of ids, how many times it occurs in ds: how
@@ -199,16 +236,25 @@ func receipts(ds []delivery, ids []string) []int {
 	return out
 }
 
-func ids(ds []delivery) []string {
-	out := make([]string, len(ds))
-	for i, d := range ds {
-		out[i] = d.ID
-	}
-	return out
-}
-
 // want returns n copies of v.
 func want(n, v int) []int { return slices.Repeat([]int{v}, n) }
+
+// checkRedelivered checks that again, what the claim after the one that
+// delivered first got, is first but its acked first messages, in order and
+// at offsets wantOffsets, and that w received each acked message once and
+// the others twice.
+func checkRedelivered(t *testing.T, w *worker, first, again []delivery, acked int, wantOffsets []int64) {
+	t.Helper()
+	if got := offsets(again); !slices.Equal(got, wantOffsets) {
+		t.Fatalf("the next claim got offsets %v, want the unacked %v in order", got, wantOffsets)
+	}
+	if got := ids(again); !slices.Equal(got, ids(first[acked:])) {
+		t.Errorf("redelivered IDs %v, want %v", got, ids(first[acked:]))
+	}
+	if got := receipts(w.received(nil), ids(first)); !slices.Equal(got, append(want(acked, 1), want(len(first)-acked, 2)...)) {
+		t.Errorf("the first claim's messages were received %v times, want the %d acked once and the rest twice", got, acked)
+	}
+}
 
 func isClosed(ch <-chan struct{}) bool {
 	select {
@@ -220,12 +266,10 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 func TestRevokeRedeliversFromLowestUnacked(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1})
-		defer mb.Close()
+	bubble(t, memory.Options{Partitions: 1}, func(t *testing.T, mb *memory.Mailbox) {
 		// Ack offsets 1 and 2 only, as a host whose watermark
 		// stuck at 3.
-		w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+		w := startWorker(t, mb, "w", func(cl channel.Claim, m channel.Message) {
 			if m.Offset <= 2 {
 				ackAll(cl, m)
 			}
@@ -259,27 +303,13 @@ func TestRevokeRedeliversFromLowestUnacked(t *testing.T) {
 		if len(cls) != 2 {
 			t.Fatalf("%d claims after Revoke and Release, want 2", len(cls))
 		}
-		again := w.received(cls[1])
-		if got := offsets(again); !slices.Equal(got, []int64{3, 4, 5}) {
-			t.Fatalf("second claim got offsets %v, want the unacked 3, 4, 5 in order", got)
-		}
-		if got := ids(again); !slices.Equal(got, ids(first[2:])) {
-			t.Errorf("redelivered IDs %v, want %v", got, ids(first[2:]))
-		}
-		if got := receipts(w.received(nil), ids(first)); !slices.Equal(got, []int{1, 1, 2, 2, 2}) {
-			t.Errorf("offsets 1..5 received %v times, want the acked once and the unacked twice", got)
-		}
-		if err := w.stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		checkRedelivered(t, w, first, w.received(cls[1]), 2, []int64{3, 4, 5})
 	})
 }
 
 func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1, ReleaseTimeout: 5 * time.Second})
-		defer mb.Close()
-		w := startWorker(t, mb.Consumer(), "w", ackNone)
+	bubble(t, memory.Options{Partitions: 1, ReleaseTimeout: 5 * time.Second}, func(t *testing.T, mb *memory.Mailbox) {
+		w := startWorker(t, mb, "w", ackNone)
 		w.noRelease = true
 		publishN(t, mb, 0, 2, "slow")
 		synctest.Wait()
@@ -299,36 +329,22 @@ func TestRevokeLosesClaimNotReleasedInTime(t *testing.T) {
 		if len(cls) != 2 {
 			t.Fatalf("%d claims, want the partition claimed again", len(cls))
 		}
-		again := w.received(cls[1])
-		if got, was := ids(again), ids(w.received(old)); !slices.Equal(got, was) || !slices.Equal(offsets(again), []int64{1, 2}) {
-			t.Errorf("new claim got %v at offsets %v, want the lost claim's %v at 1, 2", got, offsets(again), was)
-		}
-		if got := receipts(w.received(nil), ids(again)); !slices.Equal(got, []int{2, 2}) {
-			t.Errorf("redelivered messages received %v times, want twice each", got)
-		}
+		checkRedelivered(t, w, w.received(old), w.received(cls[1]), 0, []int64{1, 2})
 		if err := old.Ack(context.Background(), w.received(old)[0].Message); err != nil {
 			t.Errorf("ack after Lost: %v, want it ignored without error", err)
 		}
 		if mb.Pending() != 2 || len(mb.Acked(0)) != 0 {
 			t.Errorf("after an ack on a lost claim: Pending %d, Acked %v; want 2 and none", mb.Pending(), mb.Acked(0))
 		}
-		if err := w.stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 }
 
 func TestLoseIgnoresLaterAcks(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 2})
-		defer mb.Close()
-		w := startWorker(t, mb.Consumer(), "w", ackNone)
+	bubble(t, memory.Options{Partitions: 2}, func(t *testing.T, mb *memory.Mailbox) {
+		w := startWorker(t, mb, "w", ackNone)
 		publishN(t, mb, 1, 4, "lose")
 		synctest.Wait()
-		old := w.claimsSeen()[1]
-		if old.Partition() != 1 {
-			old = w.claimsSeen()[0]
-		}
+		old := w.claimOf(1)
 		first := w.received(old)
 		if err := old.Ack(context.Background(), first[0].Message); err != nil {
 			t.Fatal(err)
@@ -352,21 +368,8 @@ func TestLoseIgnoresLaterAcks(t *testing.T) {
 		}
 		synctest.Wait()
 
-		var again []delivery
-		for _, cl := range w.claimsSeen() {
-			if cl.Partition() == 1 && cl != old {
-				again = w.received(cl)
-			}
-		}
-		if got := offsets(again); !slices.Equal(got, []int64{2, 3, 4}) {
-			t.Fatalf("new claim got offsets %v, want 2, 3, 4: from the lowest unacked", got)
-		}
-		if got := ids(again); !slices.Equal(got, ids(first[1:])) {
-			t.Errorf("redelivered IDs %v, want %v", got, ids(first[1:]))
-		}
-		if got := receipts(w.received(nil), ids(first)); !slices.Equal(got, []int{1, 2, 2, 2}) {
-			t.Errorf("offsets 1..4 received %v times, want the acked once and the rest twice", got)
-		}
+		again := w.received(w.claimOf(1))
+		checkRedelivered(t, w, first, again, 1, []int64{2, 3, 4})
 		if err := again[0].claim.Ack(context.Background(), again[0].Message); err != nil {
 			t.Fatal(err)
 		}
@@ -376,20 +379,14 @@ func TestLoseIgnoresLaterAcks(t *testing.T) {
 		if err := old.Release(context.Background()); err != nil {
 			t.Errorf("Release after Lost: %v, want nil", err)
 		}
-		if err := w.stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 }
 
 func TestCrashMovesPartitionsAtOnce(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 4})
-		defer mb.Close()
-		a := startWorker(t, mb.Consumer(), "A", ackAll)
+	bubble(t, memory.Options{Partitions: 4}, func(t *testing.T, mb *memory.Mailbox) {
+		a := startWorker(t, mb, "A", ackAll)
 		synctest.Wait()
-		bc := mb.Consumer()
-		b := startWorker(t, bc, "B", ackNone)
+		b := startWorker(t, mb, "B", ackNone)
 		synctest.Wait()
 		if got, got2 := a.owned(), b.owned(); !slices.Equal(got, []int32{0, 1}) || !slices.Equal(got2, []int32{2, 3}) {
 			t.Fatalf("A owns %v and B %v, want [0 1] and [2 3]", got, got2)
@@ -404,7 +401,7 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 		}
 		bClaims := b.claimsSeen()
 
-		bc.Crash()
+		b.crash()
 		for _, cl := range bClaims {
 			if !isClosed(cl.Lost()) {
 				t.Errorf("partition %d: B's claim not lost at once on Crash", cl.Partition())
@@ -417,7 +414,7 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 			}
 		}
 		synctest.Wait()
-		if err := <-b.done; !errors.Is(err, memory.ErrCrashed) {
+		if err := b.result(); !errors.Is(err, memory.ErrCrashed) {
 			t.Errorf("crashed consumer's Run = %v, want ErrCrashed", err)
 		}
 		if got := a.owned(); !slices.Equal(got, []int32{0, 1, 2, 3}) {
@@ -427,20 +424,9 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 			t.Errorf("B got claims after it crashed")
 		}
 		for p := int32(2); p < 4; p++ {
-			var got []delivery
-			for _, d := range a.received(nil) {
-				if d.Partition == p {
-					got = append(got, d)
-				}
-			}
+			got, had := onPartition(a.received(nil), p), onPartition(bGot, p)
 			if o := offsets(got); !slices.Equal(o, []int64{1, 2, 3}) {
 				t.Errorf("partition %d: A got offsets %v after the crash, want 1, 2, 3", p, o)
-			}
-			var had []delivery
-			for _, d := range bGot {
-				if d.Partition == p {
-					had = append(had, d)
-				}
 			}
 			if !slices.Equal(ids(got), ids(had)) || !slices.Equal(offsets(had), []int64{1, 2, 3}) {
 				t.Errorf("partition %d: A got %v after the crash, want what B had at offsets 1, 2, 3: %v at %v", p, ids(got), ids(had), offsets(had))
@@ -455,17 +441,12 @@ func TestCrashMovesPartitionsAtOnce(t *testing.T) {
 		if mb.Pending() != 0 {
 			t.Errorf("Pending = %d, want 0", mb.Pending())
 		}
-		if err := a.stop(); err != nil {
-			t.Errorf("A's Run: %v", err)
-		}
 	})
 }
 
 func TestReleaseWithoutRevokeReclaims(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1})
-		defer mb.Close()
-		w := startWorker(t, mb.Consumer(), "w", ackNone)
+	bubble(t, memory.Options{Partitions: 1}, func(t *testing.T, mb *memory.Mailbox) {
+		w := startWorker(t, mb, "w", ackNone)
 		publishN(t, mb, 0, 3, "rel")
 		synctest.Wait()
 		old := w.claimsSeen()[0]
@@ -486,24 +467,18 @@ func TestReleaseWithoutRevokeReclaims(t *testing.T) {
 		if err := old.Ack(context.Background(), w.received(old)[1].Message); err == nil {
 			t.Error("ack after Release: nil, want an error")
 		}
-		if err := w.stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 }
 
 // TestSplitIsStickyAndDeterministic pins down the assignment: shares by
 // creation order, partitions staying where they are when they can.
 func TestSplitIsStickyAndDeterministic(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 8})
-		defer mb.Close()
-		a := startWorker(t, mb.Consumer(), "A", ackAll)
-		synctest.Wait()
-		b := startWorker(t, mb.Consumer(), "B", ackAll)
-		synctest.Wait()
-		c := startWorker(t, mb.Consumer(), "C", ackAll)
-		synctest.Wait()
+	bubble(t, memory.Options{Partitions: 8}, func(t *testing.T, mb *memory.Mailbox) {
+		var ws []*worker
+		for _, name := range []string{"A", "B", "C"} {
+			ws = append(ws, startWorker(t, mb, name, ackAll))
+			synctest.Wait()
+		}
 		check := func(when string, ws []*worker, want [][]int32) {
 			t.Helper()
 			for i, w := range ws {
@@ -512,20 +487,18 @@ func TestSplitIsStickyAndDeterministic(t *testing.T) {
 				}
 			}
 		}
-		check("three consumers", []*worker{a, b, c}, [][]int32{{0, 1, 2}, {4, 5, 6}, {3, 7}})
-		if err := a.stop(); err != nil {
+		check("three consumers", ws, [][]int32{{0, 1, 2}, {4, 5, 6}, {3, 7}})
+		if err := ws[0].stop(); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		check("A stopped", []*worker{b, c}, [][]int32{{0, 4, 5, 6}, {1, 2, 3, 7}})
+		check("A stopped", ws[1:], [][]int32{{0, 4, 5, 6}, {1, 2, 3, 7}})
 	})
 }
 
 func TestBufferBoundsUnacked(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 1, Buffer: 2})
-		defer mb.Close()
-		w := startWorker(t, mb.Consumer(), "w", ackNone)
+	bubble(t, memory.Options{Partitions: 1, Buffer: 2}, func(t *testing.T, mb *memory.Mailbox) {
+		w := startWorker(t, mb, "w", ackNone)
 		publishN(t, mb, 0, 5, "buf")
 		synctest.Wait()
 		got := w.received(nil)
@@ -543,11 +516,9 @@ func TestBufferBoundsUnacked(t *testing.T) {
 }
 
 func TestPublishAssignsPositionsAndCopies(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Name: "box", Partitions: 2})
-		defer mb.Close()
-		a0 := addressOn(t, "pos", 0, 2)
-		a1 := addressOn(t, "pos", 1, 2)
+	bubble(t, memory.Options{Name: "box", Partitions: 2}, func(t *testing.T, mb *memory.Mailbox) {
+		a0 := channeltest.AddressOn(t, "pos", 0, 2)
+		a1 := channeltest.AddressOn(t, "pos", 1, 2)
 		payload := []byte("original")
 		headers := map[string]string{"k": "v"}
 		pub := mb.Publisher()
@@ -561,7 +532,7 @@ func TestPublishAssignsPositionsAndCopies(t *testing.T) {
 		copy(payload, "mutated!")
 		headers["k"] = "changed"
 
-		w := startWorker(t, mb.Consumer(), "w", ackAll)
+		w := startWorker(t, mb, "w", ackAll)
 		synctest.Wait()
 		byID := make(map[string]delivery)
 		for _, d := range w.received(nil) {
@@ -595,16 +566,11 @@ func TestPublishAssignsPositionsAndCopies(t *testing.T) {
 		if n := len(w.received(nil)); n != 3 || mb.Pending() != 0 {
 			t.Errorf("after rejected batches: %d delivered, %d pending; want 3 and 0", n, mb.Pending())
 		}
-		if err := w.stop(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 }
 
 func TestInjectSkipsTheChecks(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Name: "box", Partitions: 1})
-		defer mb.Close()
+	bubble(t, memory.Options{Name: "box", Partitions: 1}, func(t *testing.T, mb *memory.Mailbox) {
 		raw := []channel.Message{
 			{ID: "no-address", Payload: []byte("p")},
 			{ID: "bad\xffid", Address: channel.Address{Type: "t", ID: "a\x00b"}},
@@ -613,7 +579,7 @@ func TestInjectSkipsTheChecks(t *testing.T) {
 		if err := mb.Inject(raw...); err != nil {
 			t.Fatal(err)
 		}
-		w := startWorker(t, mb.Consumer(), "w", ackAll)
+		w := startWorker(t, mb, "w", ackAll)
 		synctest.Wait()
 		got := w.received(nil)
 		if len(got) != 3 || got[0].ID != raw[0].ID || got[0].Address != (channel.Address{}) ||
@@ -631,10 +597,8 @@ func TestInjectSkipsTheChecks(t *testing.T) {
 }
 
 func TestAckOnAnotherPartitionFails(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mb := memory.New(memory.Options{Partitions: 2})
-		defer mb.Close()
-		w := startWorker(t, mb.Consumer(), "w", ackNone)
+	bubble(t, memory.Options{Partitions: 2}, func(t *testing.T, mb *memory.Mailbox) {
+		w := startWorker(t, mb, "w", ackNone)
 		publishN(t, mb, 0, 1, "p0")
 		synctest.Wait()
 		d := w.received(nil)[0]
@@ -656,15 +620,13 @@ func TestAckOnAnotherPartitionFails(t *testing.T) {
 func TestAcksBehindAStuckMessage(t *testing.T) {
 	for _, forget := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ForgetAcked=%v", forget), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				mb := memory.New(memory.Options{Partitions: 1, ForgetAcked: forget})
-				defer mb.Close()
+			bubble(t, memory.Options{Partitions: 1, ForgetAcked: forget}, func(t *testing.T, mb *memory.Mailbox) {
 				// Ack each message but offset 1 on its first delivery.
 				var (
 					mu   sync.Mutex
 					seen = make(map[string]bool)
 				)
-				w := startWorker(t, mb.Consumer(), "w", func(cl channel.Claim, m channel.Message) {
+				w := startWorker(t, mb, "w", func(cl channel.Claim, m channel.Message) {
 					mu.Lock()
 					again := seen[m.ID]
 					seen[m.ID] = true
@@ -701,10 +663,8 @@ func TestAcksBehindAStuckMessage(t *testing.T) {
 // the partition is claimed again when the released claim's onClaim
 // returns, or after ReleaseTimeout if it keeps running.
 func TestReleasedPartitionWaitsForOnClaim(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const timeout = 5 * time.Second
-		mb := memory.New(memory.Options{Partitions: 1, ReleaseTimeout: timeout})
-		defer mb.Close()
+	const timeout = 5 * time.Second
+	bubble(t, memory.Options{Partitions: 1, ReleaseTimeout: timeout}, func(t *testing.T, mb *memory.Mailbox) {
 		holds := []chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
 		var (
 			mu     sync.Mutex
