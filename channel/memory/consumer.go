@@ -52,8 +52,8 @@ func (c *Consumer) Mailbox() string { return "memory:" + c.m.Name() }
 
 // Run implements channel.Consumer. It also stops when the Mailbox is
 // closed, and returns ErrCrashed after Crash. A stopping claim's partition
-// moves to another consumer once it is released and its onClaim has
-// returned, or once it is lost, after Options.ReleaseTimeout.
+// moves on as after Claim.Release, or once the claim is lost after
+// Options.ReleaseTimeout.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return errors.New("memory: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it")

@@ -199,20 +199,17 @@ func (m *Mailbox) Acked(p int32) []string {
 	return slices.Clone(m.parts[p].acked)
 }
 
-// Revoke is a test hook: a graceful rebalance of partition p. The claim's
-// Messages closes, and once its owner has called Release and returned from
-// onClaim, or after Options.ReleaseTimeout when it does not release (the
-// claim is then lost), p is claimed again, possibly by the same consumer,
-// and its unacked messages are delivered again from the lowest offset. It
-// reports whether p had an active claim to revoke.
+// Revoke is a test hook: a graceful rebalance of partition p. Its claim's
+// Messages closes, and p is claimed again, possibly by the same consumer,
+// once the owner has released it and returned from onClaim, or after
+// Options.ReleaseTimeout, when the claim is lost. It reports whether p had
+// an active claim to revoke.
 func (m *Mailbox) Revoke(p int32) bool { return m.endClaim(p, false) }
 
-// Lose is a test hook: the claim of partition p loses its ownership without
-// warning, as when a lease expires. Its Lost and Messages close, its acks
-// are ignored from then on, and p is claimed again at once, possibly by the
-// same consumer, its unacked messages delivered again from the lowest
-// offset, while the old owner may still be working. It reports whether p
-// had a claim to lose.
+// Lose is a test hook: the claim of partition p is lost without warning,
+// as when a lease expires, and p is claimed again at once, possibly by the
+// same consumer, while the old owner may still be working. It reports
+// whether p had a claim to lose.
 func (m *Mailbox) Lose(p int32) bool { return m.endClaim(p, true) }
 
 // endClaim loses the claim of partition p, or drains it if it is active.
