@@ -18,14 +18,11 @@ const (
 	DefaultReplication = 1
 )
 
-// EnsureTopics creates topic and its dead-letter topic (DLQTopic(topic))
-// when they are missing, each with the given partition count (0 means
-// DefaultPartitions) and replication factor (0 means DefaultReplication),
-// and waits until every partition has a leader. The dead-letter topic is
-// created with cleanup.policy=compact, so a purged or redriven dead letter
-// is eventually gone for good. Existing topics are left as they are,
-// whatever their partition count and configuration. ctx bounds the whole
-// call.
+// EnsureTopics creates topic and its dead-letter topic DLQTopic(topic) when
+// they are missing, with the given partition count and replication factor
+// (0 picks the default), and waits until every partition has a leader. The
+// dead-letter topic is compacted, so a purged or redriven dead letter is
+// eventually gone for good. Existing topics are left as they are.
 func EnsureTopics(ctx context.Context, brokers []string, topic string, partitions int32, replication int16, clientOpts ...kgo.Opt) error {
 	if partitions <= 0 {
 		partitions = DefaultPartitions
@@ -67,8 +64,12 @@ func EnsureTopics(ctx context.Context, brokers []string, topic string, partition
 		if r.Err == nil || errors.Is(r.Err, kerr.TopicAlreadyExists) {
 			continue
 		}
-		return fmt.Errorf("kafka: create topic %q with %d partitions and replication factor %d: %w%s%s",
-			t, partitions, replication, r.Err, detail(r.ErrMessage), createHint(r.Err))
+		hint := createHint(r.Err)
+		if r.ErrMessage != "" {
+			hint = " (" + r.ErrMessage + ")" + hint
+		}
+		return fmt.Errorf("kafka: create topic %q with %d partitions and replication factor %d: %w%s",
+			t, partitions, replication, r.Err, hint)
 	}
 
 	// A new topic's partitions get leaders a moment after creation; until
@@ -152,13 +153,6 @@ func partitionsOf(ctx context.Context, cl *kgo.Client, brokers []string, topic s
 		return 0, fmt.Errorf("topic %q has no partitions", topic)
 	}
 	return len(t.Partitions), nil
-}
-
-func detail(msg string) string {
-	if msg == "" {
-		return ""
-	}
-	return " (" + msg + ")"
 }
 
 func createHint(err error) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 
@@ -12,32 +13,21 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 )
 
-// claimState is where a claim is in its life.
+// claimState is where a claim is in its life; it only moves forward.
 type claimState int
 
 const (
-	// stateActive: delivering; acks are recorded and committed.
-	stateActive claimState = iota
-	// stateReleased: the owner called Release; acks are ignored, and what
-	// was acked before may still be committed.
-	stateReleased
-	// stateGone: the partition was revoked and handed over; nothing more
-	// is committed.
-	stateGone
-	// stateLost: the group took the partition away without a revocation;
-	// nothing more is committed.
-	stateLost
+	stateActive   claimState = iota // delivering; acks are committed
+	stateReleased                   // Release called; what was acked before may still be committed
+	stateGone                       // revoked and handed over; nothing more is committed
+	stateLost                       // taken away without a revocation; nothing more is committed
 )
 
 // claim is one assigned partition. The poll loop pushes fetched records:
 // those on their home partition as messages, which the pump goroutine hands
-// out on out in offset order; the foreign ones as records, which the forward
-// goroutine republishes to their home partitions.
-//
-// The claim commits the lowest offset that is neither acked nor forwarded:
-// see commitPointLocked. The host acks in offset order up to its own
-// watermark (see channel.Claim.Ack), so an ack counts for everything before
-// it; what the claim adds is the foreign records still being forwarded.
+// out in offset order; the foreign ones as records, which the forward
+// goroutine republishes to their home partitions. The claim commits the
+// lowest offset that is neither acked nor forwarded (commitPointLocked).
 type claim struct {
 	s         *session
 	cl        *kgo.Client
@@ -66,8 +56,8 @@ type claim struct {
 	paused    bool              // fetching of the partition is paused
 	committed int64             // offset last committed by this claim; -1 if none
 
-	// The commit watermark. Everything fetched below fetched that is in
-	// neither hostOpen nor fwdOpen is done.
+	// The commit point: everything fetched that is in neither hostOpen nor
+	// fwdOpen is done.
 	acked    int64   // offset after the highest acked message; -1 if none
 	hostOpen []int64 // offsets of fetched messages at or above acked
 	fwdOpen  []int64 // offsets of fetched foreign records not yet forwarded
@@ -114,26 +104,34 @@ func (c *claim) Lost() <-chan struct{}            { return c.lostCh }
 // and foreign records to forward. It pauses fetching once the claim holds
 // BufferSize of them.
 func (c *claim) push(msgs []channel.Message, foreign []*kgo.Record) {
+	lo, hi := int64(math.MaxInt64), int64(-1)
+	for _, m := range msgs {
+		lo, hi = min(lo, m.Offset), max(hi, m.Offset)
+	}
+	for _, r := range foreign {
+		lo, hi = min(lo, r.Offset), max(hi, r.Offset)
+	}
+	if hi < 0 {
+		return
+	}
 	c.mu.Lock()
 	if c.state != stateActive || c.stopped {
 		if c.dropped < 0 {
-			for _, off := range []int64{firstOffset(msgs), firstRecordOffset(foreign)} {
-				if off >= 0 && (c.dropped < 0 || off < c.dropped) {
-					c.dropped = off
-				}
-			}
+			c.dropped = lo
 		}
 		c.mu.Unlock()
 		return
 	}
+	if c.first < 0 || lo < c.first {
+		c.first = lo
+	}
+	c.fetched = max(c.fetched, hi+1)
 	for _, m := range msgs {
-		c.fetchedLocked(m.Offset)
 		if m.Offset >= c.acked {
 			c.hostOpen = insertOffset(c.hostOpen, m.Offset)
 		}
 	}
 	for _, r := range foreign {
-		c.fetchedLocked(r.Offset)
 		c.fwdOpen = insertOffset(c.fwdOpen, r.Offset)
 	}
 	c.pending = append(c.pending, msgs...)
@@ -157,28 +155,6 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
-}
-
-func firstOffset(msgs []channel.Message) int64 {
-	if len(msgs) == 0 {
-		return -1
-	}
-	return msgs[0].Offset
-}
-
-func firstRecordOffset(rs []*kgo.Record) int64 {
-	if len(rs) == 0 {
-		return -1
-	}
-	return rs[0].Offset
-}
-
-// fetchedLocked records that the record at off was fetched.
-func (c *claim) fetchedLocked(off int64) {
-	if c.first < 0 || off < c.first {
-		c.first = off
-	}
-	c.fetched = max(c.fetched, off+1)
 }
 
 // insertOffset adds off to the sorted offs. Fetches come in offset order, so
@@ -239,7 +215,7 @@ func (c *claim) next() (channel.Message, bool) {
 }
 
 // stopDelivery ends delivery: the pump closes Messages. Buffered messages
-// are dropped; they were never acked, so the next owner gets them again.
+// were never acked, so the next owner gets them again.
 func (c *claim) stopDelivery() {
 	c.mu.Lock()
 	c.stopped = true // push stops pausing the partition
@@ -266,9 +242,8 @@ func (c *claim) setState(st claimState) {
 }
 
 // commitPointLocked is the offset the claim may commit: the lowest fetched
-// offset that is neither acked by the host nor forwarded, or, when every
-// fetched record is done, the offset after the last one (or after the last
-// acked message, if an ack went past what was fetched).
+// offset neither acked nor forwarded, else the offset after the last
+// record fetched or acked.
 func (c *claim) commitPointLocked() int64 {
 	p := max(c.fetched, c.acked)
 	if len(c.hostOpen) > 0 {
@@ -292,11 +267,10 @@ func (c *claim) toCommit() (int64, bool) {
 	return p, p > c.committed && p > c.first
 }
 
-// restartAt is the offset a new claim of the partition starts from once
-// this one was released while the partition stayed assigned: the commit
-// point, below which everything was acked or forwarded, or else the first
-// record dropped since. ok is false when the claim has seen no record: the
-// fetch position is then where the claim began.
+// restartAt is where a new claim of the partition starts once this one was
+// released while the partition stayed assigned: the commit point, or else
+// the first record dropped since. ok is false when the claim has seen no
+// record: the fetch position is then where the claim began.
 func (c *claim) restartAt() (off int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -312,11 +286,9 @@ func (c *claim) committedUpTo(off int64) {
 	c.committed = max(c.committed, off)
 }
 
-// Ack records msgs, and every message of the claim before them, as done.
-// The commit point moves past them (up to the next record that is neither
-// acked nor forwarded) within Options.CommitInterval, or by Release. An ack after Release
-// returns errReleased; after a revocation or Lost it is ignored, as the
-// partition may be someone else's by then.
+// Ack implements channel.Claim: the commit point moves past msgs within
+// Options.CommitInterval, or on Release. After Release it returns
+// errReleased; after a revocation or Lost it is ignored.
 func (c *claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -340,14 +312,12 @@ func (c *claim) Ack(_ context.Context, msgs ...channel.Message) error {
 	return nil
 }
 
-// Release stops delivery, waits (bounded by ctx) for a forward in flight to
-// finish, commits what was acked and forwarded and gives the claim up. If
-// the commit fails (ctx ended, broker unreachable) Release returns the
-// error and may be called again; the revocation that follows retries the
-// commit too. Released while the partition is still assigned (the owner gave
-// it up on its own), the consumer claims the partition again: a new claim
-// goes to onClaim and delivers again, from the first message that is not
-// acked. Release is idempotent.
+// Release implements channel.Claim: it stops delivery, waits (bounded by
+// ctx) for a forward in flight, and commits. If the commit fails, it
+// returns the error and may be called again; the revocation retries it
+// too. Released while its partition stays assigned, the partition is
+// claimed again: a new claim goes to onClaim, from the first unacked
+// message.
 func (c *claim) Release(ctx context.Context) error {
 	c.releaseMu.Lock()
 	defer c.releaseMu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,22 +20,17 @@ import (
 // commitTimeout bounds one offset commit.
 const commitTimeout = 10 * time.Second
 
-// Consumer consumes one topic as a member of a consumer group
-// (Options.Group) with the cooperative-sticky balancer. Each partition the
-// group assigns to it becomes a channel.Claim; acks are committed as the
-// group's offsets, never automatically.
+// Consumer consumes one topic as a member of the consumer group
+// Options.Group. Each partition the group assigns to it becomes a
+// channel.Claim; acks are committed as the group's offsets, never
+// automatically, and records off their home partition are forwarded (see
+// the package doc).
 //
-// A record that is not on its key's home partition is not handed out: the
-// consumer republishes it to its home partition (see the package doc) and
-// counts it as done once that copy is acknowledged. A claim commits up to
-// the lowest offset that is neither acked nor forwarded.
-//
-// When a partition is revoked (another consumer joined, or this one is
-// stopping), its claim's Messages closes and the consumer waits up to
-// Options.RevokeTimeout for Release (and for a forward in flight) before
-// committing what was acked and forwarded and letting the partition go. When the group drops this consumer without a
-// revocation (it missed heartbeats for Options.SessionTimeout), Lost closes
-// and nothing more is committed.
+// When a partition is revoked, the consumer waits up to
+// Options.RevokeTimeout for Release and for a forward in flight before it
+// commits and lets the partition go. When the group drops this consumer
+// without a revocation (it missed heartbeats for Options.SessionTimeout),
+// Lost closes and nothing more is committed.
 type Consumer struct {
 	brokers []string
 	topic   string
@@ -63,7 +60,7 @@ func OpenConsumer(brokers []string, topic string, opts Options) (*Consumer, erro
 }
 
 // Backend returns "kafka".
-func (c *Consumer) Backend() string { return backend }
+func (c *Consumer) Backend() string { return "kafka" }
 
 // Mailbox returns "kafka:" and the topic.
 func (c *Consumer) Mailbox() string { return "kafka:" + c.topic }
@@ -77,11 +74,9 @@ func (c *Consumer) Partitions() int {
 	return c.partitions
 }
 
-// Run implements channel.Consumer, sharing the partitions in a consumer
-// group. Stopping, it revokes every claim (waiting up to
-// Options.RevokeTimeout for Release), commits what was acked and leaves the
-// group. It returns an error at once if the topic does not exist or the
-// brokers cannot be reached.
+// Run implements channel.Consumer. Stopping, it leaves the group, which
+// revokes every claim. It returns an error at once if the topic does not
+// exist or the brokers cannot be reached.
 func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return errors.New("kafka: Consumer.Run needs an onClaim function")
@@ -120,6 +115,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		onClaim:    onClaim,
 		claims:     make(map[int32]*claim),
 	}
+	// RequiredAcks and a manual partitioner: for forwarding foreign records.
 	s.cl, err = kgo.NewClient(c.opts.clientOpts(c.brokers,
 		kgo.ConsumerGroup(c.opts.Group),
 		kgo.ConsumeTopics(c.topic),
@@ -132,7 +128,6 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		kgo.RebalanceTimeout(c.opts.RebalanceTimeout),
 		kgo.FetchMaxWait(c.opts.FetchMaxWait),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Forwarding foreign records: each copy names its partition.
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 	)...)
@@ -140,13 +135,10 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 		return fmt.Errorf("kafka: consumer of %s: %w", c.topic, err)
 	}
 
-	committing := make(chan struct{})
-	go func() {
-		defer close(committing)
-		s.commitLoop(ctx)
-	}()
+	var committing sync.WaitGroup
+	committing.Go(func() { s.commitLoop(ctx) })
 	s.poll(ctx)
-	<-committing
+	committing.Wait()
 	s.shutdown()
 	return nil
 }
@@ -334,14 +326,13 @@ func (s *session) revoked(_ context.Context, cl *kgo.Client, tps map[string][]in
 	for _, c := range cs {
 		c.stopDelivery()
 	}
-	deadline := time.NewTimer(s.opts.RevokeTimeout)
-	defer deadline.Stop()
+	deadline := time.After(s.opts.RevokeTimeout)
 wait:
 	for _, c := range cs {
 		for _, ch := range []chan struct{}{c.released, c.fwdDone} {
 			select {
 			case <-ch:
-			case <-deadline.C:
+			case <-deadline:
 				s.log.Warnw("kafka: revoked claims were not released in time; committing what was acked and forwarded", "timeout", s.opts.RevokeTimeout)
 				break wait
 			}
@@ -379,23 +370,18 @@ func (s *session) lost(_ context.Context, cl *kgo.Client, tps map[string][]int32
 	cl.ResumeFetchPartitions(map[string][]int32{s.topic: tps[s.topic]})
 }
 
-// commitLoop commits acked offsets of active claims every CommitInterval
-// until ctx ends.
+// commitLoop commits what active claims acked every CommitInterval until
+// ctx ends.
 func (s *session) commitLoop(ctx context.Context) {
-	t := time.NewTicker(s.opts.CommitInterval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(s.opts.CommitInterval):
 		}
 		s.commitMu.Lock()
 		s.mu.Lock()
-		cs := make([]*claim, 0, len(s.claims))
-		for _, c := range s.claims {
-			cs = append(cs, c)
-		}
+		cs := slices.Collect(maps.Values(s.claims))
 		s.mu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 		err := s.commitLocked(cctx, cs)
@@ -461,19 +447,13 @@ func (s *session) shutdown() {
 	}
 	s.cl.Close()
 	// Leaving revoked every claim; end any that slipped through.
-	for _, c := range s.take(s.owned()) {
+	s.mu.Lock()
+	cs := slices.Collect(maps.Values(s.claims))
+	clear(s.claims)
+	s.mu.Unlock()
+	for _, c := range cs {
 		c.setState(stateGone)
 		c.stopDelivery()
 	}
 	s.forwarders.Wait()
-}
-
-func (s *session) owned() []int32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ps := make([]int32, 0, len(s.claims))
-	for p := range s.claims {
-		ps = append(ps, p)
-	}
-	return ps
 }

@@ -38,14 +38,12 @@ const (
 	dlHeaderOrigRawPrefix   = "postbox-orig-raw-"
 )
 
-// DeadLetters is the dead-letter queue of a mailbox topic, kept in the topic
-// DLQTopic(topic), which EnsureTopics creates compacted. It implements
-// dlq.Store.
+// DeadLetters is the dlq.Store of a mailbox topic, kept in the topic
+// DLQTopic(topic), which EnsureTopics creates compacted.
 //
-// Every dead letter is one record. Its key is the dead letter's ID: "dl-"
-// and a hash of the message ID, so putting the same message twice keeps one
-// dead letter (the newest). Its value is the original payload. Its headers
-// carry the provenance:
+// Every dead letter is one record. Its key is the dead letter's ID,
+// dlq.IDOf(message ID), so compaction keeps the newest Put of a message.
+// Its value is the original payload. Its headers carry the provenance:
 //
 //	postbox-id                the message ID
 //	postbox-address           the actor address
@@ -63,15 +61,13 @@ const (
 //	postbox-orig-raw-<hex>    each header of the original message whose name
 //	                          is not valid UTF-8, its name in hex
 //
-// Values are bytes and kept as they are. Header names are strings to
-// Kafka, which Java clients and the broker's log cleaner decode as UTF-8
-// (replacing invalid bytes when the cleaner rewrites a batch), hence the
-// hex for names that are not UTF-8.
+// Header values are kept byte for byte. Header names are decoded as UTF-8
+// by Java clients and by the broker's log cleaner (which replaces invalid
+// bytes when it rewrites a batch), hence the hex.
 //
-// Redrive and Purge remove a dead letter by writing a tombstone (its key
-// without a value); compaction then drops both. List, Get, Redrive and
-// Purge read the topic from its start up to its end at the time of the
-// call, so they cost what the topic holds; compaction keeps that near one
+// Redrive and Purge remove a dead letter with a tombstone, which compaction
+// then drops with it. List, Get, Redrive and Purge read the whole topic,
+// up to its end at the time of the call; compaction keeps that near one
 // record per dead letter.
 //
 // A DeadLetters is safe for concurrent use.
@@ -85,8 +81,7 @@ type DeadLetters struct {
 
 	lifecycle // held for reading by every call
 
-	partsMu sync.Mutex
-	parts   map[string]int // partition counts by topic, once looked up
+	parts sync.Map // topic → its partition count, once looked up
 }
 
 var _ dlq.Store = (*DeadLetters)(nil)
@@ -116,7 +111,6 @@ func OpenDLQ(brokers []string, topic string, opts Options) (*DeadLetters, error)
 		opts:     opts,
 		cl:       cl,
 		pub:      pub,
-		parts:    make(map[string]int),
 	}, nil
 }
 
@@ -129,9 +123,9 @@ func (d *DeadLetters) Close() error {
 	})
 }
 
-// Put writes env and returns once all in-sync replicas have it. Its ID is
-// derived from env.MessageID (env.ID is ignored), so a second Put of the
-// same message replaces the first. A zero DeadLetteredAt is set to now.
+// Put implements dlq.Writer.Put, returning once all in-sync replicas have
+// the record. The dead letter's ID is dlq.IDOf(env.MessageID); env.ID is
+// ignored.
 func (d *DeadLetters) Put(ctx context.Context, env dlq.Envelope) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -180,12 +174,10 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (dlq.Envelope, error) 
 	return letters[0].env, nil
 }
 
-// Redrive implements dlq.Store.Redrive, publishing to the mailbox topic
-// and then removing the dead letters.
-//
-// Redrive is not atomic. If it fails after publishing, some messages may be
-// in the mailbox and still in the queue; redriving them again publishes
-// them under the same IDs, so the host processes each once.
+// Redrive implements dlq.Store.Redrive. It is not atomic: if it fails after
+// publishing, the messages may be in the mailbox and still queued;
+// redriving them again publishes them under the same IDs, so the host
+// processes each once.
 func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -196,7 +188,7 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("kafka: redrive dead letters: %w", err)
 	}
-	// Publish checks what RedriveMessages does: it refuses none of them.
+	// Publish checks no more than RedriveMessages: it refuses none of them.
 	msgs, err := dlq.RedriveMessages(letters, deadLetter.envelope,
 		func(msgs []channel.Message) ([]channel.Message, error) { return msgs, nil })
 	if err != nil {
@@ -273,20 +265,14 @@ func (d *DeadLetters) remove(ctx context.Context, letters []deadLetter) error {
 
 // partitionCount returns how many partitions topic has, looking it up once.
 func (d *DeadLetters) partitionCount(ctx context.Context, topic string) (int, error) {
-	d.partsMu.Lock()
-	n := d.parts[topic]
-	d.partsMu.Unlock()
-	if n > 0 {
-		return n, nil
+	if n, ok := d.parts.Load(topic); ok {
+		return n.(int), nil
 	}
 	n, err := partitionsOf(ctx, d.cl, d.brokers, topic)
-	if err != nil {
-		return 0, err
+	if err == nil {
+		d.parts.Store(topic, n)
 	}
-	d.partsMu.Lock()
-	d.parts[topic] = n
-	d.partsMu.Unlock()
-	return n, nil
+	return n, err
 }
 
 // read reads the dead-letter topic from its start up to its end as of now
@@ -302,25 +288,22 @@ func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
 		return nil, err
 	}
 	adm := kadm.NewClient(d.cl)
-	ends, err := adm.ListEndOffsets(ctx, d.dlqTopic)
+	ends, err := d.offsets(ctx, "end", adm.ListEndOffsets)
 	if err != nil {
-		return nil, fmt.Errorf("list end offsets of %s: %w%s", d.dlqTopic, err, unreachableHint(d.brokers))
+		return nil, err
 	}
-	if err := ends.Error(); err != nil {
-		return nil, fmt.Errorf("list end offsets of %s: %w", d.dlqTopic, err)
-	}
-	starts, err := d.startOffsets(ctx, adm)
+	starts, err := d.offsets(ctx, "start", adm.ListStartOffsets)
 	if err != nil {
 		return nil, err
 	}
 	target := make(map[int32]int64) // partition → its end, while not reached
 	from := make(map[int32]kgo.Offset)
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > starts[o.Partition] {
-			target[o.Partition] = o.Offset
-			from[o.Partition] = kgo.NewOffset().At(starts[o.Partition])
+	for p, end := range ends {
+		if end > starts[p] {
+			target[p] = end
+			from[p] = kgo.NewOffset().At(starts[p])
 		}
-	})
+	}
 	latest := make(map[string]map[int32]*kgo.Record) // key → partition → newest record
 	if len(target) > 0 {
 		if err := d.fetch(ctx, adm, from, target, func(r *kgo.Record) {
@@ -337,14 +320,11 @@ func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
 
 	letters := make([]deadLetter, 0, len(latest))
 	for key, byPart := range latest {
-		var l *deadLetter
+		var l deadLetter
 		for _, p := range slices.Sorted(maps.Keys(byPart)) {
 			r := byPart[p]
 			if r.Value == nil {
 				continue // a tombstone
-			}
-			if l == nil {
-				l = &deadLetter{}
 			}
 			l.partitions = append(l.partitions, p)
 			// Held on two partitions (the topic grew between two Puts):
@@ -353,8 +333,8 @@ func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
 				l.env, l.partition, l.offset = recordEnvelope(key, r), p, r.Offset
 			}
 		}
-		if l != nil {
-			letters = append(letters, *l)
+		if len(l.partitions) > 0 {
+			letters = append(letters, l)
 		}
 	}
 	slices.SortFunc(letters, func(a, b deadLetter) int {
@@ -363,19 +343,19 @@ func (d *DeadLetters) read(ctx context.Context) ([]deadLetter, error) {
 	return letters, nil
 }
 
-// startOffsets returns the log start offset of every partition of the
+// offsets lists the start or end (which) offset of every partition of the
 // dead-letter topic.
-func (d *DeadLetters) startOffsets(ctx context.Context, adm *kadm.Client) (map[int32]int64, error) {
-	listed, err := adm.ListStartOffsets(ctx, d.dlqTopic)
+func (d *DeadLetters) offsets(ctx context.Context, which string, list func(context.Context, ...string) (kadm.ListedOffsets, error)) (map[int32]int64, error) {
+	listed, err := list(ctx, d.dlqTopic)
 	if err != nil {
-		return nil, fmt.Errorf("list start offsets of %s: %w%s", d.dlqTopic, err, unreachableHint(d.brokers))
+		return nil, fmt.Errorf("list %s offsets of %s: %w%s", which, d.dlqTopic, err, unreachableHint(d.brokers))
 	}
 	if err := listed.Error(); err != nil {
-		return nil, fmt.Errorf("list start offsets of %s: %w", d.dlqTopic, err)
+		return nil, fmt.Errorf("list %s offsets of %s: %w", which, d.dlqTopic, err)
 	}
-	starts := make(map[int32]int64)
-	listed.Each(func(o kadm.ListedOffset) { starts[o.Partition] = o.Offset })
-	return starts, nil
+	offs := make(map[int32]int64)
+	listed.Each(func(o kadm.ListedOffset) { offs[o.Partition] = o.Offset })
+	return offs, nil
 }
 
 // fetch consumes the dead-letter topic, without a group, from the given
@@ -405,14 +385,10 @@ func (d *DeadLetters) fetch(ctx context.Context, adm *kadm.Client, from map[int3
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("read %s: %d partitions not read to their end: %w", d.dlqTopic, len(target), err)
 		}
-		var ferr error
-		fetches.EachError(func(_ string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && ferr == nil {
-				ferr = fmt.Errorf("read %s partition %d: %w", d.dlqTopic, p, err)
+		for _, fe := range fetches.Errors() {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
+				return fmt.Errorf("read %s partition %d: %w", d.dlqTopic, fe.Partition, fe.Err)
 			}
-		})
-		if ferr != nil {
-			return ferr
 		}
 		got := false
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -431,7 +407,7 @@ func (d *DeadLetters) fetch(ctx context.Context, adm *kadm.Client, from map[int3
 		if got {
 			continue
 		}
-		starts, err := d.startOffsets(ctx, adm)
+		starts, err := d.offsets(ctx, "start", adm.ListStartOffsets)
 		if err != nil {
 			return err
 		}

@@ -15,16 +15,14 @@ const (
 )
 
 // forward republishes the claim's foreign records to their home partitions,
-// in offset order, until delivery stops. Each batch is produced with
-// acks=all; a record counts as done (see forwarded) only once it and every
-// record before it in the batch are acknowledged, and what failed is
-// produced again, in order, after a backoff. Records of one key go to one
-// home partition, where the idempotent producer keeps their order, so
-// records forwarded from this partition keep their relative order per key.
-// A retry may write a record twice; both copies carry the same message ID.
+// in offset order, until delivery stops. A record is done only once it and
+// every record before it in its batch are acknowledged; the rest is produced
+// again, in order, after a backoff. Records of one key go to one home
+// partition, where the idempotent producer keeps their order. A retry may
+// write a record twice, both copies with the same message ID.
 //
-// Once delivery stops, forward finishes the produce in flight, if any, and
-// returns; records not yet forwarded go to the partition's next owner.
+// Once delivery stops, forward finishes the produce in flight and returns;
+// records not yet forwarded go to the partition's next owner.
 func (c *claim) forward() {
 	defer close(c.fwdDone)
 	backoff := forwardBackoffMin
@@ -46,14 +44,11 @@ func (c *claim) forward() {
 			}
 			c.s.log.Warnw("kafka: forwarding records to their home partitions failed; retrying",
 				"partition", c.partition, "offset", batch[0].Offset, "records", len(batch), "backoff", backoff, "err", err)
-			t := time.NewTimer(backoff)
 			select {
-			case <-t.C:
+			case <-time.After(backoff):
 			case <-c.stop:
-				t.Stop()
 				return
 			case <-c.fwdCtx.Done():
-				t.Stop()
 				return
 			}
 			backoff = min(2*backoff, forwardBackoffMax)

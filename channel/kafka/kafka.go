@@ -1,25 +1,21 @@
 // Package kafka is the Kafka channel: a mailbox is a topic, an actor's
 // address is the record key, and the record lands on the key's home
-// partition (channel.HomePartition, which is murmur2 as Kafka's Java client
+// partition (channel.HomePartition: murmur2, as Kafka's Java client
 // computes it).
 //
-// The Publisher is an idempotent producer that waits for all in-sync
-// replicas. The Consumer is a member of a consumer group with the
-// cooperative-sticky balancer and manual commits: each partition it is
-// assigned becomes a channel.Claim. A claim commits the lowest offset that
-// is neither acknowledged nor forwarded (below), never past it.
+// The Publisher is an idempotent producer with acks=all. The Consumer is a
+// consumer-group member with the cooperative-sticky balancer and manual
+// commits; each partition it is assigned becomes a channel.Claim, which
+// commits the lowest offset that is neither acked nor forwarded.
 //
-// A record whose key does not hash to the partition it is on (written by a
-// client with another partitioner, such as librdkafka's default
-// consistent_random) is never handed to the host: the consumer republishes
-// it to its home partition (same key, value and headers, with HeaderID set
-// to its message ID, which is "topic/partition/offset" of the original when
-// it had none, and HeaderForwardedFrom) and counts its offset as done once all in-sync replicas have
-// the copy. Records forwarded from one partition keep their relative order
-// per key; they land after whatever their home partition already held. A
-// crash between the
-// copy and the commit forwards the record again under the same ID, so the
-// host's dedup drops the second copy.
+// A record whose key does not hash to its partition (written by a client
+// with another partitioner, such as librdkafka's default consistent_random)
+// never reaches the host: the consumer copies it to its home partition,
+// with HeaderID set to its message ID and HeaderForwardedFrom, and counts
+// its offset done once all in-sync replicas have the copy. Forwarded
+// records keep their order per key, after what their home partition
+// already held. A crash between the copy and the commit forwards it again
+// under the same ID, which the host's dedup drops.
 //
 // What the Kafka channel does not give:
 //   - Acks are committed every Options.CommitInterval and on Release: after
@@ -30,14 +26,13 @@
 //     judges (and forwards to) home partitions by the partition count it
 //     saw when Run started.
 //
-// Dead letters go to the topic DLQTopic(topic), compacted, one record per
-// dead letter with its provenance in headers: see DeadLetters.
-//
-// Use EnsureTopics to create a mailbox topic and its dead-letter topic.
+// Dead letters go to the compacted topic DLQTopic(topic): see DeadLetters.
+// EnsureTopics creates both topics.
 package kafka
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -47,35 +42,30 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 )
 
-// Record headers the Kafka channel reads or writes.
+// Record headers the Kafka channel reads or writes. The Publisher drops
+// all but HeaderID from a message's headers, and delivered messages carry
+// only HeaderBadAddress of them.
 const (
 	// HeaderID carries the message ID. A record without it (written by
 	// another producer) gets the ID "topic/partition/offset".
 	HeaderID = "postbox-id"
 
-	// HeaderForeign is no longer set: the Consumer forwards a record that is
-	// off its home partition itself, and the host never sees it. A record
-	// carrying it has it dropped on delivery, and the Publisher drops it
-	// from what it publishes.
+	// HeaderForeign is no longer set; it is dropped on delivery.
 	//
-	// Deprecated: foreign records are forwarded by the Consumer.
+	// Deprecated: the Consumer forwards records off their home partition
+	// itself, and the host never sees them.
 	HeaderForeign = "postbox-foreign"
 
 	// HeaderBadAddress carries the record key of a delivered message whose
 	// key is not a valid "type/id" address. Such a message has a zero
-	// Address; the host should dead-letter it. The Publisher drops this
-	// header from what it publishes.
+	// Address; the host should dead-letter it.
 	HeaderBadAddress = "postbox-bad-address"
 
-	// HeaderForwardedFrom is set by the Consumer on the copy of a foreign
-	// record it writes to the record's home partition, to the original's
-	// "topic/partition/offset". A record that is off its home partition
-	// although it carries it was forwarded by a consumer that counts the
-	// topic's partitions differently (the topic grew while consumers ran):
-	// it is delivered where it is, with a warning, rather than forwarded
-	// again, so that two such consumers cannot bounce it between them
-	// forever. It is dropped from delivered headers, and the Publisher
-	// drops it from what it publishes.
+	// HeaderForwardedFrom is the "topic/partition/offset" of the original,
+	// on a copy the Consumer forwarded home. A copy that is off its home
+	// partition again was forwarded by a consumer that counted the topic's
+	// partitions differently (the topic grew): it is delivered where it is,
+	// with a warning, so that two such consumers cannot bounce it forever.
 	HeaderForwardedFrom = "postbox-forwarded-from"
 )
 
@@ -83,9 +73,6 @@ const (
 // or fetch that fails on a moved or just-created partition waits for the
 // next refresh; franz-go's default (5s) would stall it that long.
 const metadataMinAge = 250 * time.Millisecond
-
-// backend is what Consumer.Backend reports.
-const backend = "kafka"
 
 const dlqSuffix = ".dlq"
 
@@ -103,6 +90,11 @@ func HomePartitioner() kgo.Partitioner {
 	})
 }
 
+// ownHeader reports whether k is a header only this package sets.
+func ownHeader(k string) bool {
+	return k == HeaderID || k == HeaderForeign || k == HeaderBadAddress || k == HeaderForwardedFrom
+}
+
 // message turns a fetched record on its home partition into a channel
 // message.
 func message(r *kgo.Record) channel.Message {
@@ -116,10 +108,7 @@ func message(r *kgo.Record) channel.Message {
 		PublishedAt: r.Timestamp,
 	}
 	for _, h := range r.Headers {
-		switch h.Key {
-		case HeaderID, HeaderForeign, HeaderBadAddress, HeaderForwardedFrom:
-			// The ID is set above; the others only this package sets.
-		default:
+		if !ownHeader(h.Key) {
 			m.Headers[h.Key] = string(h.Value)
 		}
 	}
@@ -132,8 +121,11 @@ func message(r *kgo.Record) channel.Message {
 	return m
 }
 
-// messageID is the message ID of a record: its (last) HeaderID, or
-// "topic/partition/offset" when it has none or an empty one.
+// position is "topic/partition/offset" of r.
+func position(r *kgo.Record) string { return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset) }
+
+// messageID is the message ID of a record: its (last) HeaderID, or its
+// position when it has none or an empty one.
 func messageID(r *kgo.Record) string {
 	var id string
 	for _, h := range r.Headers {
@@ -142,7 +134,7 @@ func messageID(r *kgo.Record) string {
 		}
 	}
 	if id == "" {
-		id = fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)
+		return position(r)
 	}
 	return id
 }
@@ -155,17 +147,12 @@ func foreign(r *kgo.Record, partitions int) bool {
 
 // forwardedBefore reports whether r is a copy written by forwardRecord.
 func forwardedBefore(r *kgo.Record) bool {
-	for _, h := range r.Headers {
-		if h.Key == HeaderForwardedFrom {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == HeaderForwardedFrom })
 }
 
 // forwardRecord is the copy of the foreign record r for its home partition
-// among partitions: same topic, key, value, timestamp and headers, with one
-// HeaderID carrying r's message ID, first, and HeaderForwardedFrom last.
+// among partitions: r with one HeaderID, first, and HeaderForwardedFrom
+// last.
 func forwardRecord(r *kgo.Record, partitions int) *kgo.Record {
 	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+2)
 	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: []byte(messageID(r))})
@@ -174,7 +161,7 @@ func forwardRecord(r *kgo.Record, partitions int) *kgo.Record {
 			hs = append(hs, h)
 		}
 	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))})
+	hs = append(hs, kgo.RecordHeader{Key: HeaderForwardedFrom, Value: []byte(position(r))})
 	return &kgo.Record{
 		Topic:     r.Topic,
 		Partition: channel.HomePartition(string(r.Key), partitions),
@@ -185,9 +172,9 @@ func forwardRecord(r *kgo.Record, partitions int) *kgo.Record {
 	}
 }
 
-// kgoLogger passes franz-go's log to a zap logger: warnings and errors,
-// and its info lines too when the logger is at debug level (franz-go's own
-// debug lines are too many to be of use).
+// kgoLogger passes franz-go's warnings and errors to a zap logger, and its
+// info lines when the logger is at debug level (its debug lines are too
+// many to be of use).
 type kgoLogger struct{ l *zap.Logger }
 
 func (k kgoLogger) Level() kgo.LogLevel {

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,12 +12,10 @@ import (
 )
 
 // Options configures a Publisher, a Consumer or a DeadLetters queue. The
-// zero value is ready to use: every field has a default, filled in by
-// WithDefaults.
+// zero value is ready to use: WithDefaults fills in every field.
 type Options struct {
-	// Group is the Kafka consumer group. Consumers with the same Group share
-	// the topic's partitions between them; each partition is claimed by one
-	// of them at a time. Publishers and DeadLetters ignore it. Defaults to
+	// Group is the Kafka consumer group; consumers of one group share the
+	// topic's partitions. Publishers and DeadLetters ignore it. Defaults to
 	// "postbox." + topic.
 	Group string
 
@@ -25,52 +24,48 @@ type Options struct {
 	ClientID string
 
 	// BufferSize is how many fetched messages one claim holds before the
-	// consumer stops fetching its partition. Fetching resumes once the claim
-	// has handed out half of them. Defaults to 512.
+	// consumer pauses fetching its partition; fetching resumes once half of
+	// them are handed out. Defaults to 512.
 	BufferSize int
 
-	// CommitInterval is how often acknowledged offsets are committed in the
-	// background. Release and revocation commit at once, whatever the
-	// interval. Defaults to 1s.
+	// CommitInterval is how often acked offsets are committed in the
+	// background; Release and revocation commit at once. Defaults to 1s.
 	CommitInterval time.Duration
 
-	// RevokeTimeout bounds how long a revoked claim waits for its owner to
-	// call Release. After it, what was acked is committed and the partition
-	// is handed over anyway. Must be shorter than RebalanceTimeout.
-	// Defaults to 10s.
+	// RevokeTimeout bounds how long a revoked claim waits for Release
+	// before what was acked is committed and the partition handed over.
+	// Must be shorter than RebalanceTimeout. Defaults to 10s.
 	RevokeTimeout time.Duration
 
 	// SessionTimeout is how long the group waits for a consumer that stopped
-	// heartbeating (it crashed, or lost the network) before its partitions
-	// go to other consumers. The broker bounds it with
-	// group.min.session.timeout.ms (6s by default). Defaults to 45s.
+	// heartbeating before its partitions go to others. The broker bounds it
+	// with group.min.session.timeout.ms (6s by default). Defaults to 45s.
 	SessionTimeout time.Duration
 
 	// RebalanceTimeout bounds how long the group waits for every consumer to
-	// give up revoked partitions during a rebalance. Defaults to 60s.
+	// give up revoked partitions. Defaults to 60s.
 	RebalanceTimeout time.Duration
 
 	// FetchMaxWait is how long the broker may hold a fetch that has no new
-	// records yet. Lower values hand out new records and resumed partitions
-	// sooner, at the cost of more idle fetches. Defaults to 500ms.
+	// records yet: lower hands out records sooner, with more idle fetches.
+	// Defaults to 500ms.
 	FetchMaxWait time.Duration
 
-	// PublishTimeout bounds how long Publish waits for one record to be
-	// acknowledged by all in-sync replicas, retries included. It bounds in
-	// the same way one attempt of the Consumer to forward a foreign record
-	// (after which it tries again), and the writes of DeadLetters.
+	// PublishTimeout bounds how long Publish waits for one record to reach
+	// all in-sync replicas, retries included; likewise one attempt of the
+	// Consumer to forward foreign records, and the writes of DeadLetters.
 	// Defaults to 30s.
 	PublishTimeout time.Duration
 
-	// Logger receives the client's warnings and errors (lost connections,
-	// failed commits). Defaults to discarding them.
+	// Logger receives the client's warnings and errors. Defaults to
+	// discarding them.
 	Logger *zap.Logger
 
 	// ClientOptions go to every franz-go client the package makes: TLS
 	// (kgo.DialTLSConfig), SASL (kgo.SASL), a dialer, hooks. They come
 	// first, so the settings postbox's guarantees rest on (manual commits,
 	// read-committed fetches, acks from every in-sync replica, the
-	// cooperative balancer) are applied after them and win.
+	// cooperative balancer) override them.
 	ClientOptions []kgo.Opt
 }
 
@@ -98,33 +93,15 @@ func (o Options) producerOpts(brokers []string, own ...kgo.Opt) []kgo.Opt {
 // WithDefaults returns a copy of o with every unset field set to its
 // default. Group stays empty: it defaults per topic (see Options.Group).
 func (o Options) WithDefaults() Options {
-	if o.ClientID == "" {
-		o.ClientID = "postbox"
-	}
-	if o.BufferSize == 0 {
-		o.BufferSize = 512
-	}
-	if o.CommitInterval == 0 {
-		o.CommitInterval = time.Second
-	}
-	if o.RevokeTimeout == 0 {
-		o.RevokeTimeout = 10 * time.Second
-	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = 45 * time.Second
-	}
-	if o.RebalanceTimeout == 0 {
-		o.RebalanceTimeout = 60 * time.Second
-	}
-	if o.FetchMaxWait == 0 {
-		o.FetchMaxWait = 500 * time.Millisecond
-	}
-	if o.PublishTimeout == 0 {
-		o.PublishTimeout = 30 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
+	o.ClientID = cmp.Or(o.ClientID, "postbox")
+	o.BufferSize = cmp.Or(o.BufferSize, 512)
+	o.CommitInterval = cmp.Or(o.CommitInterval, time.Second)
+	o.RevokeTimeout = cmp.Or(o.RevokeTimeout, 10*time.Second)
+	o.SessionTimeout = cmp.Or(o.SessionTimeout, 45*time.Second)
+	o.RebalanceTimeout = cmp.Or(o.RebalanceTimeout, 60*time.Second)
+	o.FetchMaxWait = cmp.Or(o.FetchMaxWait, 500*time.Millisecond)
+	o.PublishTimeout = cmp.Or(o.PublishTimeout, 30*time.Second)
+	o.Logger = cmp.Or(o.Logger, zap.NewNop())
 	return o
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -16,10 +17,7 @@ import (
 
 // Publisher publishes messages to one topic with an idempotent producer
 // that waits for all in-sync replicas (acks=all). The record key is the
-// address, so a record lands on the address's home partition, and the
-// header HeaderID carries the message ID.
-//
-// A Publisher is safe for concurrent use.
+// address and the header HeaderID carries the message ID.
 type Publisher struct {
 	topic   string
 	brokers []string
@@ -48,19 +46,16 @@ func OpenPublisher(brokers []string, topic string, opts Options) (*Publisher, er
 	return &Publisher{topic: topic, brokers: brokers, cl: cl}, nil
 }
 
-// Publish implements channel.Publisher, returning once every message is
-// acknowledged by all in-sync replicas. A message with an empty ID gets a
-// random one, written back into msgs. On an error other than a bad address
-// or ID, some messages may have been written and others not; publishing
-// them again is safe, as the host dedups by ID.
+// Publish implements channel.Publisher, writing assigned IDs back into
+// msgs. On an error other than a bad address or ID, some messages may have
+// been written and others not; publishing them again is safe, as the host
+// dedups by ID.
 func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return channel.ErrClosed
 	}
-	// Check every message before assigning any ID: a bad one rejects the
-	// whole call and leaves msgs as they were.
 	for i, m := range msgs {
 		if err := channel.CheckAddress(m.Address); err != nil {
 			return fmt.Errorf("kafka: publish message %d: %w", i, err)
@@ -95,27 +90,16 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 }
 
 // record builds the record for m: key = address, HeaderID = ID, then m's
-// own headers in key order (without the ones this package sets on delivery).
+// headers in key order, but for the ones this package sets.
 func record(m channel.Message) *kgo.Record {
-	r := &kgo.Record{
-		Key:     []byte(m.Address.String()),
-		Value:   m.Payload,
-		Headers: make([]kgo.RecordHeader, 0, len(m.Headers)+1),
-	}
-	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderID, Value: []byte(m.ID)})
-	keys := make([]string, 0, len(m.Headers))
-	for k := range m.Headers {
-		switch k {
-		case HeaderID, HeaderForeign, HeaderBadAddress, HeaderForwardedFrom:
-		default:
-			keys = append(keys, k)
+	hs := make([]kgo.RecordHeader, 1, len(m.Headers)+1)
+	hs[0] = kgo.RecordHeader{Key: HeaderID, Value: []byte(m.ID)}
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+		if !ownHeader(k) {
+			hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(m.Headers[k])})
 		}
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(m.Headers[k])})
-	}
-	return r
+	return &kgo.Record{Key: []byte(m.Address.String()), Value: m.Payload, Headers: hs}
 }
 
 // Close waits for Publish calls in flight, then closes the connections.
