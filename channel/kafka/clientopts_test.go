@@ -68,31 +68,9 @@ func TestClientOptionsReachEveryClient(t *testing.T) {
 	if err := pub.Publish(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := OpenConsumer(brokers, topic, with("consumer"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	got := make(chan channel.Message, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- cons.Run(runCtx, func(cl channel.Claim) {
-			for msg := range cl.Messages() {
-				select {
-				case got <- msg:
-				default:
-				}
-			}
-			cl.Release(context.Background())
-		})
-	}()
-	select {
-	case <-got:
-	case <-ctx.Done():
-		t.Fatal("nothing consumed")
-	}
-	stop()
-	<-done
+	h := startHost(t, brokers, topic, with("consumer"))
+	h.next(time.Minute)
+	h.stop()
 	dl, err := OpenDLQ(brokers, topic, with("dlq"))
 	if err != nil {
 		t.Fatal(err)

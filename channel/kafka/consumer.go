@@ -21,16 +21,11 @@ import (
 const commitTimeout = 10 * time.Second
 
 // Consumer consumes one topic as a member of the consumer group
-// Options.Group. Each partition the group assigns to it becomes a
-// channel.Claim; acks are committed as the group's offsets, never
-// automatically, and records off their home partition are forwarded (see
-// the package doc).
-//
-// When a partition is revoked, the consumer waits up to
-// Options.RevokeTimeout for Release and for a forward in flight before it
-// commits and lets the partition go. When the group drops this consumer
-// without a revocation (it missed heartbeats for Options.SessionTimeout),
-// Lost closes and nothing more is committed.
+// Options.Group; each partition assigned to it becomes a channel.Claim. A
+// revoked partition is let go once its claim is released and its forward
+// in flight is done, or after Options.RevokeTimeout. When the group drops
+// the consumer without a revocation (no heartbeat for
+// Options.SessionTimeout), Lost closes and nothing more is committed.
 type Consumer struct {
 	brokers []string
 	topic   string
@@ -65,9 +60,8 @@ func (c *Consumer) Backend() string { return "kafka" }
 // Mailbox returns "kafka:" and the topic.
 func (c *Consumer) Mailbox() string { return "kafka:" + c.topic }
 
-// Partitions returns the topic's partition count as Run saw it when it
-// started: the count home partitions are judged and forwarded by. It is 0
-// until Run has looked it up.
+// Partitions returns the topic's partition count Run judges home
+// partitions by, as it saw it when it started; 0 until then.
 func (c *Consumer) Partitions() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -247,10 +241,9 @@ func (s *session) reclaimLater(c *claim) {
 }
 
 // reclaimReleased gives each partition whose claim was released while it
-// stayed assigned a new claim, delivering again from the released claim's
-// commit point. It runs on the poll goroutine, between polls: setting the
-// fetch position drops the fetches buffered for the old one, and no fetch
-// of it can be in hand.
+// stayed assigned a new claim, from the old claim's commit point. It runs
+// on the poll goroutine between polls, so no fetch of the old position is
+// in hand when it moves.
 func (s *session) reclaimReleased() {
 	s.reclaimMu.Lock()
 	released := s.reclaims
@@ -315,9 +308,8 @@ func (s *session) take(partitions []int32) []*claim {
 	return cs
 }
 
-// revoked ends the claims of revoked partitions: it closes their Messages,
-// waits up to RevokeTimeout for Release, commits what was acked and only
-// then returns, letting the partitions go to their next owner.
+// revoked ends the claims of revoked partitions and commits what they
+// acked before it returns and the partitions go to their next owner.
 func (s *session) revoked(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
 	cs := s.take(tps[s.topic])
 	if len(cs) == 0 {

@@ -15,14 +15,11 @@ const (
 )
 
 // forward republishes the claim's foreign records to their home partitions,
-// in offset order, until delivery stops. A record is done only once it and
-// every record before it in its batch are acknowledged; the rest is produced
-// again, in order, after a backoff. Records of one key go to one home
-// partition, where the idempotent producer keeps their order. A retry may
-// write a record twice, both copies with the same message ID.
-//
-// Once delivery stops, forward finishes the produce in flight and returns;
-// records not yet forwarded go to the partition's next owner.
+// in offset order, until delivery stops; it finishes the produce in flight.
+// A record is done once it and every record before it in its batch are
+// acknowledged; the rest is produced again, in order, after a backoff. The
+// idempotent producer keeps one key's records in order on its home
+// partition. A retry may write a record twice, with the same message ID.
 func (c *claim) forward() {
 	defer close(c.fwdDone)
 	backoff := forwardBackoffMin

@@ -56,15 +56,8 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...channel.Message) error 
 	if p.closed {
 		return channel.ErrClosed
 	}
-	for i, m := range msgs {
-		if err := channel.CheckAddress(m.Address); err != nil {
-			return fmt.Errorf("kafka: publish message %d: %w", i, err)
-		}
-		if m.ID != "" {
-			if err := channel.CheckMessageID(m.ID); err != nil {
-				return fmt.Errorf("kafka: publish message %d: %w", i, err)
-			}
-		}
+	if err := channel.CheckPublish(msgs); err != nil {
+		return fmt.Errorf("kafka: %w", err)
 	}
 	recs := make([]*kgo.Record, len(msgs))
 	for i := range msgs {
