@@ -463,6 +463,7 @@ func envelopeRecord(env dlq.Envelope) *kgo.Record {
 // field zero.
 func recordEnvelope(id string, r *kgo.Record) dlq.Envelope {
 	env := dlq.Envelope{ID: id, Payload: r.Value}
+	orig := make(map[string]string)
 	parseTime := func(v string) time.Time {
 		t, _ := time.Parse(time.RFC3339Nano, v)
 		return t
@@ -503,20 +504,16 @@ func recordEnvelope(id string, r *kgo.Record) dlq.Envelope {
 			}
 			env.Errors = append(env.Errors, e)
 		case strings.HasPrefix(h.Key, dlHeaderOrigPrefix):
-			if env.Headers == nil {
-				env.Headers = make(map[string]string)
-			}
-			env.Headers[strings.TrimPrefix(h.Key, dlHeaderOrigPrefix)] = v
+			orig[strings.TrimPrefix(h.Key, dlHeaderOrigPrefix)] = v
 		case strings.HasPrefix(h.Key, dlHeaderOrigRawPrefix):
-			k, err := hex.DecodeString(strings.TrimPrefix(h.Key, dlHeaderOrigRawPrefix))
-			if err != nil {
-				continue // not ours: nothing to restore
+			// A name that is not hex is not ours: nothing to restore.
+			if k, err := hex.DecodeString(strings.TrimPrefix(h.Key, dlHeaderOrigRawPrefix)); err == nil {
+				orig[string(k)] = v
 			}
-			if env.Headers == nil {
-				env.Headers = make(map[string]string)
-			}
-			env.Headers[string(k)] = v
 		}
+	}
+	if len(orig) > 0 {
+		env.Headers = orig
 	}
 	return env
 }
