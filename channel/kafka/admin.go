@@ -121,21 +121,6 @@ func allLed(details kadm.TopicDetails, topics []string) bool {
 	return true
 }
 
-// topicPartitions returns how many partitions topic has, or an error that
-// says how to create it.
-func topicPartitions(ctx context.Context, brokers []string, topic string, opts Options) (int, error) {
-	cl, err := kgo.NewClient(opts.clientOpts(brokers)...)
-	if err != nil {
-		return 0, fmt.Errorf("kafka: %w", err)
-	}
-	defer cl.Close()
-	n, err := partitionsOf(ctx, cl, brokers, topic)
-	if err != nil {
-		return 0, fmt.Errorf("kafka: %w", err)
-	}
-	return n, nil
-}
-
 // partitionsOf asks the cluster cl is a client of how many partitions
 // topic has, or returns an error that says how to create it.
 func partitionsOf(ctx context.Context, cl *kgo.Client, brokers []string, topic string) (int, error) {

@@ -91,12 +91,17 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	defer close(c.done)
 	defer cancel()
 
-	partitions, err := topicPartitions(ctx, c.brokers, c.topic, c.opts)
+	lookup, err := kgo.NewClient(c.opts.clientOpts(c.brokers)...)
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	partitions, err := partitionsOf(ctx, lookup, c.brokers, c.topic)
+	lookup.Close()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // cancelled or closed before joining
 		}
-		return err
+		return fmt.Errorf("kafka: %w", err)
 	}
 	c.mu.Lock()
 	c.partitions = partitions
@@ -397,34 +402,31 @@ func (s *session) commitLocked(ctx context.Context, cs []*claim) error {
 	if len(offsets) == 0 {
 		return nil
 	}
-	var reqErr error
-	var partErrs []error
+	var errs []error
 	// The claims' client: a callback may run before Run has stored s.cl.
 	cs[0].cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{s.topic: offsets},
 		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 			if err != nil {
-				reqErr = err
+				errs = append(errs, err)
+				clear(offsets) // none committed
 				return
 			}
 			for _, t := range resp.Topics {
 				for _, p := range t.Partitions {
 					if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-						partErrs = append(partErrs, fmt.Errorf("partition %d: %w", p.Partition, err))
+						errs = append(errs, fmt.Errorf("partition %d: %w", p.Partition, err))
 						delete(offsets, p.Partition)
 					}
 				}
 			}
 		})
-	if reqErr != nil {
-		return fmt.Errorf("kafka: commit offsets of %s: %w", s.topic, reqErr)
-	}
 	for _, c := range cs {
 		if eo, ok := offsets[c.partition]; ok {
 			c.committedUpTo(eo.Offset)
 		}
 	}
-	if len(partErrs) > 0 {
-		return fmt.Errorf("kafka: commit offsets of %s: %w", s.topic, errors.Join(partErrs...))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kafka: commit offsets of %s: %w", s.topic, err)
 	}
 	return nil
 }
