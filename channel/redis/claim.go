@@ -17,52 +17,33 @@ import (
 // errLost reports a script that found the lease gone.
 var errLost = errors.New("lease lost")
 
-// Claim is one partition owned by a Consumer under one lease epoch. Acks
-// are buffered: a read carries them, or the consumer's flusher sends them
-// within AckInterval, or Release does. Its scripts are fenced by its lease
-// value, which names the epoch.
-type Claim struct {
-	c         *Consumer
-	s         *lease.Slot
+// claim is the reader of one claim. Acks are buffered: a read carries
+// them, or the consumer's flusher sends them within AckInterval, or
+// Release does. Its scripts are fenced by its lease value, which names the
+// epoch.
+type claim struct {
+	c         *consumer
+	s         *lease.Claim
 	partition int32
-	epoch     int64
 	lease     string        // "<epoch>:<owner>", the lease key's value while it is ours
 	keys      []string      // lease, stream
 	wake      chan struct{} // wakes the reader while it waits for room
 	flushMu   sync.Mutex    // held while acks of the claim are on their way
 }
 
-func newClaim(c *Consumer, s *lease.Slot) *Claim {
-	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch(),
-		lease: leaseValue(s.Epoch(), c.opts.Owner), keys: c.m.partitionKeys(s.Partition()), wake: make(chan struct{}, 1)}
-}
-
-// Partition implements channel.Claim.
-func (cl *Claim) Partition() int32 { return cl.partition }
-
-// Epoch returns the lease epoch: it grows every time the partition changes
-// hands.
-func (cl *Claim) Epoch() int64 { return cl.epoch }
-
-// Messages implements channel.Claim.
-func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
-
-// Lost implements channel.Claim.
-func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
-
 // Start starts the claim's reader.
-func (cl *Claim) Start(work context.Context) {
+func (cl *claim) Start(work context.Context) {
 	cl.c.readers.Add(1)
 	go cl.read(work)
 }
 
 // Wake wakes the reader.
-func (cl *Claim) Wake() { lease.Kick(cl.wake) }
+func (cl *claim) Wake() { lease.Kick(cl.wake) }
 
 // deliver hands out the entries of a script reply, in order, each {id,
 // {field, value, ...}}, and returns the ID of the last ("" when none).
 // Room was reserved before the read, so pushing never blocks.
-func (cl *Claim) deliver(raw []any) (seen string, err error) {
+func (cl *claim) deliver(raw []any) (seen string, err error) {
 	msgs := make([]channel.Message, len(raw))
 	ids := make([]string, len(raw))
 	for i, r := range raw {
@@ -81,7 +62,7 @@ func (cl *Claim) deliver(raw []any) (seen string, err error) {
 // asked for again from the same cursor, acks are sent again, and a read
 // first serves the owner's pending entries after the last entry the claim
 // got (after), which are exactly those a lost reply held.
-func (cl *Claim) read(ctx context.Context) {
+func (cl *claim) read(ctx context.Context) {
 	defer cl.c.readers.Done()
 	opts := cl.c.opts
 	cursor, scanning := "0-0", true
@@ -139,7 +120,7 @@ func (cl *Claim) read(ctx context.Context) {
 }
 
 // sleep waits for d, a kick, or ctx.
-func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
+func (cl *claim) sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -153,7 +134,7 @@ func (cl *Claim) sleep(ctx context.Context, d time.Duration) {
 // owner's pending entries after the entry ID after, then new ones. It
 // returns how many it looked at, the ID of the last of them ("" when none),
 // and, when fewer than limit, the ID after which to wait for more.
-func (cl *Claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
+func (cl *claim) readNew(ctx context.Context, limit int, after string) (n int, seen, last string, err error) {
 	cl.flushMu.Lock()
 	defer cl.flushMu.Unlock()
 	acks, room := cl.s.Take() // no room once the claim stopped: the script only acks
@@ -198,7 +179,7 @@ func laterID(a, b string) string {
 // claimPending claims one page of the partition's pending entries from
 // cursor and hands them out. It returns the next cursor, "0-0" when done,
 // and the ID of the last entry it handed out ("" when none).
-func (cl *Claim) claimPending(ctx context.Context, cursor string, limit int) (next, seen string, err error) {
+func (cl *claim) claimPending(ctx context.Context, cursor string, limit int) (next, seen string, err error) {
 	res, err := claimScript.Run(ctx, cl.c.m.client, cl.keys, cl.lease, group, cl.c.opts.Owner, cursor, limit).Result()
 	if err != nil {
 		return cursor, "", cl.c.m.failed(err)
@@ -227,26 +208,11 @@ func appendIDs(args []any, acks []lease.Ref) []any {
 	return args
 }
 
-// Ack implements channel.Claim.
-func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	full, batch, err := cl.s.Ack(msgs)
-	if full {
-		lease.Kick(cl.wake)
-	}
-	if batch {
-		lease.Kick(cl.c.flushNow)
-	}
-	return err
-}
-
-// Release implements channel.Claim: one script call sends the buffered
-// acks and drops the lease, so another consumer can take the partition at
-// once.
-func (cl *Claim) Release(ctx context.Context) error {
-	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
-		cl.flushMu.Lock() // acks a read or the flusher has on their way go first
-		defer cl.flushMu.Unlock()
-		res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, ackArgs(cl.lease, take(), true)...).Int64()
-		return res == 1, cl.c.m.failed(err)
-	})
+// Release sends the buffered acks and drops the lease in one script call,
+// so another consumer can take the partition at once.
+func (cl *claim) Release(ctx context.Context, take func() []lease.Ref) (bool, error) {
+	cl.flushMu.Lock() // acks a read or the flusher has on their way go first
+	defer cl.flushMu.Unlock()
+	res, err := ackScript.Run(ctx, cl.c.m.client, cl.keys, ackArgs(cl.lease, take(), true)...).Int64()
+	return res == 1, cl.c.m.failed(err)
 }

@@ -8,56 +8,30 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
-// Consumer shares a mailbox's partitions (one stream each) with the other
-// consumers of the same mailbox, in this process or others; its lease
-// keeper runs one script call per tick. Each claim has a reader goroutine;
-// a flusher sends the acks that no read carried within AckInterval. A
-// Redis that is away (restarting, loading its dataset) loses the consumer
-// its claims but does not end Run.
-type Consumer struct {
+// consumer is the driver under a Mailbox's consumers (see Mailbox.Consumer).
+type consumer struct {
 	m      *Mailbox
 	opts   ConsumerOptions
 	engine *lease.Engine
 
-	// Lock order: Claim.flushMu, the claim's lock.
+	// Lock order: claim.flushMu, the claim's lock.
 	readers  sync.WaitGroup // claim readers
 	flushNow chan struct{}
 }
 
-var _ channel.Consumer = (*Consumer)(nil)
-
-func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
+func newConsumer(m *Mailbox, opts ConsumerOptions) *lease.Engine {
 	opts = opts.WithDefaults()
-	c := &Consumer{m: m, opts: opts, flushNow: make(chan struct{}, 1)}
-	c.engine = lease.New(lease.Config{Options: opts.common(), Err: opts.validate(), Backend: Backend,
-		Partitions: m.partitions, Attach: m.runs.Attach}, c)
-	return c
+	c := &consumer{m: m, opts: opts, flushNow: make(chan struct{}, 1)}
+	c.engine = lease.New(lease.Config{Backend: Backend, Mailbox: "redis:" + m.name, Owner: opts.Owner, LeaseTTL: opts.LeaseTTL,
+		BatchSize: opts.BatchSize, Buffer: opts.Buffer, Partitions: m.partitions, Err: opts.validate(), Attach: m.runs.Attach}, c)
+	return c.engine
 }
-
-// Backend returns "redis".
-func (c *Consumer) Backend() string { return Backend }
-
-// Mailbox returns "redis:" and the mailbox's name.
-func (c *Consumer) Mailbox() string { return "redis:" + c.m.Name() }
-
-// Owner returns the name under which the consumer holds leases.
-func (c *Consumer) Owner() string { return c.opts.Owner }
-
-// Run implements channel.Consumer. It also stops when the Mailbox is
-// closed.
-func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
-	return c.engine.Run(ctx, onClaim)
-}
-
-// Close implements channel.Consumer.
-func (c *Consumer) Close() error { return c.engine.Close() }
 
 // Tick is the lease keeper's script call (see lease.Driver).
-func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
+func (c *consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
 	n := c.m.partitions
 	keys := make([]string, 0, 2+n)
 	keys = append(keys, c.m.consumersKey(), c.m.epochsKey())
@@ -88,7 +62,7 @@ func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 }
 
 // GiveBack drops leases taken while Run began to drain.
-func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
+func (c *consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	for _, h := range taken {
 		args := ackArgs(leaseValue(h.Epoch, c.opts.Owner), nil, true)
 		if err := ackScript.Run(ctx, c.m.client, c.m.partitionKeys(h.Partition), args...).Err(); err != nil {
@@ -98,14 +72,20 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	return nil
 }
 
-// NewClaim makes the claim of a partition the keeper took.
-func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
+// NewClaim makes the reader of a claim the keeper took.
+func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
+	return &claim{c: c, s: s, partition: s.Partition(), lease: leaseValue(s.Epoch(), c.opts.Owner),
+		keys: c.m.partitionKeys(s.Partition()), wake: make(chan struct{}, 1)}
+}
+
+// Flush wakes the ack flusher.
+func (c *consumer) Flush() { lease.Kick(c.flushNow) }
 
 // Work runs the ack flusher, every AckInterval or when a claim has a batch
 // of acks, then waits for the claims' readers.
-func (c *Consumer) Work(ctx context.Context) error {
+func (c *consumer) Work(ctx context.Context) error {
 	_ = lease.Every(ctx, c.opts.AckInterval, c.flushNow, func() (bool, error) {
-		c.flushAll(ctx, lease.Claims[*Claim](c.engine))
+		c.flushAll(ctx, lease.Claims[*claim](c.engine))
 		return false, nil
 	})
 	c.readers.Wait()
@@ -115,9 +95,9 @@ func (c *Consumer) Work(ctx context.Context) error {
 // flushAll sends the buffered acks of the claims in one pipeline: one
 // round trip, and with appendfsync always one fsync, for all of them. A
 // claim whose read or Release is sending acks right now is skipped.
-func (c *Consumer) flushAll(ctx context.Context, claims []*Claim) {
+func (c *consumer) flushAll(ctx context.Context, claims []*claim) {
 	type batch struct {
-		cl   *Claim
+		cl   *claim
 		acks []lease.Ref
 		cmd  *redis.Cmd
 	}

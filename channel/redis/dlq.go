@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 	"github.com/postbox-dev/postbox/dlq"
 )
 
@@ -128,15 +129,15 @@ func (d *DeadLetters) redrive(ctx context.Context, tx *redis.Tx, ids []string) (
 	if err != nil || len(letters) == 0 {
 		return 0, err
 	}
-	entries, err := dlq.RedriveMessages(letters, letter.envelope,
-		func(msgs []channel.Message) ([]entry, error) { return prepareEntries(msgs, d.m.partitions) })
+	recs, err := dlq.RedriveMessages(letters, letter.envelope,
+		func(msgs []channel.Message) ([]lease.Record, error) {
+			return lease.Records(Backend, d.m.partitions, msgs)
+		})
 	if err != nil {
 		return 0, err
 	}
 	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, e := range entries {
-			p.XAdd(ctx, &redis.XAddArgs{Stream: d.m.streamKey(e.partition), ID: "*", Values: e.values})
-		}
+		d.m.xadd(ctx, p, recs)
 		dead := make([]string, len(letters))
 		ids := make([]string, len(letters))
 		for i, l := range letters {

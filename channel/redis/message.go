@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/internal/lease"
+	"github.com/redis/go-redis/v9"
 )
 
 // Stream entries carry a message in these fields, in this order; each
@@ -31,30 +33,21 @@ const HeaderBadAddress = "postbox-bad-address"
 // number; the millisecond time takes the bits above.
 const seqBits = 20
 
-// entry is a message ready to XADD.
-type entry struct {
-	partition int32
-	values    []any // field, value, …
+// xadd appends recs to their partition streams.
+func (m *Mailbox) xadd(ctx context.Context, p redis.Pipeliner, recs []lease.Record) {
+	for _, r := range recs {
+		p.XAdd(ctx, &redis.XAddArgs{Stream: m.streamKey(r.Partition), ID: "*", Values: entryValues(r)})
+	}
 }
 
-// prepareEntries checks msgs and encodes them, before anything is sent: a
-// bad message rejects the whole batch.
-func prepareEntries(msgs []channel.Message, partitions int) ([]entry, error) {
-	if err := channel.CheckPublish(msgs); err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
+// entryValues are the fields and values of r's stream entry.
+func entryValues(r lease.Record) []any {
+	values := make([]any, 0, 6+2*len(r.Headers))
+	values = append(values, fieldID, r.ID, fieldAddress, r.Address, fieldPayload, r.Payload)
+	for k, v := range r.Headers {
+		values = append(values, headerPrefix+k, v)
 	}
-	out := make([]entry, len(msgs))
-	for i, msg := range msgs {
-		addr := msg.Address.String()
-		id, payload := lease.Stored(msg)
-		values := make([]any, 0, 6+2*len(msg.Headers))
-		values = append(values, fieldID, id, fieldAddress, addr, fieldPayload, payload)
-		for k, v := range msg.Headers {
-			values = append(values, headerPrefix+k, v)
-		}
-		out[i] = entry{partition: channel.HomePartition(addr, partitions), values: values}
-	}
-	return out, nil
+	return values
 }
 
 // parseEntryID splits a stream entry ID "ms-seq".
@@ -119,7 +112,7 @@ func decodeEntry(raw any, mailbox string, partition int32) (channel.Message, str
 		}
 	}
 	if msg.ID == "" {
-		// Written by something other than a Publisher: the entry ID is
+		// Written by something other than Mailbox.Publisher: the entry ID is
 		// stable and unique within the mailbox.
 		msg.ID = fmt.Sprintf("%s/%d/%s", mailbox, partition, id)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
 // FuzzDecodeEntry hands decodeEntry stream entries with arbitrary entry
@@ -108,9 +109,9 @@ func FuzzDecodeEntry(f *testing.F) {
 }
 
 // FuzzEntryRoundTrip encodes a message as the Publisher writes it
-// (prepareEntries), turns its values into the strings Redis hands back and
-// decodes it (decodeEntry): prepareEntries accepts only addresses that
-// print as a "type/id" that parses back to them, and what it accepts
+// (lease.Records, entryValues), turns its values into the strings Redis
+// hands back and decodes it (decodeEntry): Records accepts only addresses
+// that print as a "type/id" that parses back to them, and what it accepts
 // comes back as it went in, up to a nil payload (delivered as empty) and
 // an empty header map (delivered as nil). headers holds "key=value" lines.
 func FuzzEntryRoundTrip(f *testing.F) {
@@ -132,20 +133,21 @@ func FuzzEntryRoundTrip(f *testing.F) {
 			}
 		}
 		partitions := int(parts)%64 + 1
-		entries, err := prepareEntries([]channel.Message{msg}, partitions)
+		recs, err := lease.Records(Backend, partitions, []channel.Message{msg})
 		// It may refuse more (limits on identifiers), never less.
 		if err != nil {
 			return
 		}
 		if parsed, perr := channel.ParseAddress(msg.Address.String()); perr != nil || parsed != msg.Address {
-			t.Fatalf("prepareEntries accepted address %+v, which prints as %q: %+v, %v", msg.Address, msg.Address.String(), parsed, perr)
+			t.Fatalf("Records accepted address %+v, which prints as %q: %+v, %v", msg.Address, msg.Address.String(), parsed, perr)
 		}
-		e := entries[0]
-		if e.partition != channel.HomePartition(msg.Address.String(), partitions) {
-			t.Fatalf("entry on partition %d, home %d", e.partition, channel.HomePartition(msg.Address.String(), partitions))
+		r := recs[0]
+		if r.Partition != channel.HomePartition(msg.Address.String(), partitions) {
+			t.Fatalf("entry on partition %d, home %d", r.Partition, channel.HomePartition(msg.Address.String(), partitions))
 		}
-		fields := make([]any, len(e.values))
-		for i, v := range e.values {
+		values := entryValues(r)
+		fields := make([]any, len(values))
+		for i, v := range values {
 			switch v := v.(type) {
 			case string:
 				fields[i] = v
@@ -155,7 +157,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 				t.Fatalf("field %d is a %T", i, v)
 			}
 		}
-		got, entryID, err := decodeEntry([]any{"1700000000123-7", fields}, "mb", e.partition)
+		got, entryID, err := decodeEntry([]any{"1700000000123-7", fields}, "mb", r.Partition)
 		if err != nil || entryID != "1700000000123-7" {
 			t.Fatalf("decode %q: entry %q, %v", fields, entryID, err)
 		}

@@ -49,7 +49,7 @@ func validateMailbox(name string) error {
 	return nil
 }
 
-// ConsumerOptions configure a Consumer.
+// ConsumerOptions configure Mailbox.Consumer.
 type ConsumerOptions struct {
 	// Owner names the consumer in the leases, the heartbeat set and the
 	// streams' consumer group; unique among the consumers of a mailbox
@@ -93,20 +93,15 @@ type ConsumerOptions struct {
 	AckInterval time.Duration
 }
 
-// common is the part of o the lease engine defines.
-func (o ConsumerOptions) common() lease.Options {
-	return lease.Options{Owner: o.Owner, LeaseTTL: o.LeaseTTL, BatchSize: o.BatchSize, Buffer: o.Buffer}
-}
-
 // WithDefaults returns a copy of o with zero fields set to their defaults.
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
-	l := o.common().WithDefaults()
-	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
+	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = lease.Defaults(o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer)
 	o.MaxWait = cmp.Or(o.MaxWait, 250*time.Millisecond)
 	o.AckInterval = cmp.Or(o.AckInterval, 5*time.Millisecond)
 	return o
 }
 
+// validate checks what the lease engine does not.
 func (o ConsumerOptions) validate() error {
 	if o.MaxWait < time.Millisecond {
 		return fmt.Errorf("redis: ConsumerOptions.MaxWait is %v: use at least 1ms, or 0 for the default", o.MaxWait)
@@ -114,5 +109,5 @@ func (o ConsumerOptions) validate() error {
 	if o.AckInterval < 0 {
 		return fmt.Errorf("redis: ConsumerOptions.AckInterval is %v: use a positive duration, or 0 for the default", o.AckInterval)
 	}
-	return o.common().Validate(Backend)
+	return nil
 }

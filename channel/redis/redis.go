@@ -18,9 +18,9 @@
 // loses and reorders nothing: every read first serves the consumer's own
 // pending entries beyond the last entry it got.
 //
-// An entry written by something other than a Publisher is delivered with
-// the ID "<mailbox>/<partition>/<entry ID>" when it has no id field, and
-// with HeaderBadAddress when its address field is not "type/id".
+// An entry written by something other than Mailbox.Publisher is delivered
+// with the ID "<mailbox>/<partition>/<entry ID>" when it has no id field,
+// and with HeaderBadAddress when its address field is not "type/id".
 //
 // # Keys
 //
@@ -67,7 +67,7 @@ import (
 	"github.com/postbox-dev/postbox/dlq"
 )
 
-// Backend is the name reported by Consumer.Backend and in dead letters.
+// Backend is the name a consumer reports as its Backend and dead letters carry.
 const Backend = "redis"
 
 // group is the consumer group of every partition stream.
@@ -205,11 +205,25 @@ func (m *Mailbox) Partitions() int { return m.partitions }
 // Name returns the mailbox's name, as reported in Message.Mailbox.
 func (m *Mailbox) Name() string { return m.name }
 
-// Publisher returns a publisher to the partition streams.
-func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
+// Publisher returns a publisher to the partition streams. A Publish is one
+// MULTI/EXEC transaction: all of its messages or none, in one round trip,
+// on disk once Redis applied it with appendfsync always.
+func (m *Mailbox) Publisher() channel.Publisher {
+	return lease.NewPublisher(Backend, m.partitions, m.isClosed, func(ctx context.Context, recs []lease.Record) error {
+		_, err := m.client.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			m.xadd(ctx, tx, recs)
+			return nil
+		})
+		return m.failed(err)
+	})
+}
 
-// Consumer returns a consumer of the partition streams; Run reports
-// invalid options.
+// Consumer returns a consumer of the partition streams, shared with the
+// other consumers of the mailbox, in this process or others; Run reports
+// invalid options. Its lease keeper runs one script call per tick. Each
+// claim has a reader goroutine; a flusher sends the acks that no read
+// carried within AckInterval. A Redis that is away (restarting, loading
+// its dataset) loses the consumer its claims but does not end Run.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
 // DLQ returns the dead-letter stream; Redrive puts messages back in the

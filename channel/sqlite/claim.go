@@ -14,13 +14,12 @@ import (
 	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
-// Claim is one partition owned by a Consumer under one lease epoch. Acks
-// are buffered until the consumer's next poll or Release. A poll marks the
-// rows it takes with the claim's epoch, and only acks of that epoch delete
-// them: a zombie cannot delete a message the next owner has taken.
-type Claim struct {
-	c         *Consumer
-	s         *lease.Slot
+// claim is the poll state of one claim. A poll marks the rows it takes
+// with the claim's epoch, and only acks of that epoch delete them: a
+// zombie cannot delete a message the next owner has taken.
+type claim struct {
+	c         *consumer
+	s         *lease.Claim
 	partition int32
 	epoch     int64
 
@@ -31,59 +30,30 @@ type Claim struct {
 	more    bool  // it stopped at its limit: more rows may be waiting
 }
 
-func newClaim(c *Consumer, s *lease.Slot) *Claim {
-	return &Claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
-}
-
-// Partition implements channel.Claim.
-func (cl *Claim) Partition() int32 { return cl.partition }
-
-// Epoch returns the lease epoch: it grows every time the partition changes
-// hands.
-func (cl *Claim) Epoch() int64 { return cl.epoch }
-
-// Messages implements channel.Claim.
-func (cl *Claim) Messages() <-chan channel.Message { return cl.s.Messages() }
-
-// Lost implements channel.Claim.
-func (cl *Claim) Lost() <-chan struct{} { return cl.s.Lost() }
-
 // Start wakes the poller for the new claim.
-func (cl *Claim) Start(context.Context) { lease.Kick(cl.c.wake) }
+func (cl *claim) Start(context.Context) { lease.Kick(cl.c.wake) }
 
 // Wake wakes the poller.
-func (cl *Claim) Wake() { lease.Kick(cl.c.wake) }
+func (cl *claim) Wake() { lease.Kick(cl.c.wake) }
 
-// Ack implements channel.Claim.
-func (cl *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	full, batch, err := cl.s.Ack(msgs)
-	if full || batch {
-		lease.Kick(cl.c.wake)
-	}
-	return err
-}
-
-// Release implements channel.Claim: in one transaction it deletes the
-// acked messages and drops the lease, so another consumer can take the
-// partition at once.
-func (cl *Claim) Release(ctx context.Context) error {
+// Release deletes the acked messages and drops the lease in one
+// transaction, so another consumer can take the partition at once.
+func (cl *claim) Release(ctx context.Context, take func() []lease.Ref) (bool, error) {
 	c := cl.c
-	return cl.s.Release(ctx, func(ctx context.Context, take func() []lease.Ref) (bool, error) {
-		c.cycleMu.Lock() // a poll under way applies or restores its acks first
-		acks := take()
-		c.cycleMu.Unlock()
-		return true, c.m.write(ctx, func(tx *sql.Tx) error {
-			if err := c.deleteAcked(ctx, tx, cl, acks); err != nil {
-				return err
-			}
-			return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
-		})
+	c.cycleMu.Lock() // a poll under way applies or restores its acks first
+	acks := take()
+	c.cycleMu.Unlock()
+	return true, c.m.write(ctx, func(tx *sql.Tx) error {
+		if err := c.deleteAcked(ctx, tx, cl, acks); err != nil {
+			return err
+		}
+		return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
 	})
 }
 
 // deleteAcked deletes the acked rows of cl, in one statement: the offsets
 // go in as one JSON array.
-func (c *Consumer) deleteAcked(ctx context.Context, tx *sql.Tx, cl *Claim, acks []lease.Ref) error {
+func (c *consumer) deleteAcked(ctx context.Context, tx *sql.Tx, cl *claim, acks []lease.Ref) error {
 	if len(acks) == 0 {
 		return nil
 	}
@@ -99,7 +69,7 @@ func (c *Consumer) deleteAcked(ctx context.Context, tx *sql.Tx, cl *Claim, acks 
 
 // takeNext takes up to w.limit rows after w.from and marks them with the
 // claim's epoch in the same statement.
-func (c *Consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
+func (c *consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
 	// OR FAIL: nothing here can violate a constraint, and without the
 	// default ABORT, SQLite keeps no statement journal for the update.
 	st, err := c.m.stmt(ctx, tx, `UPDATE OR FAIL mailbox_messages SET claim = ?1

@@ -13,15 +13,8 @@ import (
 	"github.com/postbox-dev/postbox/channel/internal/lease"
 )
 
-// Consumer shares a mailbox's partitions with the other consumers of the
-// same file, in this process or others; its lease keeper runs one
-// transaction per tick. One poller serves every claim in one transaction
-// per poll: it deletes the messages acked since the last poll and takes
-// the next ones of each partition, so one fsync serves them all. A poller
-// whose claims saw everything there was skips the write transaction until
-// the newest offset moves. A database that fails the keeper loses the
-// consumer its claims but does not end Run; a failed poll does.
-type Consumer struct {
+// consumer is the driver under a Mailbox's consumers (see Mailbox.Consumer).
+type consumer struct {
 	m      *Mailbox
 	opts   ConsumerOptions
 	engine *lease.Engine
@@ -33,36 +26,16 @@ type Consumer struct {
 	wake    chan struct{}
 }
 
-var _ channel.Consumer = (*Consumer)(nil)
-
-func newConsumer(m *Mailbox, opts ConsumerOptions) *Consumer {
+func newConsumer(m *Mailbox, opts ConsumerOptions) *lease.Engine {
 	opts = opts.WithDefaults()
-	c := &Consumer{m: m, opts: opts, wake: make(chan struct{}, 1)}
-	c.engine = lease.New(lease.Config{Options: opts.common(), Err: opts.validate(), Backend: Backend,
-		Partitions: m.partitions, Attach: m.runs.Attach}, c)
-	return c
+	c := &consumer{m: m, opts: opts, wake: make(chan struct{}, 1)}
+	c.engine = lease.New(lease.Config{Backend: Backend, Mailbox: m.Identity(), Owner: opts.Owner, LeaseTTL: opts.LeaseTTL,
+		BatchSize: opts.BatchSize, Buffer: opts.Buffer, Partitions: m.partitions, Err: opts.validate(), Attach: m.runs.Attach}, c)
+	return c.engine
 }
-
-// Backend returns "sqlite".
-func (c *Consumer) Backend() string { return Backend }
-
-// Mailbox returns "sqlite:" and the database file's name.
-func (c *Consumer) Mailbox() string { return c.m.Identity() }
-
-// Owner returns the name under which the consumer holds leases.
-func (c *Consumer) Owner() string { return c.opts.Owner }
-
-// Run implements channel.Consumer. It also stops when the Mailbox is
-// closed.
-func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
-	return c.engine.Run(ctx, onClaim)
-}
-
-// Close implements channel.Consumer.
-func (c *Consumer) Close() error { return c.engine.Close() }
 
 // Tick is the lease keeper's transaction (see lease.Driver).
-func (c *Consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
+func (c *consumer) Tick(ctx context.Context, held []lease.Held, take bool) (lease.TickResult, error) {
 	var res lease.TickResult
 	owner := c.opts.Owner
 	err := c.m.write(ctx, func(tx *sql.Tx) error {
@@ -134,7 +107,7 @@ func scanLeases(rows *sql.Rows, err error) ([]lease.Held, error) {
 }
 
 // GiveBack drops leases taken while Run began to drain.
-func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
+func (c *consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	return c.m.write(ctx, func(tx *sql.Tx) error {
 		for _, h := range taken {
 			if err := dropLease(ctx, tx, h.Partition, c.opts.Owner, h.Epoch); err != nil {
@@ -145,8 +118,13 @@ func (c *Consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
 	})
 }
 
-// NewClaim makes the claim of a partition the keeper took.
-func (c *Consumer) NewClaim(s *lease.Slot) lease.Claim { return newClaim(c, s) }
+// NewClaim makes the poll state of a claim the keeper took.
+func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
+	return &claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
+}
+
+// Flush wakes the poller.
+func (c *consumer) Flush() { lease.Kick(c.wake) }
 
 // dropLease frees a partition held under epoch, so that another consumer
 // can take it at once. A lease taken over since is left alone.
@@ -160,13 +138,13 @@ func dropLease(ctx context.Context, tx *sql.Tx, partition int32, owner string, e
 }
 
 // Work is the poller.
-func (c *Consumer) Work(ctx context.Context) error {
+func (c *consumer) Work(ctx context.Context) error {
 	return lease.Every(ctx, c.opts.PollInterval, c.wake, func() (bool, error) { return c.pollOnce(ctx) })
 }
 
 // work is what one poll does for one claim.
 type work struct {
-	cl    *Claim
+	cl    *claim
 	from  int64 // take rows after this offset
 	limit int   // deliver at most this many
 	acks  []lease.Ref
@@ -182,15 +160,15 @@ const newestOffsetSQL = `SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE
 // pollOnce polls every claim that has room or acks to flush, in one write
 // transaction. It reports whether some claim got a full batch, meaning more
 // messages are probably waiting.
-func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
+func (c *consumer) pollOnce(ctx context.Context) (bool, error) {
 	c.cycleMu.Lock()
 	defer c.cycleMu.Unlock()
 
 	// A claim that got everything there was at its last poll needs polling
 	// only when something was published since: the newest offset tells,
 	// read without the write lock, which idle consumers leave to others.
-	idle := func(cl *Claim) bool { return cl.polled && !cl.more }
-	claims := lease.Claims[*Claim](c.engine)
+	idle := func(cl *claim) bool { return cl.polled && !cl.more }
+	claims := lease.Claims[*claim](c.engine)
 	seq, seqKnown := int64(0), false
 	if slices.ContainsFunc(claims, idle) {
 		if err := c.m.db.QueryRowContext(ctx, newestOffsetSQL).Scan(&seq); err != nil {
@@ -247,7 +225,7 @@ func (c *Consumer) pollOnce(ctx context.Context) (bool, error) {
 
 // pollTx is the body of a poll transaction. A claim whose lease is no
 // longer its own touches nothing: another consumer may own the partition.
-func (c *Consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
+func (c *consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 	leases, err := scanLeases(tx.QueryContext(ctx, `SELECT partition, epoch FROM mailbox_leases WHERE owner = ? AND expires_at > ?`,
 		c.opts.Owner, time.Now().UnixNano()))
 	if err != nil {

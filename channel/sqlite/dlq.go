@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/lease"
 	"github.com/postbox-dev/postbox/dlq"
 )
 
@@ -136,12 +137,14 @@ func (d *DeadLetters) Redrive(ctx context.Context, ids ...string) (int, error) {
 		if err != nil {
 			return err
 		}
-		rows, err := dlq.RedriveMessages(envs, func(env dlq.Envelope) dlq.Envelope { return env },
-			func(msgs []channel.Message) ([]row, error) { return prepareRows(msgs, d.m.partitions) })
+		recs, err := dlq.RedriveMessages(envs, func(env dlq.Envelope) dlq.Envelope { return env },
+			func(msgs []channel.Message) ([]lease.Record, error) {
+				return lease.Records(Backend, d.m.partitions, msgs)
+			})
 		if err != nil {
 			return err
 		}
-		if err := insertRows(ctx, d.m, tx, rows); err != nil {
+		if err := d.m.insert(ctx, tx, recs); err != nil {
 			return fmt.Errorf("re-publish: %w", err)
 		}
 		n, err = deleteDeadLetters(ctx, tx, envIDs(envs))

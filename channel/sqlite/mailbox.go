@@ -35,7 +35,7 @@ import (
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
 )
 
-// Backend is the name reported by Consumer.Backend and in dead letters.
+// Backend is the name a consumer reports as its Backend and dead letters carry.
 const Backend = "sqlite"
 
 // schema creates the mailbox tables. Offsets are AUTOINCREMENT row IDs:
@@ -116,9 +116,7 @@ func Open(path string, opts Options) (*Mailbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: resolve %s: %w", path, err)
 	}
-	db, err := sqlitedb.Open(path, sqlitedb.Options{
-		Synchronous: sqlitedb.Synchronous(strings.ToUpper(string(opts.Synchronous))),
-	})
+	db, err := sqlitedb.Open(path, sqlitedb.Options{Synchronous: opts.Synchronous})
 	if err != nil {
 		return nil, err
 	}
@@ -182,11 +180,22 @@ func (m *Mailbox) Name() string { return m.name }
 // consumers report as their Mailbox, whatever path a process opened it by.
 func (m *Mailbox) Identity() string { return "sqlite:" + filepath.Base(m.name) }
 
-// Publisher returns a publisher to the file's mailbox_messages table.
-func (m *Mailbox) Publisher() channel.Publisher { return &Publisher{m: m} }
+// Publisher returns a publisher to the file's mailbox_messages table. A
+// Publish is one transaction: all of its messages or none, durable on
+// power loss with SyncFull.
+func (m *Mailbox) Publisher() channel.Publisher {
+	return lease.NewPublisher(Backend, m.partitions, m.isClosed, m.publish)
+}
 
-// Consumer returns a consumer of the file's partitions; Run reports
-// invalid options.
+// Consumer returns a consumer of the file's partitions, shared with the
+// other consumers of the file, in this process or others; Run reports
+// invalid options. Its lease keeper runs one transaction per tick. One
+// poller serves every claim in one transaction per poll: it deletes the
+// messages acked since the last poll and takes the next ones of each
+// partition, so one fsync serves them all. A poller whose claims saw
+// everything there was skips the write transaction until the newest
+// offset moves. A database that fails the keeper loses the consumer its
+// claims but does not end Run; a failed poll does.
 func (m *Mailbox) Consumer(opts ConsumerOptions) channel.Consumer { return newConsumer(m, opts) }
 
 // DLQ returns the file's dead-letter table; Redrive puts messages back in

@@ -7,19 +7,20 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel/internal/lease"
+	"github.com/postbox-dev/postbox/internal/sqlitedb"
 )
 
 // Synchronous is SQLite's synchronous setting: how hard a commit tries to
 // survive power loss.
-type Synchronous string
+type Synchronous = sqlitedb.Synchronous
 
 const (
 	// SyncFull fsyncs the write-ahead log on every commit, so a published
 	// message or an ack survives power loss once the call returns.
-	SyncFull Synchronous = "FULL"
+	SyncFull = sqlitedb.SyncFull
 	// SyncNormal fsyncs only at checkpoints: commits survive a crash of the
 	// process, but the last ones may be lost when the machine loses power.
-	SyncNormal Synchronous = "NORMAL"
+	SyncNormal = sqlitedb.SyncNormal
 )
 
 // Options configure Open.
@@ -55,7 +56,7 @@ func (o Options) validate() error {
 	return lease.CheckPartitions(Backend, o.Partitions)
 }
 
-// ConsumerOptions configure a Consumer.
+// ConsumerOptions configure Mailbox.Consumer.
 type ConsumerOptions struct {
 	// Owner names the consumer in the lease table; unique among the
 	// consumers of a mailbox (two of one name would renew each other's
@@ -91,22 +92,17 @@ type ConsumerOptions struct {
 	Buffer int
 }
 
-// common is the part of o the lease engine defines.
-func (o ConsumerOptions) common() lease.Options {
-	return lease.Options{Owner: o.Owner, LeaseTTL: o.LeaseTTL, BatchSize: o.BatchSize, Buffer: o.Buffer}
-}
-
 // WithDefaults returns a copy of o with zero fields set to their defaults.
 func (o ConsumerOptions) WithDefaults() ConsumerOptions {
-	l := o.common().WithDefaults()
-	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = l.Owner, l.LeaseTTL, l.BatchSize, l.Buffer
+	o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer = lease.Defaults(o.Owner, o.LeaseTTL, o.BatchSize, o.Buffer)
 	o.PollInterval = cmp.Or(o.PollInterval, 10*time.Millisecond)
 	return o
 }
 
+// validate checks what the lease engine does not.
 func (o ConsumerOptions) validate() error {
 	if o.PollInterval < 0 {
 		return fmt.Errorf("sqlite: ConsumerOptions.PollInterval is %v: use a positive duration, or 0 for the default", o.PollInterval)
 	}
-	return o.common().Validate(Backend)
+	return nil
 }

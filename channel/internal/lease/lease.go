@@ -47,34 +47,40 @@ type Driver interface {
 	Tick(ctx context.Context, held []Held, take bool) (TickResult, error)
 	// GiveBack frees leases a Tick took after Run began to drain.
 	GiveBack(ctx context.Context, taken []Held) error
-	// NewClaim makes the backend's claim for a partition the keeper took.
-	NewClaim(s *Slot) Claim
+	// NewClaim makes the driver's side of a claim the keeper took.
+	NewClaim(c *Claim) ClaimDriver
+	// Flush is called when a claim has BatchSize acks waiting.
+	Flush()
 	// Work runs the driver's own loops (a poller, an ack flusher) until
 	// ctx ends, and returns once whatever it started has stopped; an error
 	// ends Run.
 	Work(ctx context.Context) error
 }
 
-// Claim is a backend's claim as the engine drives it.
-type Claim interface {
-	channel.Claim
+// ClaimDriver is a driver's side of one claim.
+type ClaimDriver interface {
 	// Start runs once the claim is registered, before onClaim is called.
 	// work lives until Run has drained.
 	Start(work context.Context)
 	// Wake is called, outside the engine's locks, after the claim's state
-	// changed: a reader waiting for room or new messages looks again.
+	// changed or an ack made room: a reader waiting looks again.
 	Wake()
+	// Release calls take for the acks to apply, makes them durable and
+	// drops the lease, and reports whether the lease was still the
+	// claim's. After an error the acks are kept for another Release.
+	Release(ctx context.Context, take func() []Ref) (stillOurs bool, err error)
 }
 
-// Config configures an Engine: the consumer's Options after WithDefaults,
-// what validating all its options found (Err, which Run returns), the
-// backend's name for errors, and the mailbox's Runs.Attach.
+// Config configures an Engine. Owner, LeaseTTL, BatchSize and Buffer are
+// the consumer's options after Defaults; Err is what the backend found
+// wrong with its own options. Attach is the mailbox's Runs.Attach.
 type Config struct {
-	Options
-	Err        error
-	Backend    string
-	Partitions int
-	Attach     func() (closing <-chan struct{}, detach func(), err error)
+	Backend, Mailbox, Owner string
+	LeaseTTL                time.Duration
+	BatchSize, Buffer       int
+	Partitions              int
+	Err                     error
+	Attach                  func() (closing <-chan struct{}, detach func(), err error)
 }
 
 // localTTL is how long after sending a renewal the consumer trusts its
@@ -82,10 +88,12 @@ type Config struct {
 // covers a late timer and clock rate differences.
 func (c Config) localTTL() time.Duration { return c.LeaseTTL - c.LeaseTTL/10 }
 
-// Engine shares a mailbox's partitions with the other consumers of the
-// same mailbox and hands each partition it owns to its caller as a Claim.
+// Engine is a leased mailbox's channel.Consumer: it shares the mailbox's
+// partitions with its other consumers and hands each partition it owns to
+// onClaim as a Claim.
 type Engine struct {
 	cfg Config
+	err error // what validating the options found
 	d   Driver
 
 	runMu   sync.Mutex
@@ -94,26 +102,35 @@ type Engine struct {
 	cancel  context.CancelFunc
 	runDone chan struct{}
 
-	// Lock order: a driver's locks, Slot.mu, mu.
+	// Lock order: a driver's locks, Claim.mu, mu.
 	mu       sync.Mutex
-	claims   map[int32]*Slot // holding a lease: active or draining
-	stopping bool            // Run is draining: take no partitions
-	work     context.Context // lives until the claims have drained; set before the keeper starts
-	handlers sync.WaitGroup  // onClaim calls; Add under mu while !stopping
+	claims   map[int32]*Claim // holding a lease: active or draining
+	stopping bool             // Run is draining: take no partitions
+	work     context.Context  // lives until the claims have drained; set before the keeper starts
+	handlers sync.WaitGroup   // onClaim calls; Add under mu while !stopping
 }
 
-// New returns an engine over d. The backend validates cfg.
+var _ channel.Consumer = (*Engine)(nil)
+
+// New returns an engine over d; Run reports cfg.Err, or what is wrong with
+// cfg's options.
 func New(cfg Config, d Driver) *Engine {
-	return &Engine{cfg: cfg, d: d, claims: make(map[int32]*Slot)}
+	return &Engine{cfg: cfg, err: cmp.Or(cfg.Err, cfg.validate()), d: d, claims: make(map[int32]*Claim)}
 }
 
-// Run is a backend's Consumer.Run. It also ends when the mailbox is closed,
-// the driver's Work fails, or the store fails the keeper from the start
-// (see keep).
+// Backend implements channel.Consumer.
+func (e *Engine) Backend() string { return e.cfg.Backend }
+
+// Mailbox implements channel.Consumer.
+func (e *Engine) Mailbox() string { return e.cfg.Mailbox }
+
+// Run implements channel.Consumer. It also ends when the mailbox is
+// closed, the driver's Work fails, or the store fails the keeper from the
+// start (see keep).
 func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	b := e.cfg.Backend
-	if e.cfg.Err != nil {
-		return e.cfg.Err
+	if e.err != nil {
+		return e.err
 	}
 	if onClaim == nil {
 		return fmt.Errorf("%s: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it", b)
@@ -168,7 +185,7 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	_ = e.tick(cleanup, onClaim)
 	e.handlers.Wait()
 	for _, s := range e.snapshot() {
-		_ = s.claim.Release(cleanup) // best effort: an unreleased lease expires
+		_ = s.Release(cleanup) // best effort: an unreleased lease expires
 	}
 	stopWork()
 	wg.Wait()
@@ -179,7 +196,7 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// Close is a backend's Consumer.Close.
+// Close implements channel.Consumer.
 func (e *Engine) Close() error {
 	e.runMu.Lock()
 	e.closed = true
@@ -192,21 +209,22 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Claims returns the driver's claims holding a lease, in partition order.
-func Claims[C Claim](e *Engine) []C {
+// Claims returns the driver's sides of the claims holding a lease, in
+// partition order.
+func Claims[C ClaimDriver](e *Engine) []C {
 	var out []C
-	for _, s := range e.snapshot() {
-		out = append(out, s.claim.(C))
+	for _, c := range e.snapshot() {
+		out = append(out, c.d.(C))
 	}
 	return out
 }
 
 // snapshot returns the registered claims in partition order.
-func (e *Engine) snapshot() []*Slot {
+func (e *Engine) snapshot() []*Claim {
 	e.mu.Lock()
 	out := slices.Collect(maps.Values(e.claims))
 	e.mu.Unlock()
-	slices.SortFunc(out, func(a, b *Slot) int { return cmp.Compare(a.partition, b.partition) })
+	slices.SortFunc(out, func(a, b *Claim) int { return cmp.Compare(a.partition, b.partition) })
 	return out
 }
 
@@ -272,7 +290,7 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	if err != nil {
 		return fmt.Errorf("renew leases: %w", err)
 	}
-	var active []*Slot
+	var active []*Claim
 	for _, s := range hold {
 		if slices.Contains(res.Lost, s.partition) {
 			s.Lose()
@@ -286,7 +304,7 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 		}
 	}
 
-	var started []*Slot
+	var started []*Claim
 	var giveBack []Held
 	e.mu.Lock()
 	for _, h := range res.Taken {
@@ -294,8 +312,8 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 			giveBack = append(giveBack, h)
 			continue
 		}
-		s := newSlot(e, h, sent.Add(e.cfg.localTTL()))
-		s.claim = e.d.NewClaim(s)
+		s := newClaim(e, h, sent.Add(e.cfg.localTTL()))
+		s.d = e.d.NewClaim(s)
 		e.claims[h.Partition] = s
 		e.handlers.Add(1)
 		started = append(started, s)
@@ -304,10 +322,10 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	e.mu.Unlock()
 	for _, s := range started {
 		s.startWatchdog()
-		s.claim.Start(work)
+		s.d.Start(work)
 		go func() {
 			defer e.handlers.Done()
-			onClaim(s.claim)
+			onClaim(s)
 		}()
 	}
 	if len(giveBack) > 0 {
@@ -325,7 +343,7 @@ func FairShare(partitions, live int) int {
 }
 
 // forget removes a claim that ended from the registry.
-func (e *Engine) forget(s *Slot) {
+func (e *Engine) forget(s *Claim) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.claims[s.partition] == s {

@@ -91,7 +91,8 @@ func (d *driver) drop(h Held) {
 	}
 }
 
-func (d *driver) NewClaim(s *Slot) Claim { return &claim{d: d, s: s} }
+func (d *driver) NewClaim(c *Claim) ClaimDriver { return &claim{d: d, c: c} }
+func (d *driver) Flush()                        {}
 
 func (d *driver) Work(ctx context.Context) error {
 	<-ctx.Done()
@@ -101,28 +102,22 @@ func (d *driver) Work(ctx context.Context) error {
 // claim delivers nothing; it only releases.
 type claim struct {
 	d *driver
-	s *Slot
+	c *Claim
 }
 
-func (c *claim) Partition() int32                              { return c.s.Partition() }
-func (c *claim) Messages() <-chan channel.Message              { return c.s.Messages() }
-func (c *claim) Lost() <-chan struct{}                         { return c.s.Lost() }
-func (c *claim) Ack(context.Context, ...channel.Message) error { return nil }
-func (c *claim) Start(context.Context)                         {}
-func (c *claim) Wake()                                         {}
+func (c *claim) Start(context.Context) {}
+func (c *claim) Wake()                 {}
 
-func (c *claim) Release(ctx context.Context) error {
-	return c.s.Release(ctx, func(context.Context, func() []Ref) (bool, error) {
-		c.d.st.mu.Lock()
-		defer c.d.st.mu.Unlock()
-		c.d.drop(Held{c.s.Partition(), c.s.Epoch()})
-		return true, nil
-	})
+func (c *claim) Release(context.Context, func() []Ref) (bool, error) {
+	c.d.st.mu.Lock()
+	defer c.d.st.mu.Unlock()
+	c.d.drop(Held{c.c.Partition(), c.c.Epoch()})
+	return true, nil
 }
 
 func newEngine(st *store, name string, ttl time.Duration) (*Engine, *driver) {
 	d := &driver{st: st, name: name}
-	return New(Config{Backend: "test", Options: Options{Owner: name, LeaseTTL: ttl, Buffer: 4, BatchSize: 4}, Partitions: st.partitions,
+	return New(Config{Backend: "test", Owner: name, LeaseTTL: ttl, Buffer: 4, BatchSize: 4, Partitions: st.partitions,
 		Attach: func() (<-chan struct{}, func(), error) { return nil, func() {}, nil }}, d), d
 }
 
@@ -169,8 +164,8 @@ func TestFairShareMovesPartitionsToANewConsumer(t *testing.T) {
 	waitfor.Until(t, 5*time.Second, "3 each", func() bool { return owned(st, "a") == 3 && owned(st, "b") == 3 })
 	// a gave up its highest partitions and kept the low ones.
 	for _, cl := range Claims[*claim](a) {
-		if cl.Partition() >= 3 {
-			t.Errorf("a kept partition %d", cl.Partition())
+		if p := cl.c.Partition(); p >= 3 {
+			t.Errorf("a kept partition %d", p)
 		}
 	}
 	if err := stopB(); err != nil {
@@ -223,7 +218,7 @@ func TestWatchdogLosesTheClaimWhenRenewalsFail(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- e.Run(ctx, func(cl channel.Claim) {
-			claims <- cl.(*claim).s.epoch
+			claims <- cl.(*Claim).Epoch()
 			for {
 				select {
 				case <-cl.Lost():

@@ -8,8 +8,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/postbox-dev/postbox/channel"
 )
 
 // MaxPartitions bounds a mailbox's partition count: a consumer leases and
@@ -43,43 +41,28 @@ func StoredPartitions(stored string, want int) (int, error) {
 	return n, nil
 }
 
-// Options are the consumer options every leased mailbox has, as its
-// ConsumerOptions spell them.
-type Options struct {
-	Owner     string
-	LeaseTTL  time.Duration
-	BatchSize int
-	Buffer    int
-}
-
 // MinLeaseTTL keeps renewals (every LeaseTTL/3) from being scheduled
 // faster than a busy store commits them.
 const MinLeaseTTL = 100 * time.Millisecond
 
-// WithDefaults returns o with zero fields set to their defaults.
-func (o Options) WithDefaults() Options {
-	if o.Owner == "" {
-		o.Owner = defaultOwner()
+// Defaults fills in the consumer options every leased mailbox has, where
+// they are zero.
+func Defaults(owner string, leaseTTL time.Duration, batchSize, buffer int) (string, time.Duration, int, int) {
+	if owner == "" {
+		owner = defaultOwner()
 	}
-	o.LeaseTTL = cmp.Or(o.LeaseTTL, 10*time.Second)
-	o.BatchSize = cmp.Or(o.BatchSize, 256)
-	o.Buffer = cmp.Or(o.Buffer, 1024)
-	return o
+	return owner, cmp.Or(leaseTTL, 10*time.Second), cmp.Or(batchSize, 256), cmp.Or(buffer, 1024)
 }
 
-// Validate checks o after WithDefaults; backend prefixes the errors.
-func (o Options) Validate(backend string) error {
-	if o.Owner == "" {
-		return fmt.Errorf("%s: ConsumerOptions.Owner is empty: leave it unset for the default or name the consumer", backend)
-	}
-	if o.LeaseTTL < MinLeaseTTL {
-		return fmt.Errorf("%s: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", backend, o.LeaseTTL, MinLeaseTTL)
-	}
-	if o.BatchSize < 0 {
-		return fmt.Errorf("%s: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", backend, o.BatchSize)
-	}
-	if o.Buffer < 0 {
-		return fmt.Errorf("%s: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", backend, o.Buffer)
+// validate checks the options of c after Defaults.
+func (c Config) validate() error {
+	switch {
+	case c.LeaseTTL < MinLeaseTTL:
+		return fmt.Errorf("%s: ConsumerOptions.LeaseTTL is %v: use at least %v, or 0 for the default", c.Backend, c.LeaseTTL, MinLeaseTTL)
+	case c.BatchSize < 0:
+		return fmt.Errorf("%s: ConsumerOptions.BatchSize is %d: use a positive count, or 0 for the default", c.Backend, c.BatchSize)
+	case c.Buffer < 0:
+		return fmt.Errorf("%s: ConsumerOptions.Buffer is %d: use a positive count, or 0 for the default", c.Backend, c.Buffer)
 	}
 	return nil
 }
@@ -94,16 +77,4 @@ func defaultOwner() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return host + ":" + strconv.Itoa(os.Getpid()) + ":" + hex.EncodeToString(b[:])
-}
-
-// Stored is the ID and payload a mailbox stores of a published message: a
-// new ID where it has none, and an empty payload for a nil one.
-func Stored(msg channel.Message) (id string, payload []byte) {
-	if msg.ID == "" {
-		msg.ID = channel.NewMessageID()
-	}
-	if msg.Payload == nil {
-		msg.Payload = []byte{}
-	}
-	return msg.ID, msg.Payload
 }

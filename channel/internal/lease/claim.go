@@ -20,11 +20,12 @@ const (
 	released       // Release dropped the lease
 )
 
-// Slot is the engine's part of a claim: its state, its Messages and Lost
-// channels, its watchdog and its messages in flight and acked.
-type Slot struct {
+// Claim is a claim as the engine runs it, the channel.Claim onClaim gets:
+// its state, its Messages and Lost channels, its watchdog and its messages
+// in flight and acked. d is the driver's side of it.
+type Claim struct {
 	e         *Engine
-	claim     Claim
+	d         ClaimDriver
 	partition int32
 	epoch     int64
 	msgs      chan channel.Message
@@ -47,34 +48,37 @@ type Ref struct {
 	ID     string
 }
 
-func newSlot(e *Engine, h Held, validUntil time.Time) *Slot {
-	return &Slot{e: e, partition: h.Partition, epoch: h.Epoch, validUntil: validUntil,
+var _ channel.Claim = (*Claim)(nil)
+
+func newClaim(e *Engine, h Held, validUntil time.Time) *Claim {
+	return &Claim{e: e, partition: h.Partition, epoch: h.Epoch, validUntil: validUntil,
 		msgs: make(chan channel.Message, e.cfg.Buffer), lost: make(chan struct{}), inflight: make(map[int64]string)}
 }
 
-// Partition returns the claimed partition.
-func (s *Slot) Partition() int32 { return s.partition }
+// Partition implements channel.Claim.
+func (s *Claim) Partition() int32 { return s.partition }
 
-// Epoch returns the lease epoch.
-func (s *Slot) Epoch() int64 { return s.epoch }
+// Epoch returns the lease epoch: it grows every time the partition
+// changes hands.
+func (s *Claim) Epoch() int64 { return s.epoch }
 
-// Messages is the claim's Messages channel.
-func (s *Slot) Messages() <-chan channel.Message { return s.msgs }
+// Messages implements channel.Claim.
+func (s *Claim) Messages() <-chan channel.Message { return s.msgs }
 
-// Lost is the claim's Lost channel.
-func (s *Slot) Lost() <-chan struct{} { return s.lost }
+// Lost implements channel.Claim.
+func (s *Claim) Lost() <-chan struct{} { return s.lost }
 
-func (s *Slot) holdsLocked() bool { return s.state == active || s.state == draining }
+func (s *Claim) holdsLocked() bool { return s.state == active || s.state == draining }
 
 // Room is how many more messages the claim may hand out (Buffer bounds the
 // messages in flight), and false once it is no longer active.
-func (s *Slot) Room() (int, bool) {
+func (s *Claim) Room() (int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.roomLocked(), s.state == active
 }
 
-func (s *Slot) roomLocked() int {
+func (s *Claim) roomLocked() int {
 	if s.state != active {
 		return 0
 	}
@@ -82,7 +86,7 @@ func (s *Slot) roomLocked() int {
 }
 
 // Take takes the acks to apply, and reports Room.
-func (s *Slot) Take() (acks []Ref, room int) {
+func (s *Claim) Take() (acks []Ref, room int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.takeAcksLocked(), s.roomLocked()
@@ -91,7 +95,7 @@ func (s *Slot) Take() (acks []Ref, room int) {
 // Push hands msgs out, each in flight under the driver's ID for it (ids
 // may be nil), unless the claim is no longer active; it reports whether it
 // did. The room was reserved (Room, Take), so it never blocks.
-func (s *Slot) Push(msgs []channel.Message, ids []string) bool {
+func (s *Claim) Push(msgs []channel.Message, ids []string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != active {
@@ -108,12 +112,24 @@ func (s *Slot) Push(msgs []channel.Message, ids []string) bool {
 	return true
 }
 
-// Ack is a claim's Ack: it moves msgs from in flight to the acks the driver
-// applies next. After Lost it does nothing (another consumer may have the
-// partition); after Release, or for a message of another partition, it
-// fails. full reports that the claim had no room before (its reader may go
-// on now), batch that BatchSize acks are waiting.
-func (s *Slot) Ack(msgs []channel.Message) (full, batch bool, err error) {
+// Ack implements channel.Claim: it moves msgs from in flight to the acks
+// the driver applies next. After Lost it does nothing (another consumer
+// may have the partition); after Release, or for a message of another
+// partition, it fails.
+func (s *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
+	full, batch, err := s.ack(msgs)
+	if full { // its reader may go on now
+		s.d.Wake()
+	}
+	if batch {
+		s.e.d.Flush()
+	}
+	return err
+}
+
+// ack reports whether the claim had no room before and whether BatchSize
+// acks are waiting.
+func (s *Claim) ack(msgs []channel.Message) (full, batch bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	full = s.state == active && s.roomLocked() <= 0
@@ -135,7 +151,7 @@ func (s *Slot) Ack(msgs []channel.Message) (full, batch bool, err error) {
 	return full, len(s.acks) >= s.e.cfg.BatchSize, nil
 }
 
-func (s *Slot) takeAcksLocked() []Ref {
+func (s *Claim) takeAcksLocked() []Ref {
 	acks := s.acks
 	s.acks = nil
 	return acks
@@ -143,20 +159,20 @@ func (s *Slot) takeAcksLocked() []Ref {
 
 // RestoreAcks puts acks that could not be applied back in front, unless
 // the claim has ended.
-func (s *Slot) RestoreAcks(acks []Ref) {
+func (s *Claim) RestoreAcks(acks []Ref) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restoreLocked(acks)
 }
 
-func (s *Slot) restoreLocked(acks []Ref) {
+func (s *Claim) restoreLocked(acks []Ref) {
 	if s.holdsLocked() {
 		s.acks = append(acks, s.acks...)
 	}
 }
 
 // setLocked moves the claim to st, closing Messages when it leaves active.
-func (s *Slot) setLocked(st state) {
+func (s *Claim) setLocked(st state) {
 	if s.state == active {
 		close(s.msgs)
 	}
@@ -165,7 +181,7 @@ func (s *Slot) setLocked(st state) {
 
 // loseLocked ends the claim after its lease was lost, unless it has ended
 // already or is being released, and reports whether it did.
-func (s *Slot) loseLocked() bool {
+func (s *Claim) loseLocked() bool {
 	if !s.holdsLocked() || s.releasing {
 		return false
 	}
@@ -176,7 +192,7 @@ func (s *Slot) loseLocked() bool {
 }
 
 // endLocked lets go of an ended claim: its buffers, watchdog and entry.
-func (s *Slot) endLocked() {
+func (s *Claim) endLocked() {
 	if s.watchdog != nil {
 		s.watchdog.Stop()
 	}
@@ -185,30 +201,28 @@ func (s *Slot) endLocked() {
 }
 
 // Lose ends the claim after the store said its lease is gone.
-func (s *Slot) Lose() {
+func (s *Claim) Lose() {
 	s.mu.Lock()
 	ended := s.loseLocked()
 	s.mu.Unlock()
 	if ended {
-		s.claim.Wake()
+		s.d.Wake()
 	}
 }
 
 // drain asks the claim to stop; it keeps its lease until Release.
-func (s *Slot) drain() {
+func (s *Claim) drain() {
 	s.mu.Lock()
 	if s.state == active {
 		s.setLocked(draining)
 	}
 	s.mu.Unlock()
-	s.claim.Wake()
+	s.d.Wake()
 }
 
-// Release is a claim's Release. apply calls take for the acks to apply,
-// makes them durable and drops the lease, and reports whether the lease
-// was still the claim's. After an error the acks are kept for another
-// Release.
-func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take func() []Ref) (stillOurs bool, err error)) error {
+// Release implements channel.Claim: the driver applies the acks and drops
+// the lease (ClaimDriver.Release).
+func (s *Claim) Release(ctx context.Context) error {
 	s.releaseMu.Lock()
 	defer s.releaseMu.Unlock()
 	s.mu.Lock()
@@ -221,9 +235,9 @@ func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take
 	if ended {
 		return nil
 	}
-	s.claim.Wake()
+	s.d.Wake()
 	var acks []Ref
-	ours, err := apply(ctx, func() []Ref {
+	ours, err := s.d.Release(ctx, func() []Ref {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		acks = s.takeAcksLocked()
@@ -241,7 +255,7 @@ func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take
 		s.endLocked()
 	}
 	s.mu.Unlock()
-	s.claim.Wake()
+	s.d.Wake()
 	if err != nil {
 		return fmt.Errorf("%s: release partition %d: %w", s.e.cfg.Backend, s.partition, err)
 	}
@@ -249,7 +263,7 @@ func (s *Slot) Release(ctx context.Context, apply func(ctx context.Context, take
 }
 
 // startWatchdog arms the local-clock expiry of the lease.
-func (s *Slot) startWatchdog() {
+func (s *Claim) startWatchdog() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.holdsLocked() {
@@ -259,7 +273,7 @@ func (s *Slot) startWatchdog() {
 
 // expire loses the claim when, by the local clock, the lease may end
 // without a renewal: before the store can give the partition to another.
-func (s *Slot) expire() {
+func (s *Claim) expire() {
 	s.mu.Lock()
 	left := time.Until(s.validUntil)
 	if left > 0 {
@@ -268,13 +282,13 @@ func (s *Slot) expire() {
 	ended := left <= 0 && s.loseLocked()
 	s.mu.Unlock()
 	if ended {
-		s.claim.Wake()
+		s.d.Wake()
 	}
 }
 
 // renewed records a renewal that makes the lease last until until, and
 // reports whether the claim is active.
-func (s *Slot) renewed(until time.Time) bool {
+func (s *Claim) renewed(until time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.holdsLocked() {
