@@ -9,6 +9,7 @@ import (
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/dlq"
 	"github.com/postbox-dev/postbox/dlq/dlqtest"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // envelopeOf is the dead letter of a delivered message, one attempt for
@@ -60,7 +61,7 @@ func TestDeadLetterEntries(t *testing.T) {
 			t.Fatalf("put %s: %v", id, err)
 		}
 	}
-	if n, err := rawClient(t).XLen(ctx, "{postbox:"+mb.Name()+"}:dlq").Result(); err != nil || n != 3 {
+	if n, err := testenv.RedisClient(t).XLen(ctx, "{postbox:"+mb.Name()+"}:dlq").Result(); err != nil || n != 3 {
 		t.Errorf("dead-letter stream holds %d entries (%v), want 3: a second put replaces the entry", n, err)
 	}
 	envs, err := store.List(ctx)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/postbox-dev/postbox/actorhost"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 	"github.com/postbox-dev/postbox/journal/memory"
 )
@@ -21,7 +22,7 @@ import (
 func TestHostDeadLettersGarbledEntries(t *testing.T) {
 	name := freshMailbox(t)
 	mb := open(t, name, redis.Options{Partitions: 1})
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	stream := "{postbox:" + name + "}:s:0"
 	for _, fields := range [][]any{
 		{"id", "no-address", "payload", "p"},

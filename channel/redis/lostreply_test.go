@@ -188,7 +188,7 @@ func expectIDs(t *testing.T, r *backendtest.Recorder, want ...string) {
 // waitEmpty waits for the partition stream to be empty: everything acked.
 func waitEmpty(t *testing.T, name string) {
 	t.Helper()
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	waitfor.Until(t, 10*time.Second, "the stream to empty (every entry acked)", func() bool {
 		n, err := c.XLen(t.Context(), "{postbox:"+name+"}:s:0").Result()
 		return err == nil && n == 0

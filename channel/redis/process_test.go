@@ -43,7 +43,7 @@ func TestLeasesAcrossProcesses(t *testing.T) {
 		const partitions = 4
 		name := freshMailbox(t)
 		mb := open(t, name, redis.Options{Partitions: partitions})
-		rc := rawClient(t)
+		rc := testenv.RedisClient(t)
 		return channeltest.ProcessMailbox{
 			Name:       addr + "|" + name,
 			Partitions: partitions,

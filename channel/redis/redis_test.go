@@ -18,14 +18,6 @@ import (
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
-// rawClient is a plain client on REDIS_ADDR, closed when t ends.
-func rawClient(t testing.TB) *goredis.Client {
-	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: testenv.Redis(t)})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // freshMailbox returns a mailbox name no other test uses, and deletes its
 // keys when t ends.
 func freshMailbox(t testing.TB) string {
@@ -33,7 +25,7 @@ func freshMailbox(t testing.TB) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "test-" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "-" + hex.EncodeToString(b[:])
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		for _, k := range mailboxKeys(t, c, name) {
@@ -60,24 +52,16 @@ func mailboxKeys(t testing.TB, c *goredis.Client, name string) []string {
 // open opens the mailbox or fails the test, closing it when t ends.
 func open(t testing.TB, name string, opts redis.Options) *redis.Mailbox {
 	t.Helper()
-	mb, err := tryOpen(t, name, opts)
-	if err != nil {
-		t.Fatalf("open %s: %v", name, err)
-	}
-	return mb
+	return backendtest.MustOpen(t, name, func() (*redis.Mailbox, error) {
+		return redis.Open(context.Background(), testenv.Redis(t), name, opts)
+	})
 }
 
 // tryOpen opens the mailbox, closing it when t ends.
 func tryOpen(t testing.TB, name string, opts redis.Options) (*redis.Mailbox, error) {
-	mb, err := redis.Open(context.Background(), testenv.Redis(t), name, opts)
-	if err == nil {
-		t.Cleanup(func() {
-			if err := mb.Close(); err != nil {
-				t.Errorf("close %s: %v", name, err)
-			}
-		})
-	}
-	return mb, err
+	return backendtest.Open(t, name, func() (*redis.Mailbox, error) {
+		return redis.Open(context.Background(), testenv.Redis(t), name, opts)
+	})
 }
 
 // testConsumerOptions fail over fast, so rebalancing tests take seconds.
@@ -141,7 +125,7 @@ func TestOptionsAreValidated(t *testing.T) {
 }
 
 func TestNewLeavesCallersClientOpen(t *testing.T) {
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	mb, err := redis.New(t.Context(), c, freshMailbox(t), redis.Options{Partitions: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +164,7 @@ func TestKeysShareOneHashTag(t *testing.T) {
 	if err := mb.DLQ().Put(ctx, envelopeOf(got[0], got)); err != nil {
 		t.Fatal(err)
 	}
-	keys := mailboxKeys(t, rawClient(t), name)
+	keys := mailboxKeys(t, testenv.RedisClient(t), name)
 	if len(keys) < 6 {
 		t.Fatalf("keys = %q, want meta, streams, epochs, dlq and its index at least", keys)
 	}

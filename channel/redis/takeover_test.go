@@ -14,13 +14,9 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/redis"
 	"github.com/postbox-dev/postbox/internal/backendtest"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )
-
-func record(t *testing.T, c channel.Consumer, ack bool) *backendtest.Recorder {
-	t.Helper()
-	return backendtest.Record(t, c, ack)
-}
 
 func publishN(t *testing.T, mb *redis.Mailbox, prefix string, n int) {
 	t.Helper()
@@ -91,7 +87,7 @@ func TestTakeoverDeliversPendingFirst(t *testing.T) {
 
 	// B acked everything: the stream is empty, and only B is left in the
 	// group.
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	stream := "{postbox:" + name + "}:s:0"
 	waitfor.Until(t, 10*time.Second, "the acked entries to be deleted", func() bool {
 		n, err := c.XLen(t.Context(), stream).Result()
@@ -115,7 +111,7 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	cl := a.Claim(t)
 
 	// Another owner takes the lease, as after A's lease expired.
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	lease := "{postbox:" + name + "}:lease:0"
 	if err := c.Set(t.Context(), lease, "99:intruder", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -123,14 +119,7 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	if err := cl.Ack(t.Context(), a.Received()...); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-cl.Lost():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the claim was not lost after its ack found another owner's lease")
-	}
-	if _, ok := <-cl.Messages(); ok {
-		t.Error("Messages still open after Lost")
-	}
+	backendtest.Lost(t, cl, 10*time.Second, "the claim lost after its ack found another owner's lease")
 	pending, err := c.XPending(t.Context(), "{postbox:"+name+"}:s:0", "postbox").Result()
 	if err != nil || pending.Count != 5 {
 		t.Errorf("pending after fenced acks: %+v, %v; want all 5 still pending", pending, err)
@@ -148,17 +137,13 @@ func TestZombieAcksAreFenced(t *testing.T) {
 func TestTakenLeaseIsLost(t *testing.T) {
 	name := freshMailbox(t)
 	open(t, name, redis.Options{Partitions: 1})
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: 600 * time.Millisecond}), false)
 	cl := a.Claim(t)
 	if err := c.Set(t.Context(), "{postbox:"+name+"}:lease:0", "0:other", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-cl.Lost():
-	case <-time.After(10 * time.Second):
-		t.Fatal("claim not lost after its lease was taken")
-	}
+	backendtest.Lost(t, cl, 10*time.Second, "the claim lost after its lease was taken")
 }
 
 // A lease that cannot be renewed in time is given up by the local clock:
@@ -167,7 +152,7 @@ func TestTakenLeaseIsLost(t *testing.T) {
 func TestStalledRenewalLosesLease(t *testing.T) {
 	name := freshMailbox(t)
 	open(t, name, redis.Options{Partitions: 1})
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	const ttl = 600 * time.Millisecond
 	a := backendtest.Record(t, open(t, name, redis.Options{}).Consumer(redis.ConsumerOptions{LeaseTTL: ttl}), false)
 	cl := a.Claim(t)
@@ -199,7 +184,7 @@ func TestStalledRenewalLosesLease(t *testing.T) {
 func TestForeignEntryGetsPositionID(t *testing.T) {
 	name := freshMailbox(t)
 	mb := open(t, name, redis.Options{Partitions: 1})
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	id, err := c.XAdd(t.Context(), &goredis.XAddArgs{
 		Stream: "{postbox:" + name + "}:s:0",
 		Values: []any{"address", "ext/1", "payload", "hi"},
@@ -220,7 +205,7 @@ func TestTakeoverSkipsDeletedPendingEntry(t *testing.T) {
 	name := freshMailbox(t)
 	mb := open(t, name, redis.Options{Partitions: 1})
 	publishN(t, mb, "d", 3)
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	stream := "{postbox:" + name + "}:s:0"
 	// A consumer that is gone read all three; the middle one is deleted.
 	read, err := c.XReadGroup(t.Context(), &goredis.XReadGroupArgs{
@@ -293,7 +278,7 @@ func TestGarbledEntriesAreDelivered(t *testing.T) {
 		{[]any{"id", "long-" + long, "address", "t/" + long}, want{"long-" + long, channel.Address{Type: "t", ID: long}, "", nil}},
 		{[]any{"id", "last", "address", "t/1", "payload", "end"}, want{"last", channel.Address{Type: "t", ID: "1"}, "end", nil}},
 	}
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	stream := "{postbox:" + name + "}:s:0"
 	entryIDs := make([]string, len(cases))
 	for i, tc := range cases {

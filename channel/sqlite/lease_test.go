@@ -12,19 +12,9 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/sqlite"
 	"github.com/postbox-dev/postbox/internal/backendtest"
-	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )
-
-func rawDB(t *testing.T, path string) *sql.DB {
-	t.Helper()
-	db, err := sqlitedb.Open(path, sqlitedb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
 
 func count(t *testing.T, db *sql.DB, q string, args ...any) int {
 	t.Helper()
@@ -60,7 +50,7 @@ func publishN(t *testing.T, mb *sqlite.Mailbox, n int) {
 func TestZombieAcksAreFenced(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mailbox.db")
 	mb := open(t, path, sqlite.Options{Partitions: 1})
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	publishN(t, mb, 2)
 
 	// A renews rarely and polls rarely, so its buffered ack stays buffered
@@ -112,7 +102,7 @@ func TestZombieAcksAreFenced(t *testing.T) {
 func TestLostLeaseClosesClaim(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mailbox.db")
 	mb := open(t, path, sqlite.Options{Partitions: 1})
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	publishN(t, mb, 3)
 
 	a := backendtest.Record(t, open(t, path, sqlite.Options{}).Consumer(sqlite.ConsumerOptions{Owner: "A", LeaseTTL: 300 * time.Millisecond}), false)
@@ -122,14 +112,7 @@ func TestLostLeaseClosesClaim(t *testing.T) {
 	if _, err := db.Exec(`UPDATE mailbox_leases SET owner = 'thief', epoch = epoch + 1, expires_at = ?`, time.Now().Add(time.Hour).UnixNano()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-cl.Lost():
-	case <-time.After(30 * time.Second):
-		t.Fatal("Lost not closed within 30s of the lease being taken")
-	}
-	if _, open := <-cl.Messages(); open {
-		t.Error("Messages still open after Lost")
-	}
+	backendtest.Lost(t, cl, 30*time.Second, "Lost after the lease was taken")
 	if err := cl.Ack(t.Context(), a.Received()...); err != nil {
 		t.Errorf("ack after Lost: %v, want nil (ignored)", err)
 	}
@@ -217,7 +200,7 @@ func TestMailboxCloseStopsEverything(t *testing.T) {
 // and acks as a new one does, and its deliveries column is left alone.
 func TestFileWithVisibleAtKeepsWorking(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mailbox.db")
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	if _, err := db.Exec(`
 		CREATE TABLE mailbox_messages (
 			id         INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -13,7 +13,7 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
-	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // The test binary doubles as a helper consumer process for
@@ -39,11 +39,7 @@ func TestLeasesAcrossProcesses(t *testing.T) {
 		const partitions = 4
 		db := filepath.Join(t.TempDir(), "mailbox.db")
 		mb := open(t, db, sqlite.Options{Partitions: partitions})
-		check, err := sqlitedb.Open(db, sqlitedb.Options{})
-		if err != nil {
-			t.Fatalf("open %s to count its messages: %v", db, err)
-		}
-		t.Cleanup(func() { check.Close() })
+		check := testenv.SQLite(t, db)
 		return channeltest.ProcessMailbox{
 			Name:       db,
 			Partitions: partitions,

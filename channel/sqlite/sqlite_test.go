@@ -13,26 +13,13 @@ import (
 )
 
 // open opens the mailbox at path or fails the test, closing it when t ends.
-func open(t *testing.T, path string, opts sqlite.Options) *sqlite.Mailbox {
-	t.Helper()
-	mb, err := tryOpen(t, path, opts)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	return mb
+func open(t testing.TB, path string, opts sqlite.Options) *sqlite.Mailbox {
+	return backendtest.MustOpen(t, path, func() (*sqlite.Mailbox, error) { return sqlite.Open(path, opts) })
 }
 
 // tryOpen opens the mailbox at path, closing it when t ends.
-func tryOpen(t *testing.T, path string, opts sqlite.Options) (*sqlite.Mailbox, error) {
-	mb, err := sqlite.Open(path, opts)
-	if err == nil {
-		t.Cleanup(func() {
-			if err := mb.Close(); err != nil {
-				t.Errorf("close %s: %v", path, err)
-			}
-		})
-	}
-	return mb, err
+func tryOpen(t testing.TB, path string, opts sqlite.Options) (*sqlite.Mailbox, error) {
+	return backendtest.Open(t, path, func() (*sqlite.Mailbox, error) { return sqlite.Open(path, opts) })
 }
 
 // testConsumerOptions fail over fast, so rebalancing tests take seconds.

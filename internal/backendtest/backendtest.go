@@ -1,12 +1,14 @@
 // Package backendtest holds what the channel backends' own tests share
 // beyond the conformance suite (channel/channeltest): a consumer that
 // records what it is given, a consumer that acks until it has seen enough,
-// the partition-count checks of the leased mailboxes, and the benchmarks'
+// opening a mailbox for one test, waiting for a lost claim, the
+// partition-count checks of the leased mailboxes, and the benchmarks'
 // messages.
 package backendtest
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,6 +122,39 @@ func Consume(t testing.TB, c channel.Consumer, n int, handle func(channel.Claim,
 	mu.Lock()
 	defer mu.Unlock()
 	return slices.Clone(got)
+}
+
+// Open opens a mailbox with open and closes it when t ends.
+func Open[M io.Closer](t testing.TB, name string, open func() (M, error)) (M, error) {
+	mb, err := open()
+	if err == nil {
+		t.Cleanup(func() {
+			if err := mb.Close(); err != nil {
+				t.Errorf("close %s: %v", name, err)
+			}
+		})
+	}
+	return mb, err
+}
+
+// MustOpen is Open that fails t when the mailbox does not open.
+func MustOpen[M io.Closer](t testing.TB, name string, open func() (M, error)) M {
+	t.Helper()
+	mb, err := Open(t, name, open)
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	return mb
+}
+
+// Lost waits up to timeout for cl to be lost (what says after what) and
+// checks that its Messages is closed then.
+func Lost(t testing.TB, cl channel.Claim, timeout time.Duration, what string) {
+	t.Helper()
+	waitfor.Receive(t, timeout, what, cl.Lost())
+	if _, open := <-cl.Messages(); open {
+		t.Error("Messages still open after Lost")
+	}
 }
 
 // Mailbox is what the helpers need of a backend's Mailbox.

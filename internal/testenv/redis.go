@@ -2,9 +2,19 @@ package testenv
 
 import (
 	"context"
+	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
 )
+
+// RedisClient is a plain client on Redis(t), closed when t ends: for a
+// test to look behind a backend's API.
+func RedisClient(t testing.TB) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: Redis(t)})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
 // DeleteRedisKeys deletes the keys of c's server that match any of
 // patterns (SCAN MATCH syntax), 500 at a time: what a test wrote under key

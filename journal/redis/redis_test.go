@@ -18,14 +18,6 @@ import (
 	"github.com/postbox-dev/postbox/journal/redis"
 )
 
-// rawClient is a plain client on REDIS_ADDR, closed when t ends.
-func rawClient(t testing.TB) *goredis.Client {
-	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: testenv.Redis(t)})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // namespaceKeys returns the keys of namespace ns.
 func namespaceKeys(t testing.TB, c *goredis.Client, ns string) []string {
 	t.Helper()
@@ -47,7 +39,7 @@ func namespaceKeys(t testing.TB, c *goredis.Client, ns string) []string {
 func freshNamespace(t testing.TB) string {
 	t.Helper()
 	ns := backendtest.UniqueName("test-")
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	t.Cleanup(func() {
 		if keys := namespaceKeys(t, c, ns); len(keys) > 0 {
 			if err := c.Del(context.Background(), keys...).Err(); err != nil {
@@ -119,7 +111,7 @@ func TestKeysShareOneHashTag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	keys := namespaceKeys(t, c, ns)
 	if len(keys) != 4 {
 		t.Fatalf("keys = %q, want epochs, entries, outcomes and checkpoints", keys)
@@ -143,7 +135,7 @@ func TestKeysShareOneHashTag(t *testing.T) {
 }
 
 func TestNewLeavesCallersClientOpen(t *testing.T) {
-	c := rawClient(t)
+	c := testenv.RedisClient(t)
 	ctx := backendtest.Context(t)
 	j, err := redis.New(ctx, c, redis.Options{Namespace: freshNamespace(t)})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/internal/sqlitedb"
+	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/journal"
 	"github.com/postbox-dev/postbox/journal/internal/backendtest"
 	"github.com/postbox-dev/postbox/journal/journaltest"
@@ -38,17 +39,6 @@ func conformance(t *testing.T, r journaltest.Retention) {
 
 func mustOpen(t testing.TB, path string, opts sqlite.Options) *sqlite.Journal {
 	return backendtest.Open(t, path, func(context.Context) (*sqlite.Journal, error) { return sqlite.Open(path, opts) })
-}
-
-// rawDB opens the journal's file directly, to look behind the API.
-func rawDB(t *testing.T, path string) *sql.DB {
-	t.Helper()
-	db, err := sqlitedb.Open(path, sqlitedb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 func appendOK(t *testing.T, ctx context.Context, j journal.Journal, bs ...journal.Batch) {
@@ -124,7 +114,7 @@ func TestCompaction(t *testing.T) {
 	}
 	// Kept checkpoints: 27 and 30. At or below 27 only outcomes remain,
 	// without data; above it, everything.
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	var attempts, withData, outcomes int
 	err := db.QueryRow(`SELECT
 		count(*) FILTER (WHERE kind IN (1, 2)),
@@ -288,7 +278,7 @@ func TestOpenConcurrentlyCreatesSchemaOnce(t *testing.T) {
 func TestQueriesUseIndexes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j.db")
 	mustOpen(t, path, sqlite.Options{})
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	for name, q := range sqlite.Queries {
 		args := make([]any, strings.Count(q, "?"))
 		for i := range args {
@@ -330,7 +320,7 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 			backendtest.Entry("a/1", 1, journal.KindComplete, "m"), backendtest.Entry("a/1", 2, journal.KindAttempt, "m"),
 		}})
 		j.Close()
-		db := rawDB(t, path)
+		db := testenv.SQLite(t, path)
 		stmts := []string{`DROP INDEX journal_entries_outcome`,
 			`CREATE INDEX journal_entries_outcome ON journal_entries (actor, msg_id) WHERE kind IN (3, 4)`}
 		if dup {
@@ -348,7 +338,7 @@ func TestOpenMakesOutcomeIndexUnique(t *testing.T) {
 	path := oldFile(t, false)
 	j := mustOpen(t, path, sqlite.Options{})
 	var sqlText string
-	if err := rawDB(t, path).QueryRow(`SELECT sql FROM sqlite_master WHERE name = 'journal_entries_outcome'`).Scan(&sqlText); err != nil {
+	if err := testenv.SQLite(t, path).QueryRow(`SELECT sql FROM sqlite_master WHERE name = 'journal_entries_outcome'`).Scan(&sqlText); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(sqlText, "CREATE UNIQUE INDEX") {
@@ -380,7 +370,7 @@ func TestOpenAddsHorizonColumn(t *testing.T) {
 	}
 	appendOK(t, ctx, old, journal.Batch{Partition: "p0", Epoch: 2, Entries: []journal.Entry{{Actor: "a/1", Seq: 1, Kind: journal.KindComplete, MsgID: "m1"}}})
 	old.Close()
-	db := rawDB(t, path)
+	db := testenv.SQLite(t, path)
 	if _, err := db.Exec(`ALTER TABLE journal_epochs DROP COLUMN horizon`); err != nil {
 		t.Fatal(err)
 	}
