@@ -8,6 +8,7 @@ package backendtest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -154,6 +155,15 @@ func Lost(t testing.TB, cl channel.Claim, timeout time.Duration, what string) {
 	waitfor.Receive(t, timeout, what, cl.Lost())
 	if _, open := <-cl.Messages(); open {
 		t.Error("Messages still open after Lost")
+	}
+}
+
+// Names checks that err names field: an option refused with an error
+// that says which. format and args say what returned err.
+func Names(t testing.TB, err error, field, format string, args ...any) {
+	t.Helper()
+	if err == nil || !strings.Contains(err.Error(), field) {
+		t.Errorf("%s: %v, want an error naming %s", fmt.Sprintf(format, args...), err, field)
 	}
 }
 
