@@ -61,17 +61,6 @@ func (c *consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 	return out, nil
 }
 
-// GiveBack drops leases taken while Run began to drain.
-func (c *consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
-	for _, h := range taken {
-		args := ackArgs(leaseValue(h.Epoch, c.opts.Owner), nil, true)
-		if err := ackScript.Run(ctx, c.m.client, c.m.partitionKeys(h.Partition), args...).Err(); err != nil {
-			return fmt.Errorf("partition %d: %w", h.Partition, c.m.failed(err))
-		}
-	}
-	return nil
-}
-
 // NewClaim makes the reader of a claim the keeper took.
 func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
 	return &claim{c: c, s: s, partition: s.Partition(), lease: leaseValue(s.Epoch(), c.opts.Owner),

@@ -47,7 +47,12 @@ func (cl *claim) Release(ctx context.Context, take func() []lease.Ref) (bool, er
 		if err := c.deleteAcked(ctx, tx, cl, acks); err != nil {
 			return err
 		}
-		return dropLease(ctx, tx, cl.partition, c.opts.Owner, cl.epoch)
+		// A lease taken over since is left alone.
+		if _, err := tx.ExecContext(ctx, `UPDATE mailbox_leases SET owner = '', expires_at = 0
+			WHERE partition = ? AND owner = ? AND epoch = ?`, cl.partition, c.opts.Owner, cl.epoch); err != nil {
+			return fmt.Errorf("drop lease of partition %d: %w", cl.partition, err)
+		}
+		return nil
 	})
 }
 

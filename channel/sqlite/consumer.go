@@ -106,18 +106,6 @@ func scanLeases(rows *sql.Rows, err error) ([]lease.Held, error) {
 	return out, rows.Err()
 }
 
-// GiveBack drops leases taken while Run began to drain.
-func (c *consumer) GiveBack(ctx context.Context, taken []lease.Held) error {
-	return c.m.write(ctx, func(tx *sql.Tx) error {
-		for _, h := range taken {
-			if err := dropLease(ctx, tx, h.Partition, c.opts.Owner, h.Epoch); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // NewClaim makes the poll state of a claim the keeper took.
 func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
 	return &claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
@@ -125,17 +113,6 @@ func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
 
 // Flush wakes the poller.
 func (c *consumer) Flush() { lease.Kick(c.wake) }
-
-// dropLease frees a partition held under epoch, so that another consumer
-// can take it at once. A lease taken over since is left alone.
-func dropLease(ctx context.Context, tx *sql.Tx, partition int32, owner string, epoch int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE mailbox_leases SET owner = '', expires_at = 0
-		WHERE partition = ? AND owner = ? AND epoch = ?`, partition, owner, epoch)
-	if err != nil {
-		return fmt.Errorf("drop lease of partition %d: %w", partition, err)
-	}
-	return nil
-}
 
 // Work is the poller.
 func (c *consumer) Work(ctx context.Context) error {

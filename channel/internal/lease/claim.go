@@ -56,58 +56,58 @@ func newClaim(e *Engine, h Held, validUntil time.Time) *Claim {
 }
 
 // Partition implements channel.Claim.
-func (s *Claim) Partition() int32 { return s.partition }
+func (c *Claim) Partition() int32 { return c.partition }
 
 // Epoch returns the lease epoch: it grows every time the partition
 // changes hands.
-func (s *Claim) Epoch() int64 { return s.epoch }
+func (c *Claim) Epoch() int64 { return c.epoch }
 
 // Messages implements channel.Claim.
-func (s *Claim) Messages() <-chan channel.Message { return s.msgs }
+func (c *Claim) Messages() <-chan channel.Message { return c.msgs }
 
 // Lost implements channel.Claim.
-func (s *Claim) Lost() <-chan struct{} { return s.lost }
+func (c *Claim) Lost() <-chan struct{} { return c.lost }
 
-func (s *Claim) holdsLocked() bool { return s.state == active || s.state == draining }
+func (c *Claim) holdsLocked() bool { return c.state == active || c.state == draining }
 
 // Room is how many more messages the claim may hand out (Buffer bounds the
 // messages in flight), and false once it is no longer active.
-func (s *Claim) Room() (int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.roomLocked(), s.state == active
+func (c *Claim) Room() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.roomLocked(), c.state == active
 }
 
-func (s *Claim) roomLocked() int {
-	if s.state != active {
+func (c *Claim) roomLocked() int {
+	if c.state != active {
 		return 0
 	}
-	return min(s.e.cfg.Buffer-len(s.inflight), cap(s.msgs)-len(s.msgs))
+	return min(c.e.cfg.Buffer-len(c.inflight), cap(c.msgs)-len(c.msgs))
 }
 
 // Take takes the acks to apply, and reports Room.
-func (s *Claim) Take() (acks []Ref, room int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.takeAcksLocked(), s.roomLocked()
+func (c *Claim) Take() (acks []Ref, room int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.takeAcksLocked(), c.roomLocked()
 }
 
 // Push hands msgs out, each in flight under the driver's ID for it (ids
 // may be nil), unless the claim is no longer active; it reports whether it
 // did. The room was reserved (Room, Take), so it never blocks.
-func (s *Claim) Push(msgs []channel.Message, ids []string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state != active {
+func (c *Claim) Push(msgs []channel.Message, ids []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != active {
 		return false
 	}
 	for i, m := range msgs {
 		if ids != nil {
-			s.inflight[m.Offset] = ids[i]
+			c.inflight[m.Offset] = ids[i]
 		} else {
-			s.inflight[m.Offset] = ""
+			c.inflight[m.Offset] = ""
 		}
-		s.msgs <- m
+		c.msgs <- m
 	}
 	return true
 }
@@ -116,189 +116,189 @@ func (s *Claim) Push(msgs []channel.Message, ids []string) bool {
 // the driver applies next. After Lost it does nothing (another consumer
 // may have the partition); after Release, or for a message of another
 // partition, it fails.
-func (s *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
-	full, batch, err := s.ack(msgs)
+func (c *Claim) Ack(_ context.Context, msgs ...channel.Message) error {
+	full, batch, err := c.ack(msgs)
 	if full { // its reader may go on now
-		s.d.Wake()
+		c.d.Wake()
 	}
 	if batch {
-		s.e.d.Flush()
+		c.e.d.Flush()
 	}
 	return err
 }
 
 // ack reports whether the claim had no room before and whether BatchSize
 // acks are waiting.
-func (s *Claim) ack(msgs []channel.Message) (full, batch bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	full = s.state == active && s.roomLocked() <= 0
+func (c *Claim) ack(msgs []channel.Message) (full, batch bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	full = c.state == active && c.roomLocked() <= 0
 	for _, m := range msgs {
 		switch {
-		case s.state == lost:
+		case c.state == lost:
 			return false, false, nil
-		case s.state == released:
-			return false, false, fmt.Errorf("%s: %w", s.e.cfg.Backend, ErrReleased)
-		case m.Partition != s.partition:
+		case c.state == released:
+			return false, false, fmt.Errorf("%s: %w", c.e.cfg.Backend, ErrReleased)
+		case m.Partition != c.partition:
 			return false, false, fmt.Errorf("%s: ack of message %s of partition %d on the claim of partition %d: ack it on its own claim",
-				s.e.cfg.Backend, m.ID, m.Partition, s.partition)
+				c.e.cfg.Backend, m.ID, m.Partition, c.partition)
 		}
-		if id, ok := s.inflight[m.Offset]; ok {
-			delete(s.inflight, m.Offset)
-			s.acks = append(s.acks, Ref{m.Offset, id})
+		if id, ok := c.inflight[m.Offset]; ok {
+			delete(c.inflight, m.Offset)
+			c.acks = append(c.acks, Ref{m.Offset, id})
 		}
 	}
-	return full, len(s.acks) >= s.e.cfg.BatchSize, nil
+	return full, len(c.acks) >= c.e.cfg.BatchSize, nil
 }
 
-func (s *Claim) takeAcksLocked() []Ref {
-	acks := s.acks
-	s.acks = nil
+func (c *Claim) takeAcksLocked() []Ref {
+	acks := c.acks
+	c.acks = nil
 	return acks
 }
 
 // RestoreAcks puts acks that could not be applied back in front, unless
 // the claim has ended.
-func (s *Claim) RestoreAcks(acks []Ref) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.restoreLocked(acks)
+func (c *Claim) RestoreAcks(acks []Ref) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.restoreLocked(acks)
 }
 
-func (s *Claim) restoreLocked(acks []Ref) {
-	if s.holdsLocked() {
-		s.acks = append(acks, s.acks...)
+func (c *Claim) restoreLocked(acks []Ref) {
+	if c.holdsLocked() {
+		c.acks = append(acks, c.acks...)
 	}
 }
 
 // setLocked moves the claim to st, closing Messages when it leaves active.
-func (s *Claim) setLocked(st state) {
-	if s.state == active {
-		close(s.msgs)
+func (c *Claim) setLocked(st state) {
+	if c.state == active {
+		close(c.msgs)
 	}
-	s.state = st
+	c.state = st
 }
 
 // loseLocked ends the claim after its lease was lost, unless it has ended
 // already or is being released, and reports whether it did.
-func (s *Claim) loseLocked() bool {
-	if !s.holdsLocked() || s.releasing {
+func (c *Claim) loseLocked() bool {
+	if !c.holdsLocked() || c.releasing {
 		return false
 	}
-	close(s.lost) // before Messages: a reader that sees Messages closed can tell a loss
-	s.setLocked(lost)
-	s.endLocked()
+	close(c.lost) // before Messages: a reader that sees Messages closed can tell a loss
+	c.setLocked(lost)
+	c.endLocked()
 	return true
 }
 
 // endLocked lets go of an ended claim: its buffers, watchdog and entry.
-func (s *Claim) endLocked() {
-	if s.watchdog != nil {
-		s.watchdog.Stop()
+func (c *Claim) endLocked() {
+	if c.watchdog != nil {
+		c.watchdog.Stop()
 	}
-	s.inflight, s.acks = map[int64]string{}, nil
-	s.e.forget(s)
+	c.inflight, c.acks = map[int64]string{}, nil
+	c.e.forget(c)
 }
 
 // Lose ends the claim after the store said its lease is gone.
-func (s *Claim) Lose() {
-	s.mu.Lock()
-	ended := s.loseLocked()
-	s.mu.Unlock()
+func (c *Claim) Lose() {
+	c.mu.Lock()
+	ended := c.loseLocked()
+	c.mu.Unlock()
 	if ended {
-		s.d.Wake()
+		c.d.Wake()
 	}
 }
 
 // drain asks the claim to stop; it keeps its lease until Release.
-func (s *Claim) drain() {
-	s.mu.Lock()
-	if s.state == active {
-		s.setLocked(draining)
+func (c *Claim) drain() {
+	c.mu.Lock()
+	if c.state == active {
+		c.setLocked(draining)
 	}
-	s.mu.Unlock()
-	s.d.Wake()
+	c.mu.Unlock()
+	c.d.Wake()
 }
 
 // Release implements channel.Claim: the driver applies the acks and drops
 // the lease (ClaimDriver.Release).
-func (s *Claim) Release(ctx context.Context) error {
-	s.releaseMu.Lock()
-	defer s.releaseMu.Unlock()
-	s.mu.Lock()
-	ended := s.state == lost || s.state == released
+func (c *Claim) Release(ctx context.Context) error {
+	c.releaseMu.Lock()
+	defer c.releaseMu.Unlock()
+	c.mu.Lock()
+	ended := c.state == lost || c.state == released
 	if !ended {
-		s.setLocked(draining)
-		s.releasing = true
+		c.setLocked(draining)
+		c.releasing = true
 	}
-	s.mu.Unlock()
+	c.mu.Unlock()
 	if ended {
 		return nil
 	}
-	s.d.Wake()
+	c.d.Wake()
 	var acks []Ref
-	ours, err := s.d.Release(ctx, func() []Ref {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		acks = s.takeAcksLocked()
+	ours, err := c.d.Release(ctx, func() []Ref {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		acks = c.takeAcksLocked()
 		return acks
 	})
-	s.mu.Lock()
-	s.releasing = false
+	c.mu.Lock()
+	c.releasing = false
 	switch {
 	case err != nil:
-		s.restoreLocked(acks)
+		c.restoreLocked(acks)
 	case !ours:
-		s.loseLocked()
-	case s.state == draining:
-		s.setLocked(released)
-		s.endLocked()
+		c.loseLocked()
+	case c.state == draining:
+		c.setLocked(released)
+		c.endLocked()
 	}
-	s.mu.Unlock()
-	s.d.Wake()
+	c.mu.Unlock()
+	c.d.Wake()
 	if err != nil {
-		return fmt.Errorf("%s: release partition %d: %w", s.e.cfg.Backend, s.partition, err)
+		return fmt.Errorf("%s: release partition %d: %w", c.e.cfg.Backend, c.partition, err)
 	}
 	return nil
 }
 
 // startWatchdog arms the local-clock expiry of the lease.
-func (s *Claim) startWatchdog() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.holdsLocked() {
-		s.watchdog = time.AfterFunc(time.Until(s.validUntil), s.expire)
+func (c *Claim) startWatchdog() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holdsLocked() {
+		c.watchdog = time.AfterFunc(time.Until(c.validUntil), c.expire)
 	}
 }
 
 // expire loses the claim when, by the local clock, the lease may end
 // without a renewal: before the store can give the partition to another.
-func (s *Claim) expire() {
-	s.mu.Lock()
-	left := time.Until(s.validUntil)
+func (c *Claim) expire() {
+	c.mu.Lock()
+	left := time.Until(c.validUntil)
 	if left > 0 {
-		s.watchdog.Reset(left)
+		c.watchdog.Reset(left)
 	}
-	ended := left <= 0 && s.loseLocked()
-	s.mu.Unlock()
+	ended := left <= 0 && c.loseLocked()
+	c.mu.Unlock()
 	if ended {
-		s.d.Wake()
+		c.d.Wake()
 	}
 }
 
 // renewed records a renewal that makes the lease last until until, and
 // reports whether the claim is active.
-func (s *Claim) renewed(until time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.holdsLocked() {
+func (c *Claim) renewed(until time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holdsLocked() {
 		return false
 	}
-	if until.After(s.validUntil) {
-		s.validUntil = until
-		if s.watchdog != nil {
-			s.watchdog.Reset(time.Until(until))
+	if until.After(c.validUntil) {
+		c.validUntil = until
+		if c.watchdog != nil {
+			c.watchdog.Reset(time.Until(until))
 		}
 	}
-	return s.state == active
+	return c.state == active
 }

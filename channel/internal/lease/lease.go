@@ -45,8 +45,6 @@ type Driver interface {
 	// false the consumer is draining: it leaves the live count, renews its
 	// leases and takes nothing.
 	Tick(ctx context.Context, held []Held, take bool) (TickResult, error)
-	// GiveBack frees leases a Tick took after Run began to drain.
-	GiveBack(ctx context.Context, taken []Held) error
 	// NewClaim makes the driver's side of a claim the keeper took.
 	NewClaim(c *Claim) ClaimDriver
 	// Flush is called when a claim has BatchSize acks waiting.
@@ -175,8 +173,8 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	e.mu.Lock()
 	e.stopping = true
 	e.mu.Unlock()
-	for _, s := range e.snapshot() {
-		s.drain()
+	for _, c := range e.snapshot() {
+		c.drain()
 	}
 	cleanup, cancelCleanup := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.LeaseTTL)
 	defer cancelCleanup()
@@ -184,8 +182,8 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	// rather than after LeaseTTL. Best effort: the heartbeat expires.
 	_ = e.tick(cleanup, onClaim)
 	e.handlers.Wait()
-	for _, s := range e.snapshot() {
-		_ = s.Release(cleanup) // best effort: an unreleased lease expires
+	for _, c := range e.snapshot() {
+		_ = c.Release(cleanup) // best effort: an unreleased lease expires
 	}
 	stopWork()
 	wg.Wait()
@@ -282,8 +280,8 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	stopping := e.stopping
 	e.mu.Unlock()
 	held := make([]Held, len(hold))
-	for i, s := range hold {
-		held[i] = Held{Partition: s.partition, Epoch: s.epoch}
+	for i, c := range hold {
+		held[i] = Held{Partition: c.partition, Epoch: c.epoch}
 	}
 	sent := time.Now()
 	res, err := e.d.Tick(ctx, held, !stopping)
@@ -291,46 +289,45 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 		return fmt.Errorf("renew leases: %w", err)
 	}
 	var active []*Claim
-	for _, s := range hold {
-		if slices.Contains(res.Lost, s.partition) {
-			s.Lose()
-		} else if s.renewed(sent.Add(e.cfg.localTTL())) {
-			active = append(active, s)
+	for _, c := range hold {
+		if slices.Contains(res.Lost, c.partition) {
+			c.Lose()
+		} else if c.renewed(sent.Add(e.cfg.localTTL())) {
+			active = append(active, c)
 		}
 	}
 	if target := FairShare(e.cfg.Partitions, res.Live); !stopping && len(active) > target {
-		for _, s := range active[target:] {
-			s.drain()
+		for _, c := range active[target:] {
+			c.drain()
 		}
 	}
 
-	var started []*Claim
-	var giveBack []Held
+	var started, giveBack []*Claim
 	e.mu.Lock()
 	for _, h := range res.Taken {
+		c := newClaim(e, h, sent.Add(e.cfg.localTTL()))
+		c.d = e.d.NewClaim(c)
 		if e.stopping { // Run began draining during the Tick
-			giveBack = append(giveBack, h)
+			giveBack = append(giveBack, c)
 			continue
 		}
-		s := newClaim(e, h, sent.Add(e.cfg.localTTL()))
-		s.d = e.d.NewClaim(s)
-		e.claims[h.Partition] = s
+		e.claims[h.Partition] = c
 		e.handlers.Add(1)
-		started = append(started, s)
+		started = append(started, c)
 	}
 	work := e.work
 	e.mu.Unlock()
-	for _, s := range started {
-		s.startWatchdog()
-		s.d.Start(work)
+	for _, c := range started {
+		c.startWatchdog()
+		c.d.Start(work)
 		go func() {
 			defer e.handlers.Done()
-			onClaim(s)
+			onClaim(c)
 		}()
 	}
-	if len(giveBack) > 0 {
-		if err := e.d.GiveBack(ctx, giveBack); err != nil {
-			return fmt.Errorf("give back partitions taken while stopping: %w", err)
+	for _, c := range giveBack {
+		if err := c.Release(ctx); err != nil {
+			return fmt.Errorf("give back a partition taken while stopping: %w", err)
 		}
 	}
 	return nil
@@ -343,11 +340,11 @@ func FairShare(partitions, live int) int {
 }
 
 // forget removes a claim that ended from the registry.
-func (e *Engine) forget(s *Claim) {
+func (e *Engine) forget(c *Claim) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.claims[s.partition] == s {
-		delete(e.claims, s.partition)
+	if e.claims[c.partition] == c {
+		delete(e.claims, c.partition)
 	}
 }
 

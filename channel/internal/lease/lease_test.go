@@ -38,9 +38,8 @@ func (st *store) steal(p int32) {
 }
 
 type driver struct {
-	st    *store
-	name  string
-	given []Held
+	st   *store
+	name string
 }
 
 func (d *driver) Tick(_ context.Context, held []Held, take bool) (TickResult, error) {
@@ -72,16 +71,6 @@ func (d *driver) Tick(_ context.Context, held []Held, take bool) (TickResult, er
 		}
 	}
 	return res, nil
-}
-
-func (d *driver) GiveBack(_ context.Context, taken []Held) error {
-	d.st.mu.Lock()
-	defer d.st.mu.Unlock()
-	for _, h := range taken {
-		d.given = append(d.given, h)
-		d.drop(h)
-	}
-	return nil
 }
 
 // drop frees h if it is still the driver's.
