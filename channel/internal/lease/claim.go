@@ -89,7 +89,8 @@ func (c *Claim) roomLocked() int {
 func (c *Claim) Take() (acks []Ref, room int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.takeAcksLocked(), c.roomLocked()
+	acks, c.acks = c.acks, nil
+	return acks, c.roomLocked()
 }
 
 // Push hands msgs out, each in flight under the driver's ID for it (ids
@@ -149,12 +150,6 @@ func (c *Claim) ack(msgs []channel.Message) (full, batch bool, err error) {
 		}
 	}
 	return full, len(c.acks) >= c.e.cfg.BatchSize, nil
-}
-
-func (c *Claim) takeAcksLocked() []Ref {
-	acks := c.acks
-	c.acks = nil
-	return acks
 }
 
 // RestoreAcks puts acks that could not be applied back in front, unless
@@ -240,7 +235,7 @@ func (c *Claim) Release(ctx context.Context) error {
 	ours, err := c.d.Release(ctx, func() []Ref {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		acks = c.takeAcksLocked()
+		acks, c.acks = c.acks, nil
 		return acks
 	})
 	c.mu.Lock()
