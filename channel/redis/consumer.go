@@ -66,7 +66,7 @@ func (c *consumer) Tick(ctx context.Context, held []lease.Held, take bool) (leas
 
 // NewClaim makes the reader of a claim the keeper took.
 func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
-	return &claim{c: c, s: s, partition: s.Partition(), lease: leaseValue(s.Epoch(), c.opts.Owner),
+	return &claim{c: c, s: s, lease: leaseValue(s.Epoch(), c.opts.Owner),
 		keys: c.m.partitionKeys(s.Partition()), wake: make(chan struct{}, 1)}
 }
 
@@ -83,9 +83,8 @@ func (c *consumer) Work(ctx context.Context) error {
 	return nil
 }
 
-// flushAll sends the buffered acks of the claims in one pipeline: one
-// round trip, and with appendfsync always one fsync, for all of them. A
-// claim whose read or Release is sending acks right now is skipped.
+// flushAll sends the claims' buffered acks in one pipeline (one fsync with
+// appendfsync always), skipping a claim whose read or Release sends acks.
 func (c *consumer) flushAll(ctx context.Context, claims []*claim) {
 	type batch struct {
 		cl   *claim
@@ -155,13 +154,12 @@ var errLost = errors.New("lease lost")
 // Release does. Its scripts are fenced by its lease value, which names the
 // epoch.
 type claim struct {
-	c         *consumer
-	s         *lease.Claim
-	partition int32
-	lease     string        // "<epoch>:<owner>", the lease key's value while it is ours
-	keys      []string      // lease, stream
-	wake      chan struct{} // wakes the reader while it waits for room
-	flushMu   sync.Mutex    // held while acks of the claim are on their way
+	c       *consumer
+	s       *lease.Claim
+	lease   string        // "<epoch>:<owner>", the lease key's value while it is ours
+	keys    []string      // lease, stream
+	wake    chan struct{} // wakes the reader while it waits for room
+	flushMu sync.Mutex    // held while acks of the claim are on their way
 }
 
 func (cl *claim) Start(work context.Context) {
@@ -178,8 +176,8 @@ func (cl *claim) deliver(raw []any) (seen string, err error) {
 	msgs := make([]channel.Message, len(raw))
 	ids := make([]string, len(raw))
 	for i, r := range raw {
-		if msgs[i], ids[i], err = decodeEntry(r, cl.c.m.name, cl.partition); err != nil {
-			return "", fmt.Errorf("partition %d: %w", cl.partition, err)
+		if msgs[i], ids[i], err = decodeEntry(r, cl.c.m.name, cl.s.Partition()); err != nil {
+			return "", fmt.Errorf("partition %d: %w", cl.s.Partition(), err)
 		}
 		seen = ids[i]
 	}

@@ -109,7 +109,7 @@ func scanLeases(rows *sql.Rows, err error) ([]lease.Held, error) {
 
 // NewClaim makes the poll state of a claim the keeper took.
 func (c *consumer) NewClaim(s *lease.Claim) lease.ClaimDriver {
-	return &claim{c: c, s: s, partition: s.Partition(), epoch: s.Epoch()}
+	return &claim{c: c, s: s}
 }
 
 func (c *consumer) Flush() { lease.Kick(c.wake) }
@@ -130,8 +130,7 @@ type work struct {
 	delivered []channel.Message // in offset order
 }
 
-// newestOffsetSQL reads the highest offset ever given to a message
-// (AUTOINCREMENT keeps it in sqlite_sequence).
+// newestOffsetSQL reads the highest offset ever given (AUTOINCREMENT keeps it).
 const newestOffsetSQL = `SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'mailbox_messages'`
 
 // pollOnce polls every claim that has room or acks to flush, in one write
@@ -200,8 +199,8 @@ func (c *consumer) pollOnce(ctx context.Context) (bool, error) {
 	return again, nil
 }
 
-// pollTx is the body of a poll transaction. A claim whose lease is no
-// longer its own touches nothing: another consumer may own the partition.
+// pollTx is a poll's transaction. A claim whose lease is gone touches
+// nothing: another consumer may own the partition.
 func (c *consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 	leases, err := scanLeases(tx.QueryContext(ctx, `SELECT partition, epoch FROM mailbox_leases WHERE owner = ? AND expires_at > ?`,
 		c.opts.Owner, time.Now().UnixNano()))
@@ -209,7 +208,7 @@ func (c *consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 		return fmt.Errorf("read leases: %w", err)
 	}
 	for _, w := range todo {
-		w.lost, w.delivered = !slices.Contains(leases, lease.Held{Partition: w.cl.partition, Epoch: w.cl.epoch}), nil
+		w.lost, w.delivered = !slices.Contains(leases, lease.Held{Partition: w.cl.s.Partition(), Epoch: w.cl.s.Epoch()}), nil
 		if w.lost {
 			continue
 		}
@@ -229,10 +228,8 @@ func (c *consumer) pollTx(ctx context.Context, tx *sql.Tx, todo []*work) error {
 // with the claim's epoch, and only acks of that epoch delete them: a
 // zombie cannot delete a message the next owner has taken.
 type claim struct {
-	c         *consumer
-	s         *lease.Claim
-	partition int32
-	epoch     int64
+	c *consumer
+	s *lease.Claim
 
 	// Guarded by c.cycleMu: what the last poll of this claim saw.
 	cursor  int64 // every row of the partition up to here is delivered by this claim or gone
@@ -258,8 +255,8 @@ func (cl *claim) Release(ctx context.Context, take func() []lease.Ref) (bool, er
 		}
 		// A lease taken over since is left alone.
 		if _, err := tx.ExecContext(ctx, `UPDATE mailbox_leases SET owner = '', expires_at = 0
-			WHERE partition = ? AND owner = ? AND epoch = ?`, cl.partition, c.opts.Owner, cl.epoch); err != nil {
-			return fmt.Errorf("drop lease of partition %d: %w", cl.partition, err)
+			WHERE partition = ? AND owner = ? AND epoch = ?`, cl.s.Partition(), c.opts.Owner, cl.s.Epoch()); err != nil {
+			return fmt.Errorf("drop lease of partition %d: %w", cl.s.Partition(), err)
 		}
 		return nil
 	})
@@ -275,14 +272,13 @@ func (c *consumer) deleteAcked(ctx context.Context, tx *sql.Tx, cl *claim, acks 
 	if err != nil {
 		return err
 	}
-	if _, err := st.ExecContext(ctx, jsonInts(acks), cl.epoch); err != nil {
+	if _, err := st.ExecContext(ctx, jsonInts(acks), cl.s.Epoch()); err != nil {
 		return fmt.Errorf("delete acked: %w", err)
 	}
 	return nil
 }
 
-// takeNext takes up to w.limit rows after w.from and marks them with the
-// claim's epoch in the same statement.
+// takeNext takes up to w.limit rows after w.from, marked with the epoch.
 func (c *consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
 	// OR FAIL: nothing here can violate a constraint, and without the
 	// default ABORT, SQLite keeps no statement journal for the update.
@@ -292,7 +288,7 @@ func (c *consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
 	if err != nil {
 		return err
 	}
-	rows, err := st.QueryContext(ctx, w.cl.epoch, w.cl.partition, w.from, w.limit)
+	rows, err := st.QueryContext(ctx, w.cl.s.Epoch(), w.cl.s.Partition(), w.from, w.limit)
 	if err != nil {
 		return fmt.Errorf("take messages: %w", err)
 	}
@@ -308,7 +304,7 @@ func (c *consumer) takeNext(ctx context.Context, tx *sql.Tx, w *work) error {
 		}
 		typ, aid, _ := strings.Cut(addr, "/")
 		msg := channel.Message{ID: msgID, Address: channel.Address{Type: typ, ID: aid}, Payload: payload,
-			Mailbox: c.m.name, Partition: w.cl.partition, Offset: id, PublishedAt: time.Unix(0, created)}
+			Mailbox: c.m.name, Partition: w.cl.s.Partition(), Offset: id, PublishedAt: time.Unix(0, created)}
 		if len(headers) > 0 {
 			if msg.Headers, err = decodeHeaders(headers); err != nil {
 				return fmt.Errorf("decode headers of message %s at offset %d: %w", msgID, id, err)

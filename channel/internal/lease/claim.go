@@ -20,9 +20,8 @@ const (
 	released       // Release dropped the lease
 )
 
-// Claim is a claim as the engine runs it, the channel.Claim onClaim gets:
-// its state, its Messages and Lost channels, its watchdog and its messages
-// in flight and acked. d is the driver's side of it.
+// Claim is the channel.Claim onClaim gets: its state, channels, watchdog,
+// and messages in flight and acked. d is the driver's side of it.
 type Claim struct {
 	e         *Engine
 	d         ClaimDriver
@@ -215,8 +214,7 @@ func (c *Claim) drain() {
 	c.d.Wake()
 }
 
-// Release implements channel.Claim: the driver applies the acks and drops
-// the lease (ClaimDriver.Release).
+// Release implements channel.Claim with ClaimDriver.Release.
 func (c *Claim) Release(ctx context.Context) error {
 	c.releaseMu.Lock()
 	defer c.releaseMu.Unlock()

@@ -49,9 +49,8 @@ type Driver interface {
 	NewClaim(c *Claim) ClaimDriver
 	// Flush is called when a claim has BatchSize acks waiting.
 	Flush()
-	// Work runs the driver's own loops (a poller, an ack flusher) until
-	// ctx ends, and returns once whatever it started has stopped; an error
-	// ends Run.
+	// Work runs the driver's loops (a poller, an ack flusher) until ctx
+	// ends and what it started has stopped; an error ends Run.
 	Work(ctx context.Context) error
 }
 
@@ -69,9 +68,8 @@ type ClaimDriver interface {
 	Release(ctx context.Context, take func() []Ref) (stillOurs bool, err error)
 }
 
-// Config configures an Engine. Owner, LeaseTTL, BatchSize and Buffer are
-// the consumer's options after Defaults; Err is what the backend found
-// wrong with its own options. Attach is the mailbox's Runs.Attach.
+// Config configures an Engine: the consumer's options after Defaults, Err
+// (what the backend found wrong with its own) and Runs.Attach.
 type Config struct {
 	Backend, Mailbox, Owner string
 	LeaseTTL                time.Duration
@@ -110,8 +108,7 @@ type Engine struct {
 
 var _ channel.Consumer = (*Engine)(nil)
 
-// New returns an engine over d; Run reports cfg.Err, or what is wrong with
-// cfg's options.
+// New returns an engine over d; Run reports what is wrong with cfg.
 func New(cfg Config, d Driver) *Engine {
 	return &Engine{cfg: cfg, err: cmp.Or(cfg.Err, cfg.validate()), d: d, claims: make(map[int32]*Claim)}
 }
@@ -207,8 +204,7 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Claims returns the driver's sides of the claims holding a lease, in
-// partition order.
+// Claims returns the driver's sides of the claims, in partition order.
 func Claims[C ClaimDriver](e *Engine) []C {
 	var out []C
 	for _, c := range e.snapshot() {
@@ -339,7 +335,6 @@ func FairShare(partitions, live int) int {
 	return (partitions + live - 1) / live
 }
 
-// forget removes a claim that ended from the registry.
 func (e *Engine) forget(c *Claim) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
