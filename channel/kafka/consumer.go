@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/runonce"
 )
 
 // commitTimeout bounds one offset commit.
@@ -31,12 +32,10 @@ type Consumer struct {
 	topic   string
 	opts    Options
 
+	run runonce.Gate
+
 	mu         sync.Mutex
 	partitions int // the topic's partition count, once Run has looked it up
-	started    bool
-	closed     bool
-	cancel     context.CancelFunc // ends Run
-	done       chan struct{}      // closed when Run returns
 }
 
 var _ channel.Consumer = (*Consumer)(nil)
@@ -75,21 +74,11 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return errors.New("kafka: Consumer.Run needs an onClaim function")
 	}
-	c.mu.Lock()
-	switch {
-	case c.closed:
-		c.mu.Unlock()
-		return channel.ErrClosed
-	case c.started:
-		c.mu.Unlock()
-		return errors.New("kafka: Consumer.Run called twice; open another Consumer")
+	ctx, end, err := c.run.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka: consumer run: %w", err)
 	}
-	c.started = true
-	ctx, cancel := context.WithCancel(ctx)
-	c.cancel, c.done = cancel, make(chan struct{})
-	c.mu.Unlock()
-	defer close(c.done)
-	defer cancel()
+	defer end()
 
 	lookup, err := kgo.NewClient(c.opts.clientOpts(c.brokers)...)
 	if err != nil {
@@ -144,14 +133,7 @@ func (c *Consumer) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 
 // Close implements channel.Consumer.
 func (c *Consumer) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	cancel, done := c.cancel, c.done
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
+	c.run.Close()
 	return nil
 }
 

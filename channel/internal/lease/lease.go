@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/runonce"
 )
 
 // Held is a lease the consumer holds: its partition under its epoch.
@@ -92,11 +93,7 @@ type Engine struct {
 	err error // what validating the options found
 	d   Driver
 
-	runMu   sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	runDone chan struct{}
+	run runonce.Gate
 
 	// Lock order: a driver's locks, Claim.mu, mu.
 	mu       sync.Mutex
@@ -130,31 +127,24 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	if onClaim == nil {
 		return fmt.Errorf("%s: Consumer.Run: onClaim is nil: pass a function that consumes the claim and releases it", b)
 	}
-	e.runMu.Lock()
-	switch {
-	case e.closed:
-		e.runMu.Unlock()
-		return fmt.Errorf("%s: consumer run: %w", b, channel.ErrClosed)
-	case e.started:
-		e.runMu.Unlock()
-		return fmt.Errorf("%s: Consumer.Run called twice: create a new Consumer to consume again", b)
+	ctx, end, err := e.run.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: consumer run: %w", b, err)
 	}
+	defer end()
 	closing, detach, err := e.cfg.Attach()
 	if err != nil {
-		e.runMu.Unlock()
 		return fmt.Errorf("%s: consumer run: %w", b, err)
 	}
 	defer detach()
 
 	// ctx ends the run; work keeps the keeper and the driver going until
 	// the claims have drained.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	e.started, e.cancel, e.runDone, e.work = true, cancel, make(chan struct{}), work
-	defer close(e.runDone)
-	e.runMu.Unlock()
+	e.mu.Lock()
+	e.work = work
+	e.mu.Unlock()
 
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
@@ -193,14 +183,7 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 
 // Close implements channel.Consumer.
 func (e *Engine) Close() error {
-	e.runMu.Lock()
-	e.closed = true
-	cancel, done := e.cancel, e.runDone
-	e.runMu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
+	e.run.Close()
 	return nil
 }
 
