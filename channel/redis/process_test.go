@@ -5,8 +5,6 @@ package redis_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,27 +12,20 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/redis"
+	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // The test binary doubles as a helper consumer process for
-// TestLeasesAcrossProcesses.
-func TestMain(m *testing.M) { os.Exit(channeltest.Main(m, openHelperConsumer)) }
-
-// openHelperConsumer opens the mailbox that name ("ADDR|MAILBOX") names:
-// the server may be a container only the test process knows of.
-func openHelperConsumer(ctx context.Context, name, owner string, leaseTTL time.Duration) (channel.Consumer, io.Closer, error) {
-	addr, mailbox, _ := strings.Cut(name, "|")
-	mb, err := redis.Open(ctx, addr, mailbox, redis.Options{})
-	if err != nil {
-		return nil, nil, err
-	}
-	c := mb.Consumer(redis.ConsumerOptions{
-		Owner:    owner,
-		LeaseTTL: leaseTTL,
-		MaxWait:  50 * time.Millisecond,
+// TestLeasesAcrossProcesses, of the mailbox "ADDR|MAILBOX" names: the
+// server may be a container only the test process knows of.
+func TestMain(m *testing.M) {
+	backendtest.Main(m, func(ctx context.Context, name string) (*redis.Mailbox, error) {
+		addr, mailbox, _ := strings.Cut(name, "|")
+		return redis.Open(ctx, addr, mailbox, redis.Options{})
+	}, func(mb *redis.Mailbox, owner string, leaseTTL time.Duration) channel.Consumer {
+		return mb.Consumer(redis.ConsumerOptions{Owner: owner, LeaseTTL: leaseTTL, MaxWait: 50 * time.Millisecond})
 	})
-	return c, mb, nil
 }
 
 func TestLeasesAcrossProcesses(t *testing.T) {

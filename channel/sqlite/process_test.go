@@ -4,8 +4,6 @@ package sqlite_test
 
 import (
 	"context"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,25 +11,18 @@ import (
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
+	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
 
 // The test binary doubles as a helper consumer process for
-// TestLeasesAcrossProcesses.
-func TestMain(m *testing.M) { os.Exit(channeltest.Main(m, openHelperConsumer)) }
-
-// openHelperConsumer opens the mailbox file at path.
-func openHelperConsumer(_ context.Context, path, owner string, leaseTTL time.Duration) (channel.Consumer, io.Closer, error) {
-	mb, err := sqlite.Open(path, sqlite.Options{})
-	if err != nil {
-		return nil, nil, err
-	}
-	c := mb.Consumer(sqlite.ConsumerOptions{
-		Owner:        owner,
-		LeaseTTL:     leaseTTL,
-		PollInterval: 5 * time.Millisecond,
+// TestLeasesAcrossProcesses, of the mailbox file at a path.
+func TestMain(m *testing.M) {
+	backendtest.Main(m, func(_ context.Context, path string) (*sqlite.Mailbox, error) {
+		return sqlite.Open(path, sqlite.Options{})
+	}, func(mb *sqlite.Mailbox, owner string, leaseTTL time.Duration) channel.Consumer {
+		return mb.Consumer(sqlite.ConsumerOptions{Owner: owner, LeaseTTL: leaseTTL, PollInterval: 5 * time.Millisecond})
 	})
-	return c, mb, nil
 }
 
 func TestLeasesAcrossProcesses(t *testing.T) {

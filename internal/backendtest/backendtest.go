@@ -2,8 +2,8 @@
 // beyond the conformance suite (channel/channeltest): a consumer that
 // records what it is given, a consumer that acks until it has seen enough,
 // opening a mailbox for one test, waiting for a lost claim, the
-// partition-count checks of the leased mailboxes, and the benchmarks'
-// messages.
+// partition-count checks of the leased mailboxes, the test binary as a
+// helper consumer process, and the benchmarks' messages.
 package backendtest
 
 import (
