@@ -6,9 +6,9 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/memory"
 	"github.com/postbox-dev/postbox/dlq/dlqtest"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 )
 
 // newMailbox returns a mailbox closed when t ends.

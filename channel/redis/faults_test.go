@@ -21,8 +21,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )

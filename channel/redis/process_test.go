@@ -11,8 +11,8 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/redis"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
 

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 )
 
 // benchBatch is how many messages one Publish call carries, unless a

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/postbox-dev/postbox/channel"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 	"github.com/postbox-dev/postbox/internal/waitfor"
 )

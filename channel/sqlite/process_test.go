@@ -10,8 +10,8 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 	"github.com/postbox-dev/postbox/internal/testenv"
 )
 

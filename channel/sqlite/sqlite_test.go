@@ -7,8 +7,8 @@ import (
 
 	"github.com/postbox-dev/postbox/channel"
 	"github.com/postbox-dev/postbox/channel/channeltest"
+	"github.com/postbox-dev/postbox/channel/internal/backendtest"
 	"github.com/postbox-dev/postbox/channel/sqlite"
-	"github.com/postbox-dev/postbox/internal/backendtest"
 )
 
 // open opens the mailbox at path or fails the test, closing it when t ends.
