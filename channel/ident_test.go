@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -118,4 +119,19 @@ func saysInOneLine(t *testing.T, err error, want string) {
 	if strings.ContainsAny(msg, "\n\r") || len(msg) > 300 {
 		t.Fatalf("error %q is not one short line", msg)
 	}
+}
+
+// CheckPublish is the check every Publish makes before it writes anything:
+// each address, and each ID that is set (Publish assigns the empty ones).
+func ExampleCheckPublish() {
+	ok := []channel.Message{
+		{Address: channel.Address{Type: "counter", ID: "1"}},
+		{ID: "m2", Address: channel.Address{Type: "counter", ID: "2"}},
+	}
+	fmt.Println(channel.CheckPublish(ok))
+	bad := append(ok, channel.Message{Address: channel.Address{Type: "counter"}})
+	fmt.Println(errors.Is(channel.CheckPublish(bad), channel.ErrBadAddress))
+	// Output:
+	// <nil>
+	// true
 }
