@@ -343,8 +343,12 @@ func (h *Host) journalOutcome(a *actor, d *delivery, kind journal.Kind, data []b
 // durable.
 func (h *Host) deduplicated(d *delivery, w *ticket) {
 	h.m.deduplicated.Add(1)
-	if w == nil {
+	switch {
+	case w == nil:
 		h.afterFlush(d)(nil)
+		return
+	case w.durable():
+		h.afterFlush(d)(w.err())
 		return
 	}
 	go func() {
