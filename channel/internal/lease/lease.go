@@ -169,9 +169,9 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	// rather than after LeaseTTL. Best effort: the heartbeat expires.
 	_ = e.tick(cleanup, onClaim)
 	e.handlers.Wait()
-	for _, c := range e.snapshot() {
-		_ = c.Release(cleanup) // best effort: an unreleased lease expires
-	}
+	// Claims onClaim left unreleased, with a LeaseTTL of their own however
+	// long the handlers took.
+	e.releaseAll(context.WithoutCancel(ctx), e.snapshot()) // best effort: an unreleased lease expires
 	stopWork()
 	wg.Wait()
 
@@ -304,12 +304,26 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 			onClaim(c)
 		}()
 	}
-	for _, c := range giveBack {
-		if err := c.Release(ctx); err != nil {
-			return fmt.Errorf("give back a partition taken while stopping: %w", err)
-		}
+	if err := e.releaseAll(context.WithoutCancel(ctx), giveBack); err != nil {
+		return fmt.Errorf("give back a partition taken while stopping: %w", err)
 	}
 	return nil
+}
+
+// releaseAll releases claims, each tried whatever the others did, within a
+// LeaseTTL of now: Run's contexts may have ended already, and a lease left
+// behind holds its partition up for a LeaseTTL.
+func (e *Engine) releaseAll(ctx context.Context, claims []*Claim) error {
+	if len(claims) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
+	defer cancel()
+	var errs []error
+	for _, c := range claims {
+		errs = append(errs, c.Release(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // FairShare is ceil(partitions/live): how many partitions a consumer owns.

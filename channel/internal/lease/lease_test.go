@@ -97,7 +97,10 @@ type claim struct {
 func (c *claim) Start(context.Context) {}
 func (c *claim) Wake()                 {}
 
-func (c *claim) Release(context.Context, func() []Ref) (bool, error) {
+func (c *claim) Release(ctx context.Context, _ func() []Ref) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err // as a store call would
+	}
 	c.d.st.mu.Lock()
 	defer c.d.st.mu.Unlock()
 	c.d.drop(Held{c.c.Partition(), c.c.Epoch()})
@@ -316,6 +319,32 @@ func TestRunReleasesWhatOnClaimLeft(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx, func(channel.Claim) {}) }()
 	waitfor.Until(t, 5*time.Second, "3 leases", func() bool { return owned(st, "a") == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := owned(st, "a"); n != 0 {
+		t.Errorf("%d leases held after Run returned", n)
+	}
+}
+
+// Handlers that outlast a LeaseTTL after Run is asked to stop still have
+// what they left unreleased released: the release gets a LeaseTTL of its
+// own, or the partitions would sit leased by no one until expiry.
+func TestRunReleasesWhatSlowHandlersLeft(t *testing.T) {
+	st := newStore(2)
+	ttl := 150 * time.Millisecond
+	e, _ := newEngine(st, "a", ttl)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, func(cl channel.Claim) {
+			for range cl.Messages() {
+			}
+			time.Sleep(3 * ttl) // finishing in-flight work; never releases
+		})
+	}()
+	waitfor.Until(t, 5*time.Second, "2 leases", func() bool { return owned(st, "a") == 2 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
