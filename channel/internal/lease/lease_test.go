@@ -312,20 +312,28 @@ func TestRunOnceAndClose(t *testing.T) {
 }
 
 // A claim that onClaim never releases is released when Run ends.
+
 func TestRunReleasesWhatOnClaimLeft(t *testing.T) {
 	st := newStore(3)
 	e, _ := newEngine(st, "a", 150*time.Millisecond)
+	if n := leasesLeftByRun(t, st, e, func(channel.Claim) {}); n != 0 {
+		t.Errorf("%d leases held after Run returned", n)
+	}
+}
+
+// leasesLeftByRun runs e with onClaim until it holds every partition of
+// st, stops it, and counts the leases still held once Run has returned.
+func leasesLeftByRun(t *testing.T, st *store, e *Engine, onClaim func(channel.Claim)) int {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx, func(channel.Claim) {}) }()
-	waitfor.Until(t, 5*time.Second, "3 leases", func() bool { return owned(st, "a") == 3 })
+	go func() { done <- e.Run(ctx, onClaim) }()
+	waitfor.Until(t, 5*time.Second, "every lease", func() bool { return owned(st, "a") == st.partitions })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := owned(st, "a"); n != 0 {
-		t.Errorf("%d leases held after Run returned", n)
-	}
+	return owned(st, "a")
 }
 
 // Handlers that outlast a LeaseTTL after Run is asked to stop still have
@@ -335,21 +343,12 @@ func TestRunReleasesWhatSlowHandlersLeft(t *testing.T) {
 	st := newStore(2)
 	ttl := 150 * time.Millisecond
 	e, _ := newEngine(st, "a", ttl)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- e.Run(ctx, func(cl channel.Claim) {
-			for range cl.Messages() {
-			}
-			time.Sleep(3 * ttl) // finishing in-flight work; never releases
-		})
-	}()
-	waitfor.Until(t, 5*time.Second, "2 leases", func() bool { return owned(st, "a") == 2 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if n := owned(st, "a"); n != 0 {
+	n := leasesLeftByRun(t, st, e, func(cl channel.Claim) {
+		for range cl.Messages() {
+		}
+		time.Sleep(3 * ttl) // finishing in-flight work; never releases
+	})
+	if n != 0 {
 		t.Errorf("%d leases held after Run returned", n)
 	}
 }
