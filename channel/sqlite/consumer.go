@@ -249,17 +249,22 @@ func (cl *claim) Release(ctx context.Context, take func() []lease.Ref) (bool, er
 	c.cycleMu.Lock() // a poll under way applies or restores its acks first
 	acks := take()
 	c.cycleMu.Unlock()
-	return true, c.m.write(ctx, func(tx *sql.Tx) error {
+	var ours bool
+	err := c.m.write(ctx, func(tx *sql.Tx) error {
 		if err := c.deleteAcked(ctx, tx, cl, acks); err != nil {
 			return err
 		}
-		// A lease taken over since is left alone.
-		if _, err := tx.ExecContext(ctx, `UPDATE mailbox_leases SET owner = '', expires_at = 0
-			WHERE partition = ? AND owner = ? AND epoch = ?`, cl.s.Partition(), c.opts.Owner, cl.s.Epoch()); err != nil {
+		// A lease taken over since is left alone, and the claim ends lost.
+		res, err := tx.ExecContext(ctx, `UPDATE mailbox_leases SET owner = '', expires_at = 0
+			WHERE partition = ? AND owner = ? AND epoch = ?`, cl.s.Partition(), c.opts.Owner, cl.s.Epoch())
+		if err != nil {
 			return fmt.Errorf("drop lease of partition %d: %w", cl.s.Partition(), err)
 		}
-		return nil
+		n, err := res.RowsAffected()
+		ours = n == 1
+		return err
 	})
+	return ours, err
 }
 
 // deleteAcked deletes the acked rows of cl, in one statement: the offsets

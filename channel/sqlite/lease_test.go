@@ -78,6 +78,8 @@ func TestZombieAcksAreFenced(t *testing.T) {
 	if err := claimA.Release(t.Context()); err != nil {
 		t.Fatalf("zombie release: %v", err)
 	}
+	// It learns there that the partition was taken: its claim ends lost.
+	backendtest.Lost(t, claimA, time.Second, "the zombie's Lost after its Release")
 	if n := count(t, db, `SELECT count(*) FROM mailbox_messages`); n != 2 {
 		t.Errorf("%d messages left after the zombie's ack, want both (B has not acked)", n)
 	}

@@ -169,8 +169,6 @@ func (e *Engine) Run(ctx context.Context, onClaim func(channel.Claim)) error {
 	// rather than after LeaseTTL. Best effort: the heartbeat expires.
 	_ = e.tick(cleanup, onClaim)
 	e.handlers.Wait()
-	// Claims onClaim left unreleased, with a LeaseTTL of their own however
-	// long the handlers took.
 	e.releaseAll(context.WithoutCancel(ctx), e.snapshot()) // best effort: an unreleased lease expires
 	stopWork()
 	wg.Wait()
@@ -310,9 +308,8 @@ func (e *Engine) tick(ctx context.Context, onClaim func(channel.Claim)) error {
 	return nil
 }
 
-// releaseAll releases claims, each tried whatever the others did, within a
-// LeaseTTL of now: Run's contexts may have ended already, and a lease left
-// behind holds its partition up for a LeaseTTL.
+// releaseAll releases each of claims within a LeaseTTL of now, whether or
+// not Run's contexts have ended: a lease left behind holds its partition up.
 func (e *Engine) releaseAll(ctx context.Context, claims []*Claim) error {
 	if len(claims) == 0 {
 		return nil
