@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -34,27 +33,33 @@ type flusher struct {
 
 // flushGen is one group commit.
 type flushGen struct {
-	batches map[string]*journal.Batch
-	order   []string
+	batches map[batchID]*journal.Batch
+	order   []batchID
 	entries int
 	then    []func()
 	done    chan struct{}
 	// set before done closes:
-	err     error            // nothing of this generation was written
-	refusal map[string]error // batches the journal refused for good, by batchKey
+	err     error             // nothing of this generation was written
+	refusal map[batchID]error // batches the journal refused for good
 }
 
 func newGen() *flushGen {
-	return &flushGen{batches: map[string]*journal.Batch{}, done: make(chan struct{})}
+	return &flushGen{batches: map[batchID]*journal.Batch{}, done: make(chan struct{})}
 }
 
-func batchKey(partition string, epoch int64) string { return fmt.Sprintf("%s#%d", partition, epoch) }
+// batchID names a batch: one partition's writes under one epoch.
+type batchID struct {
+	partition string
+	epoch     int64
+}
+
+func batchKey(partition string, epoch int64) batchID { return batchID{partition, epoch} }
 
 // ticket is one write's share of a generation: the batch of its
 // partition under its epoch.
 type ticket struct {
 	g   *flushGen
-	key string // batchKey
+	key batchID
 }
 
 // done is closed once the write's outcome is known.
@@ -211,7 +216,7 @@ func (f *flusher) write(ctx context.Context, g *flushGen) {
 		batches = append(batches, *g.batches[p])
 	}
 	start := time.Now()
-	g.refusal = map[string]error{}
+	g.refusal = map[batchID]error{}
 	err := f.append(ctx, batches)
 	var fe *journal.FencedError
 	switch {

@@ -28,7 +28,7 @@ type Host struct {
 	closed   bool // ready queue closed: workers exit
 	actors   map[string]*actor
 	claims   map[int32]*claimState
-	owners   map[string]*claimState // by batchKey: claims whose epoch is taken
+	owners   map[batchID]*claimState // claims whose epoch is taken
 	started  bool
 	stopping atomic.Bool // Stop has begun
 	stopErr  error       // what the first Stop returned; set before stopped closes
@@ -107,7 +107,7 @@ func New(cfg Config) (*Host, error) {
 	}
 	h := &Host{
 		cfg: cfg, log: cfg.Logger, m: m, mailbox: cfg.Consumer.Mailbox(),
-		actors: map[string]*actor{}, claims: map[int32]*claimState{}, owners: map[string]*claimState{},
+		actors: map[string]*actor{}, claims: map[int32]*claimState{}, owners: map[batchID]*claimState{},
 		consumerDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	h.cond = sync.NewCond(&h.mu)
